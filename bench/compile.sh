@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Compile benchmark: `pipe compile` (release) next to `dbt parse` on the same generated project, same run.
+#   bench/compile.sh [N ...]        (default: 1000 10000)
+# Prints, per size: wall time and peak RSS of pipe (best of 3) and of dbt parse (one run), and their ratio.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared=${SHARED:-../shared/bench}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pipe-target}"
+cargo build --release --quiet
+bin="$CARGO_TARGET_DIR/release/pipe"
+sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(1000 10000)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+for n in "${sizes[@]}"; do
+  dir="$work/p$n"
+  python3 "$shared/gen_project.py" --out "$dir" --models "$n" >/dev/null
+  best=""; best_rss=""
+  for _ in 1 2 3; do
+    rm -rf "$dir/target"
+    line=$( { /usr/bin/time -f "%e %M" "$bin" compile --project-dir "$dir" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )
+    wall=${line% *}; rss=${line#* }
+    if [ -z "$best" ] || awk "BEGIN{exit !($wall < $best)}"; then best=$wall; best_rss=$rss; fi
+  done
+  echo "pipe compile  models=$n wall=${best} s rss=$((best_rss / 1024)) MiB"
+  if [ -z "${SKIP_PEER:-}" ]; then
+    peer=$(bash "$shared/peer.sh" parse "$dir")
+    echo "$peer (models=$n)"
+    peer_wall=$(echo "$peer" | sed -E 's/.*wall=([0-9.]+).*/\1/')
+    awk -v p="$best" -v d="$peer_wall" -v n="$n" 'BEGIN{printf "ratio models=%d dbt/pipe = %.1fx\n", n, d/p}'
+  fi
+done

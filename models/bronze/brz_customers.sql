@@ -1,0 +1,2 @@
+-- Raw customer records from the CRM export (newline-delimited JSON).
+select * from {{ source('raw', 'customers') }}

@@ -1,0 +1,2 @@
+-- Raw clickstream events.
+select * from {{ source('raw', 'events') }}

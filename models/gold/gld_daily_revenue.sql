@@ -1,0 +1,8 @@
+-- Revenue and order count per day, completed orders only.
+select
+    order_date,
+    count(*) as orders,
+    sum(amount) as revenue
+from {{ ref('int_orders_enriched') }}
+where status = 'completed'
+group by order_date

@@ -1,0 +1,9 @@
+-- Revenue per region and country, completed orders only.
+select
+    region,
+    country_code,
+    count(*) as orders,
+    sum(amount) as revenue
+from {{ ref('int_orders_enriched') }}
+where status = 'completed'
+group by region, country_code

@@ -1,0 +1,439 @@
+//! The command line: clap definitions (their doc comments are the flag docs), conversion of flags into stage
+//! options, rendering of diagnostics, and the exit code.
+//!
+//! Exit codes: 0 success; 1 the project or the data failed (compile errors, a failed model); 2 pipe could not do
+//! its job (bad usage, an unreadable file, an internal error).
+//! **Architecture invariant:** only this module prints, reads environment variables or picks the exit code.
+
+mod init;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::Value;
+
+use crate::compile::{compile, Compilation, CompileOptions, SelectableGraph};
+use crate::diagnostics::{self, Code, Diagnostic, DiagnosticFormat, SourceMap};
+use crate::graph::selector::SelectError;
+use crate::manifest::Manifest;
+
+/// pipe: a SQL-first pipeline compiler. Models are SQL files with Jinja; pipe compiles them into a checked
+/// dependency graph and builds them into Delta Lake tables with DataFusion.
+///
+/// Exit codes: 0 success, 1 the project or data failed, 2 pipe could not run (usage or internal error).
+#[derive(Debug, Parser)]
+#[command(name = "pipe", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Render, parse and check every model, then write `target/manifest.json` and `target/compiled/`.
+    Compile(CompileArgs),
+    /// List selected nodes with their layer, materialization and tags.
+    Ls(LsArgs),
+    /// Create a minimal medallion project that compiles as created.
+    Init(InitArgs),
+    /// Explain a diagnostic code, e.g. `pipe explain P0401` or `pipe explain ref-not-found`.
+    Explain(ExplainArgs),
+}
+
+/// Options every command that reads a project shares.
+#[derive(Debug, Args, Clone)]
+pub struct ProjectArgs {
+    /// The project folder (holding `pipe.yml` or `dbt_project.yml`).
+    #[arg(long, default_value = ".", global = true)]
+    pub project_dir: PathBuf,
+    /// Variables for `var()`, as YAML or JSON: `--vars '{start: 2024-01-01}'`. They override `vars:` in the project.
+    #[arg(long, global = true)]
+    pub vars: Option<String>,
+    /// How diagnostics are printed on stderr.
+    #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human, global = true)]
+    pub diagnostics: DiagnosticFormat,
+}
+
+/// Node selection, in dbt's grammar.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SelectArgs {
+    /// Nodes to include: names, globs (`stg_*`), `+m`, `m+`, `2+m`, `m+1`, `@m`, `tag:x`, `layer:silver`,
+    /// `path:models/silver`, `config.materialized:incremental`, `source:s.t+`, `state:modified`, `state:new`.
+    /// Space-separated terms are a union; commas intersect.
+    #[arg(short, long, num_args = 1.., value_delimiter = None)]
+    pub select: Vec<String>,
+    /// Nodes to leave out, in the same grammar.
+    #[arg(long, num_args = 1..)]
+    pub exclude: Vec<String>,
+    /// A previous `target/` folder whose `manifest.json` `state:` methods compare against.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// `text`: one node per line; `json`: a JSON array.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Folder to create; must not exist or be empty.
+    pub dir: PathBuf,
+    /// Project name (default: the folder name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A code such as `P0401`, or its name such as `ref-not-found`.
+    pub code: String,
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Compile(args) => run_compile(&args),
+        Command::Ls(args) => run_ls(&args),
+        Command::Init(args) => init::run(&args),
+        Command::Explain(args) => run_explain(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PIPE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn use_color() -> bool {
+    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+}
+
+/// Prints diagnostics on stderr; returns whether any is an error.
+fn report(
+    diagnostics: &[Diagnostic],
+    sources: &SourceMap,
+    format: DiagnosticFormat,
+    summary: Option<&str>,
+) -> bool {
+    let color = use_color();
+    let mut stderr = std::io::stderr().lock();
+    for diagnostic in diagnostics {
+        let _ =
+            stderr.write_all(diagnostics::render(diagnostic, sources, format, color).as_bytes());
+        if format == DiagnosticFormat::Human {
+            let _ = stderr.write_all(b"\n");
+        }
+    }
+    let errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    let warnings = diagnostics.len() - errors;
+    if let (Some(what), DiagnosticFormat::Human, true) = (summary, format, errors > 0) {
+        let _ = writeln!(
+            stderr,
+            "error: {what} failed with {errors} error(s) and {warnings} warning(s)"
+        );
+    }
+    errors > 0
+}
+
+pub(crate) fn parse_vars(text: Option<&str>) -> anyhow::Result<BTreeMap<String, Value>> {
+    match text {
+        None => Ok(BTreeMap::new()),
+        Some(text) if text.trim().is_empty() => Ok(BTreeMap::new()),
+        Some(text) => serde_saphyr::from_str(text).map_err(|e| {
+            anyhow::anyhow!(
+                "`--vars` is not a YAML or JSON mapping: {}",
+                e.without_snippet()
+            )
+        }),
+    }
+}
+
+fn compile_options(args: &ProjectArgs) -> anyhow::Result<CompileOptions> {
+    let now = chrono::Utc::now();
+    Ok(CompileOptions {
+        vars: parse_vars(args.vars.as_deref())?,
+        env_vars: std::env::vars().collect(),
+        run_started_at: now.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string(),
+        invocation_id: uuid::Uuid::new_v4().to_string(),
+        target_name: std::env::var("PIPE_TARGET").unwrap_or_else(|_| "dev".into()),
+    })
+}
+
+/// Compiles and reports diagnostics; `Err(exit code)` when the compile failed.
+fn compile_reported(
+    args: &ProjectArgs,
+) -> anyhow::Result<Result<(Compilation, Manifest), ExitCode>> {
+    let options = compile_options(args)?;
+    let mut compilation = compile(&args.project_dir, &options);
+    let empty = SourceMap::default();
+    let sources = compilation.project.as_ref().map_or(&empty, |p| &p.files);
+    let failed = report(
+        &compilation.diagnostics,
+        sources,
+        args.diagnostics,
+        Some("compile"),
+    );
+    match compilation.manifest.take() {
+        Some(manifest) if !failed => Ok(Ok((compilation, manifest))),
+        _ => Ok(Err(ExitCode::from(1))),
+    }
+}
+
+fn target_dir(compilation: &Compilation, args: &ProjectArgs) -> PathBuf {
+    let target = compilation
+        .project
+        .as_ref()
+        .map_or("target", |p| p.config.target_path.as_str());
+    args.project_dir.join(target)
+}
+
+fn read_state(select: &SelectArgs) -> anyhow::Result<Option<Manifest>> {
+    let Some(dir) = &select.state else {
+        return Ok(None);
+    };
+    let path = if dir.is_dir() {
+        dir.join("manifest.json")
+    } else {
+        dir.clone()
+    };
+    Manifest::read(&path)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("cannot read state manifest `{}`: {e}", path.display()))
+}
+
+/// Selected unique ids in topological order, or the exit code after reporting a selector error.
+fn selected_ids(
+    manifest: &Manifest,
+    select: &SelectArgs,
+    format: DiagnosticFormat,
+) -> anyhow::Result<Result<Vec<String>, ExitCode>> {
+    let state = read_state(select)?;
+    let graph = SelectableGraph::new(manifest);
+    let sources = SourceMap::default();
+    match graph.select(manifest, &select.select, &select.exclude, state.as_ref()) {
+        Ok(selection) => {
+            let warnings: Vec<Diagnostic> = selection
+                .unmatched
+                .iter()
+                .map(|term| {
+                    Diagnostic::warning(
+                        Code::SelectorNoMatch,
+                        format!("selector `{term}` matched nothing"),
+                    )
+                    .with_help("`pipe ls` lists every node")
+                })
+                .collect();
+            report(&warnings, &sources, format, None);
+            Ok(Ok(selection
+                .nodes
+                .iter()
+                .map(|n| graph.ids[n.index()].clone())
+                .collect()))
+        }
+        Err(SelectError::Invalid { selector, reason }) => {
+            let diagnostic = Diagnostic::error(
+                Code::SelectorInvalid,
+                format!("invalid selector `{selector}`: {reason}"),
+            )
+            .with_help("see `pipe ls --help` for the grammar");
+            report(&[diagnostic], &sources, format, None);
+            Ok(Err(ExitCode::from(2)))
+        }
+        Err(SelectError::StateMissing { selector }) => {
+            let diagnostic = Diagnostic::error(
+                Code::StateMissing,
+                format!("`{selector}` needs `--state <dir>`"),
+            )
+            .with_help(
+                "pass the `target/` folder of a previous compile, e.g. `--state prod-target/`",
+            );
+            report(&[diagnostic], &sources, format, None);
+            Ok(Err(ExitCode::from(2)))
+        }
+    }
+}
+
+fn run_compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let (compilation, manifest) = match compile_reported(&args.project)? {
+        Ok(done) => done,
+        Err(code) => return Ok(code),
+    };
+    let selected = match selected_ids(&manifest, &args.select, args.project.diagnostics)? {
+        Ok(ids) => ids,
+        Err(code) => return Ok(code),
+    };
+    let target = target_dir(&compilation, &args.project);
+    manifest
+        .write(&target)
+        .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", target.display()))?;
+    let models = manifest
+        .nodes
+        .values()
+        .filter(|n| n.resource_type == crate::manifest::NodeKind::Model)
+        .count();
+    eprintln!(
+        "Compiled {models} models, {} sources, {} macros ({} selected) in {:.2}s -> {}",
+        manifest.sources.len(),
+        manifest.macros.len(),
+        selected.len(),
+        started.elapsed().as_secs_f64(),
+        display_path(&target.join("manifest.json"))
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn display_path(path: &Path) -> String {
+    path.strip_prefix("./")
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+#[derive(serde::Serialize)]
+struct LsRow<'a> {
+    unique_id: &'a str,
+    name: &'a str,
+    resource_type: &'a str,
+    layer: Option<&'a str>,
+    materialized: Option<&'a str>,
+    tags: &'a [String],
+    path: &'a str,
+}
+
+fn run_ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
+    let (_compilation, manifest) = match compile_reported(&args.project)? {
+        Ok(done) => done,
+        Err(code) => return Ok(code),
+    };
+    let selected = match selected_ids(&manifest, &args.select, args.project.diagnostics)? {
+        Ok(ids) => ids,
+        Err(code) => return Ok(code),
+    };
+    let no_tags: Vec<String> = Vec::new();
+    let rows: Vec<LsRow<'_>> = selected
+        .iter()
+        .map(|id| match manifest.nodes.get(id) {
+            Some(node) => LsRow {
+                unique_id: &node.unique_id,
+                name: &node.name,
+                resource_type: match node.resource_type {
+                    crate::manifest::NodeKind::Model => "model",
+                    crate::manifest::NodeKind::Seed => "seed",
+                },
+                layer: node.layer.map(|l| l.as_str()),
+                materialized: Some(node.materialized.as_str()),
+                tags: &node.tags,
+                path: &node.path,
+            },
+            None => {
+                let source = &manifest.sources[id];
+                LsRow {
+                    unique_id: &source.unique_id,
+                    name: &source.relation,
+                    resource_type: "source",
+                    layer: None,
+                    materialized: None,
+                    tags: &no_tags,
+                    path: &source.declared_in,
+                }
+            }
+        })
+        .collect();
+    let mut out = String::new();
+    match args.output {
+        OutputFormat::Json => {
+            out = serde_json::to_string_pretty(&rows)?;
+            out.push('\n');
+        }
+        OutputFormat::Text => {
+            let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
+            for row in &rows {
+                let tags = if row.tags.is_empty() {
+                    String::new()
+                } else {
+                    format!("  [{}]", row.tags.join(", "))
+                };
+                let line = format!(
+                    "{:<width$}  {:<6}  {:<6}  {:<11}{tags}",
+                    row.name,
+                    row.resource_type,
+                    row.layer.unwrap_or("-"),
+                    row.materialized.unwrap_or("-"),
+                );
+                out.push_str(line.trim_end());
+                out.push('\n');
+            }
+        }
+    }
+    write_stdout(&out);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes data to stdout; a closed pipe (`pipe ls | head`) ends quietly.
+fn write_stdout(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    if stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        std::process::exit(0);
+    }
+}
+
+fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    match Code::from_str_any(&args.code) {
+        Some(code) => {
+            write_stdout(&format!(
+                "{} ({})\n\n{}\n",
+                code.id(),
+                code.name(),
+                code.explanation()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("error: unknown diagnostic code `{}`", args.code);
+            Ok(ExitCode::from(2))
+        }
+    }
+}

@@ -1,0 +1,972 @@
+//! `compile`: the phases from a project folder to a checked `Manifest`, as plain functions.
+//!
+//! load (project) -> render (template, in parallel) -> parse (sql, in parallel) -> resolve refs and sources ->
+//! graph checks (duplicates, cycles, layer rules) -> inline ephemeral models -> manifest. Each phase adds to one list
+//! of diagnostics; the manifest is produced only when no error was found, so no partial output is ever written.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::diagnostics::{has_errors, sort_diagnostics, Code, Diagnostic, FileId, SourceFile};
+use crate::graph::selector::{self, NodeFacts, ResourceType, SelectError, Selection, StateChange};
+use crate::graph::{Dag, NodeId};
+use crate::manifest::{self, Manifest, Node, NodeKind, SourceNode};
+use crate::project::{
+    self, ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ModelFile, Project,
+};
+use crate::sql::{self, AnalyzedModel, SqlOrigin};
+use crate::template::{RenderContext, RenderedModel, Renderer};
+
+/// Inputs to a compile besides the project folder.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    /// `--vars`, over the project's `vars:`.
+    pub vars: BTreeMap<String, Value>,
+    /// Environment variables `env_var()` can read.
+    pub env_vars: BTreeMap<String, String>,
+    pub run_started_at: String,
+    pub invocation_id: String,
+    pub target_name: String,
+}
+
+/// The outcome of a compile: what was built, and everything found on the way.
+pub struct Compilation {
+    pub project: Option<Project>,
+    /// Present when there are no errors.
+    pub manifest: Option<Manifest>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Prefix of the CTE an ephemeral model is inlined as.
+pub const EPHEMERAL_PREFIX: &str = "__pipe_cte__";
+
+struct ModelResult {
+    rendered: RenderedModel,
+    analyzed: AnalyzedModel,
+}
+
+/// Compiles the project at `root`.
+pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
+    let _span = tracing::info_span!("compile").entered();
+    let (project, mut diagnostics) = project::load_project(root);
+    let Some(project) = project else {
+        if diagnostics.is_empty() {
+            diagnostics.push(
+                Diagnostic::error(Code::ProjectNotFound, format!("no `pipe.yml` or `dbt_project.yml` in `{}`", root.display()))
+                    .with_help("run pipe from a project folder, pass `--project-dir`, or create a project with `pipe init`"),
+            );
+        }
+        return Compilation {
+            project: None,
+            manifest: None,
+            diagnostics,
+        };
+    };
+    let manifest = build_manifest(&project, options, &mut diagnostics);
+    sort_diagnostics(&mut diagnostics, &project.files);
+    let manifest = if has_errors(&diagnostics) {
+        None
+    } else {
+        manifest
+    };
+    Compilation {
+        project: Some(project),
+        manifest,
+        diagnostics,
+    }
+}
+
+/// The schema a model's relation lives in: `config(schema=...)`, else its layer, else `main`.
+fn schema_of(config: &ConfigMap, layer: Option<Layer>) -> String {
+    config
+        .str_value("schema")
+        .map(str::to_string)
+        .unwrap_or_else(|| layer.map_or("main", Layer::as_str).to_string())
+}
+
+fn layer_of(model: &ModelFile, config: &ConfigMap) -> Option<Layer> {
+    model
+        .folder_layer
+        .or_else(|| config.str_value("layer").and_then(Layer::parse))
+}
+
+fn relation_of(name: &str, config: &ConfigMap, layer: Option<Layer>) -> String {
+    if config.str_value("materialized") == Some("ephemeral") {
+        format!("{EPHEMERAL_PREFIX}{name}")
+    } else {
+        format!(
+            "{}.{}",
+            schema_of(config, layer),
+            config.str_value("alias").unwrap_or(name)
+        )
+    }
+}
+
+fn render_and_parse(
+    renderer: &Renderer,
+    project: &Project,
+    models: &[&ModelFile],
+    context: &RenderContext,
+    macro_files: &[(FileId, &SourceFile)],
+) -> Vec<Result<ModelResult, Diagnostic>> {
+    let _span = tracing::info_span!("render_and_parse", models = models.len()).entered();
+    models
+        .par_iter()
+        .map(|model| {
+            let file = project.files.get(model.file);
+            let this = context
+                .relations
+                .get(&model.name)
+                .cloned()
+                .unwrap_or_default();
+            let rendered = renderer.render_model(model.file, file, &this, context, macro_files)?;
+            let origin = SqlOrigin {
+                file_id: model.file,
+                file,
+                offsets: &rendered.offsets,
+            };
+            let analyzed = sql::analyze(&rendered.sql, &origin)?;
+            if let Some(incremental) = &rendered.sql_incremental {
+                sql::analyze(incremental, &origin)
+                    .map_err(|d| d.with_note("in the `is_incremental()` variant"))?;
+            }
+            Ok(ModelResult { rendered, analyzed })
+        })
+        .collect()
+}
+
+fn build_manifest(
+    project: &Project,
+    options: &CompileOptions,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Manifest> {
+    let project_name = &project.config.name;
+
+    // Enabled models, first file per name; a second file with the same name is an error naming both.
+    let mut by_name: BTreeMap<&str, &ModelFile> = BTreeMap::new();
+    for model in project.models.iter().filter(|m| m.config.enabled()) {
+        if let Some(first) = by_name.get(model.name.as_str()) {
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::DuplicateModel,
+                    format!("two models are named `{}`", model.name),
+                )
+                .with_primary(model.file, 0..0, "second model with this name")
+                .with_secondary(
+                    first.file,
+                    0..0,
+                    format!("first defined here: `{}`", first.path),
+                )
+                .with_note(format!("files: `{}` and `{}`", first.path, model.path))
+                .with_help("rename one of the files; a model's name is its file name"),
+            );
+        } else {
+            by_name.insert(&model.name, model);
+        }
+    }
+    let models: Vec<&ModelFile> = by_name.values().copied().collect();
+
+    let mut context = RenderContext {
+        relations: BTreeMap::new(),
+        sources: project
+            .sources
+            .iter()
+            .map(|s| (s.source_name.clone(), s.table_name.clone()))
+            .collect(),
+        vars: project.config.vars.clone(),
+        env_vars: options.env_vars.clone(),
+        run_started_at: options.run_started_at.clone(),
+        invocation_id: options.invocation_id.clone(),
+        target_name: if options.target_name.is_empty() {
+            "dev".into()
+        } else {
+            options.target_name.clone()
+        },
+    };
+    context.vars.extend(options.vars.clone());
+    for seed in &project.seeds {
+        let schema = seed.config.str_value("schema").unwrap_or("seeds");
+        context
+            .relations
+            .insert(seed.name.clone(), format!("{schema}.{}", seed.name));
+    }
+    for model in &models {
+        let layer = layer_of(model, &model.config);
+        context.relations.insert(
+            model.name.clone(),
+            relation_of(&model.name, &model.config, layer),
+        );
+    }
+
+    let macro_files: Vec<(FileId, &SourceFile)> = project
+        .macro_files
+        .iter()
+        .map(|m| (m.file, project.files.get(m.file)))
+        .collect();
+    let (renderer, macro_diagnostics) = Renderer::new(Arc::new(context.clone()), &macro_files);
+    let macros_broken = !macro_diagnostics.is_empty();
+    diagnostics.extend(macro_diagnostics);
+
+    let mut results = render_and_parse(&renderer, project, &models, &context, &macro_files);
+
+    // An in-file `config()` can change a model's layer, schema or materialization, and so the relation its
+    // dependents' refs render to. That is rare: re-render everything once with the corrected relations.
+    let mut changed = false;
+    for (model, result) in models.iter().zip(&results) {
+        if let Ok(result) = result {
+            let config = effective_config(model, &result.rendered);
+            let relation = relation_of(&model.name, &config, layer_of(model, &config));
+            if context.relations.get(&model.name) != Some(&relation) {
+                context.relations.insert(model.name.clone(), relation);
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        let (renderer, _) = Renderer::new(Arc::new(context.clone()), &macro_files);
+        results = render_and_parse(&renderer, project, &models, &context, &macro_files);
+    }
+
+    // Node table: seeds, models, then sources; `NodeId` indexes it.
+    let mut ids: Vec<String> = Vec::new();
+    let mut index: BTreeMap<String, NodeId> = BTreeMap::new();
+    let mut push = |id: String, ids: &mut Vec<String>| {
+        index.insert(id.clone(), NodeId(ids.len() as u32));
+        ids.push(id);
+    };
+    for seed in &project.seeds {
+        push(format!("seed.{project_name}.{}", seed.name), &mut ids);
+    }
+    for model in &models {
+        push(format!("model.{project_name}.{}", model.name), &mut ids);
+    }
+    for source in &project.sources {
+        push(
+            format!(
+                "source.{project_name}.{}.{}",
+                source.source_name, source.table_name
+            ),
+            &mut ids,
+        );
+    }
+    let seed_id = |name: &str| format!("seed.{project_name}.{name}");
+    let model_id = |name: &str| format!("model.{project_name}.{name}");
+    let source_id = |s: &str, t: &str| format!("source.{project_name}.{s}.{t}");
+
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
+    // (upstream, downstream) -> where the downstream's ref is written, for cycle and layer labels.
+    let mut edge_spans: BTreeMap<(String, String), (FileId, std::ops::Range<usize>)> =
+        BTreeMap::new();
+    let ref_names: Vec<&str> = models
+        .iter()
+        .map(|m| m.name.as_str())
+        .chain(project.seeds.iter().map(|s| s.name.as_str()))
+        .collect();
+    let source_names: Vec<String> = project
+        .sources
+        .iter()
+        .map(|s| format!("{}.{}", s.source_name, s.table_name))
+        .collect();
+    let known_relations: BTreeMap<String, String> = context
+        .relations
+        .iter()
+        .map(|(name, relation)| (relation.to_lowercase(), name.clone()))
+        .collect();
+
+    for (model, result) in models.iter().zip(results) {
+        let result = match result {
+            Ok(result) => result,
+            Err(diagnostic) => {
+                // With broken macros every model using one fails the same way; the macro error says it once.
+                if !(macros_broken && diagnostic.code == Code::JinjaUndefined) {
+                    diagnostics.push(diagnostic);
+                }
+                continue;
+            }
+        };
+        let unique_id = model_id(&model.name);
+        let config = effective_config(model, &result.rendered);
+        check_config(model, &config, diagnostics);
+        let layer = layer_of(model, &config);
+        let materialized = config
+            .str_value("materialized")
+            .and_then(Materialization::parse)
+            .unwrap_or(Materialization::View);
+
+        let mut depends_on = BTreeSet::new();
+        let mut read_relations: BTreeSet<String> = BTreeSet::new();
+        for dep in &result.rendered.refs {
+            let name = &dep.name[0];
+            let span = dep.span.clone().unwrap_or(0..0);
+            let upstream = if models.iter().any(|m| &m.name == name) {
+                Some(model_id(name))
+            } else if project.seeds.iter().any(|s| &s.name == name) {
+                Some(seed_id(name))
+            } else {
+                None
+            };
+            match upstream {
+                Some(upstream) => {
+                    if let Some(relation) = context.relations.get(name) {
+                        read_relations.insert(relation.to_lowercase());
+                    }
+                    edge_spans.insert((upstream.clone(), unique_id.clone()), (model.file, span));
+                    depends_on.insert(upstream);
+                }
+                None => {
+                    // The unresolved ref renders as the bare name; it is not also a hidden dependency.
+                    read_relations.insert(name.to_lowercase());
+                    let mut diagnostic = Diagnostic::error(
+                        Code::RefNotFound,
+                        format!("`ref('{name}')` does not name a model or seed"),
+                    )
+                    .with_primary(model.file, span, "no model with this name");
+                    diagnostic = match crate::suggest::did_you_mean(name, ref_names.iter().copied())
+                    {
+                        Some(close) => diagnostic.with_help(format!("did you mean `{close}`?")),
+                        None => diagnostic
+                            .with_help(format!("add `models/.../{name}.sql`, or correct the name")),
+                    };
+                    diagnostics.push(diagnostic);
+                }
+            }
+        }
+        for dep in &result.rendered.sources {
+            let (source_name, table) = (&dep.name[0], &dep.name[1]);
+            let span = dep.span.clone().unwrap_or(0..0);
+            let relation = format!("{source_name}.{table}");
+            read_relations.insert(relation.to_lowercase());
+            if context
+                .sources
+                .contains(&(source_name.clone(), table.clone()))
+            {
+                let upstream = source_id(source_name, table);
+                edge_spans.insert((upstream.clone(), unique_id.clone()), (model.file, span));
+                depends_on.insert(upstream);
+            } else {
+                let mut diagnostic = Diagnostic::error(
+                    Code::SourceNotFound,
+                    format!("`source('{source_name}', '{table}')` is not declared"),
+                )
+                .with_primary(model.file, span, "no source table with this name");
+                diagnostic = match crate::suggest::did_you_mean(&relation, source_names.iter().map(String::as_str)) {
+                    Some(close) => {
+                        let (s, t) = close.split_once('.').unwrap_or((close, ""));
+                        diagnostic.with_help(format!("did you mean `source('{s}', '{t}')`?"))
+                    }
+                    None => diagnostic.with_help(format!(
+                        "declare it in a YAML file under `models/`:\n  sources:\n    - name: {source_name}\n      tables:\n        - name: {table}"
+                    )),
+                };
+                diagnostics.push(diagnostic);
+            }
+        }
+        check_hidden_dependencies(
+            model,
+            project.files.get(model.file),
+            &result,
+            &read_relations,
+            &known_relations,
+            diagnostics,
+        );
+
+        for upstream in &depends_on {
+            edges.insert((upstream.clone(), unique_id.clone()));
+        }
+        let properties = model.properties.clone().unwrap_or_default();
+        let node = Node {
+            unique_id: unique_id.clone(),
+            name: model.name.clone(),
+            resource_type: NodeKind::Model,
+            layer,
+            path: model.path.clone(),
+            schema: schema_of(&config, layer),
+            relation: context
+                .relations
+                .get(&model.name)
+                .cloned()
+                .unwrap_or_default(),
+            materialized,
+            tags: config.tags(),
+            description: properties.description.clone(),
+            raw_sql: project.files.get(model.file).text.to_string(),
+            compiled_sql: result.rendered.sql.clone(),
+            compiled_sql_incremental: result.rendered.sql_incremental.clone(),
+            columns: columns_of(&properties.columns),
+            depends_on: manifest::DependsOn {
+                nodes: depends_on.into_iter().collect(),
+                macros: result
+                    .rendered
+                    .macros
+                    .iter()
+                    .map(|m| format!("macro.{project_name}.{m}"))
+                    .collect(),
+            },
+            tests: properties
+                .tests
+                .iter()
+                .chain(&properties.data_tests)
+                .cloned()
+                .collect(),
+            constraints: properties.constraints.clone(),
+            checksum: checksum(
+                project.files.get(model.file).text.as_ref(),
+                &config,
+                &result.rendered.macros,
+                renderer.macros(),
+            ),
+            config,
+        };
+        nodes.insert(unique_id, node);
+    }
+
+    for seed in &project.seeds {
+        let properties = seed.properties.clone().unwrap_or_default();
+        let unique_id = seed_id(&seed.name);
+        let schema = seed
+            .config
+            .str_value("schema")
+            .unwrap_or("seeds")
+            .to_string();
+        let seed_text = std::fs::read(project.root.join(&seed.path)).unwrap_or_default();
+        nodes.insert(
+            unique_id.clone(),
+            Node {
+                unique_id,
+                name: seed.name.clone(),
+                resource_type: NodeKind::Seed,
+                layer: None,
+                path: seed.path.clone(),
+                relation: format!("{schema}.{}", seed.name),
+                schema,
+                materialized: Materialization::Table,
+                tags: seed.config.tags(),
+                description: properties.description.clone(),
+                config: seed.config.clone(),
+                raw_sql: String::new(),
+                compiled_sql: String::new(),
+                compiled_sql_incremental: None,
+                columns: columns_of(&properties.columns),
+                depends_on: manifest::DependsOn::default(),
+                tests: properties
+                    .tests
+                    .iter()
+                    .chain(&properties.data_tests)
+                    .cloned()
+                    .collect(),
+                constraints: properties.constraints.clone(),
+                checksum: hex(&Sha256::digest(&seed_text)),
+            },
+        );
+    }
+
+    let sources: BTreeMap<String, SourceNode> = project
+        .sources
+        .iter()
+        .map(|s| {
+            let unique_id = source_id(&s.source_name, &s.table_name);
+            let node = SourceNode {
+                unique_id: unique_id.clone(),
+                source_name: s.source_name.clone(),
+                name: s.table_name.clone(),
+                relation: format!("{}.{}", s.source_name, s.table_name),
+                format: s.format,
+                path: s.path.clone(),
+                options: s.options.clone(),
+                description: s.description.clone(),
+                columns: columns_of(&s.columns),
+                freshness: s.freshness.clone(),
+                loaded_at_field: s.loaded_at_field.clone(),
+                tests: s.tests.clone(),
+                declared_in: project.files.get(s.file).display_path(),
+            };
+            (unique_id, node)
+        })
+        .collect();
+
+    // Graph checks: cycles and medallion layer rules.
+    let dag = Dag::new(
+        ids.len(),
+        edges
+            .iter()
+            .filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?))),
+    );
+    for cycle in dag.cycles(|n| ids[n.index()].clone()) {
+        diagnostics.push(cycle_diagnostic(&cycle, &ids, &nodes, &edge_spans));
+    }
+    if project.config.layer_rules != LayerRules::Off {
+        check_layers(project, &nodes, &edges, &edge_spans, diagnostics);
+    }
+    if has_errors(diagnostics) {
+        return None;
+    }
+
+    let order: Vec<String> = dag
+        .topological_order(|n| ids[n.index()].clone())
+        .into_iter()
+        .map(|n| ids[n.index()].clone())
+        .collect();
+    inline_ephemerals(&mut nodes, &order);
+
+    let macros = renderer
+        .macros()
+        .names()
+        .filter_map(|name| renderer.macros().get(name))
+        .map(|def| {
+            let unique_id = format!("macro.{project_name}.{}", def.name);
+            let node = manifest::MacroNode {
+                unique_id: unique_id.clone(),
+                name: def.name.clone(),
+                path: project.files.get(def.file).display_path(),
+                checksum: hex(&Sha256::digest(def.text.as_bytes())),
+            };
+            (unique_id, node)
+        })
+        .collect();
+
+    Some(Manifest {
+        manifest_version: manifest::MANIFEST_VERSION,
+        project: manifest::ProjectInfo {
+            name: project_name.clone(),
+            warehouse: project.config.warehouse.clone(),
+            target_path: project.config.target_path.clone(),
+        },
+        nodes,
+        sources,
+        macros,
+        edges: edges.into_iter().collect(),
+        order,
+    })
+}
+
+/// Folder tree and property YAML config, overridden by the model's in-file `config()`.
+fn effective_config(model: &ModelFile, rendered: &RenderedModel) -> ConfigMap {
+    let mut config = model.config.clone();
+    project::config::merge_config(&mut config, &rendered.config);
+    config
+}
+
+fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &mut Vec<Diagnostic>) {
+    if let Some(materialized) = config.get("materialized") {
+        if materialized
+            .as_str()
+            .and_then(Materialization::parse)
+            .is_none()
+        {
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidConfig,
+                    format!(
+                        "unknown materialization {materialized} on model `{}`",
+                        model.name
+                    ),
+                )
+                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                .with_help("use one of `view`, `table`, `ephemeral`, `incremental`"),
+            );
+        }
+    }
+    if let Some(layer) = config.get("layer") {
+        if layer.as_str().and_then(Layer::parse).is_none() {
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidConfig,
+                    format!("unknown layer {layer} on model `{}`", model.name),
+                )
+                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                .with_help("use one of `bronze`, `silver`, `gold`"),
+            );
+        }
+    }
+}
+
+fn check_hidden_dependencies(
+    model: &ModelFile,
+    file: &SourceFile,
+    result: &ModelResult,
+    read_relations: &BTreeSet<String>,
+    known_relations: &BTreeMap<String, String>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let origin = SqlOrigin {
+        file_id: model.file,
+        file,
+        offsets: &result.rendered.offsets,
+    };
+    let mut reported = BTreeSet::new();
+    for relation in &result.analyzed.relations {
+        let name = &relation.name;
+        if read_relations.contains(name)
+            || result.analyzed.ctes.contains(name)
+            || name.starts_with(EPHEMERAL_PREFIX)
+        {
+            continue;
+        }
+        if !reported.insert(name.clone()) {
+            continue;
+        }
+        let (span, _) = sql::map_span(&origin, relation.span.clone());
+        let help = match known_relations.get(name) {
+            Some(model_name) => format!("this is model `{model_name}`: write `{{{{ ref('{model_name}') }}}}` so pipe orders it"),
+            None => "read it through `{{ ref('...') }}` or `{{ source('...', '...') }}` so pipe knows the dependency".to_string(),
+        };
+        diagnostics.push(
+            Diagnostic::warning(
+                Code::HiddenDependency,
+                format!("`{name}` is neither a ref, a source nor a CTE"),
+            )
+            .with_primary(model.file, span, "hidden dependency")
+            .with_help(help),
+        );
+    }
+}
+
+fn columns_of(columns: &[project::ColumnProperties]) -> BTreeMap<String, manifest::Column> {
+    columns
+        .iter()
+        .map(|c| {
+            let column = manifest::Column {
+                name: c.name.clone(),
+                description: c.description.clone(),
+                data_type: c.data_type.clone(),
+                tests: c.tests.iter().chain(&c.data_tests).cloned().collect(),
+                constraints: c.constraints.clone(),
+            };
+            (c.name.clone(), column)
+        })
+        .collect()
+}
+
+/// The logic checksum: raw SQL, the effective config as sorted JSON, and each used macro's text, by name.
+fn checksum(
+    raw_sql: &str,
+    config: &ConfigMap,
+    macros: &BTreeSet<String>,
+    macro_set: &crate::template::MacroSet,
+) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(raw_sql.as_bytes());
+    hasher.update(b"\0config\0");
+    hasher.update(serde_json::to_string(config).unwrap_or_default().as_bytes());
+    for name in macros {
+        hasher.update(b"\0macro\0");
+        hasher.update(name.as_bytes());
+        if let Some(def) = macro_set.get(name) {
+            hasher.update(def.text.as_bytes());
+        }
+    }
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cycle_diagnostic(
+    cycle: &[NodeId],
+    ids: &[String],
+    nodes: &BTreeMap<String, Node>,
+    edge_spans: &BTreeMap<(String, String), (FileId, std::ops::Range<usize>)>,
+) -> Diagnostic {
+    let name = |id: &str| nodes.get(id).map_or(id.to_string(), |n| n.name.clone());
+    let mut path: Vec<String> = cycle.iter().map(|n| name(&ids[n.index()])).collect();
+    path.push(path[0].clone());
+    let mut diagnostic = Diagnostic::error(
+        Code::Cycle,
+        format!("dependency cycle: {}", path.join(" -> ")),
+    );
+    for (i, node) in cycle.iter().enumerate() {
+        let from = &ids[node.index()];
+        let to = &ids[cycle[(i + 1) % cycle.len()].index()];
+        // The ref that makes `to` read `from` is written in `to`'s file.
+        if let Some((file, span)) = edge_spans.get(&(from.clone(), to.clone())) {
+            let message = format!("`{}` reads `{}` here", name(to), name(from));
+            diagnostic = if diagnostic.primary.is_none() {
+                diagnostic.with_primary(*file, span.clone(), message)
+            } else {
+                diagnostic.with_secondary(*file, span.clone(), message)
+            };
+        }
+    }
+    diagnostic.with_help("remove one of these refs to break the cycle")
+}
+
+fn check_layers(
+    project: &Project,
+    nodes: &BTreeMap<String, Node>,
+    edges: &BTreeSet<(String, String)>,
+    edge_spans: &BTreeMap<(String, String), (FileId, std::ops::Range<usize>)>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    for (upstream, downstream) in edges {
+        let Some(child) = nodes.get(downstream) else {
+            continue;
+        };
+        let Some(child_layer) = child.layer else {
+            continue;
+        };
+        let (parent_layer, parent_name, parent_path) = match nodes.get(upstream) {
+            Some(parent) if parent.resource_type == NodeKind::Seed => continue,
+            Some(parent) => match parent.layer {
+                Some(layer) => (layer.as_str(), parent.name.clone(), parent.path.clone()),
+                None => continue,
+            },
+            None => (
+                "source",
+                upstream
+                    .rsplitn(3, '.')
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("."),
+                String::new(),
+            ),
+        };
+        let allowed: &[&str] = match child_layer {
+            Layer::Bronze => &["source"],
+            Layer::Silver => &["bronze", "silver"],
+            Layer::Gold => &["silver", "gold"],
+        };
+        if allowed.contains(&parent_layer) {
+            continue;
+        }
+        let Some((file, span)) = edge_spans.get(&(upstream.clone(), downstream.clone())) else {
+            continue;
+        };
+        let what = if parent_layer == "source" {
+            "source".to_string()
+        } else {
+            format!("{parent_layer} model")
+        };
+        let mut diagnostic = Diagnostic::error(
+            Code::LayerViolation,
+            format!(
+                "{child_layer} model `{}` reads {what} `{parent_name}`",
+                child.name
+            ),
+        )
+        .with_primary(
+            *file,
+            span.clone(),
+            format!("{child_layer} reads {parent_layer} here"),
+        )
+        .with_note(format!(
+            "{child_layer} may read only {}",
+            allowed.join(" or ")
+        ))
+        .with_help(
+            "read through the layer in between, or set `layer-rules: warn` in the project file",
+        );
+        if let Some(parent_file) = project
+            .models
+            .iter()
+            .find(|m| m.path == parent_path)
+            .map(|m| m.file)
+        {
+            diagnostic = diagnostic.with_secondary(
+                parent_file,
+                0..0,
+                format!("`{parent_name}` is a {parent_layer} model: `{parent_path}`"),
+            );
+        }
+        if project.config.layer_rules == LayerRules::Warn {
+            diagnostic.severity = crate::diagnostics::Severity::Warning;
+        }
+        diagnostics.push(diagnostic);
+    }
+}
+
+/// Inlines ephemeral models into their dependents as CTEs named `__pipe_cte__<model>`, in topological order so an
+/// ephemeral model's own ephemeral upstreams are already inlined in its SQL.
+fn inline_ephemerals(nodes: &mut BTreeMap<String, Node>, order: &[String]) {
+    for id in order {
+        let Some(node) = nodes.get(id) else { continue };
+        let ephemerals: Vec<(String, String)> = node
+            .depends_on
+            .nodes
+            .iter()
+            .filter_map(|dep| nodes.get(dep))
+            .filter(|dep| dep.materialized == Materialization::Ephemeral)
+            .map(|dep| (dep.name.clone(), dep.compiled_sql.clone()))
+            .collect();
+        if ephemerals.is_empty() {
+            continue;
+        }
+        let Some(node) = nodes.get_mut(id) else {
+            continue;
+        };
+        node.compiled_sql = with_ctes(&node.compiled_sql, &ephemerals);
+        if let Some(incremental) = &node.compiled_sql_incremental {
+            node.compiled_sql_incremental = Some(with_ctes(incremental, &ephemerals));
+        }
+    }
+}
+
+/// Prepends CTEs to a query, merging them into its own `with` clause when it has one.
+fn with_ctes(sql: &str, ctes: &[(String, String)]) -> String {
+    let definitions: Vec<String> = ctes
+        .iter()
+        .map(|(name, body)| {
+            format!(
+                "{EPHEMERAL_PREFIX}{name} as (\n{}\n)",
+                body.trim().trim_end_matches(';')
+            )
+        })
+        .collect();
+    let definitions = definitions.join(",\n");
+    match leading_with(sql) {
+        Some(after_with) => format!(
+            "{}\n{definitions},{}",
+            &sql[..after_with],
+            &sql[after_with..]
+        ),
+        None => format!("with {definitions}\n{}", sql.trim_start()),
+    }
+}
+
+/// Offset just after a leading `with` (or `with recursive`) keyword, skipping whitespace and comments.
+fn leading_with(sql: &str) -> Option<usize> {
+    let mut rest = sql;
+    loop {
+        let trimmed = rest.trim_start();
+        if let Some(comment) = trimmed.strip_prefix("--") {
+            rest = comment.find('\n').map_or("", |i| &comment[i..]);
+        } else if let Some(comment) = trimmed.strip_prefix("/*") {
+            rest = comment.find("*/").map_or("", |i| &comment[i + 2..]);
+        } else {
+            rest = trimmed;
+            break;
+        }
+    }
+    let offset = sql.len() - rest.len();
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    if !word.eq_ignore_ascii_case("with") {
+        return None;
+    }
+    let mut end = offset + 4;
+    let after = &sql[end..];
+    let next = after.trim_start();
+    let next_word: String = next
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    if next_word.eq_ignore_ascii_case("recursive") {
+        end += (after.len() - next.len()) + "recursive".len();
+    }
+    Some(end)
+}
+
+/// Node facts for selection, in the node table order of `manifest.order`, plus the DAG over them.
+pub struct SelectableGraph {
+    pub ids: Vec<String>,
+    pub dag: Dag,
+    pub order: Vec<NodeId>,
+}
+
+impl SelectableGraph {
+    pub fn new(manifest: &Manifest) -> SelectableGraph {
+        let ids: Vec<String> = manifest.order.clone();
+        let index: BTreeMap<&str, NodeId> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), NodeId(i as u32)))
+            .collect();
+        let edges = manifest
+            .edges
+            .iter()
+            .filter_map(|(a, b)| Some((*index.get(a.as_str())?, *index.get(b.as_str())?)));
+        let dag = Dag::new(ids.len(), edges);
+        let order = (0..ids.len()).map(|i| NodeId(i as u32)).collect();
+        SelectableGraph { ids, dag, order }
+    }
+
+    /// Applies `--select`/`--exclude`; `state` is the previous manifest for `state:` methods.
+    pub fn select(
+        &self,
+        manifest: &Manifest,
+        select: &[String],
+        exclude: &[String],
+        state: Option<&Manifest>,
+    ) -> Result<Selection, SelectError> {
+        let empty_tags: Vec<String> = Vec::new();
+        let empty_config = ConfigMap::new();
+        let facts: Vec<NodeFacts<'_>> = self
+            .ids
+            .iter()
+            .map(|id| {
+                if let Some(node) = manifest.nodes.get(id) {
+                    let state = state.map(|previous| match previous.nodes.get(id) {
+                        None => StateChange::New,
+                        Some(old) if old.checksum != node.checksum => StateChange::Modified,
+                        Some(_) => StateChange::Unchanged,
+                    });
+                    NodeFacts {
+                        name: &node.name,
+                        resource_type: match node.resource_type {
+                            NodeKind::Model => ResourceType::Model,
+                            NodeKind::Seed => ResourceType::Seed,
+                        },
+                        layer: node.layer.map(Layer::as_str),
+                        path: &node.path,
+                        tags: &node.tags,
+                        config: &node.config,
+                        source: None,
+                        state,
+                    }
+                } else {
+                    let source = &manifest.sources[id];
+                    let state = state.map(|previous| match previous.sources.get(id) {
+                        None => StateChange::New,
+                        Some(old) if old != source => StateChange::Modified,
+                        Some(_) => StateChange::Unchanged,
+                    });
+                    NodeFacts {
+                        name: &source.name,
+                        resource_type: ResourceType::Source,
+                        layer: None,
+                        path: &source.declared_in,
+                        tags: &empty_tags,
+                        config: &empty_config,
+                        source: Some((&source.source_name, &source.name)),
+                        state,
+                    }
+                }
+            })
+            .collect();
+        selector::select(select, exclude, &self.dag, &facts, &self.order)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ctes_merge_into_an_existing_with() {
+        let ctes = [("e".to_string(), "select 1 as x".to_string())];
+        assert_eq!(
+            with_ctes("select * from __pipe_cte__e", &ctes),
+            "with __pipe_cte__e as (\nselect 1 as x\n)\nselect * from __pipe_cte__e"
+        );
+        assert_eq!(
+            with_ctes("-- note\nWITH a as (select 2) select * from a, __pipe_cte__e", &ctes),
+            "-- note\nWITH\n__pipe_cte__e as (\nselect 1 as x\n), a as (select 2) select * from a, __pipe_cte__e"
+        );
+        assert_eq!(
+            leading_with("with recursive t as (select 1) select 1"),
+            Some(14)
+        );
+        assert_eq!(leading_with("select 1 -- with"), None);
+    }
+}

@@ -1,0 +1,16 @@
+//! pipe: a SQL-first pipeline compiler.
+//!
+//! Data moves one way through the stages, in this order (see `docs/ARCHITECTURE.md`):
+//! `project` (files) -> `template` (Jinja) -> `sql` (parse) -> `graph` (DAG, selection) -> `manifest` (the
+//! boundary) -> run -> quality -> lineage -> docs. `compile` strings the compile stages together; `cli` is the only
+//! module that prints or exits.
+
+pub mod cli;
+pub mod compile;
+pub mod diagnostics;
+pub mod graph;
+pub mod manifest;
+pub mod project;
+pub mod sql;
+pub mod suggest;
+pub mod template;

@@ -1,0 +1,178 @@
+//! **API boundary.** `Manifest` is the contract between compiling and running: every node's compiled SQL (both
+//! `is_incremental()` variants where the model has them), config, materialization, edges, columns and logic
+//! checksum, written to `target/manifest.json` with a `manifest_version`.
+//!
+//! **Architecture invariant:** the manifest is a pure function of the project folder and vars: maps are sorted, and
+//! nothing volatile (wall-clock time, absolute paths, run ids) is stored in it, so identical input gives a
+//! byte-identical file. `run` needs nothing but the manifest and the warehouse.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::project::{ConfigMap, Layer, Materialization, SourceFormat};
+
+/// Bumped whenever a field changes meaning or is removed.
+pub const MANIFEST_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub manifest_version: u32,
+    pub project: ProjectInfo,
+    /// Models and seeds by unique id.
+    pub nodes: BTreeMap<String, Node>,
+    pub sources: BTreeMap<String, SourceNode>,
+    pub macros: BTreeMap<String, MacroNode>,
+    /// Every dependency edge, `(upstream, downstream)`, sorted.
+    pub edges: Vec<(String, String)>,
+    /// Models, seeds and sources in a deterministic topological order.
+    pub order: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectInfo {
+    pub name: String,
+    /// Warehouse folder, relative to the project root unless absolute in `pipe.yml`.
+    pub warehouse: String,
+    pub target_path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    Model,
+    Seed,
+}
+
+/// A model or a seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub unique_id: String,
+    pub name: String,
+    pub resource_type: NodeKind,
+    pub layer: Option<Layer>,
+    /// Path of the `.sql` (or seed `.csv`) file, relative to the project root.
+    pub path: String,
+    pub schema: String,
+    /// The name `ref()` renders to and the warehouse registers, e.g. `silver.orders`.
+    pub relation: String,
+    pub materialized: Materialization,
+    pub tags: Vec<String>,
+    pub description: Option<String>,
+    pub config: ConfigMap,
+    pub raw_sql: String,
+    /// SQL with refs resolved and ephemeral models inlined as CTEs (the full-refresh variant).
+    pub compiled_sql: String,
+    /// The `is_incremental()` variant, when the model calls it.
+    pub compiled_sql_incremental: Option<String>,
+    pub columns: BTreeMap<String, Column>,
+    pub depends_on: DependsOn,
+    /// Tests declared on the model itself (not on a column), as written in YAML.
+    pub tests: Vec<Value>,
+    pub constraints: Vec<Value>,
+    /// sha256 of the logic: raw SQL, effective config and the text of every macro the model uses.
+    pub checksum: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DependsOn {
+    /// Unique ids of upstream models, seeds and sources.
+    pub nodes: Vec<String>,
+    pub macros: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    pub name: String,
+    pub description: Option<String>,
+    pub data_type: Option<String>,
+    pub tests: Vec<Value>,
+    pub constraints: Vec<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceNode {
+    pub unique_id: String,
+    pub source_name: String,
+    pub name: String,
+    /// The name `source()` renders to: `<source>.<table>`.
+    pub relation: String,
+    pub format: Option<SourceFormat>,
+    /// Path or glob of the raw files, relative to the project root.
+    pub path: Option<String>,
+    pub options: BTreeMap<String, Value>,
+    pub description: Option<String>,
+    pub columns: BTreeMap<String, Column>,
+    pub freshness: Option<Value>,
+    pub loaded_at_field: Option<String>,
+    pub tests: Vec<Value>,
+    /// The YAML file that declares it.
+    pub declared_in: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MacroNode {
+    pub unique_id: String,
+    pub name: String,
+    pub path: String,
+    pub checksum: String,
+}
+
+impl Manifest {
+    pub fn to_json(&self) -> String {
+        // Plain data with string keys: serialization cannot fail.
+        let mut text = serde_json::to_string_pretty(self).expect("manifest is plain data");
+        text.push('\n');
+        text
+    }
+
+    pub fn read(path: &Path) -> io::Result<Manifest> {
+        let text = std::fs::read_to_string(path)?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if manifest.manifest_version != MANIFEST_VERSION {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "manifest version {} is not {MANIFEST_VERSION}; recompile it",
+                    manifest.manifest_version
+                ),
+            ));
+        }
+        Ok(manifest)
+    }
+
+    /// Writes `manifest.json` and `compiled/<path>.sql` under `target`. Each file is written to a temporary name
+    /// and renamed, so a reader never sees a half-written file; the compiled folder is replaced as a whole.
+    pub fn write(&self, target: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(target)?;
+        let staging = target.join(".compiled.tmp");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)?;
+        }
+        for node in self
+            .nodes
+            .values()
+            .filter(|n| n.resource_type == NodeKind::Model)
+        {
+            let path = staging.join(&node.path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, &node.compiled_sql)?;
+        }
+        let compiled = target.join("compiled");
+        if compiled.exists() {
+            std::fs::remove_dir_all(&compiled)?;
+        }
+        if staging.exists() {
+            std::fs::rename(&staging, &compiled)?;
+        }
+        let tmp = target.join("manifest.json.tmp");
+        std::fs::write(&tmp, self.to_json())?;
+        std::fs::rename(tmp, target.join("manifest.json"))
+    }
+}

@@ -1,0 +1,360 @@
+//! `pipe.yml` (or `dbt_project.yml`) and the config values every node carries.
+//!
+//! Config precedence, lowest first: the `models:` folder tree of the project file, the model's entry in property
+//! YAML, then the model's in-file `config(...)` call (applied by the template stage). `tags` accumulate across
+//! levels; every other key is replaced by the more specific level.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A model's config: an open map, as in dbt, with typed accessors for the keys pipe itself reads.
+pub type ConfigMap = Map<String, Value>;
+
+/// Medallion layer of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    Bronze,
+    Silver,
+    Gold,
+}
+
+impl Layer {
+    pub fn parse(text: &str) -> Option<Layer> {
+        match text.to_ascii_lowercase().as_str() {
+            "bronze" => Some(Layer::Bronze),
+            "silver" => Some(Layer::Silver),
+            "gold" => Some(Layer::Gold),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layer::Bronze => "bronze",
+            Layer::Silver => "silver",
+            Layer::Gold => "gold",
+        }
+    }
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How medallion layer violations are reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LayerRules {
+    #[default]
+    Error,
+    Warn,
+    Off,
+}
+
+/// The project file, with defaults applied.
+#[derive(Debug, Clone)]
+pub struct ProjectConfig {
+    pub name: String,
+    /// Which file it was read from: `pipe.yml` or `dbt_project.yml`.
+    pub file_name: &'static str,
+    pub model_paths: Vec<String>,
+    pub macro_paths: Vec<String>,
+    pub seed_paths: Vec<String>,
+    pub test_paths: Vec<String>,
+    pub target_path: String,
+    pub warehouse: String,
+    pub vars: BTreeMap<String, Value>,
+    pub layer_rules: LayerRules,
+    /// The `models:` config tree, as written.
+    pub models_tree: Value,
+    /// The `seeds:` config tree, as written.
+    pub seeds_tree: Value,
+}
+
+/// `pipe.yml` as written. Keys shared with `dbt_project.yml` use dbt's spelling, so dbt projects load unmodified.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct RawProjectConfig {
+    pub name: String,
+    #[serde(default)]
+    pub model_paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub macro_paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub seed_paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub test_paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub target_path: Option<String>,
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    #[serde(default)]
+    pub vars: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    pub layer_rules: Option<LayerRules>,
+    #[serde(default)]
+    pub models: Option<Value>,
+    #[serde(default)]
+    pub seeds: Option<Value>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// dbt project keys pipe accepts and does not use; they are not reported as unknown.
+pub(crate) const DBT_ONLY_PROJECT_KEYS: &[&str] = &[
+    "version",
+    "config-version",
+    "profile",
+    "analysis-paths",
+    "snapshot-paths",
+    "docs-paths",
+    "asset-paths",
+    "clean-targets",
+    "require-dbt-version",
+    "snapshots",
+    "tests",
+    "data_tests",
+    "sources",
+    "on-run-start",
+    "on-run-end",
+    "packages-install-path",
+    "quoting",
+    "flags",
+    "dispatch",
+    "query-comment",
+    "log-path",
+    "packages",
+];
+
+impl ProjectConfig {
+    pub(crate) fn from_raw(raw: RawProjectConfig, file_name: &'static str) -> ProjectConfig {
+        let or = |v: Option<Vec<String>>, d: &str| v.unwrap_or_else(|| vec![d.to_string()]);
+        ProjectConfig {
+            name: raw.name,
+            file_name,
+            model_paths: or(raw.model_paths, "models"),
+            macro_paths: or(raw.macro_paths, "macros"),
+            seed_paths: or(raw.seed_paths, "seeds"),
+            test_paths: or(raw.test_paths, "tests"),
+            target_path: raw.target_path.unwrap_or_else(|| "target".into()),
+            warehouse: raw.warehouse.unwrap_or_else(|| "warehouse".into()),
+            vars: raw.vars.unwrap_or_default(),
+            layer_rules: raw.layer_rules.unwrap_or_default(),
+            models_tree: raw.models.unwrap_or(Value::Null),
+            seeds_tree: raw.seeds.unwrap_or(Value::Null),
+        }
+    }
+
+    /// Config from the folder tree for a node whose path, relative to its model path, has these folders.
+    /// As in dbt, the tree may be keyed by the project name first; `+key` entries are configs at that level.
+    pub fn tree_config(&self, tree: &Value, folders: &[&str]) -> ConfigMap {
+        let mut config = ConfigMap::new();
+        let Some(mut level) = tree.as_object() else {
+            return config;
+        };
+        if let Some(Value::Object(inner)) = level.get(&self.name) {
+            apply_level(&mut config, level);
+            level = inner;
+        }
+        apply_level(&mut config, level);
+        for folder in folders {
+            match level.get(*folder) {
+                Some(Value::Object(inner)) => {
+                    level = inner;
+                    apply_level(&mut config, level);
+                }
+                _ => break,
+            }
+        }
+        config
+    }
+}
+
+/// dbt config keys that may be written without `+` in the folder tree.
+const PLAIN_CONFIG_KEYS: &[&str] = &[
+    "materialized",
+    "tags",
+    "layer",
+    "schema",
+    "enabled",
+    "unique_key",
+    "incremental_strategy",
+    "partition_by",
+    "on_schema_change",
+    "contract",
+    "meta",
+    "docs",
+    "persist_docs",
+    "full_refresh",
+    "alias",
+];
+
+fn apply_level(config: &mut ConfigMap, level: &Map<String, Value>) {
+    for (key, value) in level {
+        if let Some(name) = key.strip_prefix('+') {
+            merge_config_key(config, name, value.clone());
+        } else if PLAIN_CONFIG_KEYS.contains(&key.as_str()) && !value.is_object() {
+            merge_config_key(config, key, value.clone());
+        }
+    }
+}
+
+/// Sets one config key with dbt's precedence: tags accumulate, everything else is replaced.
+pub fn merge_config_key(config: &mut ConfigMap, key: &str, value: Value) {
+    if key == "tags" {
+        let mut tags: Vec<Value> = config.get("tags").map(tags_of).unwrap_or_default();
+        for tag in tags_of(&value) {
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        config.insert("tags".into(), Value::Array(tags));
+    } else {
+        config.insert(key.to_string(), value);
+    }
+}
+
+pub fn merge_config(config: &mut ConfigMap, more: &ConfigMap) {
+    for (key, value) in more {
+        merge_config_key(config, key, value.clone());
+    }
+}
+
+fn tags_of(value: &Value) -> Vec<Value> {
+    match value {
+        Value::String(_) => vec![value.clone()],
+        Value::Array(items) => items.iter().filter(|v| v.is_string()).cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Materializations pipe knows. Chosen per model by `config(materialized=...)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Materialization {
+    View,
+    Table,
+    Ephemeral,
+    Incremental,
+}
+
+impl Materialization {
+    pub fn parse(text: &str) -> Option<Materialization> {
+        match text {
+            "view" => Some(Materialization::View),
+            "table" => Some(Materialization::Table),
+            "ephemeral" => Some(Materialization::Ephemeral),
+            "incremental" => Some(Materialization::Incremental),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Materialization::View => "view",
+            Materialization::Table => "table",
+            Materialization::Ephemeral => "ephemeral",
+            Materialization::Incremental => "incremental",
+        }
+    }
+}
+
+/// Typed reads of the config keys pipe acts on.
+pub trait ConfigExt {
+    fn str_value(&self, key: &str) -> Option<&str>;
+    fn tags(&self) -> Vec<String>;
+    fn enabled(&self) -> bool;
+}
+
+impl ConfigExt for ConfigMap {
+    fn str_value(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
+    }
+
+    fn tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .get("tags")
+            .map(tags_of)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect();
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+
+    fn enabled(&self) -> bool {
+        self.get("enabled").and_then(Value::as_bool).unwrap_or(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(tree: Value) -> ProjectConfig {
+        let raw = RawProjectConfig {
+            name: "shop".into(),
+            model_paths: None,
+            macro_paths: None,
+            seed_paths: None,
+            test_paths: None,
+            target_path: None,
+            warehouse: None,
+            vars: None,
+            layer_rules: None,
+            models: Some(tree),
+            seeds: None,
+            other: BTreeMap::new(),
+        };
+        ProjectConfig::from_raw(raw, "pipe.yml")
+    }
+
+    #[test]
+    fn folder_tree_precedence() {
+        let project = config(json!({
+            "shop": {
+                "+materialized": "view",
+                "+tags": ["all"],
+                "silver": {"+materialized": "table", "+tags": "clean", "marts": {"materialized": "incremental"}},
+            }
+        }));
+        let cases: &[(&[&str], Value)] = &[
+            (&[], json!({"materialized": "view", "tags": ["all"]})),
+            (
+                &["bronze"],
+                json!({"materialized": "view", "tags": ["all"]}),
+            ),
+            (
+                &["silver"],
+                json!({"materialized": "table", "tags": ["all", "clean"]}),
+            ),
+            (
+                &["silver", "marts"],
+                json!({"materialized": "incremental", "tags": ["all", "clean"]}),
+            ),
+        ];
+        for (folders, expected) in cases {
+            let got = project.tree_config(&project.models_tree, folders);
+            assert_eq!(Value::Object(got), *expected, "folders {folders:?}");
+        }
+    }
+
+    #[test]
+    fn tree_without_project_key() {
+        let project = config(json!({"+materialized": "table", "gold": {"+layer": "gold"}}));
+        let got = project.tree_config(&project.models_tree, &["gold"]);
+        assert_eq!(
+            Value::Object(got),
+            json!({"materialized": "table", "layer": "gold"})
+        );
+    }
+}

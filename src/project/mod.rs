@@ -1,0 +1,511 @@
+//! Finds and reads a project: `pipe.yml` (or `dbt_project.yml`), model files, macro files, property YAML, sources
+//! and seeds.
+//!
+//! Owns `Project`, `ModelFile`, `SourceDef` and config precedence between the folder tree and property YAML.
+//! **Architecture invariant:** this stage never renders a template or parses SQL; it only reads files and YAML.
+
+pub mod config;
+pub mod properties;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde_json::Value;
+
+pub use config::{ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ProjectConfig};
+pub use properties::{ColumnProperties, ModelProperties, SourceProperties, SourceTableProperties};
+
+use crate::diagnostics::{Code, Diagnostic, FileId, SourceMap};
+use properties::PropertiesFile;
+
+/// Largest YAML or SQL file pipe reads; bigger files are reported rather than loaded.
+const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A loaded project: every file it is made of, parsed as far as YAML goes.
+#[derive(Debug)]
+pub struct Project {
+    pub root: PathBuf,
+    pub config: ProjectConfig,
+    pub files: SourceMap,
+    pub project_file: FileId,
+    pub models: Vec<ModelFile>,
+    pub macro_files: Vec<MacroFile>,
+    pub sources: Vec<SourceDef>,
+    pub seeds: Vec<SeedFile>,
+}
+
+/// One `.sql` file under a model path.
+#[derive(Debug, Clone)]
+pub struct ModelFile {
+    pub name: String,
+    pub file: FileId,
+    /// Path relative to the project root, with `/` separators.
+    pub path: String,
+    /// Folders between the model path and the file.
+    pub folders: Vec<String>,
+    /// The layer given by the first folder (`bronze`, `silver`, `gold`), if any.
+    pub folder_layer: Option<Layer>,
+    /// Config from the folder tree and property YAML; the in-file `config()` is applied when rendering.
+    pub config: ConfigMap,
+    pub properties: Option<ModelProperties>,
+    /// The property YAML file that describes this model, and the offset of its entry.
+    pub properties_at: Option<(FileId, usize)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MacroFile {
+    pub file: FileId,
+    pub path: String,
+}
+
+/// File formats a source table can be read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Csv,
+    Json,
+    Parquet,
+    Delta,
+}
+
+impl SourceFormat {
+    fn parse(text: &str) -> Option<SourceFormat> {
+        match text.to_ascii_lowercase().as_str() {
+            "csv" => Some(SourceFormat::Csv),
+            "json" | "ndjson" | "jsonl" => Some(SourceFormat::Json),
+            "parquet" => Some(SourceFormat::Parquet),
+            "delta" => Some(SourceFormat::Delta),
+            _ => None,
+        }
+    }
+
+    fn from_path(path: &str) -> Option<SourceFormat> {
+        let ext = path.rsplit('.').next()?;
+        SourceFormat::parse(ext)
+    }
+}
+
+/// One declared source table.
+#[derive(Debug, Clone)]
+pub struct SourceDef {
+    pub source_name: String,
+    pub table_name: String,
+    pub description: Option<String>,
+    pub format: Option<SourceFormat>,
+    pub path: Option<String>,
+    pub options: BTreeMap<String, Value>,
+    pub columns: Vec<ColumnProperties>,
+    pub freshness: Option<Value>,
+    pub loaded_at_field: Option<String>,
+    pub tests: Vec<Value>,
+    pub meta: Option<Value>,
+    pub file: FileId,
+    pub offset: usize,
+}
+
+/// A CSV seed file.
+#[derive(Debug, Clone)]
+pub struct SeedFile {
+    pub name: String,
+    pub path: String,
+    pub config: ConfigMap,
+    pub properties: Option<ModelProperties>,
+}
+
+/// Loads the project at `root`. Returns `None` only when nothing could be loaded (no project file, or it does not
+/// parse); every other problem is a diagnostic next to a best-effort `Project`.
+pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {
+    let mut diagnostics = Vec::new();
+    let mut files = SourceMap::default();
+
+    let Some((project_file, config)) = read_project_file(root, &mut files, &mut diagnostics) else {
+        return (None, diagnostics);
+    };
+
+    let model_entries = discover(root, &config.model_paths, &["sql"]);
+    let yaml_entries = discover(root, &config.model_paths, &["yml", "yaml"]);
+    let macro_entries = discover(root, &config.macro_paths, &["sql"]);
+    let seed_entries = discover(root, &config.seed_paths, &["csv"]);
+
+    let read_all = |entries: &[(String, PathBuf)]| -> Vec<(String, Result<String, String>)> {
+        entries
+            .par_iter()
+            .map(|(rel, abs)| (rel.clone(), read_text(abs)))
+            .collect()
+    };
+
+    // Property YAML first: model config from it is needed when building `ModelFile`s.
+    let mut model_props: BTreeMap<String, (FileId, usize, ModelProperties)> = BTreeMap::new();
+    let mut seed_props: BTreeMap<String, ModelProperties> = BTreeMap::new();
+    let mut sources = Vec::new();
+    for (rel, text) in read_all(&yaml_entries) {
+        let text = match text {
+            Ok(text) => text,
+            Err(err) => {
+                diagnostics.push(Diagnostic::error(
+                    Code::Io,
+                    format!("cannot read `{rel}`: {err}"),
+                ));
+                continue;
+            }
+        };
+        let file_id = files.add(rel.clone(), text);
+        let file = files.get(file_id);
+        let props: PropertiesFile = match parse_yaml(&file.text) {
+            Ok(Some(props)) => props,
+            Ok(None) => continue,
+            Err(err) => {
+                diagnostics.push(yaml_diagnostic(file_id, file, &err));
+                continue;
+            }
+        };
+        properties::check_unknown_keys(file_id, file, &props, &mut diagnostics);
+        for model in props.models {
+            let at = properties::find_entry(&file.text, &model.name);
+            model_props.insert(model.name.clone(), (file_id, at, model));
+        }
+        for seed in props.seeds {
+            seed_props.insert(seed.name.clone(), seed);
+        }
+        for source in props.sources {
+            let source_at = properties::find_entry(&file.text, &source.name);
+            for table in source.tables.clone() {
+                let table_at =
+                    properties::find_entry(&file.text[source_at..], &table.name) + source_at;
+                sources.push(source_def(
+                    &source,
+                    table,
+                    file_id,
+                    table_at,
+                    file.text.as_ref(),
+                    &mut diagnostics,
+                ));
+            }
+        }
+    }
+    sources.sort_by(|a, b| (&a.source_name, &a.table_name).cmp(&(&b.source_name, &b.table_name)));
+
+    let mut models = Vec::new();
+    for (rel, text) in read_all(&model_entries) {
+        let text = match text {
+            Ok(text) => text,
+            Err(err) => {
+                diagnostics.push(Diagnostic::error(
+                    Code::Io,
+                    format!("cannot read `{rel}`: {err}"),
+                ));
+                continue;
+            }
+        };
+        let file = files.add(rel.clone(), text);
+        let name = Path::new(&rel)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let folders = folders_under(&rel, &config.model_paths);
+        let folder_layer = folders.first().and_then(|f| Layer::parse(f));
+        let folder_refs: Vec<&str> = folders.iter().map(String::as_str).collect();
+        let mut model_config = config.tree_config(&config.models_tree, &folder_refs);
+        let props = model_props.get(&name);
+        if let Some((_, _, props)) = props {
+            if let Some(yaml_config) = &props.config {
+                config::merge_config(&mut model_config, yaml_config);
+            }
+        }
+        models.push(ModelFile {
+            name,
+            file,
+            path: rel,
+            folders,
+            folder_layer,
+            config: model_config,
+            properties: props.map(|(_, _, p)| p.clone()),
+            properties_at: props.map(|(f, at, _)| (*f, *at)),
+        });
+    }
+
+    let mut macro_files = Vec::new();
+    for (rel, text) in read_all(&macro_entries) {
+        match text {
+            Ok(text) => {
+                let file = files.add(rel.clone(), text);
+                macro_files.push(MacroFile { file, path: rel });
+            }
+            Err(err) => diagnostics.push(Diagnostic::error(
+                Code::Io,
+                format!("cannot read `{rel}`: {err}"),
+            )),
+        }
+    }
+
+    let seeds = seed_entries
+        .into_iter()
+        .map(|(rel, _)| {
+            let name = Path::new(&rel)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let folders = folders_under(&rel, &config.seed_paths);
+            let folder_refs: Vec<&str> = folders.iter().map(String::as_str).collect();
+            let mut seed_config = config.tree_config(&config.seeds_tree, &folder_refs);
+            let properties = seed_props.get(&name).cloned();
+            if let Some(yaml_config) = properties.as_ref().and_then(|p| p.config.as_ref()) {
+                config::merge_config(&mut seed_config, yaml_config);
+            }
+            SeedFile {
+                name,
+                path: rel,
+                config: seed_config,
+                properties,
+            }
+        })
+        .collect();
+
+    let project = Project {
+        root: root.to_path_buf(),
+        config,
+        files,
+        project_file,
+        models,
+        macro_files,
+        sources,
+        seeds,
+    };
+    (Some(project), diagnostics)
+}
+
+fn read_project_file(
+    root: &Path,
+    files: &mut SourceMap,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<(FileId, ProjectConfig)> {
+    let (file_name, text) = ["pipe.yml", "dbt_project.yml"]
+        .into_iter()
+        .find_map(|name| {
+            let path = root.join(name);
+            path.is_file().then(|| (name, read_text(&path)))
+        })?;
+    let text = match text {
+        Ok(text) => text,
+        Err(err) => {
+            diagnostics.push(Diagnostic::error(
+                Code::Io,
+                format!("cannot read `{file_name}`: {err}"),
+            ));
+            return None;
+        }
+    };
+    let file_id = files.add(file_name, text);
+    let file = files.get(file_id);
+    let raw: config::RawProjectConfig = match parse_yaml(&file.text) {
+        Ok(Some(raw)) => raw,
+        Ok(None) => {
+            diagnostics.push(
+                Diagnostic::error(Code::YamlSyntax, format!("`{file_name}` is empty"))
+                    .with_primary(file_id, 0..0, "expected at least `name:`")
+                    .with_help("start it with `name: my_project`"),
+            );
+            return None;
+        }
+        Err(err) => {
+            diagnostics.push(yaml_diagnostic(file_id, file, &err));
+            return None;
+        }
+    };
+    for key in raw.other.keys() {
+        if DBT_ONLY_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let span = properties::find_key(&file.text, key, 0).unwrap_or(0..0);
+        diagnostics.push(
+            Diagnostic::warning(
+                Code::YamlUnknownKey,
+                format!("unknown key `{key}` in `{file_name}`; it is ignored"),
+            )
+            .with_primary(file_id, span, "not a known project key"),
+        );
+    }
+    Some((file_id, ProjectConfig::from_raw(raw, file_name)))
+}
+
+use config::DBT_ONLY_PROJECT_KEYS as DBT_ONLY_KEYS;
+
+/// Parses YAML into `T`; an empty document is `Ok(None)`.
+fn parse_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> Result<Option<T>, serde_saphyr::Error> {
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return Ok(None);
+    }
+    serde_saphyr::from_str::<T>(text).map(Some)
+}
+
+fn yaml_diagnostic(
+    file_id: FileId,
+    file: &crate::diagnostics::SourceFile,
+    err: &serde_saphyr::Error,
+) -> Diagnostic {
+    let inner = err.without_snippet();
+    let mut message = inner.to_string();
+    // The message repeats the position the label already shows.
+    if let Some(idx) = message.find(" at line ") {
+        message.truncate(idx);
+    }
+    let message = message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let offset = err
+        .location()
+        .map(|loc| file.offset_of(loc.line() as usize, loc.column() as usize))
+        .unwrap_or(0);
+    Diagnostic::error(
+        Code::YamlSyntax,
+        format!("invalid YAML in `{}`: {message}", file.display_path()),
+    )
+    .with_primary(file_id, offset..offset + 1, "here")
+    .with_help("fix the YAML at this position")
+}
+
+fn source_def(
+    source: &SourceProperties,
+    table: SourceTableProperties,
+    file: FileId,
+    offset: usize,
+    text: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> SourceDef {
+    let external_location = table
+        .meta
+        .as_ref()
+        .and_then(|m| m.get("external_location"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let path = table.path.clone().or(external_location);
+    let format = match table.format.as_deref() {
+        Some(text_format) => {
+            let parsed = SourceFormat::parse(text_format);
+            if parsed.is_none() {
+                let span = properties::find_key(text, "format", offset).unwrap_or(offset..offset);
+                diagnostics.push(
+                    Diagnostic::error(
+                        Code::InvalidConfig,
+                        format!("unknown source format `{text_format}`"),
+                    )
+                    .with_primary(file, span, "not a supported format")
+                    .with_help("use one of `csv`, `json`, `parquet`, `delta`"),
+                );
+            }
+            parsed
+        }
+        None => path.as_deref().and_then(SourceFormat::from_path),
+    };
+    SourceDef {
+        source_name: source.name.clone(),
+        table_name: table.name,
+        description: table.description,
+        format,
+        path,
+        options: table.options.unwrap_or_default(),
+        columns: table.columns,
+        freshness: table.freshness.or_else(|| source.freshness.clone()),
+        loaded_at_field: table
+            .loaded_at_field
+            .or_else(|| source.loaded_at_field.clone()),
+        tests: table.tests.into_iter().chain(table.data_tests).collect(),
+        meta: table.meta,
+        file,
+        offset,
+    }
+}
+
+/// Files with one of `extensions` under each of `dirs`, as (relative path with `/`, absolute path), sorted.
+fn discover(root: &Path, dirs: &[String], extensions: &[&str]) -> Vec<(String, PathBuf)> {
+    let mut found = Vec::new();
+    for dir in dirs {
+        let base = root.join(dir);
+        if !base.is_dir() {
+            continue;
+        }
+        for entry in walkdir::WalkDir::new(&base)
+            .follow_links(true)
+            .into_iter()
+            .filter_map(Result::ok)
+        {
+            let path = entry.path();
+            let hidden = path.strip_prefix(root).ok().is_some_and(|p| {
+                p.components()
+                    .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+            });
+            let matches = path
+                .extension()
+                .is_some_and(|ext| extensions.iter().any(|e| ext == *e));
+            if entry.file_type().is_file() && matches && !hidden {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap_or(path)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                found.push((rel, path.to_path_buf()));
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn folders_under(rel: &str, roots: &[String]) -> Vec<String> {
+    let root = roots
+        .iter()
+        .map(|r| r.trim_end_matches('/'))
+        .find(|r| rel.starts_with(&format!("{r}/")))
+        .unwrap_or("");
+    let inner = rel
+        .strip_prefix(root)
+        .unwrap_or(rel)
+        .trim_start_matches('/');
+    let mut parts: Vec<String> = inner.split('/').map(str::to_string).collect();
+    parts.pop();
+    parts
+}
+
+fn read_text(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!(
+            "file is larger than {} MiB",
+            MAX_FILE_BYTES / 1024 / 1024
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| e.to_string())
+}
+
+impl Project {
+    pub fn text(&self, file: FileId) -> &Arc<str> {
+        &self.files.get(file).text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_are_relative_to_the_model_path() {
+        let roots = vec!["models".to_string()];
+        assert_eq!(
+            folders_under("models/silver/orders.sql", &roots),
+            vec!["silver"]
+        );
+        assert_eq!(folders_under("models/a/b/c.sql", &roots), vec!["a", "b"]);
+        assert!(folders_under("models/c.sql", &roots).is_empty());
+    }
+}

@@ -1,0 +1,284 @@
+//! Property YAML under the model paths: `models:` entries (descriptions, config, columns, tests, constraints) and
+//! `sources:` entries (tables with a format and a path or glob, columns, freshness).
+//!
+//! Unknown keys are kept, then reported as `yaml-unknown-key` warnings with their line: a typo such as
+//! `descripton` is never silently ignored.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::config::ConfigMap;
+use crate::diagnostics::{Code, Diagnostic, FileId, SourceFile};
+
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct PropertiesFile {
+    /// dbt's `version: 2`; accepted and not used.
+    #[serde(default, rename = "version")]
+    pub _version: Option<Value>,
+    #[serde(default)]
+    pub models: Vec<ModelProperties>,
+    #[serde(default)]
+    pub sources: Vec<SourceProperties>,
+    #[serde(default)]
+    pub seeds: Vec<ModelProperties>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// A `models:` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ModelProperties {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub config: Option<ConfigMap>,
+    #[serde(default)]
+    pub columns: Vec<ColumnProperties>,
+    #[serde(default)]
+    pub tests: Vec<Value>,
+    #[serde(default)]
+    pub data_tests: Vec<Value>,
+    #[serde(default)]
+    pub constraints: Vec<Value>,
+    #[serde(default)]
+    pub meta: Option<Value>,
+    #[serde(default)]
+    pub docs: Option<Value>,
+    #[serde(default)]
+    pub access: Option<Value>,
+    #[serde(default)]
+    pub group: Option<Value>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// A column under a model or a source table.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ColumnProperties {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub data_type: Option<String>,
+    #[serde(default)]
+    pub tests: Vec<Value>,
+    #[serde(default)]
+    pub data_tests: Vec<Value>,
+    #[serde(default)]
+    pub constraints: Vec<Value>,
+    #[serde(default)]
+    pub meta: Option<Value>,
+    #[serde(default)]
+    pub tags: Option<Value>,
+    #[serde(default)]
+    pub quote: Option<Value>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// A `sources:` entry: one named source with its tables.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SourceProperties {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub schema: Option<String>,
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub loader: Option<String>,
+    #[serde(default)]
+    pub freshness: Option<Value>,
+    #[serde(default)]
+    pub loaded_at_field: Option<String>,
+    #[serde(default)]
+    pub meta: Option<Value>,
+    #[serde(default)]
+    pub tags: Option<Value>,
+    #[serde(default)]
+    pub config: Option<ConfigMap>,
+    #[serde(default)]
+    pub tables: Vec<SourceTableProperties>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SourceTableProperties {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub identifier: Option<String>,
+    /// `csv`, `json` (newline-delimited), `parquet` or `delta`; inferred from the path's extension when absent.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// A path or glob relative to the project root.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Reader options, e.g. `delimiter` and `header` for CSV.
+    #[serde(default)]
+    pub options: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    pub columns: Vec<ColumnProperties>,
+    #[serde(default)]
+    pub freshness: Option<Value>,
+    #[serde(default)]
+    pub loaded_at_field: Option<String>,
+    #[serde(default)]
+    pub meta: Option<Value>,
+    #[serde(default)]
+    pub tags: Option<Value>,
+    #[serde(default)]
+    pub tests: Vec<Value>,
+    #[serde(default)]
+    pub data_tests: Vec<Value>,
+    #[serde(default)]
+    pub external: Option<Value>,
+    #[serde(default)]
+    pub config: Option<ConfigMap>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// Byte span of the first `key:` at or after `from`, for pointing at a YAML key without a span-tracking tree.
+pub(crate) fn find_key(text: &str, key: &str, from: usize) -> Option<std::ops::Range<usize>> {
+    let mut search = from.min(text.len());
+    while let Some(pos) = text[search..].find(key) {
+        let start = search + pos;
+        let end = start + key.len();
+        let before_ok = text[..start].chars().last().is_none_or(|c| {
+            c.is_whitespace() || c == '-' || c == '{' || c == ',' || c == '"' || c == '\''
+        });
+        let after = text[end..].trim_start_matches(['"', '\'']);
+        if before_ok && after.trim_start_matches([' ', '\t']).starts_with(':') {
+            return Some(start..end);
+        }
+        search = end;
+    }
+    None
+}
+
+/// Byte offset of a named entry (`name: x`) in a YAML file, or 0.
+pub(crate) fn find_entry(text: &str, name: &str) -> usize {
+    let mut search = 0;
+    while let Some(span) = find_key(text, "name", search) {
+        let rest = text[span.end..].trim_start_matches([' ', ':', '\t', '"', '\'']);
+        if rest.starts_with(name)
+            && rest[name.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+        {
+            return span.start;
+        }
+        search = span.end;
+    }
+    0
+}
+
+fn unknown(
+    file_id: FileId,
+    file: &SourceFile,
+    anchor: usize,
+    keys: &BTreeMap<String, Value>,
+    what: &str,
+    out: &mut Vec<Diagnostic>,
+) {
+    for key in keys.keys() {
+        let span = find_key(&file.text, key, anchor).unwrap_or(anchor..anchor);
+        out.push(
+            Diagnostic::warning(
+                Code::YamlUnknownKey,
+                format!("unknown key `{key}` in {what}; it is ignored"),
+            )
+            .with_primary(file_id, span, "not a known key")
+            .with_help("check the spelling; `pipe explain P0102` lists where keys are documented"),
+        );
+    }
+}
+
+/// Reports every unknown key of a parsed property file.
+pub(crate) fn check_unknown_keys(
+    file_id: FileId,
+    file: &SourceFile,
+    props: &PropertiesFile,
+    out: &mut Vec<Diagnostic>,
+) {
+    unknown(file_id, file, 0, &props.other, "a property file", out);
+    for model in props.models.iter().chain(&props.seeds) {
+        let at = find_entry(&file.text, &model.name);
+        unknown(
+            file_id,
+            file,
+            at,
+            &model.other,
+            &format!("model `{}`", model.name),
+            out,
+        );
+        for column in &model.columns {
+            let col_at = find_entry(&file.text[at..], &column.name) + at;
+            unknown(
+                file_id,
+                file,
+                col_at,
+                &column.other,
+                &format!("column `{}.{}`", model.name, column.name),
+                out,
+            );
+        }
+    }
+    for source in &props.sources {
+        let at = find_entry(&file.text, &source.name);
+        unknown(
+            file_id,
+            file,
+            at,
+            &source.other,
+            &format!("source `{}`", source.name),
+            out,
+        );
+        for table in &source.tables {
+            let table_at = find_entry(&file.text[at..], &table.name) + at;
+            unknown(
+                file_id,
+                file,
+                table_at,
+                &table.other,
+                &format!("source table `{}.{}`", source.name, table.name),
+                out,
+            );
+            for column in &table.columns {
+                let col_at = find_entry(&file.text[table_at..], &column.name) + table_at;
+                let what = format!("column `{}.{}.{}`", source.name, table.name, column.name);
+                unknown(file_id, file, col_at, &column.other, &what, out);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_keys_not_substrings() {
+        let text = "models:\n  - name: orders_raw\n  - name: orders\n    descripton: x\n";
+        assert_eq!(
+            find_key(text, "descripton", 0).map(|r| &text[r]),
+            Some("descripton")
+        );
+        assert_eq!(
+            find_entry(text, "orders"),
+            text.find("name: orders\n").unwrap()
+        );
+        assert_eq!(
+            find_entry(text, "orders_raw"),
+            text.find("name: orders_raw").unwrap()
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! Parses rendered model SQL with DataFusion's re-exported sqlparser and finds what it reads.
+//!
+//! In: rendered SQL and the template's `OffsetMap`. Out: `AnalyzedModel` (the parsed query, the relations it names
+//! with their spans, its CTE names) or diagnostics that point back into the model file.
+//! **Architecture invariant:** this stage never executes a query and never opens the warehouse.
+
+use std::collections::BTreeSet;
+use std::ops::{ControlFlow, Range};
+
+use datafusion::sql::sqlparser::ast::{
+    ObjectName, ObjectNamePart, Query, Statement, Visit, Visitor,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::Location;
+
+use crate::diagnostics::{Code, Diagnostic, FileId, SourceFile};
+use crate::template::OffsetMap;
+
+/// A table a query reads, as written (lower-cased, dot-joined), with its span in the rendered SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelationRef {
+    pub name: String,
+    pub span: Range<usize>,
+}
+
+/// A parsed model query.
+#[derive(Debug, Clone)]
+pub struct AnalyzedModel {
+    pub query: Box<Query>,
+    pub relations: Vec<RelationRef>,
+    pub ctes: BTreeSet<String>,
+}
+
+/// Where rendered SQL came from, for mapping parser positions back to what the user wrote.
+pub struct SqlOrigin<'a> {
+    pub file_id: FileId,
+    pub file: &'a SourceFile,
+    pub offsets: &'a OffsetMap,
+}
+
+/// Table functions DataFusion provides; reading them is not a hidden dependency.
+const TABLE_FUNCTIONS: &[&str] = &["range", "generate_series", "unnest"];
+
+/// Parses one model's rendered SQL: exactly one query, or a diagnostic.
+pub fn analyze(sql: &str, origin: &SqlOrigin<'_>) -> Result<AnalyzedModel, Diagnostic> {
+    let dialect = GenericDialect {};
+    let statements = Parser::new(&dialect)
+        .try_with_sql(sql)
+        .and_then(|mut parser| parser.parse_statements())
+        .map_err(|err| syntax_diagnostic(&err, sql, origin))?;
+    let mut statements = statements.into_iter();
+    let (first, rest) = (statements.next(), statements.next());
+    let query = match (first, rest) {
+        (Some(Statement::Query(query)), None) => query,
+        (None, _) => {
+            return Err(
+                Diagnostic::error(Code::NotAQuery, "model is empty: it must be one query")
+                    .with_primary(origin.file_id, 0..0, "no SQL here")
+                    .with_help("write a `select` statement"),
+            );
+        }
+        (Some(Statement::Query(_)), Some(_)) => {
+            return Err(Diagnostic::error(Code::NotAQuery, "model has more than one statement")
+                .with_primary(origin.file_id, 0..0, "this model")
+                .with_help("a model is one query; pipe materializes it, so remove the other statements"));
+        }
+        (Some(other), _) => {
+            let kind = other
+                .to_string()
+                .split_whitespace()
+                .next()
+                .unwrap_or("statement")
+                .to_ascii_uppercase();
+            let article = if kind.starts_with(['A', 'E', 'I', 'O', 'U']) {
+                "an"
+            } else {
+                "a"
+            };
+            return Err(Diagnostic::error(
+                Code::NotAQuery,
+                format!("model is {article} `{kind}` statement, not a query"),
+            )
+            .with_primary(origin.file_id, 0..0, "this model")
+            .with_help("a model is a `select`; pipe creates and writes the table itself"));
+        }
+    };
+    let mut collector = RelationCollector {
+        sql,
+        line_starts: line_starts(sql),
+        relations: Vec::new(),
+        ctes: BTreeSet::new(),
+    };
+    let _ = query.visit(&mut collector);
+    Ok(AnalyzedModel {
+        query,
+        relations: collector.relations,
+        ctes: collector.ctes,
+    })
+}
+
+struct RelationCollector<'a> {
+    sql: &'a str,
+    line_starts: Vec<usize>,
+    relations: Vec<RelationRef>,
+    ctes: BTreeSet<String>,
+}
+
+impl Visitor for RelationCollector<'_> {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                self.ctes.insert(cte.alias.name.value.to_lowercase());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, relation: &ObjectName) -> ControlFlow<()> {
+        let mut parts = Vec::new();
+        let mut span: Option<Range<usize>> = None;
+        for part in &relation.0 {
+            if let ObjectNamePart::Identifier(ident) = part {
+                parts.push(ident.value.to_lowercase());
+                let start = location_offset(self.sql, &self.line_starts, ident.span.start);
+                let end = location_offset(self.sql, &self.line_starts, ident.span.end);
+                span = Some(span.map_or(start..end, |s| s.start..end));
+            }
+        }
+        let name = parts.join(".");
+        if !TABLE_FUNCTIONS.contains(&name.as_str()) {
+            self.relations.push(RelationRef {
+                name,
+                span: span.unwrap_or(0..0),
+            });
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn line_starts(text: &str) -> Vec<usize> {
+    let mut starts = vec![0];
+    starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+    starts
+}
+
+/// Byte offset of a sqlparser `Location` (1-based line and character column).
+fn location_offset(sql: &str, line_starts: &[usize], location: Location) -> usize {
+    let Some(&start) = line_starts.get((location.line as usize).saturating_sub(1)) else {
+        return sql.len();
+    };
+    sql[start..]
+        .char_indices()
+        .nth((location.column as usize).saturating_sub(1))
+        .map_or(sql.len(), |(i, _)| start + i)
+}
+
+/// Maps a span of rendered SQL to the model file; `exact` is false when it falls in text a tag produced.
+pub fn map_span(origin: &SqlOrigin<'_>, span: Range<usize>) -> (Range<usize>, bool) {
+    let start = origin.offsets.to_raw(span.start);
+    if start.exact {
+        let end = origin
+            .offsets
+            .to_raw(span.end.saturating_sub(1).max(span.start));
+        let end = if end.exact {
+            end.offset + 1
+        } else {
+            start.offset + (span.end - span.start)
+        };
+        (start.offset..end.max(start.offset), true)
+    } else {
+        let tag_end = origin.file.text[start.offset..]
+            .find("}}")
+            .map_or(start.offset, |e| start.offset + e + 2);
+        (start.offset..tag_end, false)
+    }
+}
+
+fn syntax_diagnostic(err: &ParserError, sql: &str, origin: &SqlOrigin<'_>) -> Diagnostic {
+    let text = match err {
+        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m.clone(),
+        ParserError::RecursionLimitExceeded => "query is nested too deeply".to_string(),
+    };
+    // sqlparser appends " at Line: L, Column: C"; the label shows the position instead.
+    let (message, location) = match text.rsplit_once(" at Line: ") {
+        Some((message, position)) => {
+            let mut numbers = position
+                .split(", Column: ")
+                .map(|n| n.trim().parse::<u64>().ok());
+            match (numbers.next().flatten(), numbers.next().flatten()) {
+                (Some(line), Some(column)) => {
+                    (message.to_string(), Some(Location { line, column }))
+                }
+                _ => (text.clone(), None),
+            }
+        }
+        None => (text.clone(), None),
+    };
+    let mut diagnostic = Diagnostic::error(Code::SqlSyntax, format!("SQL syntax error: {message}"));
+    match location {
+        Some(location) => {
+            let offset = location_offset(sql, &line_starts(sql), location);
+            let token_len = sql[offset..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .map(char::len_utf8)
+                .sum::<usize>()
+                .max(1);
+            let (span, exact) = map_span(origin, offset..offset + token_len);
+            diagnostic = diagnostic.with_primary(origin.file_id, span, "the parser stopped here");
+            if !exact {
+                let rendered_line = sql
+                    .lines()
+                    .nth((location.line as usize).saturating_sub(1))
+                    .unwrap_or("")
+                    .trim();
+                diagnostic = diagnostic.with_note(format!(
+                    "in the rendered SQL at {}:{}: `{rendered_line}`",
+                    location.line, location.column
+                ));
+            }
+        }
+        None => diagnostic = diagnostic.with_primary(origin.file_id, 0..0, "in this model"),
+    }
+    diagnostic.with_help(
+        "correct the SQL; `pipe compile` writes the rendered SQL under `target/compiled/`",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diagnostics::SourceMap;
+
+    fn check(sql: &str) -> Result<AnalyzedModel, Diagnostic> {
+        let mut map = SourceMap::default();
+        let id = map.add("m.sql", sql);
+        let offsets = OffsetMap::build(sql, sql);
+        analyze(
+            sql,
+            &SqlOrigin {
+                file_id: id,
+                file: map.get(id),
+                offsets: &offsets,
+            },
+        )
+    }
+
+    #[test]
+    fn finds_relations_and_ctes() {
+        let sql = "with a as (select * from silver.orders)\nselect * from a join Raw.Customers c on true, range(3)";
+        let model = check(sql).unwrap();
+        let names: Vec<_> = model
+            .relations
+            .iter()
+            .map(|r| (r.name.as_str(), &sql[r.span.clone()]))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("silver.orders", "silver.orders"),
+                ("a", "a"),
+                ("raw.customers", "Raw.Customers")
+            ]
+        );
+        assert_eq!(model.ctes, BTreeSet::from(["a".to_string()]));
+    }
+
+    #[test]
+    fn rejects_statements_that_are_not_one_query() {
+        let cases = [
+            ("", "model is empty: it must be one query"),
+            ("select 1; select 2", "model has more than one statement"),
+            (
+                "create table x (a int)",
+                "model is a `CREATE` statement, not a query",
+            ),
+        ];
+        for (sql, message) in cases {
+            let err = check(sql).unwrap_err();
+            assert_eq!(
+                (err.code, err.message.as_str()),
+                (Code::NotAQuery, message),
+                "{sql}"
+            );
+        }
+    }
+
+    #[test]
+    fn syntax_error_points_at_the_token() {
+        let sql = "select a\nfrom t\nwhere a = = 1";
+        let err = check(sql).unwrap_err();
+        assert_eq!(
+            (err.code, err.message.as_str()),
+            (
+                Code::SqlSyntax,
+                "SQL syntax error: Expected: an expression, found: ="
+            )
+        );
+        assert_eq!(
+            err.primary.unwrap().span,
+            sql.find("= 1").unwrap()..sql.find("= 1").unwrap() + 1
+        );
+    }
+}

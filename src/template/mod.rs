@@ -1,0 +1,404 @@
+//! Renders model templates with the one shared minijinja `Environment`.
+//!
+//! In: a model's text and the project-wide context (relations refs resolve to, declared sources, vars, macros).
+//! Out: `RenderedModel`: the SQL, every `ref`/`source`/`config` call the render made, the macros the model uses,
+//! and an `OffsetMap` from rendered SQL back to the model file, so later stages can point at what the user wrote.
+//! A model that calls `is_incremental()` is rendered twice (full and incremental) so `run` can pick one later
+//! without rendering.
+//!
+//! **Architecture invariant:** this stage never touches DataFusion or the warehouse.
+
+mod calls;
+mod macros;
+mod offsets;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::sync::Arc;
+
+use minijinja::value::{Kwargs, Rest, Value as JValue};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+use serde_json::Value;
+
+pub use calls::{find_calls, TemplateCall};
+pub use macros::{MacroDef, MacroSet};
+pub use offsets::OffsetMap;
+
+use crate::diagnostics::{Code, Diagnostic, FileId, SourceFile};
+use crate::project::ConfigMap;
+
+/// Name of the one template that holds every macro file, imported by models that use a macro.
+const MACROS_TEMPLATE: &str = "__pipe_macros__";
+
+/// Project-wide values models render against.
+#[derive(Debug, Clone, Default)]
+pub struct RenderContext {
+    /// Model name -> relation `ref()` renders to (e.g. `silver.orders`).
+    pub relations: BTreeMap<String, String>,
+    /// Declared source tables, as (source, table).
+    pub sources: BTreeSet<(String, String)>,
+    pub vars: BTreeMap<String, Value>,
+    pub env_vars: BTreeMap<String, String>,
+    pub run_started_at: String,
+    pub invocation_id: String,
+    pub target_name: String,
+}
+
+/// A `ref()` or `source()` the render made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependency {
+    /// For a ref: `[model]`; for a source: `[source, table]`.
+    pub name: Vec<String>,
+    /// Where the call is written in the model file, when it is written there (not inside a macro).
+    pub span: Option<Range<usize>>,
+}
+
+/// The result of rendering one model.
+#[derive(Debug, Clone)]
+pub struct RenderedModel {
+    pub sql: String,
+    /// The `is_incremental()` variant, when the model calls it.
+    pub sql_incremental: Option<String>,
+    pub refs: Vec<Dependency>,
+    pub sources: Vec<Dependency>,
+    /// Keys set by the in-file `config(...)` call.
+    pub config: ConfigMap,
+    /// Macros the model calls, directly or through other macros.
+    pub macros: BTreeSet<String>,
+    pub offsets: OffsetMap,
+}
+
+/// What one render records through the template functions. Renders are synchronous on one thread, so the record
+/// lives in a thread-local for the duration of a render; macros calling `ref()` record into it too.
+#[derive(Default)]
+struct Capture {
+    refs: Vec<String>,
+    sources: Vec<(String, String)>,
+    config: ConfigMap,
+    incremental: bool,
+    called_is_incremental: bool,
+}
+
+thread_local! {
+    static CAPTURE: RefCell<Option<Capture>> = const { RefCell::new(None) };
+}
+
+fn with_capture<R>(f: impl FnOnce(&mut Capture) -> R) -> Option<R> {
+    CAPTURE.with(|c| c.borrow_mut().as_mut().map(f))
+}
+
+/// The shared environment plus the macro catalogue.
+pub struct Renderer {
+    env: Environment<'static>,
+    macros: MacroSet,
+}
+
+impl Renderer {
+    /// Builds the environment. Macro files that do not parse are reported and left out.
+    pub fn new(
+        context: Arc<RenderContext>,
+        macro_files: &[(FileId, &SourceFile)],
+    ) -> (Renderer, Vec<Diagnostic>) {
+        let mut diagnostics = Vec::new();
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        env.set_recursion_limit(200);
+        let (macros, macro_source) = MacroSet::collect(macro_files);
+        if let Err(err) = env.add_template_owned(MACROS_TEMPLATE, macro_source) {
+            diagnostics.push(macros.diagnostic_for(&err, macro_files));
+        }
+        register_functions(&mut env, &context);
+        (Renderer { env, macros }, diagnostics)
+    }
+
+    pub fn macros(&self) -> &MacroSet {
+        &self.macros
+    }
+
+    /// Renders a model; `this` is the model's own relation. Errors are diagnostics on the model (or macro) file.
+    pub fn render_model(
+        &self,
+        file_id: FileId,
+        file: &SourceFile,
+        this: &str,
+        context: &RenderContext,
+        macro_files: &[(FileId, &SourceFile)],
+    ) -> Result<RenderedModel, Diagnostic> {
+        let raw: &str = &file.text;
+        let used_macros = self.macros.used_by(raw);
+        // The import goes on the first line, without a newline, so line numbers stay those of the file.
+        let prelude = if used_macros.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<&str> = used_macros.iter().map(String::as_str).collect();
+            format!(
+                "{{% from \"{MACROS_TEMPLATE}\" import {} %}}",
+                names.join(", ")
+            )
+        };
+        let source = format!("{prelude}{raw}");
+        let name = file.display_path();
+        let ctx = minijinja::context! {
+            this => this,
+            run_started_at => &context.run_started_at,
+            invocation_id => &context.invocation_id,
+            target => minijinja::context! { name => &context.target_name, schema => "main", type => "pipe" },
+        };
+        let render = |incremental: bool| -> Result<(String, Capture), minijinja::Error> {
+            CAPTURE.with(|c| {
+                *c.borrow_mut() = Some(Capture {
+                    incremental,
+                    ..Capture::default()
+                })
+            });
+            let result = self.env.render_named_str(&name, &source, ctx.clone());
+            let capture = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
+            result.map(|sql| (sql, capture))
+        };
+        let to_diag = |err: minijinja::Error| {
+            self.error_diagnostic(&err, file_id, file, prelude.len(), macro_files)
+        };
+        let (sql, capture) = render(false).map_err(to_diag)?;
+        let sql_incremental = if capture.called_is_incremental {
+            Some(render(true).map_err(to_diag)?.0)
+        } else {
+            None
+        };
+
+        let calls = find_calls(raw);
+        let locate = |function: &str, args: &[String]| {
+            calls
+                .iter()
+                .find(|c| c.function == function && c.args.iter().eq(args.iter()))
+                .map(|c| c.span.clone())
+        };
+        let mut refs: Vec<Dependency> = Vec::new();
+        for name in capture.refs {
+            let name = vec![name];
+            if !refs.iter().any(|r| r.name == name) {
+                refs.push(Dependency {
+                    span: locate("ref", &name),
+                    name,
+                });
+            }
+        }
+        let mut sources: Vec<Dependency> = Vec::new();
+        for (source_name, table) in capture.sources {
+            let name = vec![source_name, table];
+            if !sources.iter().any(|s| s.name == name) {
+                sources.push(Dependency {
+                    span: locate("source", &name),
+                    name,
+                });
+            }
+        }
+        let offsets = OffsetMap::build(raw, &sql);
+        Ok(RenderedModel {
+            sql,
+            sql_incremental,
+            refs,
+            sources,
+            config: capture.config,
+            macros: used_macros,
+            offsets,
+        })
+    }
+
+    fn error_diagnostic(
+        &self,
+        err: &minijinja::Error,
+        file_id: FileId,
+        file: &SourceFile,
+        prelude_len: usize,
+        macro_files: &[(FileId, &SourceFile)],
+    ) -> Diagnostic {
+        if err.name() == Some(MACROS_TEMPLATE) {
+            return self.macros.diagnostic_for(err, macro_files);
+        }
+        let span = err
+            .range()
+            .map(|r| r.start.saturating_sub(prelude_len)..r.end.saturating_sub(prelude_len))
+            .or_else(|| {
+                err.line()
+                    .map(|l| file.offset_of(l, 1)..file.offset_of(l, 1))
+            })
+            .unwrap_or(0..0);
+        let span_text = file.text.get(span.clone()).unwrap_or("").trim().to_string();
+        template_error(err, file_id, span, &span_text, &self.macros)
+    }
+}
+
+/// Turns a minijinja error into a diagnostic at `span`, naming what is undefined when it can.
+fn template_error(
+    err: &minijinja::Error,
+    file_id: FileId,
+    span: Range<usize>,
+    span_text: &str,
+    macros: &MacroSet,
+) -> Diagnostic {
+    let detail = err.detail().unwrap_or("").to_string();
+    match err.kind() {
+        ErrorKind::SyntaxError | ErrorKind::UnknownBlock | ErrorKind::BadEscape => {
+            Diagnostic::error(Code::JinjaSyntax, format!("Jinja syntax error: {detail}"))
+                .with_primary(file_id, span, "the template does not parse here")
+                .with_help("check that every `{{`, `{%` and block is closed")
+        }
+        ErrorKind::UndefinedError | ErrorKind::UnknownFunction => {
+            let ident: String = span_text
+                .trim_start_matches(['{', '%', '-', ' '])
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+                .collect();
+            if !detail.is_empty() && detail.starts_with("var") {
+                return Diagnostic::error(Code::JinjaUndefined, detail)
+                    .with_primary(file_id, span, "used here")
+                    .with_help("define it under `vars:` in `pipe.yml`, pass `--vars`, or give `var()` a default");
+            }
+            if !detail.is_empty() && detail.starts_with("env var") {
+                return Diagnostic::error(Code::JinjaUndefined, detail)
+                    .with_primary(file_id, span, "used here")
+                    .with_help("set the environment variable or give `env_var()` a default");
+            }
+            let what = if ident.is_empty() {
+                "value".to_string()
+            } else {
+                format!("`{ident}`")
+            };
+            let mut diag = Diagnostic::error(
+                Code::JinjaUndefined,
+                format!("undefined {what} in template"),
+            )
+            .with_primary(file_id, span, "not defined");
+            let suggestion =
+                crate::suggest::did_you_mean(&ident, macros.names().map(String::as_str));
+            diag = match suggestion {
+                Some(name) => diag.with_help(format!(
+                    "a macro named `{name}` exists; did you mean `{name}`?"
+                )),
+                None => diag.with_help(
+                    "define a macro with this name under `macros/`, or pass the variable",
+                ),
+            };
+            diag
+        }
+        _ => Diagnostic::error(
+            Code::JinjaRender,
+            format!("template error: {}", err_text(err)),
+        )
+        .with_primary(file_id, span, "while rendering this"),
+    }
+}
+
+fn err_text(err: &minijinja::Error) -> String {
+    err.detail()
+        .map(str::to_string)
+        .unwrap_or_else(|| err.kind().to_string())
+}
+
+fn string_arg(value: &JValue, what: &str) -> Result<String, minijinja::Error> {
+    value.as_str().map(str::to_string).ok_or_else(|| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{what} takes string arguments"),
+        )
+    })
+}
+
+fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContext>) {
+    let cx = Arc::clone(context);
+    env.add_function(
+        "ref",
+        move |args: Rest<JValue>, _kwargs: Kwargs| -> Result<JValue, minijinja::Error> {
+            // `ref('model')` or `ref('package', 'model')`; the package is not used by a single project.
+            let name = match args.as_slice() {
+                [model] | [_, model] => string_arg(model, "ref()")?,
+                _ => {
+                    return Err(minijinja::Error::new(
+                        ErrorKind::MissingArgument,
+                        "ref() takes a model name",
+                    ))
+                }
+            };
+            with_capture(|c| c.refs.push(name.clone()));
+            let relation = cx.relations.get(&name).cloned().unwrap_or(name);
+            Ok(JValue::from_safe_string(relation))
+        },
+    );
+    let cx = Arc::clone(context);
+    env.add_function("source", move |source: String, table: String| -> JValue {
+        with_capture(|c| c.sources.push((source.clone(), table.clone())));
+        let _ = &cx;
+        JValue::from_safe_string(format!("{source}.{table}"))
+    });
+    env.add_function(
+        "config",
+        |args: Rest<JValue>, kwargs: Kwargs| -> Result<String, minijinja::Error> {
+            let mut config = ConfigMap::new();
+            if let Some(first) = args.first() {
+                // `config({'materialized': 'table'})`: a mapping as the only positional argument.
+                if let Ok(Value::Object(map)) = serde_json::to_value(first) {
+                    config.extend(map);
+                }
+            }
+            for key in kwargs.args() {
+                let value: JValue = kwargs.get(key)?;
+                let json = serde_json::to_value(&value).map_err(|e| {
+                    minijinja::Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("config({key}=...): {e}"),
+                    )
+                })?;
+                config.insert(key.to_string(), json);
+            }
+            with_capture(|c| {
+                for (key, value) in config {
+                    crate::project::config::merge_config_key(&mut c.config, &key, value);
+                }
+            });
+            Ok(String::new())
+        },
+    );
+    let cx = Arc::clone(context);
+    env.add_function(
+        "var",
+        move |name: String, default: Option<JValue>| -> Result<JValue, minijinja::Error> {
+            match (cx.vars.get(&name), default) {
+                (Some(value), _) => Ok(JValue::from_serialize(value)),
+                (None, Some(default)) => Ok(default),
+                (None, None) => Err(minijinja::Error::new(
+                    ErrorKind::UndefinedError,
+                    format!("var `{name}` is not defined and has no default"),
+                )),
+            }
+        },
+    );
+    let cx = Arc::clone(context);
+    env.add_function(
+        "env_var",
+        move |name: String, default: Option<String>| -> Result<String, minijinja::Error> {
+            match (cx.env_vars.get(&name), default) {
+                (Some(value), _) => Ok(value.clone()),
+                (None, Some(default)) => Ok(default),
+                (None, None) => Err(minijinja::Error::new(
+                    ErrorKind::UndefinedError,
+                    format!("env var `{name}` is not set and has no default"),
+                )),
+            }
+        },
+    );
+    env.add_function("is_incremental", || -> bool {
+        with_capture(|c| {
+            c.called_is_incremental = true;
+            c.incremental
+        })
+        .unwrap_or(false)
+    });
+    env.add_function("log", |_message: JValue, _info: Option<bool>| -> String {
+        String::new()
+    });
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,289 @@
+//! CLI tests: the real `pipe` binary on temporary copies of the example project and of fixtures.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in walkdir::WalkDir::new(from)
+        .into_iter()
+        .filter_map(Result::ok)
+    {
+        let rel = entry.path().strip_prefix(from).unwrap();
+        let dest = to.join(rel);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// A temporary copy of the example project at the repository root.
+fn example_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(repo().join("pipe.yml"), dir.path().join("pipe.yml")).unwrap();
+    for folder in ["models", "macros", "seeds", "data"] {
+        copy_dir(&repo().join(folder), &dir.path().join(folder));
+    }
+    dir
+}
+
+fn fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("tests/fixtures").join(name), dir.path());
+    dir
+}
+
+fn pipe(dir: &Path, args: &[&str]) -> Output {
+    Command::cargo_bin("pipe")
+        .unwrap()
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env_remove("PIPE_LOG")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Exit code, stdout and stderr together, with the elapsed time redacted.
+fn transcript(output: &Output) -> String {
+    let stderr = text(&output.stderr);
+    let stderr: String = stderr
+        .lines()
+        .map(|line| match line.find(" in ") {
+            Some(i) if line.starts_with("Compiled ") => {
+                let rest = &line[i + 4..];
+                let after = rest.find('s').map_or("", |j| &rest[j + 1..]);
+                format!("{} in [ELAPSED]s{after}", &line[..i])
+            }
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!(
+        "exit: {}\n--- stdout ---\n{}--- stderr ---\n{stderr}\n",
+        output.status.code().unwrap_or(-1),
+        text(&output.stdout)
+    )
+}
+
+#[test]
+fn compile_example_project() {
+    let dir = example_project();
+    let output = pipe(dir.path(), &["compile"]);
+    insta::assert_snapshot!(transcript(&output));
+    let manifest = std::fs::read_to_string(dir.path().join("target/manifest.json")).unwrap();
+    let compiled = std::fs::read_to_string(
+        dir.path()
+            .join("target/compiled/models/gold/gld_daily_revenue.sql"),
+    )
+    .unwrap();
+    assert!(
+        compiled.starts_with("with __pipe_cte__int_orders_enriched as ("),
+        "{compiled}"
+    );
+    // A second compile of the same input writes the same bytes.
+    assert_eq!(pipe(dir.path(), &["compile"]).status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("target/manifest.json")).unwrap(),
+        manifest
+    );
+}
+
+#[test]
+fn compile_errors_exit_1_and_write_nothing() {
+    let dir = fixture("many_errors");
+    let output = pipe(dir.path(), &["compile", "--diagnostics", "short"]);
+    insta::assert_snapshot!(transcript(&output));
+    assert!(!dir.path().join("target").exists());
+}
+
+#[test]
+fn ls_selection_in_topological_order() {
+    let dir = example_project();
+    let output = pipe(
+        dir.path(),
+        &[
+            "ls",
+            "-s",
+            "+gld_daily_revenue",
+            "--exclude",
+            "resource_type:seed",
+        ],
+    );
+    insta::assert_snapshot!(transcript(&output));
+    let output = pipe(
+        dir.path(),
+        &["ls", "-s", "layer:gold,tag:reporting", "-o", "json"],
+    );
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let names: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "gld_funnel",
+            "gld_customer_lifetime",
+            "gld_daily_revenue",
+            "gld_revenue_by_region"
+        ]
+    );
+}
+
+#[test]
+fn ls_selector_errors() {
+    let dir = example_project();
+    let output = pipe(dir.path(), &["ls", "-s", "colour:red"]);
+    insta::assert_snapshot!(transcript(&output));
+    let output = pipe(dir.path(), &["ls", "-s", "state:modified"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("`state:modified` needs `--state <dir>`"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = pipe(dir.path(), &["ls", "-s", "no_such_model"]);
+    assert_eq!(
+        (output.status.code(), text(&output.stdout)),
+        (Some(0), String::new())
+    );
+    assert!(text(&output.stderr).contains("selector `no_such_model` matched nothing"));
+}
+
+#[test]
+fn state_modified_marks_exactly_what_changed() {
+    let dir = example_project();
+    assert_eq!(pipe(dir.path(), &["compile"]).status.code(), Some(0));
+    let state = dir.path().join("prod-target");
+    std::fs::rename(dir.path().join("target"), &state).unwrap();
+    let state_arg = state.to_str().unwrap();
+    let modified = |dir: &Path| {
+        let output = pipe(
+            dir,
+            &[
+                "ls",
+                "-s",
+                "state:modified",
+                "--state",
+                state_arg,
+                "-o",
+                "json",
+            ],
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    // Unchanged project, reordered and re-indented YAML: nothing is modified.
+    let schema = std::fs::read_to_string(dir.path().join("models/schema.yml")).unwrap();
+    std::fs::write(dir.path().join("models/schema.yml"), format!("# reformatted\n{}\n\n", schema.replace("  - name: brz_orders\n    description: Every order line as received, including duplicates and test orders.\n", "")) + "  - name: brz_orders\n    description: Every order line as received, including duplicates and test orders.\n").unwrap();
+    assert_eq!(modified(dir.path()), Vec::<String>::new());
+    // Editing a macro marks exactly the models that use it, directly or through another macro.
+    let money = dir.path().join("macros/money.sql");
+    let text_before = std::fs::read_to_string(&money).unwrap();
+    std::fs::write(
+        &money,
+        text_before.replace(
+            "round(cast({{ column }} as double), 2)",
+            "round(cast({{ column }} as double), 3)",
+        ),
+    )
+    .unwrap();
+    assert_eq!(modified(dir.path()), ["slv_orders"]);
+    std::fs::write(&money, &text_before).unwrap();
+    let dedupe = dir.path().join("macros/dedupe.sql");
+    let dedupe_text = std::fs::read_to_string(&dedupe).unwrap();
+    std::fs::write(&dedupe, dedupe_text.replace("desc)", "desc, 1)")).unwrap();
+    assert_eq!(modified(dir.path()), ["slv_customers", "slv_orders"]);
+    std::fs::write(&dedupe, dedupe_text).unwrap();
+    // A config change in the folder tree marks the models it applies to; a new model is new and modified.
+    let project = std::fs::read_to_string(dir.path().join("pipe.yml")).unwrap();
+    std::fs::write(
+        dir.path().join("pipe.yml"),
+        project.replace("+tags: [reporting]", "+tags: [reporting, finance]"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("models/gold/gld_new.sql"),
+        "select 1 as x from {{ ref('slv_orders') }}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        modified(dir.path()),
+        [
+            "gld_funnel",
+            "gld_customer_lifetime",
+            "gld_new",
+            "gld_daily_revenue",
+            "gld_revenue_by_region"
+        ]
+    );
+    let output = pipe(dir.path(), &["ls", "-s", "state:new", "--state", state_arg]);
+    assert_eq!(
+        text(&output.stdout).split_whitespace().next(),
+        Some("gld_new")
+    );
+}
+
+#[test]
+fn init_creates_a_project_that_compiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = pipe(dir.path(), &["init", "my-shop"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let output = pipe(&dir.path().join("my-shop"), &["compile"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).starts_with("Compiled 3 models, 1 sources, 0 macros (3 selected)"),
+        "{}",
+        text(&output.stderr)
+    );
+    let output = pipe(&dir.path().join("my-shop"), &["ls"]);
+    assert_eq!(
+        text(&output.stdout),
+        "brz_orders         model   bronze  table\nslv_orders         model   silver  table\ngld_daily_revenue  model   gold    table\n"
+    );
+    // Refuses a non-empty folder.
+    assert_eq!(
+        pipe(dir.path(), &["init", "my-shop"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn explain_prints_the_code_docs() {
+    let output = pipe(&repo(), &["explain", "ref-not-found"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert!(text(&output.stdout)
+        .starts_with("P0401 (ref-not-found)\n\n`ref('name')` names a model that does not exist."));
+    assert_eq!(pipe(&repo(), &["explain", "P9999"]).status.code(), Some(2));
+}
+
+#[test]
+fn missing_project_file_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = pipe(dir.path(), &["compile", "--diagnostics", "short"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).starts_with("error[P0001]: no `pipe.yml` or `dbt_project.yml` in `.`"),
+        "{}",
+        text(&output.stderr)
+    );
+}

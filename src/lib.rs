@@ -11,6 +11,7 @@ pub mod diagnostics;
 pub mod graph;
 pub mod manifest;
 pub mod project;
+pub mod run;
 pub mod sql;
 pub mod suggest;
 pub mod template;

@@ -5,7 +5,7 @@ with orders as (
         min(ordered_at) as first_order_at,
         max(ordered_at) as last_order_at,
         count(*) as orders,
-        sum(case when status = 'completed' then amount else 0 end) as lifetime_spend
+        round(sum(case when status = 'completed' then amount else 0 end), 2) as lifetime_spend
     from {{ ref('slv_orders') }}
     group by customer_id
 )

@@ -2,7 +2,7 @@
 select
     order_date,
     count(*) as orders,
-    sum(amount) as revenue
+    round(sum(amount), 2) as revenue
 from {{ ref('int_orders_enriched') }}
 where status = 'completed'
 group by order_date

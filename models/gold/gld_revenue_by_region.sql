@@ -3,7 +3,7 @@ select
     region,
     country_code,
     count(*) as orders,
-    sum(amount) as revenue
+    round(sum(amount), 2) as revenue
 from {{ ref('int_orders_enriched') }}
 where status = 'completed'
 group by region, country_code

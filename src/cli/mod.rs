@@ -5,7 +5,9 @@
 //! its job (bad usage, an unreadable file, an internal error).
 //! **Architecture invariant:** only this module prints, reads environment variables or picks the exit code.
 
+mod build;
 mod init;
+mod query;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -40,6 +42,16 @@ pub enum Command {
     Ls(LsArgs),
     /// Create a minimal medallion project that compiles as created.
     Init(InitArgs),
+    /// Load seeds and run models into the warehouse, in dependency order and in parallel.
+    Build(build::BuildArgs),
+    /// Run models (not seeds) into the warehouse.
+    Run(build::BuildArgs),
+    /// Load the CSV seeds into the warehouse.
+    Seed(build::BuildArgs),
+    /// Print a model's rows.
+    Show(query::ShowArgs),
+    /// Run SQL over the warehouse and print the result.
+    Query(query::QueryArgs),
     /// Explain a diagnostic code, e.g. `pipe explain P0401` or `pipe explain ref-not-found`.
     Explain(ExplainArgs),
 }
@@ -122,6 +134,11 @@ pub fn main() -> ExitCode {
         Command::Compile(args) => run_compile(&args),
         Command::Ls(args) => run_ls(&args),
         Command::Init(args) => init::run(&args),
+        Command::Build(args) => build::run(&args, build::Scope::Build),
+        Command::Run(args) => build::run(&args, build::Scope::Run),
+        Command::Seed(args) => build::run(&args, build::Scope::Seed),
+        Command::Show(args) => query::show(&args),
+        Command::Query(args) => query::query(&args),
         Command::Explain(args) => run_explain(&args),
     };
     match result {

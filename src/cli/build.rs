@@ -1,0 +1,206 @@
+//! `pipe build`, `pipe run`, `pipe seed`: compile, select, then run the selection into the warehouse.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use clap::{Args, ValueEnum};
+
+use super::{compile_reported, selected_ids, target_dir, ProjectArgs, SelectArgs};
+use crate::manifest::NodeKind;
+use crate::run::{self, BuildOptions, BuildRequest, NodeResult, NodeStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One line per node on stderr, a summary at the end.
+    Text,
+    /// One JSON object per node on stdout, then one for the run.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Models run at once (default: the number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Stop starting new models after the first failure; what did not start is skipped.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Rebuild incremental models and reload seeds from scratch.
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Memory DataFusion may use before spilling to disk, e.g. `4GiB` or `512MiB`.
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory_limit: Option<usize>,
+    /// Output for people (`text`) or machines (`json`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Which nodes a command runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Seeds and models.
+    Build,
+    /// Models only.
+    Run,
+    /// Seeds only.
+    Seed,
+}
+
+/// Parses `4GiB`, `512MiB`, `1G`, `1000000` into bytes.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a size such as `4GiB`"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit `{other}`; use KiB, MiB, GiB or TiB")),
+    };
+    Ok((number * factor) as usize)
+}
+
+fn status_word(status: NodeStatus) -> &'static str {
+    match status {
+        NodeStatus::Success => "OK",
+        NodeStatus::Error => "ERROR",
+        NodeStatus::Skipped => "SKIP",
+    }
+}
+
+fn result_line(result: &NodeResult, index: usize, total: usize) -> String {
+    let rows = match (result.status, result.rows_written) {
+        (NodeStatus::Success, Some(rows)) => format!("{rows} rows"),
+        _ => String::new(),
+    };
+    let version = result.delta_version.map(|v| format!("v{v}")).unwrap_or_default();
+    let mut line = format!(
+        "{index:>4} of {total:<4} {:<5} {:<11} {:<40} {:>12} {:>5} {:>7.2}s",
+        status_word(result.status),
+        result.materialized,
+        result.relation,
+        rows,
+        version,
+        result.timing.total_seconds
+    );
+    if let Some(message) = &result.message {
+        let prefix = if result.status == NodeStatus::Success { "note" } else { "error" };
+        let prefix = if result.status == NodeStatus::Skipped { "" } else { prefix };
+        for (i, text) in message.lines().enumerate() {
+            let label = if i == 0 && !prefix.is_empty() { format!("{prefix}: ") } else { String::new() };
+            line.push_str(&format!("\n             {label}{text}"));
+        }
+    }
+    line
+}
+
+pub(super) fn run(args: &BuildArgs, scope: Scope) -> anyhow::Result<ExitCode> {
+    let (compilation, manifest) = match compile_reported(&args.project)? {
+        Ok(done) => done,
+        Err(code) => return Ok(code),
+    };
+    let target = target_dir(&compilation, &args.project);
+    manifest.write(&target)?;
+    let selected = match selected_ids(&manifest, &args.select, args.project.diagnostics)? {
+        Ok(ids) => ids,
+        Err(code) => return Ok(code),
+    };
+    let selected: Vec<String> = selected
+        .into_iter()
+        .filter(|id| match manifest.nodes.get(id) {
+            Some(node) => match scope {
+                Scope::Build => true,
+                Scope::Run => node.resource_type == NodeKind::Model,
+                Scope::Seed => node.resource_type == NodeKind::Seed,
+            },
+            None => false,
+        })
+        .collect();
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let run_id = uuid::Uuid::new_v4().to_string();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(2)).enable_all().build()?;
+    let total = selected.iter().filter(|id| manifest.nodes[*id].materialized != crate::project::Materialization::Ephemeral).count();
+    let json = args.log_format == LogFormat::Json;
+    if !json {
+        eprintln!("Running {total} nodes with {threads} threads (run {run_id})");
+    }
+    let progress = if !json && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let done = Mutex::new(0usize);
+    let on_result = |result: &NodeResult| {
+        let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+        *done += 1;
+        if json {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "{}", serde_json::to_string(result).unwrap_or_default());
+        } else {
+            let line = result_line(result, *done, total);
+            match &progress {
+                Some(bar) => {
+                    bar.println(line);
+                    bar.inc(1);
+                }
+                None => eprintln!("{line}"),
+            }
+        }
+    };
+    let request = BuildRequest {
+        manifest: &manifest,
+        project_root: &args.project.project_dir,
+        selected,
+        options: BuildOptions {
+            threads,
+            full_refresh: args.full_refresh,
+            fail_fast: args.fail_fast,
+            memory_limit: args.memory_limit,
+            run_id,
+        },
+    };
+    let results = runtime.block_on(run::build(request, &on_result))?;
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    results.write(&target)?;
+    let (ok, errors, skipped) = (results.count(NodeStatus::Success), results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));
+    if json {
+        let summary = serde_json::json!({"run_id": results.run_id, "success": ok, "error": errors, "skipped": skipped, "elapsed_seconds": results.elapsed_seconds});
+        let _ = writeln!(std::io::stdout().lock(), "{summary}");
+    } else {
+        let rows: u64 = results.results.iter().filter_map(|r| r.rows_written).sum();
+        eprintln!(
+            "Done in {:.2}s: {ok} succeeded, {errors} failed, {skipped} skipped; {rows} rows written",
+            results.elapsed_seconds
+        );
+    }
+    Ok(if errors + skipped > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("4GiB"), Ok(4 << 30));
+        assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert!(parse_bytes("4 parsecs").is_err());
+    }
+}

@@ -1,0 +1,61 @@
+//! `table`: the query result replaces the table in one Delta commit. Readers see the old or the new version,
+//! never a part; a failed query leaves the previous version untouched.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::operations::write::SchemaMode;
+use deltalake::protocol::SaveMode;
+
+use super::{plan, Materialize, ModelContext, Outcome};
+use crate::project::Materialization;
+use crate::run::warehouse::Warehouse;
+use crate::run::RunError;
+
+pub struct TableMaterialization;
+
+#[async_trait::async_trait]
+impl Materialize for TableMaterialization {
+    fn kind(&self) -> Materialization {
+        Materialization::Table
+    }
+
+    async fn run(&self, cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
+        let started = Instant::now();
+        let frame = plan(cx, &cx.node.compiled_sql).await?;
+        let plan_time = started.elapsed();
+        write_overwrite(cx, frame, plan_time).await
+    }
+}
+
+/// Replaces the table's contents with the frame's rows in one commit.
+pub(super) async fn write_overwrite(
+    cx: &ModelContext<'_>,
+    frame: datafusion::prelude::DataFrame,
+    plan_time: std::time::Duration,
+) -> Result<Outcome, RunError> {
+    let started = Instant::now();
+    let relation = &cx.node.relation;
+    let table = cx.warehouse.table_for_write(relation).await?;
+    let metadata = Warehouse::commit_metadata(cx.run_id, &cx.node.unique_id, &cx.node.checksum);
+    let table = table
+        .write(Vec::new())
+        .with_input_plan(frame.logical_plan().clone())
+        .with_session_state(Arc::new(cx.session.state()))
+        .with_save_mode(SaveMode::Overwrite)
+        .with_schema_mode(SchemaMode::Overwrite)
+        .with_commit_properties(CommitProperties::default().with_metadata(metadata))
+        .await
+        .map_err(|e| RunError::write(&cx.node.name, e))?;
+    let commit = cx.warehouse.last_commit(&table).await?;
+    let provider = cx.warehouse.provider(&table).await?;
+    Ok(Outcome {
+        rows_written: commit.rows_added,
+        delta_version: Some(commit.version),
+        provider: Some(provider),
+        note: None,
+        plan_time,
+        write_time: started.elapsed(),
+    })
+}

@@ -1,0 +1,296 @@
+//! `run`: executes a manifest's selected nodes in DataFusion into the Delta warehouse, in dependency order and in
+//! parallel.
+//!
+//! In: the `Manifest`, the project root (for source files and seeds), the selection and `BuildOptions`.
+//! Out: `RunResults` (per node status, rows, Delta version, timings), also written to `target/run_results.json`.
+//! A failed node marks its descendants skipped; unrelated nodes go on.
+//! **Architecture invariant:** `run` never renders a template or reads a model file: the manifest holds all it needs.
+
+pub mod materialize;
+pub mod results;
+pub mod session;
+pub mod sources;
+pub mod warehouse;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::catalog::view::ViewTable;
+use datafusion::prelude::SessionContext;
+use tokio::sync::Semaphore;
+
+use crate::manifest::{Manifest, NodeKind};
+use crate::project::Materialization;
+pub use results::{NodeResult, NodeStatus, RunResults, Timing};
+use warehouse::Warehouse;
+
+/// Why a node or a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{model}: {message}")]
+    Query { model: String, message: String },
+    #[error("{model}: writing the Delta table failed: {message}")]
+    Write { model: String, message: String },
+    #[error("source `{source_name}`: {message}")]
+    Source { source_name: String, message: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("warehouse: {0}")]
+    Warehouse(String),
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("DataFusion: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("Delta: {0}")]
+    Delta(#[from] deltalake::DeltaTableError),
+}
+
+impl RunError {
+    pub fn io(path: &Path, err: std::io::Error) -> RunError {
+        RunError::Io { path: path.to_path_buf(), message: err.to_string() }
+    }
+
+    pub fn query(model: &str, err: datafusion::error::DataFusionError) -> RunError {
+        RunError::Query { model: model.to_string(), message: clean_datafusion_message(&err) }
+    }
+
+    pub fn write(model: &str, err: deltalake::DeltaTableError) -> RunError {
+        RunError::Write { model: model.to_string(), message: err.to_string() }
+    }
+}
+
+/// DataFusion's error text without its internal prefixes and backtrace.
+pub fn clean_datafusion_message(err: &datafusion::error::DataFusionError) -> String {
+    let text = err.strip_backtrace();
+    let mut text = text.as_str();
+    for prefix in ["Error during planning: ", "Schema error: ", "Arrow error: ", "External error: ", "Execution error: ", "Optimizer rule "] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            text = rest;
+        }
+    }
+    text.trim().to_string()
+}
+
+/// How a build runs.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub threads: usize,
+    pub full_refresh: bool,
+    pub fail_fast: bool,
+    /// Bytes DataFusion may hold before spilling to disk.
+    pub memory_limit: Option<usize>,
+    pub run_id: String,
+}
+
+/// What to run: unique ids, in topological order.
+pub struct BuildRequest<'a> {
+    pub manifest: &'a Manifest,
+    pub project_root: &'a Path,
+    pub selected: Vec<String>,
+    pub options: BuildOptions,
+}
+
+/// Opens the warehouse and a session with every source and every existing table and view registered: what
+/// `pipe query` and `pipe show` read, and the starting point of a build.
+pub async fn open_session(
+    manifest: &Manifest,
+    project_root: &Path,
+    memory_limit: Option<usize>,
+) -> Result<(SessionContext, Warehouse, BTreeMap<String, String>), RunError> {
+    let warehouse = Warehouse::open(&project_root.join(&manifest.project.warehouse))?;
+    let ctx = session::new_session(manifest, memory_limit)?;
+    let mut source_errors = BTreeMap::new();
+    for source in manifest.sources.values() {
+        if let Err(err) = sources::register_source(&ctx, project_root, source).await {
+            source_errors.insert(source.unique_id.clone(), err.to_string());
+        }
+    }
+    for id in &manifest.order {
+        let Some(node) = manifest.nodes.get(id) else { continue };
+        if node.materialized == Materialization::Ephemeral {
+            continue;
+        }
+        if let Some(table) = warehouse.load(&node.relation).await? {
+            ctx.register_table(node.relation.as_str(), warehouse.provider(&table).await?)?;
+        } else if let Some(view) = warehouse.read_view(&node.relation) {
+            // A stored view whose upstreams are gone cannot be planned; it is left unregistered.
+            if let Ok(frame) = ctx.sql(&view.sql).await {
+                ctx.register_table(node.relation.as_str(), Arc::new(ViewTable::new(frame.logical_plan().clone(), Some(view.sql))))?;
+            }
+        }
+    }
+    Ok((ctx, warehouse, source_errors))
+}
+
+/// Runs the selected nodes. `on_result` is called as each node finishes (for progress output).
+pub async fn build(request: BuildRequest<'_>, on_result: &(dyn Fn(&NodeResult) + Send + Sync)) -> Result<RunResults, RunError> {
+    let started_at = chrono::Utc::now();
+    let started = Instant::now();
+    let manifest = request.manifest;
+    let (ctx, warehouse, source_errors) = open_session(manifest, request.project_root, request.options.memory_limit).await?;
+
+    // Ephemeral models never run; they are inlined into their readers.
+    let runnable: Vec<&str> = request
+        .selected
+        .iter()
+        .filter(|id| manifest.nodes.get(*id).is_some_and(|n| n.materialized != Materialization::Ephemeral))
+        .map(String::as_str)
+        .collect();
+    let selected: BTreeSet<&str> = runnable.iter().copied().collect();
+    let mut parents: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    let mut children: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut readers: HashMap<&str, usize> = HashMap::new();
+    for (up, down) in &manifest.edges {
+        *readers.entry(up.as_str()).or_default() += 1;
+        // Edges through ephemeral models connect their upstreams to their readers.
+        for up in effective_upstreams(manifest, up) {
+            if selected.contains(up) && selected.contains(down.as_str()) {
+                parents.entry(down.as_str()).or_default().insert(up);
+                children.entry(up).or_default().push(down.as_str());
+            }
+        }
+    }
+
+    let semaphore = Arc::new(Semaphore::new(request.options.threads.max(1)));
+    let shared = Arc::new(Shared { ctx, warehouse, run_id: request.options.run_id.clone(), options: request.options.clone() });
+    let mut waiting: HashMap<&str, usize> = runnable.iter().map(|id| (*id, parents.get(id).map_or(0, BTreeSet::len))).collect();
+    let mut ready: Vec<&str> = runnable.iter().copied().filter(|id| waiting[id] == 0).collect();
+    ready.reverse();
+    let mut results: BTreeMap<String, NodeResult> = BTreeMap::new();
+    let mut running = tokio::task::JoinSet::new();
+    let mut stop = false;
+
+    loop {
+        while let Some(id) = ready.pop() {
+            if stop {
+                break;
+            }
+            let node = manifest.nodes[id].clone();
+            let failed_source = node.depends_on.nodes.iter().find_map(|d| source_errors.get(d).cloned());
+            let compute_once = node.materialized == Materialization::View && readers.get(id).copied().unwrap_or(0) >= 2;
+            let shared = Arc::clone(&shared);
+            let permit = Arc::clone(&semaphore).acquire_owned().await.map_err(|e| RunError::Warehouse(e.to_string()))?;
+            let project_root = request.project_root.to_path_buf();
+            running.spawn(async move {
+                let result = run_node(&shared, &node, compute_once, failed_source, &project_root).await;
+                drop(permit);
+                result
+            });
+        }
+        let Some(joined) = running.join_next().await else { break };
+        let result = joined.map_err(|e| RunError::Warehouse(format!("a model task failed: {e}")))?;
+        on_result(&result);
+        let id = result.unique_id.clone();
+        let succeeded = result.status == NodeStatus::Success;
+        results.insert(id.clone(), result);
+        let key = runnable.iter().copied().find(|r| *r == id).unwrap_or_default();
+        if succeeded {
+            for child in children.get(key).into_iter().flatten() {
+                let count = waiting.get_mut(child).expect("every child is runnable");
+                *count -= 1;
+                if *count == 0 && !results.contains_key(*child) {
+                    ready.insert(0, child);
+                }
+            }
+        } else {
+            if request.options.fail_fast {
+                stop = true;
+            }
+            for descendant in descendants(key, &children) {
+                if results.contains_key(descendant) {
+                    continue;
+                }
+                let node = &manifest.nodes[descendant];
+                let skipped = NodeResult::skipped(node, format!("skipped: upstream `{}` failed", manifest.nodes[key].name));
+                on_result(&skipped);
+                results.insert(descendant.to_string(), skipped);
+            }
+        }
+        ready.retain(|r| !results.contains_key(*r));
+    }
+    // With `--fail-fast`, what never started is skipped.
+    for id in &runnable {
+        if !results.contains_key(*id) {
+            let skipped = NodeResult::skipped(&manifest.nodes[*id], "skipped: the build stopped at the first failure (--fail-fast)".into());
+            on_result(&skipped);
+            results.insert(id.to_string(), skipped);
+        }
+    }
+    let ordered: Vec<NodeResult> = runnable.iter().filter_map(|id| results.remove(*id)).collect();
+    Ok(RunResults {
+        run_id: request.options.run_id.clone(),
+        started_at: started_at.to_rfc3339(),
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        results: ordered,
+    })
+}
+
+/// State every model task shares.
+struct Shared {
+    ctx: SessionContext,
+    warehouse: Warehouse,
+    run_id: String,
+    options: BuildOptions,
+}
+
+async fn run_node(shared: &Shared, node: &crate::manifest::Node, compute_once: bool, failed_source: Option<String>, project_root: &Path) -> NodeResult {
+    let started = Instant::now();
+    if let Some(message) = failed_source {
+        return NodeResult::error(node, message, started.elapsed());
+    }
+    let cx = materialize::ModelContext {
+        node,
+        session: &shared.ctx,
+        warehouse: &shared.warehouse,
+        run_id: &shared.run_id,
+        full_refresh: shared.options.full_refresh,
+        compute_once,
+    };
+    let outcome = if node.resource_type == NodeKind::Seed {
+        materialize::SeedLoad.run(&cx, project_root).await
+    } else {
+        match materialize::for_kind(node.materialized) {
+            Some(materialization) => materialization.run(&cx).await,
+            None => Ok(materialize::Outcome::default()),
+        }
+    };
+    let outcome = outcome.and_then(|outcome| {
+        if let Some(provider) = &outcome.provider {
+            // Downstream models of this run read the new version; the old registration is replaced.
+            let _ = shared.ctx.deregister_table(node.relation.as_str());
+            shared.ctx.register_table(node.relation.as_str(), Arc::clone(provider))?;
+        }
+        Ok(outcome)
+    });
+    match outcome {
+        Ok(outcome) => NodeResult::success(node, &outcome, started.elapsed()),
+        Err(err) => NodeResult::error(node, err.to_string(), started.elapsed()),
+    }
+}
+
+/// Upstreams of an edge's source, looking through ephemeral models (which never run).
+fn effective_upstreams<'a>(manifest: &'a Manifest, id: &'a str) -> Vec<&'a str> {
+    match manifest.nodes.get(id) {
+        Some(node) if node.materialized == Materialization::Ephemeral => {
+            node.depends_on.nodes.iter().flat_map(|up| effective_upstreams(manifest, up)).collect()
+        }
+        _ => vec![id],
+    }
+}
+
+fn descendants<'a>(id: &'a str, children: &HashMap<&'a str, Vec<&'a str>>) -> Vec<&'a str> {
+    let mut found = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![id];
+    while let Some(node) = stack.pop() {
+        for child in children.get(node).into_iter().flatten() {
+            if seen.insert(*child) {
+                found.push(*child);
+                stack.push(child);
+            }
+        }
+    }
+    found
+}

@@ -1,0 +1,106 @@
+//! Run results: per node status, rows written, Delta version, timings and error message, written to
+//! `target/run_results.json`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::materialize::Outcome;
+use crate::manifest::Node;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    Success,
+    Error,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub plan_seconds: f64,
+    pub write_seconds: f64,
+    pub total_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeResult {
+    pub unique_id: String,
+    pub name: String,
+    pub relation: String,
+    pub materialized: String,
+    pub status: NodeStatus,
+    pub rows_written: Option<u64>,
+    pub delta_version: Option<i64>,
+    pub timing: Timing,
+    pub message: Option<String>,
+}
+
+impl NodeResult {
+    fn base(node: &Node, status: NodeStatus) -> NodeResult {
+        let materialized = match node.resource_type {
+            crate::manifest::NodeKind::Seed => "seed".to_string(),
+            crate::manifest::NodeKind::Model => node.materialized.as_str().to_string(),
+        };
+        NodeResult {
+            unique_id: node.unique_id.clone(),
+            name: node.name.clone(),
+            relation: node.relation.clone(),
+            materialized,
+            status,
+            rows_written: None,
+            delta_version: None,
+            timing: Timing::default(),
+            message: None,
+        }
+    }
+
+    pub fn success(node: &Node, outcome: &Outcome, elapsed: Duration) -> NodeResult {
+        NodeResult {
+            rows_written: outcome.rows_written,
+            delta_version: outcome.delta_version,
+            timing: Timing {
+                plan_seconds: outcome.plan_time.as_secs_f64(),
+                write_seconds: outcome.write_time.as_secs_f64(),
+                total_seconds: elapsed.as_secs_f64(),
+            },
+            message: outcome.note.clone(),
+            ..NodeResult::base(node, NodeStatus::Success)
+        }
+    }
+
+    pub fn error(node: &Node, message: String, elapsed: Duration) -> NodeResult {
+        NodeResult {
+            timing: Timing { total_seconds: elapsed.as_secs_f64(), ..Timing::default() },
+            message: Some(message),
+            ..NodeResult::base(node, NodeStatus::Error)
+        }
+    }
+
+    pub fn skipped(node: &Node, message: String) -> NodeResult {
+        NodeResult { message: Some(message), ..NodeResult::base(node, NodeStatus::Skipped) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    pub run_id: String,
+    pub started_at: String,
+    pub elapsed_seconds: f64,
+    pub results: Vec<NodeResult>,
+}
+
+impl RunResults {
+    pub fn count(&self, status: NodeStatus) -> usize {
+        self.results.iter().filter(|r| r.status == status).count()
+    }
+
+    pub fn write(&self, target: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(target)?;
+        let tmp = target.join("run_results.json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text + "\n")?;
+        std::fs::rename(tmp, target.join("run_results.json"))
+    }
+}

@@ -1,59 +1,11 @@
 //! CLI tests: the real `pipe` binary on temporary copies of the example project and of fixtures.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::process::Output;
 
-use assert_cmd::Command;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for entry in walkdir::WalkDir::new(from)
-        .into_iter()
-        .filter_map(Result::ok)
-    {
-        let rel = entry.path().strip_prefix(from).unwrap();
-        let dest = to.join(rel);
-        if entry.file_type().is_dir() {
-            std::fs::create_dir_all(&dest).unwrap();
-        } else {
-            std::fs::copy(entry.path(), &dest).unwrap();
-        }
-    }
-}
-
-/// A temporary copy of the example project at the repository root.
-fn example_project() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(repo().join("pipe.yml"), dir.path().join("pipe.yml")).unwrap();
-    for folder in ["models", "macros", "seeds", "data"] {
-        copy_dir(&repo().join(folder), &dir.path().join(folder));
-    }
-    dir
-}
-
-fn fixture(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    copy_dir(&repo().join("tests/fixtures").join(name), dir.path());
-    dir
-}
-
-fn pipe(dir: &Path, args: &[&str]) -> Output {
-    Command::cargo_bin("pipe")
-        .unwrap()
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env_remove("PIPE_LOG")
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use support::{example_project, fixture, pipe, repo, text};
 
 /// Exit code, stdout and stderr together, with the elapsed time redacted.
 fn transcript(output: &Output) -> String {

@@ -45,7 +45,9 @@ pub(super) fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
     };
     let Some(node) = manifest.nodes.values().find(|n| n.name == args.model) else {
         let names = manifest.nodes.values().map(|n| n.name.as_str());
-        let hint = crate::suggest::did_you_mean(&args.model, names).map(|n| format!("\n\nhint: did you mean `{n}`?")).unwrap_or_default();
+        let hint = crate::suggest::did_you_mean(&args.model, names)
+            .map(|n| format!("\n\nhint: did you mean `{n}`?"))
+            .unwrap_or_default();
         eprintln!("error: no model or seed named `{}`{hint}", args.model);
         return Ok(ExitCode::from(2));
     };
@@ -61,12 +63,26 @@ pub(super) fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
     query_and_print(&args.project, &manifest, &args.sql, args.output)
 }
 
-fn query_and_print(project: &ProjectArgs, manifest: &crate::manifest::Manifest, sql: &str, output: TableFormat) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+fn query_and_print(
+    project: &ProjectArgs,
+    manifest: &crate::manifest::Manifest,
+    sql: &str,
+    output: TableFormat,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let batches = runtime.block_on(async {
-        let (ctx, _warehouse, _source_errors) = run::open_session(manifest, &project.project_dir, None).await?;
-        let frame = ctx.sql(sql).await.map_err(|e| run::RunError::Query { model: "query".into(), message: run::clean_datafusion_message(&e) })?;
-        frame.collect().await.map_err(|e| run::RunError::Query { model: "query".into(), message: run::clean_datafusion_message(&e) })
+        let (ctx, _warehouse, _source_errors) =
+            run::open_session(manifest, &project.project_dir, None).await?;
+        let frame = ctx.sql(sql).await.map_err(|e| run::RunError::Query {
+            model: "query".into(),
+            message: run::clean_datafusion_message(&e),
+        })?;
+        frame.collect().await.map_err(|e| run::RunError::Query {
+            model: "query".into(),
+            message: run::clean_datafusion_message(&e),
+        })
     });
     let batches = match batches {
         Ok(batches) => batches,
@@ -82,11 +98,16 @@ fn query_and_print(project: &ProjectArgs, manifest: &crate::manifest::Manifest, 
 /// Renders record batches as a text table, CSV with a header, or a JSON array of objects.
 pub fn format_batches(batches: &[RecordBatch], output: TableFormat) -> anyhow::Result<String> {
     Ok(match output {
-        TableFormat::Table => format!("{}\n", datafusion::arrow::util::pretty::pretty_format_batches(batches)?),
+        TableFormat::Table => format!(
+            "{}\n",
+            datafusion::arrow::util::pretty::pretty_format_batches(batches)?
+        ),
         TableFormat::Csv => {
             let mut buffer = Vec::new();
             {
-                let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut buffer);
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buffer);
                 for batch in batches {
                     writer.write(batch)?;
                 }

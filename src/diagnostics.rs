@@ -29,11 +29,7 @@ impl SourceFile {
     pub fn new(path: PathBuf, text: Arc<str>) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        SourceFile {
-            path,
-            text,
-            line_starts,
-        }
+        SourceFile { path, text, line_starts }
     }
 
     /// 1-based line and column (in characters) of a byte offset, clamped to the text.
@@ -41,10 +37,7 @@ impl SourceFile {
         let offset = offset.min(self.text.len());
         let line_idx = self.line_starts.partition_point(|&start| start <= offset) - 1;
         let line_start = self.line_starts[line_idx];
-        let col = self
-            .text
-            .get(line_start..offset)
-            .map_or(0, |s| s.chars().count());
+        let col = self.text.get(line_start..offset).map_or(0, |s| s.chars().count());
         (line_idx + 1, col + 1)
     }
 
@@ -85,10 +78,7 @@ impl SourceMap {
     }
 
     pub fn find(&self, path: &Path) -> Option<FileId> {
-        self.files
-            .iter()
-            .position(|f| f.path == path)
-            .map(|i| FileId(i as u32))
+        self.files.iter().position(|f| f.path == path).map(|i| FileId(i as u32))
     }
 }
 
@@ -112,6 +102,7 @@ pub enum Code {
     JinjaRender,
     SqlSyntax,
     NotAQuery,
+    PlanError,
     RefNotFound,
     SourceNotFound,
     DuplicateModel,
@@ -124,7 +115,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 19] = [
+    pub const ALL: [Code; 20] = [
         Code::ProjectNotFound,
         Code::Io,
         Code::YamlSyntax,
@@ -135,6 +126,7 @@ impl Code {
         Code::JinjaRender,
         Code::SqlSyntax,
         Code::NotAQuery,
+        Code::PlanError,
         Code::RefNotFound,
         Code::SourceNotFound,
         Code::DuplicateModel,
@@ -160,6 +152,7 @@ impl Code {
             Code::SqlSyntax => "P0301",
             Code::NotAQuery => "P0302",
             Code::HiddenDependency => "P0303",
+            Code::PlanError => "P0304",
             Code::RefNotFound => "P0401",
             Code::SourceNotFound => "P0402",
             Code::DuplicateModel => "P0403",
@@ -185,6 +178,7 @@ impl Code {
             Code::SqlSyntax => "sql-syntax",
             Code::NotAQuery => "not-a-query",
             Code::HiddenDependency => "hidden-dependency",
+            Code::PlanError => "plan-error",
             Code::RefNotFound => "ref-not-found",
             Code::SourceNotFound => "source-not-found",
             Code::DuplicateModel => "duplicate-model",
@@ -210,6 +204,7 @@ impl Code {
             Code::SqlSyntax => "The SQL a model renders to does not parse.\nFix: correct the SQL; the position points at the model file where the parser stopped.",
             Code::NotAQuery => "A model must be exactly one query (`select` or `with ... select`). DDL, DML and several statements are not allowed: pipe owns the writes.\nFix: keep only the query; pipe materializes it.",
             Code::HiddenDependency => "A model reads a table that is not a `ref()`, a `source()` or a CTE, so pipe cannot order it in the graph.\nFix: replace the table name with `{{ ref('...') }}` or `{{ source('...', '...') }}`.",
+            Code::PlanError => "DataFusion cannot plan the model against its inputs' schemas: an unknown column, an ambiguous name, a type mismatch or an unknown function. Compile type-checks every model this way before anything runs.\nFix: correct the query (see the suggestion); `--no-plan` skips type-checking.",
             Code::RefNotFound => "`ref('name')` names a model that does not exist.\nFix: correct the name (see the suggestion) or add the model.",
             Code::SourceNotFound => "`source('s', 't')` names a source table not declared in any `sources:` YAML.\nFix: declare it under `sources:` in a YAML file under `models/`.",
             Code::DuplicateModel => "Two model files have the same name; refs to it would be ambiguous.\nFix: rename or remove one of them.",
@@ -222,9 +217,7 @@ impl Code {
     }
 
     pub fn from_str_any(text: &str) -> Option<Code> {
-        Code::ALL
-            .into_iter()
-            .find(|c| c.id().eq_ignore_ascii_case(text) || c.name() == text)
+        Code::ALL.into_iter().find(|c| c.id().eq_ignore_ascii_case(text) || c.name() == text)
     }
 }
 
@@ -238,11 +231,7 @@ pub struct Label {
 
 impl Label {
     pub fn new(file: FileId, span: Range<usize>, message: impl Into<String>) -> Self {
-        Label {
-            file,
-            span,
-            message: message.into(),
-        }
+        Label { file, span, message: message.into() }
     }
 }
 
@@ -271,28 +260,15 @@ impl Diagnostic {
     }
 
     pub fn warning(code: Code, message: impl Into<String>) -> Self {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(code, message)
-        }
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, message) }
     }
 
-    pub fn with_primary(
-        mut self,
-        file: FileId,
-        span: Range<usize>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn with_primary(mut self, file: FileId, span: Range<usize>, message: impl Into<String>) -> Self {
         self.primary = Some(Label::new(file, span, message));
         self
     }
 
-    pub fn with_secondary(
-        mut self,
-        file: FileId,
-        span: Range<usize>,
-        message: impl Into<String>,
-    ) -> Self {
+    pub fn with_secondary(mut self, file: FileId, span: Range<usize>, message: impl Into<String>) -> Self {
         self.secondary.push(Label::new(file, span, message));
         self
     }
@@ -320,13 +296,7 @@ impl Diagnostic {
                 self.code.id(),
                 self.message.clone(),
             ),
-            None => (
-                String::new(),
-                0,
-                self.severity,
-                self.code.id(),
-                self.message.clone(),
-            ),
+            None => (String::new(), 0, self.severity, self.code.id(), self.message.clone()),
         }
     }
 }
@@ -350,12 +320,7 @@ pub enum DiagnosticFormat {
     Json,
 }
 
-pub fn render(
-    diagnostic: &Diagnostic,
-    sources: &SourceMap,
-    format: DiagnosticFormat,
-    color: bool,
-) -> String {
+pub fn render(diagnostic: &Diagnostic, sources: &SourceMap, format: DiagnosticFormat, color: bool) -> String {
     match format {
         DiagnosticFormat::Human => render_human(diagnostic, sources, color),
         DiagnosticFormat::Short => render_short(diagnostic, sources),
@@ -377,17 +342,8 @@ fn severity_word(severity: Severity) -> &'static str {
 }
 
 pub fn render_short(diagnostic: &Diagnostic, sources: &SourceMap) -> String {
-    let at = diagnostic
-        .primary
-        .as_ref()
-        .map(|l| format!("{}: ", location(l, sources)))
-        .unwrap_or_default();
-    format!(
-        "{at}{}[{}]: {}\n",
-        severity_word(diagnostic.severity),
-        diagnostic.code.id(),
-        diagnostic.message
-    )
+    let at = diagnostic.primary.as_ref().map(|l| format!("{}: ", location(l, sources))).unwrap_or_default();
+    format!("{at}{}[{}]: {}\n", severity_word(diagnostic.severity), diagnostic.code.id(), diagnostic.message)
 }
 
 #[derive(Serialize)]
@@ -466,9 +422,7 @@ impl miette::Diagnostic for Frame {
         Some(self.severity)
     }
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
-        self.help
-            .as_ref()
-            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+        self.help.as_ref().map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.source.as_ref().map(|s| s as &dyn miette::SourceCode)
@@ -502,10 +456,7 @@ pub fn render_human(diagnostic: &Diagnostic, sources: &SourceMap, color: bool) -
     for label in &diagnostic.secondary {
         if Some(label.file) == primary_file {
             let (start, len) = clamp(label);
-            labels.push(miette::LabeledSpan::new_with_span(
-                Some(label.message.clone()),
-                (start, len),
-            ));
+            labels.push(miette::LabeledSpan::new_with_span(Some(label.message.clone()), (start, len)));
         } else {
             elsewhere.push(format!("{}: {}", location(label, sources), label.message));
         }
@@ -525,14 +476,8 @@ pub fn render_human(diagnostic: &Diagnostic, sources: &SourceMap, color: bool) -
         source,
         labels,
     };
-    let theme = if color {
-        miette::GraphicalTheme::unicode()
-    } else {
-        miette::GraphicalTheme::unicode_nocolor()
-    };
-    let handler = miette::GraphicalReportHandler::new_themed(theme)
-        .with_width(100)
-        .with_context_lines(1);
+    let theme = if color { miette::GraphicalTheme::unicode() } else { miette::GraphicalTheme::unicode_nocolor() };
+    let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100).with_context_lines(1);
     let mut out = String::new();
     if handler.render_report(&mut out, &frame).is_err() {
         out = render_short(diagnostic, sources);

@@ -26,16 +26,8 @@ const RELATIONS: &[&str] = &[
 fn dump(dir: &Path) -> String {
     let mut out = String::new();
     for relation in RELATIONS {
-        let output = pipe(
-            dir,
-            &["query", &format!("select * from {relation}"), "-o", "csv"],
-        );
-        assert_eq!(
-            output.status.code(),
-            Some(0),
-            "{relation}: {}",
-            text(&output.stderr)
-        );
+        let output = pipe(dir, &["query", &format!("select * from {relation}"), "-o", "csv"]);
+        assert_eq!(output.status.code(), Some(0), "{relation}: {}", text(&output.stderr));
         let csv = text(&output.stdout);
         let mut lines = csv.lines();
         let header = lines.next().unwrap_or_default().to_string();
@@ -48,20 +40,10 @@ fn dump(dir: &Path) -> String {
 
 /// Version numbers of the Delta log files of a table.
 fn versions(dir: &Path, relation: &str) -> Vec<u64> {
-    let log = relation
-        .split('.')
-        .fold(dir.join("warehouse"), |p, part| p.join(part))
-        .join("_delta_log");
+    let log = relation.split('.').fold(dir.join("warehouse"), |p, part| p.join(part)).join("_delta_log");
     let mut versions: Vec<u64> = std::fs::read_dir(log)
         .unwrap()
-        .filter_map(|e| {
-            e.ok()?
-                .file_name()
-                .to_str()?
-                .strip_suffix(".json")?
-                .parse()
-                .ok()
-        })
+        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".json")?.parse().ok())
         .collect();
     versions.sort();
     versions
@@ -73,27 +55,14 @@ fn build_example_project_exact_contents() {
     let output = pipe(dir.path(), &["build", "--threads", "2"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     insta::assert_snapshot!(dump(dir.path()));
-    let results: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap(),
-    )
-    .unwrap();
-    let by_name = |name: &str| {
-        results["results"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap()).unwrap();
+    let by_name =
+        |name: &str| results["results"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap().clone();
     assert_eq!(by_name("slv_orders")["rows_written"], 12);
     assert_eq!(by_name("slv_orders")["status"], "success");
     assert_eq!(by_name("slv_orders")["delta_version"], 0);
-    assert_eq!(
-        results["results"].as_array().unwrap().len(),
-        11,
-        "ephemeral models do not run"
-    );
+    assert_eq!(results["results"].as_array().unwrap().len(), 11, "ephemeral models do not run");
 }
 
 #[test]
@@ -107,45 +76,27 @@ fn rebuild_is_idempotent_and_versions_only_what_must_change() {
     // `table` semantics replace the table (a new version); an unchanged seed is not written again.
     assert_eq!(versions(dir.path(), "silver.slv_orders"), [0, 1]);
     assert_eq!(versions(dir.path(), "seeds.country_codes"), [0]);
-    assert!(
-        text(&output.stderr).contains("note: unchanged"),
-        "{}",
-        text(&output.stderr)
-    );
+    assert!(text(&output.stderr).contains("note: unchanged"), "{}", text(&output.stderr));
 }
 
 #[test]
 fn commits_carry_run_id_model_and_checksum() {
     let dir = example_project();
-    assert_eq!(
-        pipe(dir.path(), &["build", "-s", "+slv_orders"])
-            .status
-            .code(),
-        Some(0)
-    );
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("target/manifest.json")).unwrap(),
-    )
-    .unwrap();
-    let results: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap(),
-    )
-    .unwrap();
-    let log = std::fs::read_to_string(
-        dir.path()
-            .join("warehouse/silver/slv_orders/_delta_log/00000000000000000000.json"),
-    )
-    .unwrap();
+    assert_eq!(pipe(dir.path(), &["build", "-s", "+slv_orders"]).status.code(), Some(0));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/manifest.json")).unwrap()).unwrap();
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap()).unwrap();
+    let log =
+        std::fs::read_to_string(dir.path().join("warehouse/silver/slv_orders/_delta_log/00000000000000000000.json"))
+            .unwrap();
     let commit_info: serde_json::Value = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find_map(|v| v.get("commitInfo").cloned())
         .expect("a commitInfo action");
     assert_eq!(commit_info["pipe.model"], "model.shop.slv_orders");
-    assert_eq!(
-        commit_info["pipe.checksum"],
-        manifest["nodes"]["model.shop.slv_orders"]["checksum"]
-    );
+    assert_eq!(commit_info["pipe.checksum"], manifest["nodes"]["model.shop.slv_orders"]["checksum"]);
     assert_eq!(commit_info["pipe.run_id"], results["run_id"]);
 }
 
@@ -159,33 +110,17 @@ fn runtime_error_keeps_previous_version_and_skips_descendants() {
     let sql = std::fs::read_to_string(&model).unwrap();
     std::fs::write(
         &model,
-        sql.replace(
-            "cast(order_id as bigint) as order_id",
-            "cast(concat('x', order_id) as bigint) as order_id",
-        ),
+        sql.replace("cast(order_id as bigint) as order_id", "cast(concat('x', order_id) as bigint) as order_id"),
     )
     .unwrap();
     let output = pipe(dir.path(), &["build"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("ERROR table       silver.slv_orders"),
-        "{stderr}"
-    );
-    for skipped in [
-        "gold.gld_daily_revenue",
-        "gold.gld_revenue_by_region",
-        "gold.gld_customer_lifetime",
-    ] {
-        assert!(
-            stderr.contains(&format!("SKIP  table       {skipped}")),
-            "{skipped}: {stderr}"
-        );
+    assert!(stderr.contains("ERROR table       silver.slv_orders"), "{stderr}");
+    for skipped in ["gold.gld_daily_revenue", "gold.gld_revenue_by_region", "gold.gld_customer_lifetime"] {
+        assert!(stderr.contains(&format!("SKIP  table       {skipped}")), "{skipped}: {stderr}");
     }
-    assert!(
-        stderr.contains("Done in") && stderr.contains("7 succeeded, 1 failed, 3 skipped"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("Done in") && stderr.contains("7 succeeded, 1 failed, 3 skipped"), "{stderr}");
     // Unrelated models were rebuilt; the failed model and its descendants keep their previous version.
     assert_eq!(versions(dir.path(), "silver.slv_orders"), [0]);
     assert_eq!(versions(dir.path(), "gold.gld_daily_revenue"), [0]);
@@ -198,41 +133,23 @@ fn runtime_error_keeps_previous_version_and_skips_descendants() {
 fn thread_count_does_not_change_results() {
     let one = example_project();
     let four = example_project();
-    assert_eq!(
-        pipe(one.path(), &["build", "--threads", "1"]).status.code(),
-        Some(0)
-    );
-    assert_eq!(
-        pipe(four.path(), &["build", "--threads", "4"])
-            .status
-            .code(),
-        Some(0)
-    );
+    assert_eq!(pipe(one.path(), &["build", "--threads", "1"]).status.code(), Some(0));
+    assert_eq!(pipe(four.path(), &["build", "--threads", "4"]).status.code(), Some(0));
     assert_eq!(dump(one.path()), dump(four.path()));
 }
 
 #[test]
 fn json_log_format_is_one_object_per_node() {
     let dir = example_project();
-    let output = pipe(
-        dir.path(),
-        &["run", "-s", "slv_orders+", "--log-format", "json"],
-    );
+    let output = pipe(dir.path(), &["run", "-s", "slv_orders+", "--log-format", "json"]);
     // `run` skips seeds and the upstream bronze tables do not exist yet: slv_orders fails and its readers skip.
     assert_eq!(output.status.code(), Some(1));
-    let lines: Vec<serde_json::Value> = text(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    let statuses: Vec<(&str, &str)> = lines[..lines.len() - 1]
-        .iter()
-        .map(|l| (l["name"].as_str().unwrap(), l["status"].as_str().unwrap()))
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        text(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let statuses: Vec<(&str, &str)> =
+        lines[..lines.len() - 1].iter().map(|l| (l["name"].as_str().unwrap(), l["status"].as_str().unwrap())).collect();
     assert_eq!(statuses[0], ("slv_orders", "error"));
     assert_eq!(statuses.len(), 4);
-    assert!(
-        statuses[1..].iter().all(|(_, s)| *s == "skipped"),
-        "{statuses:?}"
-    );
+    assert!(statuses[1..].iter().all(|(_, s)| *s == "skipped"), "{statuses:?}");
     assert_eq!(lines.last().unwrap()["error"], 1);
 }

@@ -35,21 +35,12 @@ fn compile_example_project() {
     let output = pipe(dir.path(), &["compile"]);
     insta::assert_snapshot!(transcript(&output));
     let manifest = std::fs::read_to_string(dir.path().join("target/manifest.json")).unwrap();
-    let compiled = std::fs::read_to_string(
-        dir.path()
-            .join("target/compiled/models/gold/gld_daily_revenue.sql"),
-    )
-    .unwrap();
-    assert!(
-        compiled.starts_with("with __pipe_cte__int_orders_enriched as ("),
-        "{compiled}"
-    );
+    let compiled =
+        std::fs::read_to_string(dir.path().join("target/compiled/models/gold/gld_daily_revenue.sql")).unwrap();
+    assert!(compiled.starts_with("with __pipe_cte__int_orders_enriched as ("), "{compiled}");
     // A second compile of the same input writes the same bytes.
     assert_eq!(pipe(dir.path(), &["compile"]).status.code(), Some(0));
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("target/manifest.json")).unwrap(),
-        manifest
-    );
+    assert_eq!(std::fs::read_to_string(dir.path().join("target/manifest.json")).unwrap(), manifest);
 }
 
 #[test]
@@ -63,37 +54,12 @@ fn compile_errors_exit_1_and_write_nothing() {
 #[test]
 fn ls_selection_in_topological_order() {
     let dir = example_project();
-    let output = pipe(
-        dir.path(),
-        &[
-            "ls",
-            "-s",
-            "+gld_daily_revenue",
-            "--exclude",
-            "resource_type:seed",
-        ],
-    );
+    let output = pipe(dir.path(), &["ls", "-s", "+gld_daily_revenue", "--exclude", "resource_type:seed"]);
     insta::assert_snapshot!(transcript(&output));
-    let output = pipe(
-        dir.path(),
-        &["ls", "-s", "layer:gold,tag:reporting", "-o", "json"],
-    );
+    let output = pipe(dir.path(), &["ls", "-s", "layer:gold,tag:reporting", "-o", "json"]);
     let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let names: Vec<&str> = rows
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        [
-            "gld_funnel",
-            "gld_customer_lifetime",
-            "gld_daily_revenue",
-            "gld_revenue_by_region"
-        ]
-    );
+    let names: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gld_funnel", "gld_customer_lifetime", "gld_daily_revenue", "gld_revenue_by_region"]);
 }
 
 #[test]
@@ -103,16 +69,9 @@ fn ls_selector_errors() {
     insta::assert_snapshot!(transcript(&output));
     let output = pipe(dir.path(), &["ls", "-s", "state:modified"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        text(&output.stderr).contains("`state:modified` needs `--state <dir>`"),
-        "{}",
-        text(&output.stderr)
-    );
+    assert!(text(&output.stderr).contains("`state:modified` needs `--state <dir>`"), "{}", text(&output.stderr));
     let output = pipe(dir.path(), &["ls", "-s", "no_such_model"]);
-    assert_eq!(
-        (output.status.code(), text(&output.stdout)),
-        (Some(0), String::new())
-    );
+    assert_eq!((output.status.code(), text(&output.stdout)), (Some(0), String::new()));
     assert!(text(&output.stderr).contains("selector `no_such_model` matched nothing"));
 }
 
@@ -124,25 +83,10 @@ fn state_modified_marks_exactly_what_changed() {
     std::fs::rename(dir.path().join("target"), &state).unwrap();
     let state_arg = state.to_str().unwrap();
     let modified = |dir: &Path| {
-        let output = pipe(
-            dir,
-            &[
-                "ls",
-                "-s",
-                "state:modified",
-                "--state",
-                state_arg,
-                "-o",
-                "json",
-            ],
-        );
+        let output = pipe(dir, &["ls", "-s", "state:modified", "--state", state_arg, "-o", "json"]);
         assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
         let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        rows.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["name"].as_str().unwrap().to_string())
-            .collect::<Vec<_>>()
+        rows.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect::<Vec<_>>()
     };
     // Unchanged project, reordered and re-indented YAML: nothing is modified.
     let schema = std::fs::read_to_string(dir.path().join("models/schema.yml")).unwrap();
@@ -153,10 +97,7 @@ fn state_modified_marks_exactly_what_changed() {
     let text_before = std::fs::read_to_string(&money).unwrap();
     std::fs::write(
         &money,
-        text_before.replace(
-            "round(cast({{ column }} as double), 2)",
-            "round(cast({{ column }} as double), 3)",
-        ),
+        text_before.replace("round(cast({{ column }} as double), 2)", "round(cast({{ column }} as double), 3)"),
     )
     .unwrap();
     assert_eq!(modified(dir.path()), ["slv_orders"]);
@@ -168,31 +109,15 @@ fn state_modified_marks_exactly_what_changed() {
     std::fs::write(&dedupe, dedupe_text).unwrap();
     // A config change in the folder tree marks the models it applies to; a new model is new and modified.
     let project = std::fs::read_to_string(dir.path().join("pipe.yml")).unwrap();
-    std::fs::write(
-        dir.path().join("pipe.yml"),
-        project.replace("+tags: [reporting]", "+tags: [reporting, finance]"),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("models/gold/gld_new.sql"),
-        "select 1 as x from {{ ref('slv_orders') }}\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("pipe.yml"), project.replace("+tags: [reporting]", "+tags: [reporting, finance]"))
+        .unwrap();
+    std::fs::write(dir.path().join("models/gold/gld_new.sql"), "select 1 as x from {{ ref('slv_orders') }}\n").unwrap();
     assert_eq!(
         modified(dir.path()),
-        [
-            "gld_funnel",
-            "gld_customer_lifetime",
-            "gld_new",
-            "gld_daily_revenue",
-            "gld_revenue_by_region"
-        ]
+        ["gld_funnel", "gld_customer_lifetime", "gld_new", "gld_daily_revenue", "gld_revenue_by_region"]
     );
     let output = pipe(dir.path(), &["ls", "-s", "state:new", "--state", state_arg]);
-    assert_eq!(
-        text(&output.stdout).split_whitespace().next(),
-        Some("gld_new")
-    );
+    assert_eq!(text(&output.stdout).split_whitespace().next(), Some("gld_new"));
 }
 
 #[test]
@@ -203,7 +128,8 @@ fn init_creates_a_project_that_compiles() {
     let output = pipe(&dir.path().join("my-shop"), &["compile"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert!(
-        text(&output.stderr).starts_with("Compiled 3 models, 1 sources, 0 macros (3 selected)"),
+        text(&output.stderr)
+            .starts_with("Compiled 3 models, 1 sources, 0 macros (3 selected, 3 planned, 0 from cache)"),
         "{}",
         text(&output.stderr)
     );
@@ -213,18 +139,16 @@ fn init_creates_a_project_that_compiles() {
         "brz_orders         model   bronze  table\nslv_orders         model   silver  table\ngld_daily_revenue  model   gold    table\n"
     );
     // Refuses a non-empty folder.
-    assert_eq!(
-        pipe(dir.path(), &["init", "my-shop"]).status.code(),
-        Some(2)
-    );
+    assert_eq!(pipe(dir.path(), &["init", "my-shop"]).status.code(), Some(2));
 }
 
 #[test]
 fn explain_prints_the_code_docs() {
     let output = pipe(&repo(), &["explain", "ref-not-found"]);
     assert_eq!(output.status.code(), Some(0));
-    assert!(text(&output.stdout)
-        .starts_with("P0401 (ref-not-found)\n\n`ref('name')` names a model that does not exist."));
+    assert!(
+        text(&output.stdout).starts_with("P0401 (ref-not-found)\n\n`ref('name')` names a model that does not exist.")
+    );
     assert_eq!(pipe(&repo(), &["explain", "P9999"]).status.code(), Some(2));
 }
 
@@ -237,5 +161,44 @@ fn missing_project_file_is_reported() {
         text(&output.stderr).starts_with("error[P0001]: no `pipe.yml` or `dbt_project.yml` in `.`"),
         "{}",
         text(&output.stderr)
+    );
+}
+
+#[test]
+fn planning_is_cached_by_logic_and_input_schemas() {
+    let dir = example_project();
+    let compiled = |dir: &Path| {
+        let output = pipe(dir, &["compile"]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        let stderr = text(&output.stderr);
+        let start = stderr.find("selected, ").unwrap() + "selected, ".len();
+        stderr[start..stderr.find(") in").unwrap()].to_string()
+    };
+    assert_eq!(compiled(dir.path()), "10 planned, 0 from cache");
+    assert_eq!(compiled(dir.path()), "0 planned, 10 from cache");
+    // A change that keeps the output schema re-plans only the edited model.
+    let gold = dir.path().join("models/gold/gld_funnel.sql");
+    std::fs::write(
+        &gold,
+        std::fs::read_to_string(&gold).unwrap().replace("where customer_id is not null", "where customer_id > 0"),
+    )
+    .unwrap();
+    assert_eq!(compiled(dir.path()), "1 planned, 9 from cache");
+    // A new output column in silver re-plans it and its three gold readers (two read it through an ephemeral model).
+    let silver = dir.path().join("models/silver/slv_customers.sql");
+    std::fs::write(
+        &silver,
+        std::fs::read_to_string(&silver)
+            .unwrap()
+            .replace("select customer_id, customer_name,", "select customer_id, customer_name, 1 as extra,"),
+    )
+    .unwrap();
+    assert_eq!(compiled(dir.path()), "4 planned, 6 from cache");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/manifest.json")).unwrap()).unwrap();
+    let columns = &manifest["nodes"]["model.shop.gld_daily_revenue"]["planned_columns"];
+    assert_eq!(
+        columns.to_string(),
+        r#"[{"name":"order_date","data_type":"Date32","nullable":true},{"name":"orders","data_type":"Int64","nullable":false},{"name":"revenue","data_type":"Float64","nullable":true}]"#
     );
 }

@@ -13,6 +13,7 @@ fn options() -> CompileOptions {
         run_started_at: "2026-01-01 00:00:00".into(),
         invocation_id: "00000000-0000-0000-0000-000000000000".into(),
         target_name: "dev".into(),
+        plan: true,
         ..CompileOptions::default()
     }
 }
@@ -21,10 +22,7 @@ fn options() -> CompileOptions {
 fn check_compile(root: &Path) -> String {
     let compilation = compile(root, &options());
     let mut out = String::new();
-    let project = compilation
-        .project
-        .as_ref()
-        .expect("fixture has a project file");
+    let project = compilation.project.as_ref().expect("fixture has a project file");
     if !compilation.diagnostics.is_empty() {
         out.push_str("--- diagnostics ---\n");
         for diagnostic in &compilation.diagnostics {
@@ -57,12 +55,7 @@ fn check_compile(root: &Path) -> String {
                     node.compiled_sql.trim_end()
                 );
                 if let Some(incremental) = &node.compiled_sql_incremental {
-                    let _ = writeln!(
-                        out,
-                        "-- {} (incremental)\n{}",
-                        node.path,
-                        incremental.trim_end()
-                    );
+                    let _ = writeln!(out, "-- {} (incremental)\n{}", node.path, incremental.trim_end());
                 }
             }
         }
@@ -81,22 +74,14 @@ fn compile_fixtures() {
 #[test]
 fn manifest_of_ok_basic() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ok_basic");
-    let manifest = compile(&root, &options())
-        .manifest
-        .expect("ok_basic compiles");
+    let manifest = compile(&root, &options()).manifest.expect("ok_basic compiles");
     insta::assert_snapshot!(manifest.to_json());
 }
 
 #[test]
 fn manifest_is_byte_identical_across_compiles() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let first = compile(root, &options())
-        .manifest
-        .expect("example project compiles")
-        .to_json();
-    let second = compile(root, &options())
-        .manifest
-        .expect("example project compiles")
-        .to_json();
+    let first = compile(root, &options()).manifest.expect("example project compiles").to_json();
+    let second = compile(root, &options()).manifest.expect("example project compiles").to_json();
     assert_eq!(first, second);
 }

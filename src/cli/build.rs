@@ -55,24 +55,16 @@ pub enum Scope {
 /// Parses `4GiB`, `512MiB`, `1G`, `1000000` into bytes.
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size such as `4GiB`"))?;
+    let number: f64 = number.parse().map_err(|_| format!("`{text}` is not a size such as `4GiB`"))?;
     let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kb" | "kib" => 1024.0,
         "m" | "mb" | "mib" => 1024.0 * 1024.0,
         "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
         "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => {
-            return Err(format!(
-                "unknown size unit `{other}`; use KiB, MiB, GiB or TiB"
-            ))
-        }
+        other => return Err(format!("unknown size unit `{other}`; use KiB, MiB, GiB or TiB")),
     };
     Ok((number * factor) as usize)
 }
@@ -90,10 +82,7 @@ fn result_line(result: &NodeResult, index: usize, total: usize) -> String {
         (NodeStatus::Success, Some(rows)) => format!("{rows} rows"),
         _ => String::new(),
     };
-    let version = result
-        .delta_version
-        .map(|v| format!("v{v}"))
-        .unwrap_or_default();
+    let version = result.delta_version.map(|v| format!("v{v}")).unwrap_or_default();
     let mut line = format!(
         "{index:>4} of {total:<4} {:<5} {:<11} {:<40} {:>12} {:>5} {:>7.2}s",
         status_word(result.status),
@@ -104,22 +93,10 @@ fn result_line(result: &NodeResult, index: usize, total: usize) -> String {
         result.timing.total_seconds
     );
     if let Some(message) = &result.message {
-        let prefix = if result.status == NodeStatus::Success {
-            "note"
-        } else {
-            "error"
-        };
-        let prefix = if result.status == NodeStatus::Skipped {
-            ""
-        } else {
-            prefix
-        };
+        let prefix = if result.status == NodeStatus::Success { "note" } else { "error" };
+        let prefix = if result.status == NodeStatus::Skipped { "" } else { prefix };
         for (i, text) in message.lines().enumerate() {
-            let label = if i == 0 && !prefix.is_empty() {
-                format!("{prefix}: ")
-            } else {
-                String::new()
-            };
+            let label = if i == 0 && !prefix.is_empty() { format!("{prefix}: ") } else { String::new() };
             line.push_str(&format!("\n             {label}{text}"));
         }
     }
@@ -148,14 +125,9 @@ pub(super) fn run(args: &BuildArgs, scope: Scope) -> anyhow::Result<ExitCode> {
             None => false,
         })
         .collect();
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let run_id = uuid::Uuid::new_v4().to_string();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(2))
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(2)).enable_all().build()?;
     let total = selected
         .iter()
         .filter(|id| manifest.nodes[*id].materialized != crate::project::Materialization::Ephemeral)
@@ -180,11 +152,7 @@ pub(super) fn run(args: &BuildArgs, scope: Scope) -> anyhow::Result<ExitCode> {
         *done += 1;
         if json {
             let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(
-                stdout,
-                "{}",
-                serde_json::to_string(result).unwrap_or_default()
-            );
+            let _ = writeln!(stdout, "{}", serde_json::to_string(result).unwrap_or_default());
         } else {
             let line = result_line(result, *done, total);
             match &progress {
@@ -213,11 +181,8 @@ pub(super) fn run(args: &BuildArgs, scope: Scope) -> anyhow::Result<ExitCode> {
         bar.finish_and_clear();
     }
     results.write(&target)?;
-    let (ok, errors, skipped) = (
-        results.count(NodeStatus::Success),
-        results.count(NodeStatus::Error),
-        results.count(NodeStatus::Skipped),
-    );
+    let (ok, errors, skipped) =
+        (results.count(NodeStatus::Success), results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));
     if json {
         let summary = serde_json::json!({"run_id": results.run_id, "success": ok, "error": errors, "skipped": skipped, "elapsed_seconds": results.elapsed_seconds});
         let _ = writeln!(std::io::stdout().lock(), "{summary}");
@@ -228,11 +193,7 @@ pub(super) fn run(args: &BuildArgs, scope: Scope) -> anyhow::Result<ExitCode> {
             results.elapsed_seconds
         );
     }
-    Ok(if errors + skipped > 0 {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if errors + skipped > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 #[cfg(test)]

@@ -39,10 +39,7 @@ const FILES: &[(&str, &str)] = &[
 pub(super) fn run(args: &InitArgs) -> anyhow::Result<ExitCode> {
     let dir = &args.dir;
     if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
-        eprintln!(
-            "error: `{}` exists and is not empty\n\nhint: choose a new folder",
-            dir.display()
-        );
+        eprintln!("error: `{}` exists and is not empty\n\nhint: choose a new folder", dir.display());
         return Ok(ExitCode::from(2));
     }
     let name = match &args.name {
@@ -56,24 +53,14 @@ pub(super) fn run(args: &InitArgs) -> anyhow::Result<ExitCode> {
         }
         std::fs::write(full, text.replace("{name}", &name))?;
     }
-    eprintln!(
-        "Created project `{name}` in {}\n\nNext: cd {} && pipe compile",
-        dir.display(),
-        dir.display()
-    );
+    eprintln!("Created project `{name}` in {}\n\nNext: cd {} && pipe compile", dir.display(), dir.display());
     Ok(ExitCode::SUCCESS)
 }
 
 /// A valid project name from a folder name: lower-case letters, digits and underscores.
 fn project_name(dir: &Path) -> String {
-    let raw = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
-    let cleaned: String = raw
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
+    let raw = dir.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let cleaned: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     if cleaned.is_empty() || cleaned.starts_with(|c: char| c.is_ascii_digit()) {
         format!("project_{cleaned}")
     } else {

@@ -18,7 +18,7 @@ use std::time::Instant;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
-use crate::compile::{compile, Compilation, CompileOptions, SelectableGraph};
+use crate::compile::{compile, Compilation, CompileOptions, PlanCache, SelectableGraph};
 use crate::diagnostics::{self, Code, Diagnostic, DiagnosticFormat, SourceMap};
 use crate::graph::selector::SelectError;
 use crate::manifest::Manifest;
@@ -68,6 +68,9 @@ pub struct ProjectArgs {
     /// How diagnostics are printed on stderr.
     #[arg(long, value_enum, default_value_t = DiagnosticFormat::Human, global = true)]
     pub diagnostics: DiagnosticFormat,
+    /// Skip type-checking models with DataFusion: render, parse and check the graph only.
+    #[arg(long, global = true)]
+    pub no_plan: bool,
 }
 
 /// Node selection, in dbt's grammar.
@@ -84,6 +87,12 @@ pub struct SelectArgs {
     /// A previous `target/` folder whose `manifest.json` `state:` methods compare against.
     #[arg(long)]
     pub state: Option<PathBuf>,
+}
+
+impl ProjectArgs {
+    fn plan(&self) -> bool {
+        !self.no_plan
+    }
 }
 
 #[derive(Debug, Args)]
@@ -153,10 +162,7 @@ pub fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PIPE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn use_color() -> bool {
@@ -164,17 +170,11 @@ fn use_color() -> bool {
 }
 
 /// Prints diagnostics on stderr; returns whether any is an error.
-fn report(
-    diagnostics: &[Diagnostic],
-    sources: &SourceMap,
-    format: DiagnosticFormat,
-    summary: Option<&str>,
-) -> bool {
+fn report(diagnostics: &[Diagnostic], sources: &SourceMap, format: DiagnosticFormat, summary: Option<&str>) -> bool {
     let color = use_color();
     let mut stderr = std::io::stderr().lock();
     for diagnostic in diagnostics {
-        let _ =
-            stderr.write_all(diagnostics::render(diagnostic, sources, format, color).as_bytes());
+        let _ = stderr.write_all(diagnostics::render(diagnostic, sources, format, color).as_bytes());
         if format == DiagnosticFormat::Human {
             let _ = stderr.write_all(b"\n");
         }
@@ -182,10 +182,7 @@ fn report(
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;
     if let (Some(what), DiagnosticFormat::Human, true) = (summary, format, errors > 0) {
-        let _ = writeln!(
-            stderr,
-            "error: {what} failed with {errors} error(s) and {warnings} warning(s)"
-        );
+        let _ = writeln!(stderr, "error: {what} failed with {errors} error(s) and {warnings} warning(s)");
     }
     errors > 0
 }
@@ -194,18 +191,17 @@ pub(crate) fn parse_vars(text: Option<&str>) -> anyhow::Result<BTreeMap<String, 
     match text {
         None => Ok(BTreeMap::new()),
         Some(text) if text.trim().is_empty() => Ok(BTreeMap::new()),
-        Some(text) => serde_saphyr::from_str(text).map_err(|e| {
-            anyhow::anyhow!(
-                "`--vars` is not a YAML or JSON mapping: {}",
-                e.without_snippet()
-            )
-        }),
+        Some(text) => serde_saphyr::from_str(text)
+            .map_err(|e| anyhow::anyhow!("`--vars` is not a YAML or JSON mapping: {}", e.without_snippet())),
     }
 }
 
 fn compile_options(args: &ProjectArgs) -> anyhow::Result<CompileOptions> {
     let now = chrono::Utc::now();
+    let plan_cache = if args.no_plan { PlanCache::default() } else { PlanCache::read(&plan_cache_path(args)) };
     Ok(CompileOptions {
+        plan: !args.no_plan,
+        plan_cache,
         vars: parse_vars(args.vars.as_deref())?,
         env_vars: std::env::vars().collect(),
         run_started_at: now.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string(),
@@ -214,31 +210,35 @@ fn compile_options(args: &ProjectArgs) -> anyhow::Result<CompileOptions> {
     })
 }
 
+/// The plan cache lives in the default target folder; a project's `target-path` is only known after loading.
+fn plan_cache_path(args: &ProjectArgs) -> PathBuf {
+    args.project_dir.join("target").join("plan_cache.json")
+}
+
 /// Compiles and reports diagnostics; `Err(exit code)` when the compile failed.
-fn compile_reported(
-    args: &ProjectArgs,
-) -> anyhow::Result<Result<(Compilation, Manifest), ExitCode>> {
+fn compile_reported(args: &ProjectArgs) -> anyhow::Result<Result<(Compilation, Manifest), ExitCode>> {
     let options = compile_options(args)?;
     let mut compilation = compile(&args.project_dir, &options);
     let empty = SourceMap::default();
     let sources = compilation.project.as_ref().map_or(&empty, |p| &p.files);
-    let failed = report(
-        &compilation.diagnostics,
-        sources,
-        args.diagnostics,
-        Some("compile"),
-    );
+    let failed = report(&compilation.diagnostics, sources, args.diagnostics, Some("compile"));
     match compilation.manifest.take() {
-        Some(manifest) if !failed => Ok(Ok((compilation, manifest))),
+        Some(manifest) if !failed => {
+            if args.plan() {
+                let path = plan_cache_path(args);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                compilation.plan_cache.write(&path)?;
+            }
+            Ok(Ok((compilation, manifest)))
+        }
         _ => Ok(Err(ExitCode::from(1))),
     }
 }
 
 fn target_dir(compilation: &Compilation, args: &ProjectArgs) -> PathBuf {
-    let target = compilation
-        .project
-        .as_ref()
-        .map_or("target", |p| p.config.target_path.as_str());
+    let target = compilation.project.as_ref().map_or("target", |p| p.config.target_path.as_str());
     args.project_dir.join(target)
 }
 
@@ -246,14 +246,8 @@ fn read_state(select: &SelectArgs) -> anyhow::Result<Option<Manifest>> {
     let Some(dir) = &select.state else {
         return Ok(None);
     };
-    let path = if dir.is_dir() {
-        dir.join("manifest.json")
-    } else {
-        dir.clone()
-    };
-    Manifest::read(&path)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!("cannot read state manifest `{}`: {e}", path.display()))
+    let path = if dir.is_dir() { dir.join("manifest.json") } else { dir.clone() };
+    Manifest::read(&path).map(Some).map_err(|e| anyhow::anyhow!("cannot read state manifest `{}`: {e}", path.display()))
 }
 
 /// Selected unique ids in topological order, or the exit code after reporting a selector error.
@@ -271,37 +265,23 @@ fn selected_ids(
                 .unmatched
                 .iter()
                 .map(|term| {
-                    Diagnostic::warning(
-                        Code::SelectorNoMatch,
-                        format!("selector `{term}` matched nothing"),
-                    )
-                    .with_help("`pipe ls` lists every node")
+                    Diagnostic::warning(Code::SelectorNoMatch, format!("selector `{term}` matched nothing"))
+                        .with_help("`pipe ls` lists every node")
                 })
                 .collect();
             report(&warnings, &sources, format, None);
-            Ok(Ok(selection
-                .nodes
-                .iter()
-                .map(|n| graph.ids[n.index()].clone())
-                .collect()))
+            Ok(Ok(selection.nodes.iter().map(|n| graph.ids[n.index()].clone()).collect()))
         }
         Err(SelectError::Invalid { selector, reason }) => {
-            let diagnostic = Diagnostic::error(
-                Code::SelectorInvalid,
-                format!("invalid selector `{selector}`: {reason}"),
-            )
-            .with_help("see `pipe ls --help` for the grammar");
+            let diagnostic =
+                Diagnostic::error(Code::SelectorInvalid, format!("invalid selector `{selector}`: {reason}"))
+                    .with_help("see `pipe ls --help` for the grammar");
             report(&[diagnostic], &sources, format, None);
             Ok(Err(ExitCode::from(2)))
         }
         Err(SelectError::StateMissing { selector }) => {
-            let diagnostic = Diagnostic::error(
-                Code::StateMissing,
-                format!("`{selector}` needs `--state <dir>`"),
-            )
-            .with_help(
-                "pass the `target/` folder of a previous compile, e.g. `--state prod-target/`",
-            );
+            let diagnostic = Diagnostic::error(Code::StateMissing, format!("`{selector}` needs `--state <dir>`"))
+                .with_help("pass the `target/` folder of a previous compile, e.g. `--state prod-target/`");
             report(&[diagnostic], &sources, format, None);
             Ok(Err(ExitCode::from(2)))
         }
@@ -319,16 +299,16 @@ fn run_compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let target = target_dir(&compilation, &args.project);
-    manifest
-        .write(&target)
-        .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", target.display()))?;
-    let models = manifest
-        .nodes
-        .values()
-        .filter(|n| n.resource_type == crate::manifest::NodeKind::Model)
-        .count();
+    manifest.write(&target).map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", target.display()))?;
+    let models = manifest.nodes.values().filter(|n| n.resource_type == crate::manifest::NodeKind::Model).count();
+    let stats = compilation.plan_stats;
+    let planned = if args.project.no_plan {
+        String::new()
+    } else {
+        format!(", {} planned, {} from cache", stats.planned, stats.cached)
+    };
     eprintln!(
-        "Compiled {models} models, {} sources, {} macros ({} selected) in {:.2}s -> {}",
+        "Compiled {models} models, {} sources, {} macros ({} selected{planned}) in {:.2}s -> {}",
         manifest.sources.len(),
         manifest.macros.len(),
         selected.len(),
@@ -339,10 +319,7 @@ fn run_compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn display_path(path: &Path) -> String {
-    path.strip_prefix("./")
-        .unwrap_or(path)
-        .display()
-        .to_string()
+    path.strip_prefix("./").unwrap_or(path).display().to_string()
 }
 
 #[derive(serde::Serialize)]
@@ -404,11 +381,7 @@ fn run_ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
         OutputFormat::Text => {
             let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
             for row in &rows {
-                let tags = if row.tags.is_empty() {
-                    String::new()
-                } else {
-                    format!("  [{}]", row.tags.join(", "))
-                };
+                let tags = if row.tags.is_empty() { String::new() } else { format!("  [{}]", row.tags.join(", ")) };
                 let line = format!(
                     "{:<width$}  {:<6}  {:<6}  {:<11}{tags}",
                     row.name,
@@ -428,11 +401,7 @@ fn run_ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
 /// Writes data to stdout; a closed pipe (`pipe ls | head`) ends quietly.
 fn write_stdout(text: &str) {
     let mut stdout = std::io::stdout().lock();
-    if stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
+    if stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_err() {
         std::process::exit(0);
     }
 }
@@ -440,12 +409,7 @@ fn write_stdout(text: &str) {
 fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
     match Code::from_str_any(&args.code) {
         Some(code) => {
-            write_stdout(&format!(
-                "{} ({})\n\n{}\n",
-                code.id(),
-                code.name(),
-                code.explanation()
-            ));
+            write_stdout(&format!("{} ({})\n\n{}\n", code.id(), code.name(), code.explanation()));
             Ok(ExitCode::SUCCESS)
         }
         None => {

@@ -69,20 +69,17 @@ fn query_and_print(
     sql: &str,
     output: TableFormat,
 ) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let batches = runtime.block_on(async {
-        let (ctx, _warehouse, _source_errors) =
-            run::open_session(manifest, &project.project_dir, None).await?;
-        let frame = ctx.sql(sql).await.map_err(|e| run::RunError::Query {
-            model: "query".into(),
-            message: run::clean_datafusion_message(&e),
-        })?;
-        frame.collect().await.map_err(|e| run::RunError::Query {
-            model: "query".into(),
-            message: run::clean_datafusion_message(&e),
-        })
+        let (ctx, _warehouse, _source_errors) = run::open_session(manifest, &project.project_dir, None).await?;
+        let frame = ctx
+            .sql(sql)
+            .await
+            .map_err(|e| run::RunError::Query { model: "query".into(), message: run::clean_datafusion_message(&e) })?;
+        frame
+            .collect()
+            .await
+            .map_err(|e| run::RunError::Query { model: "query".into(), message: run::clean_datafusion_message(&e) })
     });
     let batches = match batches {
         Ok(batches) => batches,
@@ -98,16 +95,11 @@ fn query_and_print(
 /// Renders record batches as a text table, CSV with a header, or a JSON array of objects.
 pub fn format_batches(batches: &[RecordBatch], output: TableFormat) -> anyhow::Result<String> {
     Ok(match output {
-        TableFormat::Table => format!(
-            "{}\n",
-            datafusion::arrow::util::pretty::pretty_format_batches(batches)?
-        ),
+        TableFormat::Table => format!("{}\n", datafusion::arrow::util::pretty::pretty_format_batches(batches)?),
         TableFormat::Csv => {
             let mut buffer = Vec::new();
             {
-                let mut writer = datafusion::arrow::csv::WriterBuilder::new()
-                    .with_header(true)
-                    .build(&mut buffer);
+                let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut buffer);
                 for batch in batches {
                     writer.write(batch)?;
                 }

@@ -58,9 +58,7 @@ impl Dag {
     }
 
     fn neighbors(&self, node: NodeId, direction: Direction) -> impl Iterator<Item = NodeId> + '_ {
-        self.graph
-            .neighbors_directed(NodeIndex::new(node.index()), direction)
-            .map(|i| NodeId(i.index() as u32))
+        self.graph.neighbors_directed(NodeIndex::new(node.index()), direction).map(|i| NodeId(i.index() as u32))
     }
 
     /// Every cycle, each as a path `a -> b -> ... -> a` (the first node repeated at the end is left out),
@@ -68,10 +66,8 @@ impl Dag {
     pub fn cycles<K: Ord>(&self, order: impl Fn(NodeId) -> K) -> Vec<Vec<NodeId>> {
         let mut cycles = Vec::new();
         for component in petgraph::algo::tarjan_scc(&self.graph) {
-            let members: BTreeSet<NodeId> =
-                component.iter().map(|i| NodeId(i.index() as u32)).collect();
-            let self_loop =
-                component.len() == 1 && self.graph.contains_edge(component[0], component[0]);
+            let members: BTreeSet<NodeId> = component.iter().map(|i| NodeId(i.index() as u32)).collect();
+            let self_loop = component.len() == 1 && self.graph.contains_edge(component[0], component[0]);
             if component.len() < 2 && !self_loop {
                 continue;
             }
@@ -97,10 +93,7 @@ impl Dag {
         let mut queue = VecDeque::from([start]);
         let mut seen = BTreeSet::from([start]);
         while let Some(node) = queue.pop_front() {
-            let mut next: Vec<NodeId> = self
-                .children(node)
-                .filter(|c| members.contains(c))
-                .collect();
+            let mut next: Vec<NodeId> = self.children(node).filter(|c| members.contains(c)).collect();
             next.sort_by_key(|&n| order(n));
             for child in next {
                 if child == start {
@@ -125,11 +118,7 @@ impl Dag {
     /// Topological order, ties broken by `order` so the result is deterministic. Nodes on cycles are left out.
     pub fn topological_order<K: Ord + Clone>(&self, order: impl Fn(NodeId) -> K) -> Vec<NodeId> {
         let mut in_degree: Vec<usize> = (0..self.len())
-            .map(|i| {
-                self.graph
-                    .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
-                    .count()
-            })
+            .map(|i| self.graph.neighbors_directed(NodeIndex::new(i), Direction::Incoming).count())
             .collect();
         let mut ready: BTreeSet<(K, NodeId)> = (0..self.len())
             .filter(|&i| in_degree[i] == 0)
@@ -149,12 +138,7 @@ impl Dag {
     }
 
     /// Nodes reachable upstream (`Incoming`) or downstream (`Outgoing`) within `depth` steps (`None`: unlimited).
-    pub fn reachable(
-        &self,
-        node: NodeId,
-        direction: Direction,
-        depth: Option<usize>,
-    ) -> BTreeSet<NodeId> {
+    pub fn reachable(&self, node: NodeId, direction: Direction, depth: Option<usize>) -> BTreeSet<NodeId> {
         let mut found = BTreeSet::new();
         let mut frontier = vec![node];
         let mut level = 0;
@@ -200,11 +184,7 @@ mod tests {
     #[test]
     fn finds_whole_cycles() {
         let g = dag(5, &[(0, 1), (1, 2), (2, 0), (3, 3), (2, 4)]);
-        let cycles: Vec<Vec<u32>> = g
-            .cycles(|n| n.0)
-            .iter()
-            .map(|c| c.iter().map(|n| n.0).collect())
-            .collect();
+        let cycles: Vec<Vec<u32>> = g.cycles(|n| n.0).iter().map(|c| c.iter().map(|n| n.0).collect()).collect();
         assert_eq!(cycles, vec![vec![0, 1, 2], vec![3]]);
         assert_eq!(g.topological_order(|n| n.0), Vec::<NodeId>::new());
     }
@@ -212,13 +192,7 @@ mod tests {
     #[test]
     fn ancestors_and_descendants_with_depth() {
         let g = dag(4, &[(0, 1), (1, 2), (2, 3)]);
-        assert_eq!(
-            g.descendants(NodeId(0), Some(2)),
-            BTreeSet::from([NodeId(1), NodeId(2)])
-        );
-        assert_eq!(
-            g.ancestors(NodeId(3), None),
-            BTreeSet::from([NodeId(0), NodeId(1), NodeId(2)])
-        );
+        assert_eq!(g.descendants(NodeId(0), Some(2)), BTreeSet::from([NodeId(1), NodeId(2)]));
+        assert_eq!(g.ancestors(NodeId(3), None), BTreeSet::from([NodeId(0), NodeId(1), NodeId(2)]));
     }
 }

@@ -82,16 +82,7 @@ struct Atom {
     children: Option<Option<usize>>,
 }
 
-const METHODS: &[&str] = &[
-    "tag",
-    "layer",
-    "path",
-    "config.<key>",
-    "source",
-    "state",
-    "resource_type",
-    "fqn",
-];
+const METHODS: &[&str] = &["tag", "layer", "path", "config.<key>", "source", "state", "resource_type", "fqn"];
 
 fn parse_atom(text: &str) -> Result<Atom, String> {
     let mut rest = text;
@@ -135,31 +126,19 @@ fn parse_atom(text: &str) -> Result<Atom, String> {
                 "path" => Method::Path(value),
                 "source" => Method::Source(value),
                 "state" if value == "modified" || value == "new" => Method::State(value),
-                "state" => {
-                    return Err(format!(
-                        "unknown state `{value}`; use `state:modified` or `state:new`"
-                    ))
-                }
+                "state" => return Err(format!("unknown state `{value}`; use `state:modified` or `state:new`")),
                 "resource_type" => Method::ResourceType(value),
                 "fqn" => Method::Name(value.rsplit('.').next().unwrap_or(&value).to_string()),
                 m if m.starts_with("config.") && m.len() > "config.".len() => {
                     Method::Config(m["config.".len()..].to_string(), value)
                 }
                 other => {
-                    return Err(format!(
-                        "unknown selector method `{other}`; known methods: {}",
-                        METHODS.join(", ")
-                    ))
+                    return Err(format!("unknown selector method `{other}`; known methods: {}", METHODS.join(", ")))
                 }
             }
         }
     };
-    Ok(Atom {
-        method,
-        at,
-        parents,
-        children,
-    })
+    Ok(Atom { method, at, parents, children })
 }
 
 fn glob_match(pattern: &str, text: &str) -> bool {
@@ -189,10 +168,7 @@ fn matches(method: &Method, facts: &NodeFacts<'_>) -> Result<bool, ()> {
             let path = path.trim_end_matches('/');
             glob_match(path, facts.path) || facts.path.starts_with(&format!("{path}/"))
         }
-        Method::Config(key, value) => facts
-            .config
-            .get(key)
-            .is_some_and(|v| value_matches(value, v)),
+        Method::Config(key, value) => facts.config.get(key).is_some_and(|v| value_matches(value, v)),
         Method::Source(pattern) => match facts.source {
             Some((source, table)) => match pattern.split_once('.') {
                 Some((s, t)) => glob_match(s, source) && glob_match(t, table),
@@ -218,9 +194,8 @@ fn select_atom(
 ) -> Result<BTreeSet<NodeId>, SelectError> {
     let mut base = BTreeSet::new();
     for (i, node) in facts.iter().enumerate() {
-        let hit = matches(&atom.method, node).map_err(|()| SelectError::StateMissing {
-            selector: selector.to_string(),
-        })?;
+        let hit =
+            matches(&atom.method, node).map_err(|()| SelectError::StateMissing { selector: selector.to_string() })?;
         if hit {
             base.insert(NodeId(i as u32));
         }
@@ -255,10 +230,8 @@ pub fn select_expr(
     for term in expr.split_whitespace() {
         let mut intersection: Option<BTreeSet<NodeId>> = None;
         for atom_text in term.split(',') {
-            let atom = parse_atom(atom_text).map_err(|reason| SelectError::Invalid {
-                selector: atom_text.to_string(),
-                reason,
-            })?;
+            let atom = parse_atom(atom_text)
+                .map_err(|reason| SelectError::Invalid { selector: atom_text.to_string(), reason })?;
             let nodes = select_atom(&atom, dag, facts, atom_text)?;
             intersection = Some(match intersection {
                 None => nodes,
@@ -313,11 +286,7 @@ pub fn select(
         unmatched.extend(empty);
         chosen.retain(|n| !nodes.contains(n));
     }
-    let nodes = topo_order
-        .iter()
-        .copied()
-        .filter(|n| chosen.contains(n))
-        .collect();
+    let nodes = topo_order.iter().copied().filter(|n| chosen.contains(n)).collect();
     Ok(Selection { nodes, unmatched })
 }
 
@@ -326,17 +295,9 @@ mod tests {
     use super::*;
 
     /// src(raw.orders) -> brz_orders -> stg_orders -> fct_sales ; stg_customers -> fct_sales ; fct_sales -> rpt
-    fn fixture() -> (
-        Dag,
-        Vec<(
-            String,
-            ResourceType,
-            Option<&'static str>,
-            String,
-            Vec<String>,
-            serde_json::Map<String, Value>,
-        )>,
-    ) {
+    fn fixture(
+    ) -> (Dag, Vec<(String, ResourceType, Option<&'static str>, String, Vec<String>, serde_json::Map<String, Value>)>)
+    {
         let config = |m: &str| {
             let mut c = serde_json::Map::new();
             c.insert("materialized".into(), Value::String(m.into()));
@@ -383,28 +344,13 @@ mod tests {
                 vec![],
                 config("table"),
             ),
-            (
-                "rpt".into(),
-                ResourceType::Model,
-                Some("gold"),
-                "models/gold/rpt.sql".into(),
-                vec![],
-                config("view"),
-            ),
+            ("rpt".into(), ResourceType::Model, Some("gold"), "models/gold/rpt.sql".into(), vec![], config("view")),
         ];
-        let dag = Dag::new(
-            6,
-            [(0, 1), (1, 2), (2, 4), (3, 4), (4, 5)].map(|(a, b)| (NodeId(a), NodeId(b))),
-        );
+        let dag = Dag::new(6, [(0, 1), (1, 2), (2, 4), (3, 4), (4, 5)].map(|(a, b)| (NodeId(a), NodeId(b))));
         (dag, nodes)
     }
 
-    fn check(
-        select_args: &[&str],
-        exclude: &[&str],
-        state: Option<&[StateChange]>,
-        expected: &[&str],
-    ) {
+    fn check(select_args: &[&str], exclude: &[&str], state: Option<&[StateChange]>, expected: &[&str]) {
         let (dag, nodes) = fixture();
         let facts: Vec<NodeFacts<'_>> = nodes
             .iter()
@@ -424,123 +370,37 @@ mod tests {
         let select_args: Vec<String> = select_args.iter().map(|s| s.to_string()).collect();
         let exclude: Vec<String> = exclude.iter().map(|s| s.to_string()).collect();
         let got = select(&select_args, &exclude, &dag, &facts, &topo).unwrap();
-        let names: Vec<&str> = got
-            .nodes
-            .iter()
-            .map(|n| nodes[n.index()].0.as_str())
-            .collect();
-        assert_eq!(
-            names, expected,
-            "select {select_args:?} exclude {exclude:?}"
-        );
+        let names: Vec<&str> = got.nodes.iter().map(|n| nodes[n.index()].0.as_str()).collect();
+        assert_eq!(names, expected, "select {select_args:?} exclude {exclude:?}");
     }
 
     #[test]
     fn grammar() {
         use StateChange::*;
-        check(
-            &[],
-            &[],
-            None,
-            &[
-                "brz_orders",
-                "stg_orders",
-                "stg_customers",
-                "fct_sales",
-                "rpt",
-            ],
-        );
+        check(&[], &[], None, &["brz_orders", "stg_orders", "stg_customers", "fct_sales", "rpt"]);
         check(&["stg_*"], &[], None, &["stg_orders", "stg_customers"]);
-        check(
-            &["+fct_sales"],
-            &[],
-            None,
-            &[
-                "orders",
-                "brz_orders",
-                "stg_orders",
-                "stg_customers",
-                "fct_sales",
-            ],
-        );
-        check(
-            &["1+fct_sales"],
-            &[],
-            None,
-            &["stg_orders", "stg_customers", "fct_sales"],
-        );
-        check(
-            &["stg_orders+"],
-            &[],
-            None,
-            &["stg_orders", "fct_sales", "rpt"],
-        );
+        check(&["+fct_sales"], &[], None, &["orders", "brz_orders", "stg_orders", "stg_customers", "fct_sales"]);
+        check(&["1+fct_sales"], &[], None, &["stg_orders", "stg_customers", "fct_sales"]);
+        check(&["stg_orders+"], &[], None, &["stg_orders", "fct_sales", "rpt"]);
         check(&["stg_orders+1"], &[], None, &["stg_orders", "fct_sales"]);
         check(
             &["@stg_orders"],
             &[],
             None,
-            &[
-                "orders",
-                "brz_orders",
-                "stg_orders",
-                "stg_customers",
-                "fct_sales",
-                "rpt",
-            ],
+            &["orders", "brz_orders", "stg_orders", "stg_customers", "fct_sales", "rpt"],
         );
-        check(
-            &["tag:pii tag:raw"],
-            &[],
-            None,
-            &["brz_orders", "stg_customers"],
-        );
-        check(
-            &["layer:silver"],
-            &[],
-            None,
-            &["stg_orders", "stg_customers"],
-        );
+        check(&["tag:pii tag:raw"], &[], None, &["brz_orders", "stg_customers"]);
+        check(&["layer:silver"], &[], None, &["stg_orders", "stg_customers"]);
         check(&["path:models/gold"], &[], None, &["fct_sales", "rpt"]);
         check(&["models/gold"], &[], None, &["fct_sales", "rpt"]);
-        check(
-            &["config.materialized:table"],
-            &[],
-            None,
-            &["stg_orders", "fct_sales"],
-        );
-        check(
-            &["source:raw.orders+"],
-            &[],
-            None,
-            &["orders", "brz_orders", "stg_orders", "fct_sales", "rpt"],
-        );
-        check(
-            &["layer:gold,config.materialized:view"],
-            &[],
-            None,
-            &["rpt"],
-        );
-        check(
-            &["layer:silver+"],
-            &["fct_sales+"],
-            None,
-            &["stg_orders", "stg_customers"],
-        );
+        check(&["config.materialized:table"], &[], None, &["stg_orders", "fct_sales"]);
+        check(&["source:raw.orders+"], &[], None, &["orders", "brz_orders", "stg_orders", "fct_sales", "rpt"]);
+        check(&["layer:gold,config.materialized:view"], &[], None, &["rpt"]);
+        check(&["layer:silver+"], &["fct_sales+"], None, &["stg_orders", "stg_customers"]);
         let state = [Unchanged, Unchanged, Modified, Unchanged, New, Unchanged];
-        check(
-            &["state:modified"],
-            &[],
-            Some(&state),
-            &["stg_orders", "fct_sales"],
-        );
+        check(&["state:modified"], &[], Some(&state), &["stg_orders", "fct_sales"]);
         check(&["state:new"], &[], Some(&state), &["fct_sales"]);
-        check(
-            &["state:modified+"],
-            &[],
-            Some(&state),
-            &["stg_orders", "fct_sales", "rpt"],
-        );
+        check(&["state:modified+"], &[], Some(&state), &["stg_orders", "fct_sales", "rpt"]);
     }
 
     #[test]
@@ -569,9 +429,7 @@ mod tests {
         );
         assert_eq!(
             select_expr("state:modified", &dag, &facts).unwrap_err(),
-            SelectError::StateMissing {
-                selector: "state:modified".into()
-            }
+            SelectError::StateMissing { selector: "state:modified".into() }
         );
         let (nodes, empty) = select_expr("nope rpt", &dag, &facts).unwrap();
         assert_eq!((nodes.len(), empty), (1, vec!["nope".to_string()]));

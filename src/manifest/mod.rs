@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -69,6 +70,8 @@ pub struct Node {
     /// The `is_incremental()` variant, when the model calls it.
     pub compiled_sql_incremental: Option<String>,
     pub columns: BTreeMap<String, Column>,
+    /// Output columns from static analysis; `None` with `--no-plan` or when an input could not be read.
+    pub planned_columns: Option<Vec<PlannedColumn>>,
     pub depends_on: DependsOn,
     /// Tests declared on the model itself (not on a column), as written in YAML.
     pub tests: Vec<Value>,
@@ -93,6 +96,37 @@ pub struct Column {
     pub constraints: Vec<Value>,
 }
 
+/// One output column as static analysis planned it: name, Arrow type, nullability.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedColumn {
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+}
+
+impl PlannedColumn {
+    pub fn from_schema(schema: &Schema) -> Vec<PlannedColumn> {
+        schema
+            .fields()
+            .iter()
+            .map(|f| PlannedColumn {
+                name: f.name().clone(),
+                data_type: f.data_type().to_string(),
+                nullable: f.is_nullable(),
+            })
+            .collect()
+    }
+
+    /// The Arrow schema of planned columns; a type name Arrow does not parse falls back to text.
+    pub fn to_schema(columns: &[PlannedColumn]) -> Schema {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.data_type.parse::<DataType>().unwrap_or(DataType::Utf8), c.nullable))
+            .collect();
+        Schema::new(fields)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceNode {
     pub unique_id: String,
@@ -106,6 +140,8 @@ pub struct SourceNode {
     pub options: BTreeMap<String, Value>,
     pub description: Option<String>,
     pub columns: BTreeMap<String, Column>,
+    /// Columns read from the files with declared types applied; `None` when the files could not be read.
+    pub planned_columns: Option<Vec<PlannedColumn>>,
     pub freshness: Option<Value>,
     pub loaded_at_field: Option<String>,
     pub tests: Vec<Value>,
@@ -121,6 +157,13 @@ pub struct MacroNode {
     pub checksum: String,
 }
 
+impl SourceNode {
+    /// Declared column types, column name -> SQL type.
+    pub fn declared_types(&self) -> BTreeMap<String, String> {
+        self.columns.values().filter_map(|c| Some((c.name.clone(), c.data_type.clone()?))).collect()
+    }
+}
+
 impl Manifest {
     pub fn to_json(&self) -> String {
         // Plain data with string keys: serialization cannot fail.
@@ -131,15 +174,12 @@ impl Manifest {
 
     pub fn read(path: &Path) -> io::Result<Manifest> {
         let text = std::fs::read_to_string(path)?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let manifest: Manifest =
+            serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         if manifest.manifest_version != MANIFEST_VERSION {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!(
-                    "manifest version {} is not {MANIFEST_VERSION}; recompile it",
-                    manifest.manifest_version
-                ),
+                format!("manifest version {} is not {MANIFEST_VERSION}; recompile it", manifest.manifest_version),
             ));
         }
         Ok(manifest)
@@ -153,11 +193,7 @@ impl Manifest {
         if staging.exists() {
             std::fs::remove_dir_all(&staging)?;
         }
-        for node in self
-            .nodes
-            .values()
-            .filter(|n| n.resource_type == NodeKind::Model)
-        {
+        for node in self.nodes.values().filter(|n| n.resource_type == NodeKind::Model) {
             let path = staging.join(&node.path);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;

@@ -329,18 +329,9 @@ mod tests {
         }));
         let cases: &[(&[&str], Value)] = &[
             (&[], json!({"materialized": "view", "tags": ["all"]})),
-            (
-                &["bronze"],
-                json!({"materialized": "view", "tags": ["all"]}),
-            ),
-            (
-                &["silver"],
-                json!({"materialized": "table", "tags": ["all", "clean"]}),
-            ),
-            (
-                &["silver", "marts"],
-                json!({"materialized": "incremental", "tags": ["all", "clean"]}),
-            ),
+            (&["bronze"], json!({"materialized": "view", "tags": ["all"]})),
+            (&["silver"], json!({"materialized": "table", "tags": ["all", "clean"]})),
+            (&["silver", "marts"], json!({"materialized": "incremental", "tags": ["all", "clean"]})),
         ];
         for (folders, expected) in cases {
             let got = project.tree_config(&project.models_tree, folders);
@@ -352,9 +343,6 @@ mod tests {
     fn tree_without_project_key() {
         let project = config(json!({"+materialized": "table", "gold": {"+layer": "gold"}}));
         let got = project.tree_config(&project.models_tree, &["gold"]);
-        assert_eq!(
-            Value::Object(got),
-            json!({"materialized": "table", "layer": "gold"})
-        );
+        assert_eq!(Value::Object(got), json!({"materialized": "table", "layer": "gold"}));
     }
 }

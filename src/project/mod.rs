@@ -130,10 +130,7 @@ pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {
     let seed_entries = discover(root, &config.seed_paths, &["csv"]);
 
     let read_all = |entries: &[(String, PathBuf)]| -> Vec<(String, Result<String, String>)> {
-        entries
-            .par_iter()
-            .map(|(rel, abs)| (rel.clone(), read_text(abs)))
-            .collect()
+        entries.par_iter().map(|(rel, abs)| (rel.clone(), read_text(abs))).collect()
     };
 
     // Property YAML first: model config from it is needed when building `ModelFile`s.
@@ -144,10 +141,7 @@ pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {
         let text = match text {
             Ok(text) => text,
             Err(err) => {
-                diagnostics.push(Diagnostic::error(
-                    Code::Io,
-                    format!("cannot read `{rel}`: {err}"),
-                ));
+                diagnostics.push(Diagnostic::error(Code::Io, format!("cannot read `{rel}`: {err}")));
                 continue;
             }
         };
@@ -172,16 +166,8 @@ pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {
         for source in props.sources {
             let source_at = properties::find_entry(&file.text, &source.name);
             for table in source.tables.clone() {
-                let table_at =
-                    properties::find_entry(&file.text[source_at..], &table.name) + source_at;
-                sources.push(source_def(
-                    &source,
-                    table,
-                    file_id,
-                    table_at,
-                    file.text.as_ref(),
-                    &mut diagnostics,
-                ));
+                let table_at = properties::find_entry(&file.text[source_at..], &table.name) + source_at;
+                sources.push(source_def(&source, table, file_id, table_at, file.text.as_ref(), &mut diagnostics));
             }
         }
     }
@@ -192,18 +178,12 @@ pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {
         let text = match text {
             Ok(text) => text,
             Err(err) => {
-                diagnostics.push(Diagnostic::error(
-                    Code::Io,
-                    format!("cannot read `{rel}`: {err}"),
-                ));
+                diagnostics.push(Diagnostic::error(Code::Io, format!("cannot read `{rel}`: {err}")));
                 continue;
             }
         };
         let file = files.add(rel.clone(), text);
-        let name = Path::new(&rel)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = Path::new(&rel).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let folders = folders_under(&rel, &config.model_paths);
         let folder_layer = folders.first().and_then(|f| Layer::parse(f));
         let folder_refs: Vec<&str> = folders.iter().map(String::as_str).collect();
@@ -233,20 +213,14 @@ pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {
                 let file = files.add(rel.clone(), text);
                 macro_files.push(MacroFile { file, path: rel });
             }
-            Err(err) => diagnostics.push(Diagnostic::error(
-                Code::Io,
-                format!("cannot read `{rel}`: {err}"),
-            )),
+            Err(err) => diagnostics.push(Diagnostic::error(Code::Io, format!("cannot read `{rel}`: {err}"))),
         }
     }
 
     let seeds = seed_entries
         .into_iter()
         .map(|(rel, _)| {
-            let name = Path::new(&rel)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = Path::new(&rel).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let folders = folders_under(&rel, &config.seed_paths);
             let folder_refs: Vec<&str> = folders.iter().map(String::as_str).collect();
             let mut seed_config = config.tree_config(&config.seeds_tree, &folder_refs);
@@ -254,25 +228,12 @@ pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {
             if let Some(yaml_config) = properties.as_ref().and_then(|p| p.config.as_ref()) {
                 config::merge_config(&mut seed_config, yaml_config);
             }
-            SeedFile {
-                name,
-                path: rel,
-                config: seed_config,
-                properties,
-            }
+            SeedFile { name, path: rel, config: seed_config, properties }
         })
         .collect();
 
-    let project = Project {
-        root: root.to_path_buf(),
-        config,
-        files,
-        project_file,
-        models,
-        macro_files,
-        sources,
-        seeds,
-    };
+    let project =
+        Project { root: root.to_path_buf(), config, files, project_file, models, macro_files, sources, seeds };
     (Some(project), diagnostics)
 }
 
@@ -281,19 +242,14 @@ fn read_project_file(
     files: &mut SourceMap,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<(FileId, ProjectConfig)> {
-    let (file_name, text) = ["pipe.yml", "dbt_project.yml"]
-        .into_iter()
-        .find_map(|name| {
-            let path = root.join(name);
-            path.is_file().then(|| (name, read_text(&path)))
-        })?;
+    let (file_name, text) = ["pipe.yml", "dbt_project.yml"].into_iter().find_map(|name| {
+        let path = root.join(name);
+        path.is_file().then(|| (name, read_text(&path)))
+    })?;
     let text = match text {
         Ok(text) => text,
         Err(err) => {
-            diagnostics.push(Diagnostic::error(
-                Code::Io,
-                format!("cannot read `{file_name}`: {err}"),
-            ));
+            diagnostics.push(Diagnostic::error(Code::Io, format!("cannot read `{file_name}`: {err}")));
             return None;
         }
     };
@@ -320,11 +276,8 @@ fn read_project_file(
         }
         let span = properties::find_key(&file.text, key, 0).unwrap_or(0..0);
         diagnostics.push(
-            Diagnostic::warning(
-                Code::YamlUnknownKey,
-                format!("unknown key `{key}` in `{file_name}`; it is ignored"),
-            )
-            .with_primary(file_id, span, "not a known project key"),
+            Diagnostic::warning(Code::YamlUnknownKey, format!("unknown key `{key}` in `{file_name}`; it is ignored"))
+                .with_primary(file_id, span, "not a known project key"),
         );
     }
     Some((file_id, ProjectConfig::from_raw(raw, file_name)))
@@ -333,45 +286,25 @@ fn read_project_file(
 use config::DBT_ONLY_PROJECT_KEYS as DBT_ONLY_KEYS;
 
 /// Parses YAML into `T`; an empty document is `Ok(None)`.
-fn parse_yaml<T: serde::de::DeserializeOwned>(
-    text: &str,
-) -> Result<Option<T>, serde_saphyr::Error> {
-    if text
-        .lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-    {
+fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<Option<T>, serde_saphyr::Error> {
+    if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
         return Ok(None);
     }
     serde_saphyr::from_str::<T>(text).map(Some)
 }
 
-fn yaml_diagnostic(
-    file_id: FileId,
-    file: &crate::diagnostics::SourceFile,
-    err: &serde_saphyr::Error,
-) -> Diagnostic {
+fn yaml_diagnostic(file_id: FileId, file: &crate::diagnostics::SourceFile, err: &serde_saphyr::Error) -> Diagnostic {
     let inner = err.without_snippet();
     let mut message = inner.to_string();
     // The message repeats the position the label already shows.
     if let Some(idx) = message.find(" at line ") {
         message.truncate(idx);
     }
-    let message = message
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    let offset = err
-        .location()
-        .map(|loc| file.offset_of(loc.line() as usize, loc.column() as usize))
-        .unwrap_or(0);
-    Diagnostic::error(
-        Code::YamlSyntax,
-        format!("invalid YAML in `{}`: {message}", file.display_path()),
-    )
-    .with_primary(file_id, offset..offset + 1, "here")
-    .with_help("fix the YAML at this position")
+    let message = message.lines().next().unwrap_or_default().trim().to_string();
+    let offset = err.location().map(|loc| file.offset_of(loc.line() as usize, loc.column() as usize)).unwrap_or(0);
+    Diagnostic::error(Code::YamlSyntax, format!("invalid YAML in `{}`: {message}", file.display_path()))
+        .with_primary(file_id, offset..offset + 1, "here")
+        .with_help("fix the YAML at this position")
 }
 
 fn source_def(
@@ -382,12 +315,8 @@ fn source_def(
     text: &str,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> SourceDef {
-    let external_location = table
-        .meta
-        .as_ref()
-        .and_then(|m| m.get("external_location"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let external_location =
+        table.meta.as_ref().and_then(|m| m.get("external_location")).and_then(Value::as_str).map(str::to_string);
     let path = table.path.clone().or(external_location);
     let format = match table.format.as_deref() {
         Some(text_format) => {
@@ -395,12 +324,9 @@ fn source_def(
             if parsed.is_none() {
                 let span = properties::find_key(text, "format", offset).unwrap_or(offset..offset);
                 diagnostics.push(
-                    Diagnostic::error(
-                        Code::InvalidConfig,
-                        format!("unknown source format `{text_format}`"),
-                    )
-                    .with_primary(file, span, "not a supported format")
-                    .with_help("use one of `csv`, `json`, `parquet`, `delta`"),
+                    Diagnostic::error(Code::InvalidConfig, format!("unknown source format `{text_format}`"))
+                        .with_primary(file, span, "not a supported format")
+                        .with_help("use one of `csv`, `json`, `parquet`, `delta`"),
                 );
             }
             parsed
@@ -416,9 +342,7 @@ fn source_def(
         options: table.options.unwrap_or_default(),
         columns: table.columns,
         freshness: table.freshness.or_else(|| source.freshness.clone()),
-        loaded_at_field: table
-            .loaded_at_field
-            .or_else(|| source.loaded_at_field.clone()),
+        loaded_at_field: table.loaded_at_field.or_else(|| source.loaded_at_field.clone()),
         tests: table.tests.into_iter().chain(table.data_tests).collect(),
         meta: table.meta,
         file,
@@ -434,25 +358,15 @@ fn discover(root: &Path, dirs: &[String], extensions: &[&str]) -> Vec<(String, P
         if !base.is_dir() {
             continue;
         }
-        for entry in walkdir::WalkDir::new(&base)
-            .follow_links(true)
-            .into_iter()
-            .filter_map(Result::ok)
-        {
+        for entry in walkdir::WalkDir::new(&base).follow_links(true).into_iter().filter_map(Result::ok) {
             let path = entry.path();
-            let hidden = path.strip_prefix(root).ok().is_some_and(|p| {
-                p.components()
-                    .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
-            });
-            let matches = path
-                .extension()
-                .is_some_and(|ext| extensions.iter().any(|e| ext == *e));
+            let hidden = path
+                .strip_prefix(root)
+                .ok()
+                .is_some_and(|p| p.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.')));
+            let matches = path.extension().is_some_and(|ext| extensions.iter().any(|e| ext == *e));
             if entry.file_type().is_file() && matches && !hidden {
-                let rel = path
-                    .strip_prefix(root)
-                    .unwrap_or(path)
-                    .to_string_lossy()
-                    .replace('\\', "/");
+                let rel = path.strip_prefix(root).unwrap_or(path).to_string_lossy().replace('\\', "/");
                 found.push((rel, path.to_path_buf()));
             }
         }
@@ -463,15 +377,8 @@ fn discover(root: &Path, dirs: &[String], extensions: &[&str]) -> Vec<(String, P
 }
 
 fn folders_under(rel: &str, roots: &[String]) -> Vec<String> {
-    let root = roots
-        .iter()
-        .map(|r| r.trim_end_matches('/'))
-        .find(|r| rel.starts_with(&format!("{r}/")))
-        .unwrap_or("");
-    let inner = rel
-        .strip_prefix(root)
-        .unwrap_or(rel)
-        .trim_start_matches('/');
+    let root = roots.iter().map(|r| r.trim_end_matches('/')).find(|r| rel.starts_with(&format!("{r}/"))).unwrap_or("");
+    let inner = rel.strip_prefix(root).unwrap_or(rel).trim_start_matches('/');
     let mut parts: Vec<String> = inner.split('/').map(str::to_string).collect();
     parts.pop();
     parts
@@ -480,10 +387,7 @@ fn folders_under(rel: &str, roots: &[String]) -> Vec<String> {
 fn read_text(path: &Path) -> Result<String, String> {
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if meta.len() > MAX_FILE_BYTES {
-        return Err(format!(
-            "file is larger than {} MiB",
-            MAX_FILE_BYTES / 1024 / 1024
-        ));
+        return Err(format!("file is larger than {} MiB", MAX_FILE_BYTES / 1024 / 1024));
     }
     std::fs::read_to_string(path).map_err(|e| e.to_string())
 }
@@ -501,10 +405,7 @@ mod tests {
     #[test]
     fn folders_are_relative_to_the_model_path() {
         let roots = vec!["models".to_string()];
-        assert_eq!(
-            folders_under("models/silver/orders.sql", &roots),
-            vec!["silver"]
-        );
+        assert_eq!(folders_under("models/silver/orders.sql", &roots), vec!["silver"]);
         assert_eq!(folders_under("models/a/b/c.sql", &roots), vec!["a", "b"]);
         assert!(folders_under("models/c.sql", &roots).is_empty());
     }

@@ -151,9 +151,10 @@ pub(crate) fn find_key(text: &str, key: &str, from: usize) -> Option<std::ops::R
     while let Some(pos) = text[search..].find(key) {
         let start = search + pos;
         let end = start + key.len();
-        let before_ok = text[..start].chars().last().is_none_or(|c| {
-            c.is_whitespace() || c == '-' || c == '{' || c == ',' || c == '"' || c == '\''
-        });
+        let before_ok = text[..start]
+            .chars()
+            .last()
+            .is_none_or(|c| c.is_whitespace() || c == '-' || c == '{' || c == ',' || c == '"' || c == '\'');
         let after = text[end..].trim_start_matches(['"', '\'']);
         if before_ok && after.trim_start_matches([' ', '\t']).starts_with(':') {
             return Some(start..end);
@@ -169,10 +170,7 @@ pub(crate) fn find_entry(text: &str, name: &str) -> usize {
     while let Some(span) = find_key(text, "name", search) {
         let rest = text[span.end..].trim_start_matches([' ', ':', '\t', '"', '\'']);
         if rest.starts_with(name)
-            && rest[name.len()..]
-                .chars()
-                .next()
-                .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+            && rest[name.len()..].chars().next().is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
         {
             return span.start;
         }
@@ -192,12 +190,9 @@ fn unknown(
     for key in keys.keys() {
         let span = find_key(&file.text, key, anchor).unwrap_or(anchor..anchor);
         out.push(
-            Diagnostic::warning(
-                Code::YamlUnknownKey,
-                format!("unknown key `{key}` in {what}; it is ignored"),
-            )
-            .with_primary(file_id, span, "not a known key")
-            .with_help("check the spelling; `pipe explain P0102` lists where keys are documented"),
+            Diagnostic::warning(Code::YamlUnknownKey, format!("unknown key `{key}` in {what}; it is ignored"))
+                .with_primary(file_id, span, "not a known key")
+                .with_help("check the spelling; `pipe explain P0102` lists where keys are documented"),
         );
     }
 }
@@ -212,36 +207,15 @@ pub(crate) fn check_unknown_keys(
     unknown(file_id, file, 0, &props.other, "a property file", out);
     for model in props.models.iter().chain(&props.seeds) {
         let at = find_entry(&file.text, &model.name);
-        unknown(
-            file_id,
-            file,
-            at,
-            &model.other,
-            &format!("model `{}`", model.name),
-            out,
-        );
+        unknown(file_id, file, at, &model.other, &format!("model `{}`", model.name), out);
         for column in &model.columns {
             let col_at = find_entry(&file.text[at..], &column.name) + at;
-            unknown(
-                file_id,
-                file,
-                col_at,
-                &column.other,
-                &format!("column `{}.{}`", model.name, column.name),
-                out,
-            );
+            unknown(file_id, file, col_at, &column.other, &format!("column `{}.{}`", model.name, column.name), out);
         }
     }
     for source in &props.sources {
         let at = find_entry(&file.text, &source.name);
-        unknown(
-            file_id,
-            file,
-            at,
-            &source.other,
-            &format!("source `{}`", source.name),
-            out,
-        );
+        unknown(file_id, file, at, &source.other, &format!("source `{}`", source.name), out);
         for table in &source.tables {
             let table_at = find_entry(&file.text[at..], &table.name) + at;
             unknown(
@@ -268,17 +242,8 @@ mod tests {
     #[test]
     fn finds_keys_not_substrings() {
         let text = "models:\n  - name: orders_raw\n  - name: orders\n    descripton: x\n";
-        assert_eq!(
-            find_key(text, "descripton", 0).map(|r| &text[r]),
-            Some("descripton")
-        );
-        assert_eq!(
-            find_entry(text, "orders"),
-            text.find("name: orders\n").unwrap()
-        );
-        assert_eq!(
-            find_entry(text, "orders_raw"),
-            text.find("name: orders_raw").unwrap()
-        );
+        assert_eq!(find_key(text, "descripton", 0).map(|r| &text[r]), Some("descripton"));
+        assert_eq!(find_entry(text, "orders"), text.find("name: orders\n").unwrap());
+        assert_eq!(find_entry(text, "orders_raw"), text.find("name: orders_raw").unwrap());
     }
 }

@@ -34,10 +34,7 @@ pub enum RunError {
     #[error("writing the Delta table failed: {message}")]
     Write { model: String, message: String },
     #[error("source `{source_name}`: {message}")]
-    Source {
-        source_name: String,
-        message: String,
-    },
+    Source { source_name: String, message: String },
     #[error("{0}")]
     Unsupported(String),
     #[error("warehouse: {0}")]
@@ -52,53 +49,26 @@ pub enum RunError {
 
 impl RunError {
     pub fn io(path: &Path, err: std::io::Error) -> RunError {
-        RunError::Io {
-            path: path.to_path_buf(),
-            message: err.to_string(),
-        }
+        RunError::Io { path: path.to_path_buf(), message: err.to_string() }
     }
 
     pub fn query(model: &str, err: datafusion::error::DataFusionError) -> RunError {
-        RunError::Query {
-            model: model.to_string(),
-            message: clean_datafusion_message(&err),
-        }
+        RunError::Query { model: model.to_string(), message: clean_datafusion_message(&err) }
     }
 
     pub fn write(model: &str, err: deltalake::DeltaTableError) -> RunError {
         let text = err.to_string();
         let mut message = text.as_str();
-        for prefix in [
-            "Generic DeltaTable error: ",
-            "Arrow error: ",
-            "Error during planning: ",
-        ] {
+        for prefix in ["Generic DeltaTable error: ", "Arrow error: ", "Error during planning: "] {
             message = message.strip_prefix(prefix).unwrap_or(message);
         }
-        RunError::Write {
-            model: model.to_string(),
-            message: message.to_string(),
-        }
+        RunError::Write { model: model.to_string(), message: message.to_string() }
     }
 }
 
 /// DataFusion's error text without its internal prefixes and backtrace.
 pub fn clean_datafusion_message(err: &datafusion::error::DataFusionError) -> String {
-    let text = err.strip_backtrace();
-    let mut text = text.as_str();
-    for prefix in [
-        "Error during planning: ",
-        "Schema error: ",
-        "Arrow error: ",
-        "External error: ",
-        "Execution error: ",
-        "Optimizer rule ",
-    ] {
-        if let Some(rest) = text.strip_prefix(prefix) {
-            text = rest;
-        }
-    }
-    text.trim().to_string()
+    crate::sql::clean_message(&err.strip_backtrace())
 }
 
 /// How a build runs.
@@ -172,12 +142,7 @@ pub async fn build(
     let runnable: Vec<&str> = request
         .selected
         .iter()
-        .filter(|id| {
-            manifest
-                .nodes
-                .get(*id)
-                .is_some_and(|n| n.materialized != Materialization::Ephemeral)
-        })
+        .filter(|id| manifest.nodes.get(*id).is_some_and(|n| n.materialized != Materialization::Ephemeral))
         .map(String::as_str)
         .collect();
     let selected: BTreeSet<&str> = runnable.iter().copied().collect();
@@ -196,21 +161,11 @@ pub async fn build(
     }
 
     let semaphore = Arc::new(Semaphore::new(request.options.threads.max(1)));
-    let shared = Arc::new(Shared {
-        ctx,
-        warehouse,
-        run_id: request.options.run_id.clone(),
-        options: request.options.clone(),
-    });
-    let mut waiting: HashMap<&str, usize> = runnable
-        .iter()
-        .map(|id| (*id, parents.get(id).map_or(0, BTreeSet::len)))
-        .collect();
-    let mut ready: Vec<&str> = runnable
-        .iter()
-        .copied()
-        .filter(|id| waiting[id] == 0)
-        .collect();
+    let shared =
+        Arc::new(Shared { ctx, warehouse, run_id: request.options.run_id.clone(), options: request.options.clone() });
+    let mut waiting: HashMap<&str, usize> =
+        runnable.iter().map(|id| (*id, parents.get(id).map_or(0, BTreeSet::len))).collect();
+    let mut ready: Vec<&str> = runnable.iter().copied().filter(|id| waiting[id] == 0).collect();
     ready.reverse();
     let mut results: BTreeMap<String, NodeResult> = BTreeMap::new();
     let mut running = tokio::task::JoinSet::new();
@@ -222,22 +177,14 @@ pub async fn build(
                 break;
             }
             let node = manifest.nodes[id].clone();
-            let failed_source = node
-                .depends_on
-                .nodes
-                .iter()
-                .find_map(|d| source_errors.get(d).cloned());
-            let compute_once = node.materialized == Materialization::View
-                && readers.get(id).copied().unwrap_or(0) >= 2;
+            let failed_source = node.depends_on.nodes.iter().find_map(|d| source_errors.get(d).cloned());
+            let compute_once = node.materialized == Materialization::View && readers.get(id).copied().unwrap_or(0) >= 2;
             let shared = Arc::clone(&shared);
-            let permit = Arc::clone(&semaphore)
-                .acquire_owned()
-                .await
-                .map_err(|e| RunError::Warehouse(e.to_string()))?;
+            let permit =
+                Arc::clone(&semaphore).acquire_owned().await.map_err(|e| RunError::Warehouse(e.to_string()))?;
             let project_root = request.project_root.to_path_buf();
             running.spawn(async move {
-                let result =
-                    run_node(&shared, &node, compute_once, failed_source, &project_root).await;
+                let result = run_node(&shared, &node, compute_once, failed_source, &project_root).await;
                 drop(permit);
                 result
             });
@@ -245,17 +192,12 @@ pub async fn build(
         let Some(joined) = running.join_next().await else {
             break;
         };
-        let result =
-            joined.map_err(|e| RunError::Warehouse(format!("a model task failed: {e}")))?;
+        let result = joined.map_err(|e| RunError::Warehouse(format!("a model task failed: {e}")))?;
         on_result(&result);
         let id = result.unique_id.clone();
         let succeeded = result.status == NodeStatus::Success;
         results.insert(id.clone(), result);
-        let key = runnable
-            .iter()
-            .copied()
-            .find(|r| *r == id)
-            .unwrap_or_default();
+        let key = runnable.iter().copied().find(|r| *r == id).unwrap_or_default();
         if succeeded {
             for child in children.get(key).into_iter().flatten() {
                 let count = waiting.get_mut(child).expect("every child is runnable");
@@ -273,10 +215,8 @@ pub async fn build(
                     continue;
                 }
                 let node = &manifest.nodes[descendant];
-                let skipped = NodeResult::skipped(
-                    node,
-                    format!("skipped: upstream `{}` failed", manifest.nodes[key].name),
-                );
+                let skipped =
+                    NodeResult::skipped(node, format!("skipped: upstream `{}` failed", manifest.nodes[key].name));
                 on_result(&skipped);
                 results.insert(descendant.to_string(), skipped);
             }
@@ -294,10 +234,7 @@ pub async fn build(
             results.insert(id.to_string(), skipped);
         }
     }
-    let ordered: Vec<NodeResult> = runnable
-        .iter()
-        .filter_map(|id| results.remove(*id))
-        .collect();
+    let ordered: Vec<NodeResult> = runnable.iter().filter_map(|id| results.remove(*id)).collect();
     Ok(RunResults {
         run_id: request.options.run_id.clone(),
         started_at: started_at.to_rfc3339(),
@@ -345,9 +282,7 @@ async fn run_node(
         if let Some(provider) = &outcome.provider {
             // Downstream models of this run read the new version; the old registration is replaced.
             let _ = shared.ctx.deregister_table(node.relation.as_str());
-            shared
-                .ctx
-                .register_table(node.relation.as_str(), Arc::clone(provider))?;
+            shared.ctx.register_table(node.relation.as_str(), Arc::clone(provider))?;
         }
         Ok(outcome)
     });
@@ -360,12 +295,9 @@ async fn run_node(
 /// Upstreams of an edge's source, looking through ephemeral models (which never run).
 fn effective_upstreams<'a>(manifest: &'a Manifest, id: &'a str) -> Vec<&'a str> {
     match manifest.nodes.get(id) {
-        Some(node) if node.materialized == Materialization::Ephemeral => node
-            .depends_on
-            .nodes
-            .iter()
-            .flat_map(|up| effective_upstreams(manifest, up))
-            .collect(),
+        Some(node) if node.materialized == Materialization::Ephemeral => {
+            node.depends_on.nodes.iter().flat_map(|up| effective_upstreams(manifest, up)).collect()
+        }
         _ => vec![id],
     }
 }

@@ -72,20 +72,14 @@ impl NodeResult {
 
     pub fn error(node: &Node, message: String, elapsed: Duration) -> NodeResult {
         NodeResult {
-            timing: Timing {
-                total_seconds: elapsed.as_secs_f64(),
-                ..Timing::default()
-            },
+            timing: Timing { total_seconds: elapsed.as_secs_f64(), ..Timing::default() },
             message: Some(message),
             ..NodeResult::base(node, NodeStatus::Error)
         }
     }
 
     pub fn skipped(node: &Node, message: String) -> NodeResult {
-        NodeResult {
-            message: Some(message),
-            ..NodeResult::base(node, NodeStatus::Skipped)
-        }
+        NodeResult { message: Some(message), ..NodeResult::base(node, NodeStatus::Skipped) }
     }
 }
 

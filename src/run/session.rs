@@ -15,19 +15,13 @@ use deltalake::delta_datafusion::planner::DeltaPlanner;
 use super::RunError;
 use crate::manifest::Manifest;
 
-pub fn new_session(
-    manifest: &Manifest,
-    memory_limit: Option<usize>,
-) -> Result<SessionContext, RunError> {
+pub fn new_session(manifest: &Manifest, memory_limit: Option<usize>) -> Result<SessionContext, RunError> {
     let config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema("datafusion", "public")
         // delta-rs disables hash-join IN-list pushdown: it can panic on dictionary-encoded join keys.
         .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_size", 0)
-        .set_usize(
-            "datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values",
-            0,
-        );
+        .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values", 0);
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = memory_limit {
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
@@ -43,9 +37,7 @@ pub fn new_session(
     let ctx = SessionContext::new_with_state(state);
     let mut schemas: BTreeSet<&str> = manifest.nodes.values().map(|n| n.schema.as_str()).collect();
     schemas.extend(manifest.sources.values().map(|s| s.source_name.as_str()));
-    let catalog = ctx
-        .catalog("datafusion")
-        .ok_or_else(|| RunError::Warehouse("no default catalog".into()))?;
+    let catalog = ctx.catalog("datafusion").ok_or_else(|| RunError::Warehouse("no default catalog".into()))?;
     for schema in schemas {
         if catalog.schema(schema).is_none() {
             catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;

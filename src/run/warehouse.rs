@@ -60,9 +60,7 @@ impl Warehouse {
 
     /// `<warehouse>/<schema>/<name>` for a relation `schema.name`.
     pub fn table_dir(&self, relation: &str) -> PathBuf {
-        relation
-            .split('.')
-            .fold(self.root.clone(), |path, part| path.join(part))
+        relation.split('.').fold(self.root.clone(), |path, part| path.join(part))
     }
 
     fn table_url(&self, relation: &str) -> Result<Url, RunError> {
@@ -105,31 +103,15 @@ impl Warehouse {
         let version = table.version().map_or(-1, |v| v as i64);
         let history: Vec<_> = table.history(Some(1)).try_collect().await?;
         let Some(info) = history.into_iter().next() else {
-            return Ok(CommitMeta {
-                version,
-                ..CommitMeta::default()
-            });
+            return Ok(CommitMeta { version, ..CommitMeta::default() });
         };
-        let text = |key: &str| {
-            info.info
-                .get(key)
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-        };
+        let text = |key: &str| info.info.get(key).and_then(|v| v.as_str()).map(str::to_string);
         let rows_added = info
             .info
             .get("operationMetrics")
             .and_then(|m| m.get("num_added_rows"))
-            .and_then(|v| {
-                v.as_u64()
-                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-            });
-        Ok(CommitMeta {
-            version,
-            run_id: text(META_RUN_ID),
-            checksum: text(META_CHECKSUM),
-            rows_added,
-        })
+            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
+        Ok(CommitMeta { version, run_id: text(META_RUN_ID), checksum: text(META_CHECKSUM), rows_added })
     }
 
     fn views_dir(&self) -> PathBuf {
@@ -137,8 +119,7 @@ impl Warehouse {
     }
 
     pub fn read_view(&self, relation: &str) -> Option<ViewDefinition> {
-        let text =
-            std::fs::read_to_string(self.views_dir().join(format!("{relation}.json"))).ok()?;
+        let text = std::fs::read_to_string(self.views_dir().join(format!("{relation}.json"))).ok()?;
         serde_json::from_str(&text).ok()
     }
 
@@ -148,35 +129,18 @@ impl Warehouse {
         std::fs::create_dir_all(&dir).map_err(|e| RunError::io(&dir, e))?;
         let path = dir.join(format!("{}.json", view.relation));
         let tmp = dir.join(format!(".{}.json.{}", view.relation, std::process::id()));
-        let text =
-            serde_json::to_string_pretty(view).map_err(|e| RunError::Warehouse(e.to_string()))?;
+        let text = serde_json::to_string_pretty(view).map_err(|e| RunError::Warehouse(e.to_string()))?;
         std::fs::write(&tmp, text).map_err(|e| RunError::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| RunError::io(&path, e))
     }
 
     /// Commit metadata pipe attaches to a write.
-    pub fn commit_metadata(
-        run_id: &str,
-        unique_id: &str,
-        checksum: &str,
-    ) -> HashMap<String, serde_json::Value> {
+    pub fn commit_metadata(run_id: &str, unique_id: &str, checksum: &str) -> HashMap<String, serde_json::Value> {
         HashMap::from([
-            (
-                META_RUN_ID.to_string(),
-                serde_json::Value::String(run_id.to_string()),
-            ),
-            (
-                META_MODEL.to_string(),
-                serde_json::Value::String(unique_id.to_string()),
-            ),
-            (
-                META_CHECKSUM.to_string(),
-                serde_json::Value::String(checksum.to_string()),
-            ),
-            (
-                "pipe.version".to_string(),
-                serde_json::Value::String(env!("CARGO_PKG_VERSION").to_string()),
-            ),
+            (META_RUN_ID.to_string(), serde_json::Value::String(run_id.to_string())),
+            (META_MODEL.to_string(), serde_json::Value::String(unique_id.to_string())),
+            (META_CHECKSUM.to_string(), serde_json::Value::String(checksum.to_string())),
+            ("pipe.version".to_string(), serde_json::Value::String(env!("CARGO_PKG_VERSION").to_string())),
         ])
     }
 }

@@ -4,12 +4,13 @@
 //! with their spans, its CTE names) or diagnostics that point back into the model file.
 //! **Architecture invariant:** this stage never executes a query and never opens the warehouse.
 
+pub mod plan;
+pub mod source_schema;
+
 use std::collections::BTreeSet;
 use std::ops::{ControlFlow, Range};
 
-use datafusion::sql::sqlparser::ast::{
-    ObjectName, ObjectNamePart, Query, Statement, Visit, Visitor,
-};
+use datafusion::sql::sqlparser::ast::{ObjectName, ObjectNamePart, Query, Statement, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::Location;
@@ -42,6 +43,23 @@ pub struct SqlOrigin<'a> {
 /// Table functions DataFusion provides; reading them is not a hidden dependency.
 const TABLE_FUNCTIONS: &[&str] = &["range", "generate_series", "unnest"];
 
+/// DataFusion's error text without its internal prefixes (`Error during planning: ` and the like).
+pub fn clean_message(text: &str) -> String {
+    let mut text = text.trim();
+    let prefixes = [
+        "Error during planning: ",
+        "Schema error: ",
+        "Arrow error: ",
+        "External error: ",
+        "Execution error: ",
+        "Optimizer rule ",
+    ];
+    while let Some(rest) = prefixes.iter().find_map(|p| text.strip_prefix(p)) {
+        text = rest;
+    }
+    text.trim().to_string()
+}
+
 /// Parses one model's rendered SQL: exactly one query, or a diagnostic.
 pub fn analyze(sql: &str, origin: &SqlOrigin<'_>) -> Result<AnalyzedModel, Diagnostic> {
     let dialect = GenericDialect {};
@@ -54,11 +72,9 @@ pub fn analyze(sql: &str, origin: &SqlOrigin<'_>) -> Result<AnalyzedModel, Diagn
     let query = match (first, rest) {
         (Some(Statement::Query(query)), None) => query,
         (None, _) => {
-            return Err(
-                Diagnostic::error(Code::NotAQuery, "model is empty: it must be one query")
-                    .with_primary(origin.file_id, 0..0, "no SQL here")
-                    .with_help("write a `select` statement"),
-            );
+            return Err(Diagnostic::error(Code::NotAQuery, "model is empty: it must be one query")
+                .with_primary(origin.file_id, 0..0, "no SQL here")
+                .with_help("write a `select` statement"));
         }
         (Some(Statement::Query(_)), Some(_)) => {
             return Err(Diagnostic::error(Code::NotAQuery, "model has more than one statement")
@@ -66,17 +82,8 @@ pub fn analyze(sql: &str, origin: &SqlOrigin<'_>) -> Result<AnalyzedModel, Diagn
                 .with_help("a model is one query; pipe materializes it, so remove the other statements"));
         }
         (Some(other), _) => {
-            let kind = other
-                .to_string()
-                .split_whitespace()
-                .next()
-                .unwrap_or("statement")
-                .to_ascii_uppercase();
-            let article = if kind.starts_with(['A', 'E', 'I', 'O', 'U']) {
-                "an"
-            } else {
-                "a"
-            };
+            let kind = other.to_string().split_whitespace().next().unwrap_or("statement").to_ascii_uppercase();
+            let article = if kind.starts_with(['A', 'E', 'I', 'O', 'U']) { "an" } else { "a" };
             return Err(Diagnostic::error(
                 Code::NotAQuery,
                 format!("model is {article} `{kind}` statement, not a query"),
@@ -85,18 +92,10 @@ pub fn analyze(sql: &str, origin: &SqlOrigin<'_>) -> Result<AnalyzedModel, Diagn
             .with_help("a model is a `select`; pipe creates and writes the table itself"));
         }
     };
-    let mut collector = RelationCollector {
-        sql,
-        line_starts: line_starts(sql),
-        relations: Vec::new(),
-        ctes: BTreeSet::new(),
-    };
+    let mut collector =
+        RelationCollector { sql, line_starts: line_starts(sql), relations: Vec::new(), ctes: BTreeSet::new() };
     let _ = query.visit(&mut collector);
-    Ok(AnalyzedModel {
-        query,
-        relations: collector.relations,
-        ctes: collector.ctes,
-    })
+    Ok(AnalyzedModel { query, relations: collector.relations, ctes: collector.ctes })
 }
 
 struct RelationCollector<'a> {
@@ -131,10 +130,7 @@ impl Visitor for RelationCollector<'_> {
         }
         let name = parts.join(".");
         if !TABLE_FUNCTIONS.contains(&name.as_str()) {
-            self.relations.push(RelationRef {
-                name,
-                span: span.unwrap_or(0..0),
-            });
+            self.relations.push(RelationRef { name, span: span.unwrap_or(0..0) });
         }
         ControlFlow::Continue(())
     }
@@ -151,29 +147,18 @@ fn location_offset(sql: &str, line_starts: &[usize], location: Location) -> usiz
     let Some(&start) = line_starts.get((location.line as usize).saturating_sub(1)) else {
         return sql.len();
     };
-    sql[start..]
-        .char_indices()
-        .nth((location.column as usize).saturating_sub(1))
-        .map_or(sql.len(), |(i, _)| start + i)
+    sql[start..].char_indices().nth((location.column as usize).saturating_sub(1)).map_or(sql.len(), |(i, _)| start + i)
 }
 
 /// Maps a span of rendered SQL to the model file; `exact` is false when it falls in text a tag produced.
 pub fn map_span(origin: &SqlOrigin<'_>, span: Range<usize>) -> (Range<usize>, bool) {
     let start = origin.offsets.to_raw(span.start);
     if start.exact {
-        let end = origin
-            .offsets
-            .to_raw(span.end.saturating_sub(1).max(span.start));
-        let end = if end.exact {
-            end.offset + 1
-        } else {
-            start.offset + (span.end - span.start)
-        };
+        let end = origin.offsets.to_raw(span.end.saturating_sub(1).max(span.start));
+        let end = if end.exact { end.offset + 1 } else { start.offset + (span.end - span.start) };
         (start.offset..end.max(start.offset), true)
     } else {
-        let tag_end = origin.file.text[start.offset..]
-            .find("}}")
-            .map_or(start.offset, |e| start.offset + e + 2);
+        let tag_end = origin.file.text[start.offset..].find("}}").map_or(start.offset, |e| start.offset + e + 2);
         (start.offset..tag_end, false)
     }
 }
@@ -186,13 +171,9 @@ fn syntax_diagnostic(err: &ParserError, sql: &str, origin: &SqlOrigin<'_>) -> Di
     // sqlparser appends " at Line: L, Column: C"; the label shows the position instead.
     let (message, location) = match text.rsplit_once(" at Line: ") {
         Some((message, position)) => {
-            let mut numbers = position
-                .split(", Column: ")
-                .map(|n| n.trim().parse::<u64>().ok());
+            let mut numbers = position.split(", Column: ").map(|n| n.trim().parse::<u64>().ok());
             match (numbers.next().flatten(), numbers.next().flatten()) {
-                (Some(line), Some(column)) => {
-                    (message.to_string(), Some(Location { line, column }))
-                }
+                (Some(line), Some(column)) => (message.to_string(), Some(Location { line, column })),
                 _ => (text.clone(), None),
             }
         }
@@ -202,20 +183,12 @@ fn syntax_diagnostic(err: &ParserError, sql: &str, origin: &SqlOrigin<'_>) -> Di
     match location {
         Some(location) => {
             let offset = location_offset(sql, &line_starts(sql), location);
-            let token_len = sql[offset..]
-                .chars()
-                .take_while(|c| !c.is_whitespace())
-                .map(char::len_utf8)
-                .sum::<usize>()
-                .max(1);
+            let token_len =
+                sql[offset..].chars().take_while(|c| !c.is_whitespace()).map(char::len_utf8).sum::<usize>().max(1);
             let (span, exact) = map_span(origin, offset..offset + token_len);
             diagnostic = diagnostic.with_primary(origin.file_id, span, "the parser stopped here");
             if !exact {
-                let rendered_line = sql
-                    .lines()
-                    .nth((location.line as usize).saturating_sub(1))
-                    .unwrap_or("")
-                    .trim();
+                let rendered_line = sql.lines().nth((location.line as usize).saturating_sub(1)).unwrap_or("").trim();
                 diagnostic = diagnostic.with_note(format!(
                     "in the rendered SQL at {}:{}: `{rendered_line}`",
                     location.line, location.column
@@ -224,9 +197,7 @@ fn syntax_diagnostic(err: &ParserError, sql: &str, origin: &SqlOrigin<'_>) -> Di
         }
         None => diagnostic = diagnostic.with_primary(origin.file_id, 0..0, "in this model"),
     }
-    diagnostic.with_help(
-        "correct the SQL; `pipe compile` writes the rendered SQL under `target/compiled/`",
-    )
+    diagnostic.with_help("correct the SQL; `pipe compile` writes the rendered SQL under `target/compiled/`")
 }
 
 #[cfg(test)]
@@ -238,33 +209,15 @@ mod tests {
         let mut map = SourceMap::default();
         let id = map.add("m.sql", sql);
         let offsets = OffsetMap::build(sql, sql);
-        analyze(
-            sql,
-            &SqlOrigin {
-                file_id: id,
-                file: map.get(id),
-                offsets: &offsets,
-            },
-        )
+        analyze(sql, &SqlOrigin { file_id: id, file: map.get(id), offsets: &offsets })
     }
 
     #[test]
     fn finds_relations_and_ctes() {
         let sql = "with a as (select * from silver.orders)\nselect * from a join Raw.Customers c on true, range(3)";
         let model = check(sql).unwrap();
-        let names: Vec<_> = model
-            .relations
-            .iter()
-            .map(|r| (r.name.as_str(), &sql[r.span.clone()]))
-            .collect();
-        assert_eq!(
-            names,
-            vec![
-                ("silver.orders", "silver.orders"),
-                ("a", "a"),
-                ("raw.customers", "Raw.Customers")
-            ]
-        );
+        let names: Vec<_> = model.relations.iter().map(|r| (r.name.as_str(), &sql[r.span.clone()])).collect();
+        assert_eq!(names, vec![("silver.orders", "silver.orders"), ("a", "a"), ("raw.customers", "Raw.Customers")]);
         assert_eq!(model.ctes, BTreeSet::from(["a".to_string()]));
     }
 
@@ -273,18 +226,11 @@ mod tests {
         let cases = [
             ("", "model is empty: it must be one query"),
             ("select 1; select 2", "model has more than one statement"),
-            (
-                "create table x (a int)",
-                "model is a `CREATE` statement, not a query",
-            ),
+            ("create table x (a int)", "model is a `CREATE` statement, not a query"),
         ];
         for (sql, message) in cases {
             let err = check(sql).unwrap_err();
-            assert_eq!(
-                (err.code, err.message.as_str()),
-                (Code::NotAQuery, message),
-                "{sql}"
-            );
+            assert_eq!((err.code, err.message.as_str()), (Code::NotAQuery, message), "{sql}");
         }
     }
 
@@ -294,14 +240,8 @@ mod tests {
         let err = check(sql).unwrap_err();
         assert_eq!(
             (err.code, err.message.as_str()),
-            (
-                Code::SqlSyntax,
-                "SQL syntax error: Expected: an expression, found: ="
-            )
+            (Code::SqlSyntax, "SQL syntax error: Expected: an expression, found: =")
         );
-        assert_eq!(
-            err.primary.unwrap().span,
-            sql.find("= 1").unwrap()..sql.find("= 1").unwrap() + 1
-        );
+        assert_eq!(err.primary.unwrap().span, sql.find("= 1").unwrap()..sql.find("= 1").unwrap() + 1);
     }
 }

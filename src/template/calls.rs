@@ -36,11 +36,7 @@ pub fn find_calls(text: &str) -> Vec<TemplateCall> {
             continue;
         }
         if let Some((args, end)) = parse_args(bytes, i) {
-            calls.push(TemplateCall {
-                function: ident.to_string(),
-                args,
-                span: start..end,
-            });
+            calls.push(TemplateCall { function: ident.to_string(), args, span: start..end });
             i = end;
         }
     }
@@ -90,19 +86,12 @@ mod tests {
     fn finds_literal_calls() {
         let text = "select * from {{ ref('a') }} join {{ source( \"raw\" , 'b' ) }} x, {{ myref('c') }} {{ ref(v) }}";
         let calls = find_calls(text);
-        let got: Vec<_> = calls
-            .iter()
-            .map(|c| (c.function.as_str(), c.args.clone(), &text[c.span.clone()]))
-            .collect();
+        let got: Vec<_> = calls.iter().map(|c| (c.function.as_str(), c.args.clone(), &text[c.span.clone()])).collect();
         assert_eq!(
             got,
             vec![
                 ("ref", vec!["a".to_string()], "ref('a')"),
-                (
-                    "source",
-                    vec!["raw".to_string(), "b".to_string()],
-                    "source( \"raw\" , 'b' )"
-                ),
+                ("source", vec!["raw".to_string(), "b".to_string()], "source( \"raw\" , 'b' )"),
             ]
         );
     }

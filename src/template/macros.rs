@@ -41,24 +41,12 @@ impl MacroSet {
             combined.push('\n');
             for (name, span) in definitions(&file.text) {
                 let text = file.text[span.clone()].to_string();
-                set.defs.insert(
-                    name.clone(),
-                    MacroDef {
-                        name,
-                        file: *file_id,
-                        span,
-                        text,
-                        calls: BTreeSet::new(),
-                    },
-                );
+                set.defs.insert(name.clone(), MacroDef { name, file: *file_id, span, text, calls: BTreeSet::new() });
             }
         }
         let names: BTreeSet<String> = set.defs.keys().cloned().collect();
         for def in set.defs.values_mut() {
-            def.calls = called_names(&def.text, &names)
-                .into_iter()
-                .filter(|n| *n != def.name)
-                .collect();
+            def.calls = called_names(&def.text, &names).into_iter().filter(|n| *n != def.name).collect();
         }
         (set, combined)
     }
@@ -90,23 +78,14 @@ impl MacroSet {
     }
 
     /// A diagnostic for an error raised in the combined macro template, pointing into the macro file.
-    pub fn diagnostic_for(
-        &self,
-        err: &minijinja::Error,
-        files: &[(FileId, &SourceFile)],
-    ) -> Diagnostic {
+    pub fn diagnostic_for(&self, err: &minijinja::Error, files: &[(FileId, &SourceFile)]) -> Diagnostic {
         let line = err.line().unwrap_or(1);
-        let idx = self
-            .file_lines
-            .partition_point(|&(start, _)| start <= line)
-            .saturating_sub(1);
+        let idx = self.file_lines.partition_point(|&(start, _)| start <= line).saturating_sub(1);
         let located = self.file_lines.get(idx).and_then(|&(start, file_id)| {
             let file = files.iter().find(|(id, _)| *id == file_id)?.1;
             let local_line = line + 1 - start;
             let begin = file.offset_of(local_line, 1);
-            let end = file.text[begin..]
-                .find('\n')
-                .map_or(file.text.len(), |e| begin + e);
+            let end = file.text[begin..].find('\n').map_or(file.text.len(), |e| begin + e);
             Some((file_id, begin..end, file.text[begin..end].to_string()))
         });
         match located {
@@ -124,9 +103,7 @@ fn rewrite_test_blocks(text: &str) -> String {
         out.push_str(&rest[..pos]);
         let tag = &rest[pos..];
         let end = tag.find("%}").map_or(tag.len(), |e| e + 2);
-        let inner = tag[2..end.saturating_sub(2).max(2)]
-            .trim_matches('-')
-            .trim();
+        let inner = tag[2..end.saturating_sub(2).max(2)].trim_matches('-').trim();
         if let Some(name) = inner.strip_prefix("test ") {
             out.push_str(&format!("{{% macro test_{} %}}", name.trim()));
         } else if inner == "endtest" {
@@ -158,11 +135,8 @@ fn definitions(text: &str) -> Vec<(String, Range<usize>)> {
         } else {
             continue;
         };
-        let name: String = inner[keyword.len()..]
-            .trim_start()
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
+        let name: String =
+            inner[keyword.len()..].trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
         if name.is_empty() {
             continue;
         }
@@ -231,20 +205,13 @@ mod tests {
             Arc::from("{% test positive(model, column_name) %}select 1{% endtest %}\n"),
         );
         let (set, combined) = MacroSet::collect(&[(FileId(0), &a), (FileId(1), &b)]);
-        assert_eq!(
-            set.names().cloned().collect::<Vec<_>>(),
-            vec!["cents", "money", "test_positive"]
-        );
-        assert_eq!(
-            set.get("money").unwrap().calls,
-            BTreeSet::from(["cents".to_string()])
-        );
+        assert_eq!(set.names().cloned().collect::<Vec<_>>(), vec!["cents", "money", "test_positive"]);
+        assert_eq!(set.get("money").unwrap().calls, BTreeSet::from(["cents".to_string()]));
         assert_eq!(
             set.used_by("select {{ money('amount') }}"),
             BTreeSet::from(["cents".to_string(), "money".to_string()])
         );
         assert!(set.used_by("select money_total from x").is_empty());
-        assert!(combined
-            .contains("{% macro test_positive(model, column_name) %}select 1{% endmacro %}"));
+        assert!(combined.contains("{% macro test_positive(model, column_name) %}select 1{% endmacro %}"));
     }
 }

@@ -96,10 +96,7 @@ pub struct Renderer {
 
 impl Renderer {
     /// Builds the environment. Macro files that do not parse are reported and left out.
-    pub fn new(
-        context: Arc<RenderContext>,
-        macro_files: &[(FileId, &SourceFile)],
-    ) -> (Renderer, Vec<Diagnostic>) {
+    pub fn new(context: Arc<RenderContext>, macro_files: &[(FileId, &SourceFile)]) -> (Renderer, Vec<Diagnostic>) {
         let mut diagnostics = Vec::new();
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -133,10 +130,7 @@ impl Renderer {
             String::new()
         } else {
             let names: Vec<&str> = used_macros.iter().map(String::as_str).collect();
-            format!(
-                "{{% from \"{MACROS_TEMPLATE}\" import {} %}}",
-                names.join(", ")
-            )
+            format!("{{% from \"{MACROS_TEMPLATE}\" import {} %}}", names.join(", "))
         };
         let source = format!("{prelude}{raw}");
         let name = file.display_path();
@@ -147,63 +141,35 @@ impl Renderer {
             target => minijinja::context! { name => &context.target_name, schema => "main", type => "pipe" },
         };
         let render = |incremental: bool| -> Result<(String, Capture), minijinja::Error> {
-            CAPTURE.with(|c| {
-                *c.borrow_mut() = Some(Capture {
-                    incremental,
-                    ..Capture::default()
-                })
-            });
+            CAPTURE.with(|c| *c.borrow_mut() = Some(Capture { incremental, ..Capture::default() }));
             let result = self.env.render_named_str(&name, &source, ctx.clone());
             let capture = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
             result.map(|sql| (sql, capture))
         };
-        let to_diag = |err: minijinja::Error| {
-            self.error_diagnostic(&err, file_id, file, prelude.len(), macro_files)
-        };
+        let to_diag = |err: minijinja::Error| self.error_diagnostic(&err, file_id, file, prelude.len(), macro_files);
         let (sql, capture) = render(false).map_err(to_diag)?;
-        let sql_incremental = if capture.called_is_incremental {
-            Some(render(true).map_err(to_diag)?.0)
-        } else {
-            None
-        };
+        let sql_incremental = if capture.called_is_incremental { Some(render(true).map_err(to_diag)?.0) } else { None };
 
         let calls = find_calls(raw);
         let locate = |function: &str, args: &[String]| {
-            calls
-                .iter()
-                .find(|c| c.function == function && c.args.iter().eq(args.iter()))
-                .map(|c| c.span.clone())
+            calls.iter().find(|c| c.function == function && c.args.iter().eq(args.iter())).map(|c| c.span.clone())
         };
         let mut refs: Vec<Dependency> = Vec::new();
         for name in capture.refs {
             let name = vec![name];
             if !refs.iter().any(|r| r.name == name) {
-                refs.push(Dependency {
-                    span: locate("ref", &name),
-                    name,
-                });
+                refs.push(Dependency { span: locate("ref", &name), name });
             }
         }
         let mut sources: Vec<Dependency> = Vec::new();
         for (source_name, table) in capture.sources {
             let name = vec![source_name, table];
             if !sources.iter().any(|s| s.name == name) {
-                sources.push(Dependency {
-                    span: locate("source", &name),
-                    name,
-                });
+                sources.push(Dependency { span: locate("source", &name), name });
             }
         }
         let offsets = OffsetMap::build(raw, &sql);
-        Ok(RenderedModel {
-            sql,
-            sql_incremental,
-            refs,
-            sources,
-            config: capture.config,
-            macros: used_macros,
-            offsets,
-        })
+        Ok(RenderedModel { sql, sql_incremental, refs, sources, config: capture.config, macros: used_macros, offsets })
     }
 
     fn error_diagnostic(
@@ -220,10 +186,7 @@ impl Renderer {
         let span = err
             .range()
             .map(|r| r.start.saturating_sub(prelude_len)..r.end.saturating_sub(prelude_len))
-            .or_else(|| {
-                err.line()
-                    .map(|l| file.offset_of(l, 1)..file.offset_of(l, 1))
-            })
+            .or_else(|| err.line().map(|l| file.offset_of(l, 1)..file.offset_of(l, 1)))
             .unwrap_or(0..0);
         let span_text = file.text.get(span.clone()).unwrap_or("").trim().to_string();
         template_error(err, file_id, span, &span_text, &self.macros)
@@ -261,133 +224,96 @@ fn template_error(
                     .with_primary(file_id, span, "used here")
                     .with_help("set the environment variable or give `env_var()` a default");
             }
-            let what = if ident.is_empty() {
-                "value".to_string()
-            } else {
-                format!("`{ident}`")
-            };
-            let mut diag = Diagnostic::error(
-                Code::JinjaUndefined,
-                format!("undefined {what} in template"),
-            )
-            .with_primary(file_id, span, "not defined");
-            let suggestion =
-                crate::suggest::did_you_mean(&ident, macros.names().map(String::as_str));
+            let what = if ident.is_empty() { "value".to_string() } else { format!("`{ident}`") };
+            let mut diag = Diagnostic::error(Code::JinjaUndefined, format!("undefined {what} in template"))
+                .with_primary(file_id, span, "not defined");
+            let suggestion = crate::suggest::did_you_mean(&ident, macros.names().map(String::as_str));
             diag = match suggestion {
-                Some(name) => diag.with_help(format!(
-                    "a macro named `{name}` exists; did you mean `{name}`?"
-                )),
-                None => diag.with_help(
-                    "define a macro with this name under `macros/`, or pass the variable",
-                ),
+                Some(name) => diag.with_help(format!("a macro named `{name}` exists; did you mean `{name}`?")),
+                None => diag.with_help("define a macro with this name under `macros/`, or pass the variable"),
             };
             diag
         }
-        _ => Diagnostic::error(
-            Code::JinjaRender,
-            format!("template error: {}", err_text(err)),
-        )
-        .with_primary(file_id, span, "while rendering this"),
+        _ => Diagnostic::error(Code::JinjaRender, format!("template error: {}", err_text(err))).with_primary(
+            file_id,
+            span,
+            "while rendering this",
+        ),
     }
 }
 
 fn err_text(err: &minijinja::Error) -> String {
-    err.detail()
-        .map(str::to_string)
-        .unwrap_or_else(|| err.kind().to_string())
+    err.detail().map(str::to_string).unwrap_or_else(|| err.kind().to_string())
 }
 
 fn string_arg(value: &JValue, what: &str) -> Result<String, minijinja::Error> {
-    value.as_str().map(str::to_string).ok_or_else(|| {
-        minijinja::Error::new(
-            ErrorKind::InvalidOperation,
-            format!("{what} takes string arguments"),
-        )
-    })
+    value
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, format!("{what} takes string arguments")))
 }
 
 fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContext>) {
     let cx = Arc::clone(context);
-    env.add_function(
-        "ref",
-        move |args: Rest<JValue>, _kwargs: Kwargs| -> Result<JValue, minijinja::Error> {
-            // `ref('model')` or `ref('package', 'model')`; the package is not used by a single project.
-            let name = match args.as_slice() {
-                [model] | [_, model] => string_arg(model, "ref()")?,
-                _ => {
-                    return Err(minijinja::Error::new(
-                        ErrorKind::MissingArgument,
-                        "ref() takes a model name",
-                    ))
-                }
-            };
-            with_capture(|c| c.refs.push(name.clone()));
-            let relation = cx.relations.get(&name).cloned().unwrap_or(name);
-            Ok(JValue::from_safe_string(relation))
-        },
-    );
+    env.add_function("ref", move |args: Rest<JValue>, _kwargs: Kwargs| -> Result<JValue, minijinja::Error> {
+        // `ref('model')` or `ref('package', 'model')`; the package is not used by a single project.
+        let name = match args.as_slice() {
+            [model] | [_, model] => string_arg(model, "ref()")?,
+            _ => return Err(minijinja::Error::new(ErrorKind::MissingArgument, "ref() takes a model name")),
+        };
+        with_capture(|c| c.refs.push(name.clone()));
+        let relation = cx.relations.get(&name).cloned().unwrap_or(name);
+        Ok(JValue::from_safe_string(relation))
+    });
     let cx = Arc::clone(context);
     env.add_function("source", move |source: String, table: String| -> JValue {
         with_capture(|c| c.sources.push((source.clone(), table.clone())));
         let _ = &cx;
         JValue::from_safe_string(format!("{source}.{table}"))
     });
-    env.add_function(
-        "config",
-        |args: Rest<JValue>, kwargs: Kwargs| -> Result<String, minijinja::Error> {
-            let mut config = ConfigMap::new();
-            if let Some(first) = args.first() {
-                // `config({'materialized': 'table'})`: a mapping as the only positional argument.
-                if let Ok(Value::Object(map)) = serde_json::to_value(first) {
-                    config.extend(map);
-                }
+    env.add_function("config", |args: Rest<JValue>, kwargs: Kwargs| -> Result<String, minijinja::Error> {
+        let mut config = ConfigMap::new();
+        if let Some(first) = args.first() {
+            // `config({'materialized': 'table'})`: a mapping as the only positional argument.
+            if let Ok(Value::Object(map)) = serde_json::to_value(first) {
+                config.extend(map);
             }
-            for key in kwargs.args() {
-                let value: JValue = kwargs.get(key)?;
-                let json = serde_json::to_value(&value).map_err(|e| {
-                    minijinja::Error::new(
-                        ErrorKind::InvalidOperation,
-                        format!("config({key}=...): {e}"),
-                    )
-                })?;
-                config.insert(key.to_string(), json);
+        }
+        for key in kwargs.args() {
+            let value: JValue = kwargs.get(key)?;
+            let json = serde_json::to_value(&value)
+                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("config({key}=...): {e}")))?;
+            config.insert(key.to_string(), json);
+        }
+        with_capture(|c| {
+            for (key, value) in config {
+                crate::project::config::merge_config_key(&mut c.config, &key, value);
             }
-            with_capture(|c| {
-                for (key, value) in config {
-                    crate::project::config::merge_config_key(&mut c.config, &key, value);
-                }
-            });
-            Ok(String::new())
-        },
-    );
+        });
+        Ok(String::new())
+    });
     let cx = Arc::clone(context);
-    env.add_function(
-        "var",
-        move |name: String, default: Option<JValue>| -> Result<JValue, minijinja::Error> {
-            match (cx.vars.get(&name), default) {
-                (Some(value), _) => Ok(JValue::from_serialize(value)),
-                (None, Some(default)) => Ok(default),
-                (None, None) => Err(minijinja::Error::new(
-                    ErrorKind::UndefinedError,
-                    format!("var `{name}` is not defined and has no default"),
-                )),
-            }
-        },
-    );
+    env.add_function("var", move |name: String, default: Option<JValue>| -> Result<JValue, minijinja::Error> {
+        match (cx.vars.get(&name), default) {
+            (Some(value), _) => Ok(JValue::from_serialize(value)),
+            (None, Some(default)) => Ok(default),
+            (None, None) => Err(minijinja::Error::new(
+                ErrorKind::UndefinedError,
+                format!("var `{name}` is not defined and has no default"),
+            )),
+        }
+    });
     let cx = Arc::clone(context);
-    env.add_function(
-        "env_var",
-        move |name: String, default: Option<String>| -> Result<String, minijinja::Error> {
-            match (cx.env_vars.get(&name), default) {
-                (Some(value), _) => Ok(value.clone()),
-                (None, Some(default)) => Ok(default),
-                (None, None) => Err(minijinja::Error::new(
-                    ErrorKind::UndefinedError,
-                    format!("env var `{name}` is not set and has no default"),
-                )),
-            }
-        },
-    );
+    env.add_function("env_var", move |name: String, default: Option<String>| -> Result<String, minijinja::Error> {
+        match (cx.env_vars.get(&name), default) {
+            (Some(value), _) => Ok(value.clone()),
+            (None, Some(default)) => Ok(default),
+            (None, None) => Err(minijinja::Error::new(
+                ErrorKind::UndefinedError,
+                format!("env var `{name}` is not set and has no default"),
+            )),
+        }
+    });
     env.add_function("is_incremental", || -> bool {
         with_capture(|c| {
             c.called_is_incremental = true;
@@ -395,9 +321,7 @@ fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContex
         })
         .unwrap_or(false)
     });
-    env.add_function("log", |_message: JValue, _info: Option<bool>| -> String {
-        String::new()
-    });
+    env.add_function("log", |_message: JValue, _info: Option<bool>| -> String { String::new() });
 }
 
 #[cfg(test)]

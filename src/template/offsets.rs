@@ -34,26 +34,15 @@ impl OffsetMap {
     }
 
     pub fn to_raw(&self, rendered_offset: usize) -> RawOffset {
-        let idx = self
-            .runs
-            .partition_point(|&(start, _, _)| start <= rendered_offset);
+        let idx = self.runs.partition_point(|&(start, _, _)| start <= rendered_offset);
         if idx == 0 {
-            return RawOffset {
-                offset: 0,
-                exact: self.runs.is_empty(),
-            };
+            return RawOffset { offset: 0, exact: self.runs.is_empty() };
         }
         let (start, raw_start, len) = self.runs[idx - 1];
         if rendered_offset < start + len {
-            RawOffset {
-                offset: raw_start + (rendered_offset - start),
-                exact: true,
-            }
+            RawOffset { offset: raw_start + (rendered_offset - start), exact: true }
         } else {
-            RawOffset {
-                offset: raw_start + len,
-                exact: false,
-            }
+            RawOffset { offset: raw_start + len, exact: false }
         }
     }
 }
@@ -115,29 +104,11 @@ mod tests {
         let rendered = "select a,\n  b\nfrom silver.x where c > 1";
         let map = OffsetMap::build(template, rendered);
         let b = rendered.find('b').unwrap();
-        assert_eq!(
-            map.to_raw(b),
-            RawOffset {
-                offset: template.find('b').unwrap(),
-                exact: true
-            }
-        );
+        assert_eq!(map.to_raw(b), RawOffset { offset: template.find('b').unwrap(), exact: true });
         let inside = rendered.find("silver").unwrap() + 2;
-        assert_eq!(
-            map.to_raw(inside),
-            RawOffset {
-                offset: template.find("{{").unwrap(),
-                exact: false
-            }
-        );
+        assert_eq!(map.to_raw(inside), RawOffset { offset: template.find("{{").unwrap(), exact: false });
         let c = rendered.find("c >").unwrap();
-        assert_eq!(
-            map.to_raw(c),
-            RawOffset {
-                offset: template.find("c >").unwrap(),
-                exact: true
-            }
-        );
+        assert_eq!(map.to_raw(c), RawOffset { offset: template.find("c >").unwrap(), exact: true });
     }
 
     #[test]
@@ -146,12 +117,6 @@ mod tests {
         let rendered = "select 1 , 2as x";
         let map = OffsetMap::build(template, rendered);
         let x = rendered.find('x').unwrap();
-        assert_eq!(
-            map.to_raw(x),
-            RawOffset {
-                offset: template.find('x').unwrap(),
-                exact: true
-            }
-        );
+        assert_eq!(map.to_raw(x), RawOffset { offset: template.find('x').unwrap(), exact: true });
     }
 }

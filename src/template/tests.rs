@@ -6,12 +6,8 @@ fn render(text: &str, macros: &str) -> Result<RenderedModel, Diagnostic> {
     let model = map.add("models/silver/m.sql", text);
     let macro_file = map.add("macros/m.sql", macros);
     let mut context = RenderContext::default();
-    context
-        .relations
-        .insert("orders".into(), "bronze.orders".into());
-    context
-        .vars
-        .insert("min_amount".into(), serde_json::json!(5));
+    context.relations.insert("orders".into(), "bronze.orders".into());
+    context.vars.insert("min_amount".into(), serde_json::json!(5));
     let context = Arc::new(context);
     let macro_files = [(macro_file, map.get(macro_file))];
     let (renderer, diagnostics) = Renderer::new(Arc::clone(&context), &macro_files);
@@ -28,21 +24,9 @@ fn captures_refs_sources_config_and_macros() {
         "\nselect amount * 100 from bronze.orders o\njoin raw.customers c on true\nwhere amount > 5 and 'silver.m' <> ''"
     );
     let start = text.find("ref('orders')").unwrap();
-    assert_eq!(
-        rendered.refs,
-        vec![Dependency {
-            name: vec!["orders".into()],
-            span: Some(start..start + 13)
-        }]
-    );
-    assert_eq!(
-        rendered.sources[0].name,
-        vec!["raw".to_string(), "customers".to_string()]
-    );
-    assert_eq!(
-        serde_json::Value::Object(rendered.config),
-        serde_json::json!({"materialized": "table", "tags": ["a"]})
-    );
+    assert_eq!(rendered.refs, vec![Dependency { name: vec!["orders".into()], span: Some(start..start + 13) }]);
+    assert_eq!(rendered.sources[0].name, vec!["raw".to_string(), "customers".to_string()]);
+    assert_eq!(serde_json::Value::Object(rendered.config), serde_json::json!({"materialized": "table", "tags": ["a"]}));
     assert_eq!(rendered.macros, BTreeSet::from(["cents".to_string()]));
     assert_eq!(rendered.sql_incremental, None);
 }
@@ -63,16 +47,9 @@ fn undefined_var_and_macro_are_errors() {
     let err = render("select {{ var('nope') }}", "").unwrap_err();
     assert_eq!(err.code, Code::JinjaUndefined);
     assert_eq!(err.message, "var `nope` is not defined and has no default");
-    let err = render(
-        "select {{ centz('a') }}",
-        "{% macro cents(col) %}{{ col }}{% endmacro %}",
-    )
-    .unwrap_err();
+    let err = render("select {{ centz('a') }}", "{% macro cents(col) %}{{ col }}{% endmacro %}").unwrap_err();
     assert_eq!(err.code, Code::JinjaUndefined);
-    assert_eq!(
-        err.help.as_deref(),
-        Some("a macro named `cents` exists; did you mean `cents`?")
-    );
+    assert_eq!(err.help.as_deref(), Some("a macro named `cents` exists; did you mean `cents`?"));
 }
 
 #[test]

@@ -25,13 +25,10 @@ impl Materialize for IncrementalMaterialization {
 
     async fn run(&self, cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
         let node = cx.node;
-        let strategy = node.config.str_value("incremental_strategy").unwrap_or(
-            if node.config.contains_key("unique_key") {
-                "merge"
-            } else {
-                "append"
-            },
-        );
+        let strategy = node
+            .config
+            .str_value("incremental_strategy")
+            .unwrap_or(if node.config.contains_key("unique_key") { "merge" } else { "append" });
         if strategy != "append" {
             return Err(RunError::Unsupported(format!(
                 "incremental strategy `{strategy}` on `{}` is not available yet; use `incremental_strategy='append'` or `materialized='table'`",
@@ -44,10 +41,7 @@ impl Materialize for IncrementalMaterialization {
             let frame = plan(cx, &node.compiled_sql).await?;
             return write_overwrite(cx, frame, started.elapsed()).await;
         };
-        let sql = node
-            .compiled_sql_incremental
-            .as_deref()
-            .unwrap_or(&node.compiled_sql);
+        let sql = node.compiled_sql_incremental.as_deref().unwrap_or(&node.compiled_sql);
         let frame = plan(cx, sql).await?;
         let plan_time = started.elapsed();
         let started = Instant::now();

@@ -62,8 +62,5 @@ pub fn for_kind(kind: Materialization) -> Option<&'static dyn Materialize> {
 
 /// Plans a model's SQL against the session; planning errors name the model.
 pub(crate) async fn plan(cx: &ModelContext<'_>, sql: &str) -> Result<DataFrame, RunError> {
-    cx.session
-        .sql(sql)
-        .await
-        .map_err(|e| RunError::query(&cx.node.name, e))
+    cx.session.sql(sql).await.map_err(|e| RunError::query(&cx.node.name, e))
 }

@@ -13,11 +13,7 @@ use crate::run::RunError;
 pub struct SeedLoad;
 
 impl SeedLoad {
-    pub async fn run(
-        &self,
-        cx: &ModelContext<'_>,
-        project_root: &Path,
-    ) -> Result<Outcome, RunError> {
+    pub async fn run(&self, cx: &ModelContext<'_>, project_root: &Path) -> Result<Outcome, RunError> {
         let node = cx.node;
         if !cx.full_refresh {
             if let Some(table) = cx.warehouse.load(&node.relation).await? {
@@ -36,10 +32,7 @@ impl SeedLoad {
         let path = project_root.join(&node.path);
         let frame = cx
             .session
-            .read_csv(
-                path.to_string_lossy().as_ref(),
-                CsvReadOptions::new().has_header(true),
-            )
+            .read_csv(path.to_string_lossy().as_ref(), CsvReadOptions::new().has_header(true))
             .await
             .map_err(|e| RunError::query(&node.name, e))?;
         write_overwrite(cx, frame, started.elapsed()).await

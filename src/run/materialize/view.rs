@@ -36,30 +36,16 @@ impl Materialize for ViewMaterialization {
             checksum: node.checksum.clone(),
             run_id: cx.run_id.to_string(),
         })?;
-        let (provider, note, rows): (Arc<dyn datafusion::catalog::TableProvider>, _, _) =
-            if cx.compute_once {
-                let schema = Arc::new(frame.schema().as_arrow().clone());
-                let batches = frame
-                    .collect()
-                    .await
-                    .map_err(|e| RunError::query(&node.name, e))?;
-                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-                let table = MemTable::try_new(schema, vec![batches])
-                    .map_err(|e| RunError::query(&node.name, e))?;
-                (
-                    Arc::new(table),
-                    Some(format!(
-                        "computed once for this run: {rows} rows, read by several models"
-                    )),
-                    None,
-                )
-            } else {
-                let view = ViewTable::new(
-                    frame.logical_plan().clone(),
-                    Some(node.compiled_sql.clone()),
-                );
-                (Arc::new(view), None, None)
-            };
+        let (provider, note, rows): (Arc<dyn datafusion::catalog::TableProvider>, _, _) = if cx.compute_once {
+            let schema = Arc::new(frame.schema().as_arrow().clone());
+            let batches = frame.collect().await.map_err(|e| RunError::query(&node.name, e))?;
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            let table = MemTable::try_new(schema, vec![batches]).map_err(|e| RunError::query(&node.name, e))?;
+            (Arc::new(table), Some(format!("computed once for this run: {rows} rows, read by several models")), None)
+        } else {
+            let view = ViewTable::new(frame.logical_plan().clone(), Some(node.compiled_sql.clone()));
+            (Arc::new(view), None, None)
+        };
         Ok(Outcome {
             rows_written: rows,
             delta_version: None,

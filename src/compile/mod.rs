@@ -4,6 +4,8 @@
 //! graph checks (duplicates, cycles, layer rules) -> inline ephemeral models -> manifest. Each phase adds to one list
 //! of diagnostics; the manifest is produced only when no error was found, so no partial output is ever written.
 
+mod plan;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -16,9 +18,7 @@ use crate::diagnostics::{has_errors, sort_diagnostics, Code, Diagnostic, FileId,
 use crate::graph::selector::{self, NodeFacts, ResourceType, SelectError, Selection, StateChange};
 use crate::graph::{Dag, NodeId};
 use crate::manifest::{self, Manifest, Node, NodeKind, SourceNode};
-use crate::project::{
-    self, ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ModelFile, Project,
-};
+use crate::project::{self, ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ModelFile, Project};
 use crate::sql::{self, AnalyzedModel, SqlOrigin};
 use crate::template::{RenderContext, RenderedModel, Renderer};
 
@@ -32,7 +32,13 @@ pub struct CompileOptions {
     pub run_started_at: String,
     pub invocation_id: String,
     pub target_name: String,
+    /// Type-check every model with DataFusion (off with `--no-plan`).
+    pub plan: bool,
+    /// Earlier planning results, from `target/plan_cache.json`.
+    pub plan_cache: PlanCache,
 }
+
+pub use plan::{PlanCache, PlanStats};
 
 /// The outcome of a compile: what was built, and everything found on the way.
 pub struct Compilation {
@@ -40,6 +46,9 @@ pub struct Compilation {
     /// Present when there are no errors.
     pub manifest: Option<Manifest>,
     pub diagnostics: Vec<Diagnostic>,
+    /// The planning results to keep for the next compile.
+    pub plan_cache: PlanCache,
+    pub plan_stats: PlanStats,
 }
 
 /// Prefix of the CTE an ephemeral model is inlined as.
@@ -57,53 +66,45 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
     let Some(project) = project else {
         if diagnostics.is_empty() {
             diagnostics.push(
-                Diagnostic::error(Code::ProjectNotFound, format!("no `pipe.yml` or `dbt_project.yml` in `{}`", root.display()))
-                    .with_help("run pipe from a project folder, pass `--project-dir`, or create a project with `pipe init`"),
+                Diagnostic::error(
+                    Code::ProjectNotFound,
+                    format!("no `pipe.yml` or `dbt_project.yml` in `{}`", root.display()),
+                )
+                .with_help(
+                    "run pipe from a project folder, pass `--project-dir`, or create a project with `pipe init`",
+                ),
             );
         }
-        return Compilation {
-            project: None,
-            manifest: None,
-            diagnostics,
-        };
+        let (plan_cache, plan_stats) = (PlanCache::default(), PlanStats::default());
+        return Compilation { project: None, manifest: None, diagnostics, plan_cache, plan_stats };
     };
-    let manifest = build_manifest(&project, options, &mut diagnostics);
-    sort_diagnostics(&mut diagnostics, &project.files);
-    let manifest = if has_errors(&diagnostics) {
-        None
-    } else {
-        manifest
-    };
-    Compilation {
-        project: Some(project),
-        manifest,
-        diagnostics,
+    let mut origins = BTreeMap::new();
+    let mut manifest = build_manifest(&project, options, &mut origins, &mut diagnostics);
+    let mut plan_cache = PlanCache::default();
+    let mut plan_stats = PlanStats::default();
+    if let (Some(manifest), true) = (manifest.as_mut(), options.plan) {
+        (plan_cache, plan_stats) =
+            plan::plan_manifest(root, manifest, &origins, &project.files, &options.plan_cache, &mut diagnostics);
     }
+    sort_diagnostics(&mut diagnostics, &project.files);
+    let manifest = if has_errors(&diagnostics) { None } else { manifest };
+    Compilation { project: Some(project), manifest, diagnostics, plan_cache, plan_stats }
 }
 
 /// The schema a model's relation lives in: `config(schema=...)`, else its layer, else `main`.
 fn schema_of(config: &ConfigMap, layer: Option<Layer>) -> String {
-    config
-        .str_value("schema")
-        .map(str::to_string)
-        .unwrap_or_else(|| layer.map_or("main", Layer::as_str).to_string())
+    config.str_value("schema").map(str::to_string).unwrap_or_else(|| layer.map_or("main", Layer::as_str).to_string())
 }
 
 fn layer_of(model: &ModelFile, config: &ConfigMap) -> Option<Layer> {
-    model
-        .folder_layer
-        .or_else(|| config.str_value("layer").and_then(Layer::parse))
+    model.folder_layer.or_else(|| config.str_value("layer").and_then(Layer::parse))
 }
 
 fn relation_of(name: &str, config: &ConfigMap, layer: Option<Layer>) -> String {
     if config.str_value("materialized") == Some("ephemeral") {
         format!("{EPHEMERAL_PREFIX}{name}")
     } else {
-        format!(
-            "{}.{}",
-            schema_of(config, layer),
-            config.str_value("alias").unwrap_or(name)
-        )
+        format!("{}.{}", schema_of(config, layer), config.str_value("alias").unwrap_or(name))
     }
 }
 
@@ -119,21 +120,12 @@ fn render_and_parse(
         .par_iter()
         .map(|model| {
             let file = project.files.get(model.file);
-            let this = context
-                .relations
-                .get(&model.name)
-                .cloned()
-                .unwrap_or_default();
+            let this = context.relations.get(&model.name).cloned().unwrap_or_default();
             let rendered = renderer.render_model(model.file, file, &this, context, macro_files)?;
-            let origin = SqlOrigin {
-                file_id: model.file,
-                file,
-                offsets: &rendered.offsets,
-            };
+            let origin = SqlOrigin { file_id: model.file, file, offsets: &rendered.offsets };
             let analyzed = sql::analyze(&rendered.sql, &origin)?;
             if let Some(incremental) = &rendered.sql_incremental {
-                sql::analyze(incremental, &origin)
-                    .map_err(|d| d.with_note("in the `is_incremental()` variant"))?;
+                sql::analyze(incremental, &origin).map_err(|d| d.with_note("in the `is_incremental()` variant"))?;
             }
             Ok(ModelResult { rendered, analyzed })
         })
@@ -143,6 +135,7 @@ fn render_and_parse(
 fn build_manifest(
     project: &Project,
     options: &CompileOptions,
+    origins: &mut BTreeMap<String, plan::ModelOrigin>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Manifest> {
     let project_name = &project.config.name;
@@ -152,18 +145,11 @@ fn build_manifest(
     for model in project.models.iter().filter(|m| m.config.enabled()) {
         if let Some(first) = by_name.get(model.name.as_str()) {
             diagnostics.push(
-                Diagnostic::error(
-                    Code::DuplicateModel,
-                    format!("two models are named `{}`", model.name),
-                )
-                .with_primary(model.file, 0..0, "second model with this name")
-                .with_secondary(
-                    first.file,
-                    0..0,
-                    format!("first defined here: `{}`", first.path),
-                )
-                .with_note(format!("files: `{}` and `{}`", first.path, model.path))
-                .with_help("rename one of the files; a model's name is its file name"),
+                Diagnostic::error(Code::DuplicateModel, format!("two models are named `{}`", model.name))
+                    .with_primary(model.file, 0..0, "second model with this name")
+                    .with_secondary(first.file, 0..0, format!("first defined here: `{}`", first.path))
+                    .with_note(format!("files: `{}` and `{}`", first.path, model.path))
+                    .with_help("rename one of the files; a model's name is its file name"),
             );
         } else {
             by_name.insert(&model.name, model);
@@ -173,41 +159,25 @@ fn build_manifest(
 
     let mut context = RenderContext {
         relations: BTreeMap::new(),
-        sources: project
-            .sources
-            .iter()
-            .map(|s| (s.source_name.clone(), s.table_name.clone()))
-            .collect(),
+        sources: project.sources.iter().map(|s| (s.source_name.clone(), s.table_name.clone())).collect(),
         vars: project.config.vars.clone(),
         env_vars: options.env_vars.clone(),
         run_started_at: options.run_started_at.clone(),
         invocation_id: options.invocation_id.clone(),
-        target_name: if options.target_name.is_empty() {
-            "dev".into()
-        } else {
-            options.target_name.clone()
-        },
+        target_name: if options.target_name.is_empty() { "dev".into() } else { options.target_name.clone() },
     };
     context.vars.extend(options.vars.clone());
     for seed in &project.seeds {
         let schema = seed.config.str_value("schema").unwrap_or("seeds");
-        context
-            .relations
-            .insert(seed.name.clone(), format!("{schema}.{}", seed.name));
+        context.relations.insert(seed.name.clone(), format!("{schema}.{}", seed.name));
     }
     for model in &models {
         let layer = layer_of(model, &model.config);
-        context.relations.insert(
-            model.name.clone(),
-            relation_of(&model.name, &model.config, layer),
-        );
+        context.relations.insert(model.name.clone(), relation_of(&model.name, &model.config, layer));
     }
 
-    let macro_files: Vec<(FileId, &SourceFile)> = project
-        .macro_files
-        .iter()
-        .map(|m| (m.file, project.files.get(m.file)))
-        .collect();
+    let macro_files: Vec<(FileId, &SourceFile)> =
+        project.macro_files.iter().map(|m| (m.file, project.files.get(m.file))).collect();
     let (renderer, macro_diagnostics) = Renderer::new(Arc::new(context.clone()), &macro_files);
     let macros_broken = !macro_diagnostics.is_empty();
     diagnostics.extend(macro_diagnostics);
@@ -246,13 +216,7 @@ fn build_manifest(
         push(format!("model.{project_name}.{}", model.name), &mut ids);
     }
     for source in &project.sources {
-        push(
-            format!(
-                "source.{project_name}.{}.{}",
-                source.source_name, source.table_name
-            ),
-            &mut ids,
-        );
+        push(format!("source.{project_name}.{}.{}", source.source_name, source.table_name), &mut ids);
     }
     let seed_id = |name: &str| format!("seed.{project_name}.{name}");
     let model_id = |name: &str| format!("model.{project_name}.{name}");
@@ -261,23 +225,13 @@ fn build_manifest(
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
     // (upstream, downstream) -> where the downstream's ref is written, for cycle and layer labels.
-    let mut edge_spans: BTreeMap<(String, String), (FileId, std::ops::Range<usize>)> =
-        BTreeMap::new();
-    let ref_names: Vec<&str> = models
-        .iter()
-        .map(|m| m.name.as_str())
-        .chain(project.seeds.iter().map(|s| s.name.as_str()))
-        .collect();
-    let source_names: Vec<String> = project
-        .sources
-        .iter()
-        .map(|s| format!("{}.{}", s.source_name, s.table_name))
-        .collect();
-    let known_relations: BTreeMap<String, String> = context
-        .relations
-        .iter()
-        .map(|(name, relation)| (relation.to_lowercase(), name.clone()))
-        .collect();
+    let mut edge_spans: BTreeMap<(String, String), (FileId, std::ops::Range<usize>)> = BTreeMap::new();
+    let ref_names: Vec<&str> =
+        models.iter().map(|m| m.name.as_str()).chain(project.seeds.iter().map(|s| s.name.as_str())).collect();
+    let source_names: Vec<String> =
+        project.sources.iter().map(|s| format!("{}.{}", s.source_name, s.table_name)).collect();
+    let known_relations: BTreeMap<String, String> =
+        context.relations.iter().map(|(name, relation)| (relation.to_lowercase(), name.clone())).collect();
 
     for (model, result) in models.iter().zip(results) {
         let result = match result {
@@ -291,13 +245,19 @@ fn build_manifest(
             }
         };
         let unique_id = model_id(&model.name);
+        origins.insert(
+            model.name.clone(),
+            plan::ModelOrigin {
+                file_id: model.file,
+                rendered_sql: result.rendered.sql.clone(),
+                offsets: result.rendered.offsets.clone(),
+            },
+        );
         let config = effective_config(model, &result.rendered);
         check_config(model, &config, diagnostics);
         let layer = layer_of(model, &config);
-        let materialized = config
-            .str_value("materialized")
-            .and_then(Materialization::parse)
-            .unwrap_or(Materialization::View);
+        let materialized =
+            config.str_value("materialized").and_then(Materialization::parse).unwrap_or(Materialization::View);
 
         let mut depends_on = BTreeSet::new();
         let mut read_relations: BTreeSet<String> = BTreeSet::new();
@@ -322,16 +282,12 @@ fn build_manifest(
                 None => {
                     // The unresolved ref renders as the bare name; it is not also a hidden dependency.
                     read_relations.insert(name.to_lowercase());
-                    let mut diagnostic = Diagnostic::error(
-                        Code::RefNotFound,
-                        format!("`ref('{name}')` does not name a model or seed"),
-                    )
-                    .with_primary(model.file, span, "no model with this name");
-                    diagnostic = match crate::suggest::did_you_mean(name, ref_names.iter().copied())
-                    {
+                    let mut diagnostic =
+                        Diagnostic::error(Code::RefNotFound, format!("`ref('{name}')` does not name a model or seed"))
+                            .with_primary(model.file, span, "no model with this name");
+                    diagnostic = match crate::suggest::did_you_mean(name, ref_names.iter().copied()) {
                         Some(close) => diagnostic.with_help(format!("did you mean `{close}`?")),
-                        None => diagnostic
-                            .with_help(format!("add `models/.../{name}.sql`, or correct the name")),
+                        None => diagnostic.with_help(format!("add `models/.../{name}.sql`, or correct the name")),
                     };
                     diagnostics.push(diagnostic);
                 }
@@ -342,10 +298,7 @@ fn build_manifest(
             let span = dep.span.clone().unwrap_or(0..0);
             let relation = format!("{source_name}.{table}");
             read_relations.insert(relation.to_lowercase());
-            if context
-                .sources
-                .contains(&(source_name.clone(), table.clone()))
-            {
+            if context.sources.contains(&(source_name.clone(), table.clone())) {
                 let upstream = source_id(source_name, table);
                 edge_spans.insert((upstream.clone(), unique_id.clone()), (model.file, span));
                 depends_on.insert(upstream);
@@ -387,11 +340,7 @@ fn build_manifest(
             layer,
             path: model.path.clone(),
             schema: schema_of(&config, layer),
-            relation: context
-                .relations
-                .get(&model.name)
-                .cloned()
-                .unwrap_or_default(),
+            relation: context.relations.get(&model.name).cloned().unwrap_or_default(),
             materialized,
             tags: config.tags(),
             description: properties.description.clone(),
@@ -399,21 +348,12 @@ fn build_manifest(
             compiled_sql: result.rendered.sql.clone(),
             compiled_sql_incremental: result.rendered.sql_incremental.clone(),
             columns: columns_of(&properties.columns),
+            planned_columns: None,
             depends_on: manifest::DependsOn {
                 nodes: depends_on.into_iter().collect(),
-                macros: result
-                    .rendered
-                    .macros
-                    .iter()
-                    .map(|m| format!("macro.{project_name}.{m}"))
-                    .collect(),
+                macros: result.rendered.macros.iter().map(|m| format!("macro.{project_name}.{m}")).collect(),
             },
-            tests: properties
-                .tests
-                .iter()
-                .chain(&properties.data_tests)
-                .cloned()
-                .collect(),
+            tests: properties.tests.iter().chain(&properties.data_tests).cloned().collect(),
             constraints: properties.constraints.clone(),
             checksum: checksum(
                 project.files.get(model.file).text.as_ref(),
@@ -429,11 +369,7 @@ fn build_manifest(
     for seed in &project.seeds {
         let properties = seed.properties.clone().unwrap_or_default();
         let unique_id = seed_id(&seed.name);
-        let schema = seed
-            .config
-            .str_value("schema")
-            .unwrap_or("seeds")
-            .to_string();
+        let schema = seed.config.str_value("schema").unwrap_or("seeds").to_string();
         let seed_text = std::fs::read(project.root.join(&seed.path)).unwrap_or_default();
         nodes.insert(
             unique_id.clone(),
@@ -453,13 +389,9 @@ fn build_manifest(
                 compiled_sql: String::new(),
                 compiled_sql_incremental: None,
                 columns: columns_of(&properties.columns),
+                planned_columns: None,
                 depends_on: manifest::DependsOn::default(),
-                tests: properties
-                    .tests
-                    .iter()
-                    .chain(&properties.data_tests)
-                    .cloned()
-                    .collect(),
+                tests: properties.tests.iter().chain(&properties.data_tests).cloned().collect(),
                 constraints: properties.constraints.clone(),
                 checksum: hex(&Sha256::digest(&seed_text)),
             },
@@ -481,6 +413,7 @@ fn build_manifest(
                 options: s.options.clone(),
                 description: s.description.clone(),
                 columns: columns_of(&s.columns),
+                planned_columns: None,
                 freshness: s.freshness.clone(),
                 loaded_at_field: s.loaded_at_field.clone(),
                 tests: s.tests.clone(),
@@ -491,12 +424,7 @@ fn build_manifest(
         .collect();
 
     // Graph checks: cycles and medallion layer rules.
-    let dag = Dag::new(
-        ids.len(),
-        edges
-            .iter()
-            .filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?))),
-    );
+    let dag = Dag::new(ids.len(), edges.iter().filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?))));
     for cycle in dag.cycles(|n| ids[n.index()].clone()) {
         diagnostics.push(cycle_diagnostic(&cycle, &ids, &nodes, &edge_spans));
     }
@@ -507,11 +435,8 @@ fn build_manifest(
         return None;
     }
 
-    let order: Vec<String> = dag
-        .topological_order(|n| ids[n.index()].clone())
-        .into_iter()
-        .map(|n| ids[n.index()].clone())
-        .collect();
+    let order: Vec<String> =
+        dag.topological_order(|n| ids[n.index()].clone()).into_iter().map(|n| ids[n.index()].clone()).collect();
     inline_ephemerals(&mut nodes, &order);
 
     let macros = renderer
@@ -554,18 +479,11 @@ fn effective_config(model: &ModelFile, rendered: &RenderedModel) -> ConfigMap {
 
 fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &mut Vec<Diagnostic>) {
     if let Some(materialized) = config.get("materialized") {
-        if materialized
-            .as_str()
-            .and_then(Materialization::parse)
-            .is_none()
-        {
+        if materialized.as_str().and_then(Materialization::parse).is_none() {
             diagnostics.push(
                 Diagnostic::error(
                     Code::InvalidConfig,
-                    format!(
-                        "unknown materialization {materialized} on model `{}`",
-                        model.name
-                    ),
+                    format!("unknown materialization {materialized} on model `{}`", model.name),
                 )
                 .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
                 .with_help("use one of `view`, `table`, `ephemeral`, `incremental`"),
@@ -575,12 +493,9 @@ fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &mut Vec<Dia
     if let Some(layer) = config.get("layer") {
         if layer.as_str().and_then(Layer::parse).is_none() {
             diagnostics.push(
-                Diagnostic::error(
-                    Code::InvalidConfig,
-                    format!("unknown layer {layer} on model `{}`", model.name),
-                )
-                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
-                .with_help("use one of `bronze`, `silver`, `gold`"),
+                Diagnostic::error(Code::InvalidConfig, format!("unknown layer {layer} on model `{}`", model.name))
+                    .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                    .with_help("use one of `bronze`, `silver`, `gold`"),
             );
         }
     }
@@ -594,18 +509,11 @@ fn check_hidden_dependencies(
     known_relations: &BTreeMap<String, String>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    let origin = SqlOrigin {
-        file_id: model.file,
-        file,
-        offsets: &result.rendered.offsets,
-    };
+    let origin = SqlOrigin { file_id: model.file, file, offsets: &result.rendered.offsets };
     let mut reported = BTreeSet::new();
     for relation in &result.analyzed.relations {
         let name = &relation.name;
-        if read_relations.contains(name)
-            || result.analyzed.ctes.contains(name)
-            || name.starts_with(EPHEMERAL_PREFIX)
-        {
+        if read_relations.contains(name) || result.analyzed.ctes.contains(name) || name.starts_with(EPHEMERAL_PREFIX) {
             continue;
         }
         if !reported.insert(name.clone()) {
@@ -613,16 +521,16 @@ fn check_hidden_dependencies(
         }
         let (span, _) = sql::map_span(&origin, relation.span.clone());
         let help = match known_relations.get(name) {
-            Some(model_name) => format!("this is model `{model_name}`: write `{{{{ ref('{model_name}') }}}}` so pipe orders it"),
-            None => "read it through `{{ ref('...') }}` or `{{ source('...', '...') }}` so pipe knows the dependency".to_string(),
+            Some(model_name) => {
+                format!("this is model `{model_name}`: write `{{{{ ref('{model_name}') }}}}` so pipe orders it")
+            }
+            None => "read it through `{{ ref('...') }}` or `{{ source('...', '...') }}` so pipe knows the dependency"
+                .to_string(),
         };
         diagnostics.push(
-            Diagnostic::warning(
-                Code::HiddenDependency,
-                format!("`{name}` is neither a ref, a source nor a CTE"),
-            )
-            .with_primary(model.file, span, "hidden dependency")
-            .with_help(help),
+            Diagnostic::warning(Code::HiddenDependency, format!("`{name}` is neither a ref, a source nor a CTE"))
+                .with_primary(model.file, span, "hidden dependency")
+                .with_help(help),
         );
     }
 }
@@ -677,10 +585,7 @@ fn cycle_diagnostic(
     let name = |id: &str| nodes.get(id).map_or(id.to_string(), |n| n.name.clone());
     let mut path: Vec<String> = cycle.iter().map(|n| name(&ids[n.index()])).collect();
     path.push(path[0].clone());
-    let mut diagnostic = Diagnostic::error(
-        Code::Cycle,
-        format!("dependency cycle: {}", path.join(" -> ")),
-    );
+    let mut diagnostic = Diagnostic::error(Code::Cycle, format!("dependency cycle: {}", path.join(" -> ")));
     for (i, node) in cycle.iter().enumerate() {
         let from = &ids[node.index()];
         let to = &ids[cycle[(i + 1) % cycle.len()].index()];
@@ -719,14 +624,7 @@ fn check_layers(
             },
             None => (
                 "source",
-                upstream
-                    .rsplitn(3, '.')
-                    .take(2)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("."),
+                upstream.rsplitn(3, '.').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("."),
                 String::new(),
             ),
         };
@@ -741,36 +639,15 @@ fn check_layers(
         let Some((file, span)) = edge_spans.get(&(upstream.clone(), downstream.clone())) else {
             continue;
         };
-        let what = if parent_layer == "source" {
-            "source".to_string()
-        } else {
-            format!("{parent_layer} model")
-        };
+        let what = if parent_layer == "source" { "source".to_string() } else { format!("{parent_layer} model") };
         let mut diagnostic = Diagnostic::error(
             Code::LayerViolation,
-            format!(
-                "{child_layer} model `{}` reads {what} `{parent_name}`",
-                child.name
-            ),
+            format!("{child_layer} model `{}` reads {what} `{parent_name}`", child.name),
         )
-        .with_primary(
-            *file,
-            span.clone(),
-            format!("{child_layer} reads {parent_layer} here"),
-        )
-        .with_note(format!(
-            "{child_layer} may read only {}",
-            allowed.join(" or ")
-        ))
-        .with_help(
-            "read through the layer in between, or set `layer-rules: warn` in the project file",
-        );
-        if let Some(parent_file) = project
-            .models
-            .iter()
-            .find(|m| m.path == parent_path)
-            .map(|m| m.file)
-        {
+        .with_primary(*file, span.clone(), format!("{child_layer} reads {parent_layer} here"))
+        .with_note(format!("{child_layer} may read only {}", allowed.join(" or ")))
+        .with_help("read through the layer in between, or set `layer-rules: warn` in the project file");
+        if let Some(parent_file) = project.models.iter().find(|m| m.path == parent_path).map(|m| m.file) {
             diagnostic = diagnostic.with_secondary(
                 parent_file,
                 0..0,
@@ -814,20 +691,11 @@ fn inline_ephemerals(nodes: &mut BTreeMap<String, Node>, order: &[String]) {
 fn with_ctes(sql: &str, ctes: &[(String, String)]) -> String {
     let definitions: Vec<String> = ctes
         .iter()
-        .map(|(name, body)| {
-            format!(
-                "{EPHEMERAL_PREFIX}{name} as (\n{}\n)",
-                body.trim().trim_end_matches(';')
-            )
-        })
+        .map(|(name, body)| format!("{EPHEMERAL_PREFIX}{name} as (\n{}\n)", body.trim().trim_end_matches(';')))
         .collect();
     let definitions = definitions.join(",\n");
     match leading_with(sql) {
-        Some(after_with) => format!(
-            "{}\n{definitions},{}",
-            &sql[..after_with],
-            &sql[after_with..]
-        ),
+        Some(after_with) => format!("{}\n{definitions},{}", &sql[..after_with], &sql[after_with..]),
         None => format!("with {definitions}\n{}", sql.trim_start()),
     }
 }
@@ -847,20 +715,14 @@ fn leading_with(sql: &str) -> Option<usize> {
         }
     }
     let offset = sql.len() - rest.len();
-    let word: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect();
+    let word: String = rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
     if !word.eq_ignore_ascii_case("with") {
         return None;
     }
     let mut end = offset + 4;
     let after = &sql[end..];
     let next = after.trim_start();
-    let next_word: String = next
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect();
+    let next_word: String = next.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
     if next_word.eq_ignore_ascii_case("recursive") {
         end += (after.len() - next.len()) + "recursive".len();
     }
@@ -877,15 +739,9 @@ pub struct SelectableGraph {
 impl SelectableGraph {
     pub fn new(manifest: &Manifest) -> SelectableGraph {
         let ids: Vec<String> = manifest.order.clone();
-        let index: BTreeMap<&str, NodeId> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), NodeId(i as u32)))
-            .collect();
-        let edges = manifest
-            .edges
-            .iter()
-            .filter_map(|(a, b)| Some((*index.get(a.as_str())?, *index.get(b.as_str())?)));
+        let index: BTreeMap<&str, NodeId> =
+            ids.iter().enumerate().map(|(i, id)| (id.as_str(), NodeId(i as u32))).collect();
+        let edges = manifest.edges.iter().filter_map(|(a, b)| Some((*index.get(a.as_str())?, *index.get(b.as_str())?)));
         let dag = Dag::new(ids.len(), edges);
         let order = (0..ids.len()).map(|i| NodeId(i as u32)).collect();
         SelectableGraph { ids, dag, order }
@@ -963,10 +819,7 @@ mod tests {
             with_ctes("-- note\nWITH a as (select 2) select * from a, __pipe_cte__e", &ctes),
             "-- note\nWITH\n__pipe_cte__e as (\nselect 1 as x\n), a as (select 2) select * from a, __pipe_cte__e"
         );
-        assert_eq!(
-            leading_with("with recursive t as (select 1) select 1"),
-            Some(14)
-        );
+        assert_eq!(leading_with("with recursive t as (select 1) select 1"), Some(14));
         assert_eq!(leading_with("select 1 -- with"), None);
     }
 }

@@ -1,0 +1,276 @@
+//! The planning phase of compile: type-checks every model with DataFusion against its inputs' schemas, in
+//! topological levels (each level in parallel on rayon), and records each model's output columns in the manifest.
+//!
+//! Results are cached in `target/plan_cache.json` by a key over the model's compiled SQL and its inputs' schemas:
+//! after an edit, only the edited model and the models whose inputs changed are planned again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::prelude::SessionContext;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::diagnostics::{Code, Diagnostic, FileId, SourceFile, SourceMap};
+use crate::manifest::{Manifest, NodeKind, PlannedColumn};
+use crate::project::{Materialization, SourceFormat};
+use crate::sql::plan::{PlanError, StaticPlanner};
+use crate::sql::{self, source_schema, SqlOrigin};
+use crate::template::OffsetMap;
+
+/// Planned output columns by cache key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PlanCache {
+    pub entries: BTreeMap<String, Vec<PlannedColumn>>,
+}
+
+impl PlanCache {
+    pub fn read(path: &Path) -> PlanCache {
+        std::fs::read_to_string(path).ok().and_then(|text| serde_json::from_str(&text).ok()).unwrap_or_default()
+    }
+
+    pub fn write(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_string(self).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, path)
+    }
+}
+
+/// How much planning a compile did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanStats {
+    pub planned: usize,
+    pub cached: usize,
+}
+
+/// Where a model's rendered SQL came from, to point planning errors at the model file.
+pub(crate) struct ModelOrigin {
+    pub file_id: FileId,
+    pub rendered_sql: String,
+    pub offsets: OffsetMap,
+}
+
+/// Reads source and seed schemas from their files; a source that cannot be read is a warning and its readers are
+/// not type-checked.
+fn input_schemas(
+    project_root: &Path,
+    manifest: &Manifest,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> HashMap<String, SchemaRef> {
+    let mut schemas = HashMap::new();
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+        return schemas;
+    };
+    let ctx = SessionContext::new();
+    let state = ctx.state();
+    runtime.block_on(async {
+        for source in manifest.sources.values() {
+            let (Some(path), Some(format)) = (&source.path, source.format) else { continue };
+            let schema = if format == SourceFormat::Delta {
+                read_delta_schema(project_root, path).await
+            } else {
+                match source_schema::listing(project_root, path, format, &source.options) {
+                    Ok((url, listing)) => {
+                        source_schema::infer(&state, &url, &listing, path, &source.declared_types()).await
+                    }
+                    Err(err) => Err(err),
+                }
+            };
+            match schema {
+                Ok(schema) => {
+                    schemas.insert(source.relation.to_lowercase(), schema);
+                }
+                Err(err) => diagnostics.push(
+                    Diagnostic::warning(Code::PlanError, format!("source `{}` cannot be read: {err}", source.relation))
+                        .with_help("models reading it are not type-checked until its files exist"),
+                ),
+            }
+        }
+        for node in manifest.nodes.values().filter(|n| n.resource_type == NodeKind::Seed) {
+            let declared = node.columns.values().filter_map(|c| Some((c.name.clone(), c.data_type.clone()?))).collect();
+            let listed = source_schema::listing(project_root, &node.path, SourceFormat::Csv, &BTreeMap::new());
+            if let Ok((url, listing)) = listed {
+                if let Ok(schema) = source_schema::infer(&state, &url, &listing, &node.path, &declared).await {
+                    schemas.insert(node.relation.to_lowercase(), schema);
+                }
+            }
+        }
+    });
+    schemas
+}
+
+async fn read_delta_schema(project_root: &Path, path: &str) -> Result<SchemaRef, String> {
+    let dir = project_root.join(path).canonicalize().map_err(|e| e.to_string())?;
+    let url = url::Url::from_directory_path(dir).map_err(|()| "not an absolute path".to_string())?;
+    let table = deltalake::open_table(url).await.map_err(|e| e.to_string())?;
+    let provider = table.table_provider().await.map_err(|e| e.to_string())?;
+    Ok(provider.schema())
+}
+
+/// Relations a model's compiled SQL reads: its upstreams, looking through inlined ephemeral models.
+fn input_relations(manifest: &Manifest, id: &str) -> Vec<String> {
+    let mut relations = Vec::new();
+    let Some(node) = manifest.nodes.get(id) else { return relations };
+    for upstream in &node.depends_on.nodes {
+        match (manifest.nodes.get(upstream), manifest.sources.get(upstream)) {
+            (Some(up), _) if up.materialized == Materialization::Ephemeral => {
+                relations.extend(input_relations(manifest, upstream))
+            }
+            (Some(up), _) => relations.push(up.relation.to_lowercase()),
+            (None, Some(source)) => relations.push(source.relation.to_lowercase()),
+            (None, None) => {}
+        }
+    }
+    relations.sort();
+    relations.dedup();
+    relations
+}
+
+fn cache_key(sql: &str, inputs: &[(String, Vec<PlannedColumn>)]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(sql.as_bytes());
+    for (relation, columns) in inputs {
+        hasher.update(b"\0");
+        hasher.update(relation.as_bytes());
+        hasher.update(serde_json::to_string(columns).unwrap_or_default().as_bytes());
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Plans every model of `manifest` (except ephemeral ones, which are planned inside their readers) and records
+/// output columns; returns the cache to write and what was done.
+pub(crate) fn plan_manifest(
+    project_root: &Path,
+    manifest: &mut Manifest,
+    origins: &BTreeMap<String, ModelOrigin>,
+    files: &SourceMap,
+    cache: &PlanCache,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> (PlanCache, PlanStats) {
+    let _span = tracing::info_span!("plan").entered();
+    let mut schemas = input_schemas(project_root, manifest, diagnostics);
+    for source in manifest.sources.values_mut() {
+        source.planned_columns = schemas.get(&source.relation.to_lowercase()).map(|s| PlannedColumn::from_schema(s));
+    }
+    for node in manifest.nodes.values_mut().filter(|n| n.resource_type == NodeKind::Seed) {
+        node.planned_columns = schemas.get(&node.relation.to_lowercase()).map(|s| PlannedColumn::from_schema(s));
+    }
+
+    // Topological levels: a model's level is one more than its deepest planned upstream.
+    let mut level: HashMap<&str, usize> = HashMap::new();
+    let mut levels: Vec<Vec<String>> = Vec::new();
+    for id in &manifest.order {
+        let Some(node) = manifest.nodes.get(id) else { continue };
+        if node.resource_type != NodeKind::Model {
+            continue;
+        }
+        let depth = node.depends_on.nodes.iter().filter_map(|up| level.get(up.as_str())).max().map_or(0, |d| d + 1);
+        level.insert(id, depth);
+        if node.materialized != Materialization::Ephemeral {
+            if levels.len() <= depth {
+                levels.resize(depth + 1, Vec::new());
+            }
+            levels[depth].push(id.clone());
+        }
+    }
+
+    let planner = StaticPlanner::new();
+    let mut new_cache = PlanCache::default();
+    let mut stats = PlanStats::default();
+    for ids in levels {
+        type Planned = (String, String, Option<Result<SchemaRef, PlanError>>, bool);
+        let planned: Vec<Planned> = ids
+            .par_iter()
+            .map(|id| {
+                let node = &manifest.nodes[id];
+                let relations = input_relations(manifest, id);
+                let mut inputs: HashMap<String, SchemaRef> = HashMap::new();
+                let mut keyed = Vec::new();
+                for relation in &relations {
+                    match schemas.get(relation) {
+                        Some(schema) => {
+                            keyed.push((relation.clone(), PlannedColumn::from_schema(schema)));
+                            inputs.insert(relation.clone(), Arc::clone(schema));
+                        }
+                        // An input that could not be planned or read: this model is not type-checked.
+                        None => return (id.clone(), String::new(), None, false),
+                    }
+                }
+                let key = cache_key(&node.compiled_sql, &keyed);
+                if let Some(columns) = cache.entries.get(&key) {
+                    return (id.clone(), key, Some(Ok(Arc::new(PlannedColumn::to_schema(columns)))), true);
+                }
+                (id.clone(), key, Some(planner.plan(&node.compiled_sql, &inputs)), false)
+            })
+            .collect();
+        for (id, key, result, from_cache) in planned {
+            let Some(result) = result else { continue };
+            let node = manifest.nodes.get_mut(&id).expect("planned ids come from the manifest");
+            match result {
+                Ok(schema) => {
+                    let columns = PlannedColumn::from_schema(&schema);
+                    new_cache.entries.insert(key, columns.clone());
+                    node.planned_columns = Some(columns);
+                    schemas.insert(node.relation.to_lowercase(), schema);
+                    if from_cache {
+                        stats.cached += 1;
+                    } else {
+                        stats.planned += 1;
+                    }
+                }
+                Err(err) => {
+                    if let Some(origin) = origins.get(&node.name) {
+                        diagnostics.push(plan_diagnostic(&err, &node.compiled_sql, origin, files));
+                    }
+                }
+            }
+        }
+    }
+    (new_cache, stats)
+}
+
+fn plan_diagnostic(err: &PlanError, compiled_sql: &str, origin: &ModelOrigin, files: &SourceMap) -> Diagnostic {
+    let file: &SourceFile = files.get(origin.file_id);
+    let mut diagnostic = Diagnostic::error(Code::PlanError, err.message.clone());
+    for note in &err.notes {
+        diagnostic = diagnostic.with_note(format!("DataFusion: {note}"));
+    }
+    let exact_origin = compiled_sql == origin.rendered_sql;
+    match err.location {
+        Some((line, column)) if exact_origin => {
+            let rendered = SourceFile::new(file.path.clone(), Arc::from(compiled_sql));
+            let start = rendered.offset_of(line as usize, column as usize);
+            let len = compiled_sql[start..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+                .count()
+                .max(1);
+            let sql_origin = SqlOrigin { file_id: origin.file_id, file, offsets: &origin.offsets };
+            let (span, exact) = sql::map_span(&sql_origin, start..start + len);
+            diagnostic = diagnostic.with_primary(origin.file_id, span, "here");
+            if !exact {
+                diagnostic = diagnostic.with_note(format!("in the compiled SQL at {line}:{column}"));
+            }
+        }
+        Some((line, column)) => {
+            diagnostic = diagnostic.with_primary(origin.file_id, 0..0, "in this model").with_note(format!(
+                "in the compiled SQL (`target/compiled/{}`) at {line}:{column}",
+                file.display_path()
+            ));
+        }
+        None => diagnostic = diagnostic.with_primary(origin.file_id, 0..0, "in this model"),
+    }
+    match &err.unknown_column {
+        Some((name, valid)) => {
+            let bare: Vec<&str> = valid.iter().map(String::as_str).collect();
+            match crate::suggest::did_you_mean(name, bare.iter().copied()) {
+                Some(close) => diagnostic.with_help(format!("did you mean `{close}`?")),
+                None => diagnostic.with_help(format!("available columns: {}", bare.join(", "))),
+            }
+        }
+        None => diagnostic.with_help("fix the query; `pipe compile --no-plan` skips type-checking"),
+    }
+}

@@ -1,0 +1,124 @@
+//! The schemas of source tables and seeds, read from their files: the CSV header and values, JSON keys, Parquet
+//! metadata or the Delta log, with declared column types applied by name. Compile plans against these schemas, and
+//! the build registers sources with exactly the same ones.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::Session;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTableUrl};
+
+use crate::project::SourceFormat;
+
+/// Arrow type of a SQL type name as written in YAML (`bigint`, `varchar`, `decimal(10,2)`, `timestamp`, ...).
+pub fn arrow_type(sql_type: &str) -> Option<DataType> {
+    let lower = sql_type.trim().to_ascii_lowercase();
+    let (base, args) = match lower.split_once('(') {
+        Some((base, rest)) => (base.trim(), Some(rest.trim_end_matches(')'))),
+        None => (lower.as_str(), None),
+    };
+    Some(match base {
+        "bigint" | "int8" | "long" | "integer64" => DataType::Int64,
+        "int" | "integer" | "int4" => DataType::Int32,
+        "smallint" | "int2" => DataType::Int16,
+        "tinyint" => DataType::Int8,
+        "double" | "double precision" | "float8" => DataType::Float64,
+        "float" | "real" | "float4" => DataType::Float32,
+        "varchar" | "string" | "text" | "char" | "character varying" => DataType::Utf8,
+        "boolean" | "bool" => DataType::Boolean,
+        "date" => DataType::Date32,
+        "timestamp" | "datetime" | "timestamp_ntz" => DataType::Timestamp(TimeUnit::Microsecond, None),
+        "timestamptz" | "timestamp_tz" | "timestamp with time zone" => {
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        }
+        "decimal" | "numeric" => {
+            let mut parts = args.unwrap_or("38,9").split(',').map(|p| p.trim().parse::<i64>().ok());
+            let precision = parts.next().flatten().unwrap_or(38).clamp(1, 38) as u8;
+            let scale = parts.next().flatten().unwrap_or(0).clamp(0, precision as i64) as i8;
+            DataType::Decimal128(precision, scale)
+        }
+        _ => return None,
+    })
+}
+
+/// How to list and read a file source: its URL (path or glob) and listing options.
+pub fn listing(
+    project_root: &Path,
+    path: &str,
+    format: SourceFormat,
+    options: &BTreeMap<String, serde_json::Value>,
+) -> Result<(ListingTableUrl, ListingOptions), String> {
+    let option = |key: &str| options.get(key);
+    let (file_format, extension): (Arc<dyn FileFormat>, &str) = match format {
+        SourceFormat::Csv => {
+            let delimiter = option("delimiter").and_then(|v| v.as_str()).and_then(|s| s.bytes().next()).unwrap_or(b',');
+            let header = option("header").and_then(|v| v.as_bool()).unwrap_or(true);
+            (Arc::new(CsvFormat::default().with_has_header(header).with_delimiter(delimiter)), ".csv")
+        }
+        SourceFormat::Json => (Arc::new(JsonFormat::default()), ".json"),
+        SourceFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
+        SourceFormat::Delta => return Err("a Delta source is read through the Delta log, not listed".into()),
+    };
+    let location = project_root.join(path).to_string_lossy().to_string();
+    let url = ListingTableUrl::parse(&location).map_err(|e| e.to_string())?;
+    Ok((url, ListingOptions::new(file_format).with_file_extension(extension)))
+}
+
+/// The schema of the files behind `url`, with `declared` types (column name -> SQL type) applied by name; every
+/// column is nullable, as raw data is.
+pub async fn infer(
+    session: &dyn Session,
+    url: &ListingTableUrl,
+    listing: &ListingOptions,
+    path: &str,
+    declared: &BTreeMap<String, String>,
+) -> Result<SchemaRef, String> {
+    let inferred = listing
+        .infer_schema(session, url)
+        .await
+        .map_err(|e| format!("cannot read `{path}`: {}", e.strip_backtrace()))?;
+    if inferred.fields().is_empty() {
+        return Err(format!("no files match `{path}`"));
+    }
+    Ok(Arc::new(apply_declared_types(&inferred, declared)))
+}
+
+fn apply_declared_types(inferred: &Schema, declared: &BTreeMap<String, String>) -> Schema {
+    let fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .map(|field| {
+            let declared_type = declared
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(field.name()))
+                .and_then(|(_, data_type)| arrow_type(data_type));
+            Field::new(field.name(), declared_type.unwrap_or_else(|| field.data_type().clone()), true)
+        })
+        .collect();
+    Schema::new(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_type_names() {
+        let cases = [
+            ("bigint", Some(DataType::Int64)),
+            ("VARCHAR", Some(DataType::Utf8)),
+            ("decimal(10, 2)", Some(DataType::Decimal128(10, 2))),
+            ("timestamp", Some(DataType::Timestamp(TimeUnit::Microsecond, None))),
+            ("geometry", None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(arrow_type(input), expected, "{input}");
+        }
+    }
+}

@@ -198,7 +198,11 @@ fn planning_is_cached_by_logic_and_input_schemas() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/manifest.json")).unwrap()).unwrap();
     let columns = &manifest["nodes"]["model.shop.gld_daily_revenue"]["planned_columns"];
     assert_eq!(
-        columns.to_string(),
-        r#"[{"name":"order_date","data_type":"Date32","nullable":true},{"name":"orders","data_type":"Int64","nullable":false},{"name":"revenue","data_type":"Float64","nullable":true}]"#
+        *columns,
+        serde_json::json!([
+            {"name": "order_date", "data_type": "Date32", "nullable": true},
+            {"name": "orders", "data_type": "Int64", "nullable": false},
+            {"name": "revenue", "data_type": "Float64", "nullable": true},
+        ])
     );
 }

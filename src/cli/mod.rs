@@ -160,8 +160,11 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PIPE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // delta-rs warns on every write of a DataFusion nanosecond timestamp (Delta stores microseconds); pipe's own
+    // messages say what matters, so library logs show only errors unless `PIPE_LOG` asks for more.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PIPE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("error,pipe=warn,deltalake_core=error,buoyant_kernel=off")
+    });
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Build benchmark: `pipe build` (release) next to dbt-duckdb (`peer.sh build`) and DuckDB alone
+# (`duckdb_plain.py`) on the same generated medallion project, in the same run.
+#   bench/build.sh [ROWS ...]        (default: 1000000 10000000)
+# Prints wall time, rows/s and peak RSS of pipe (best of 2), the peers' figures, and the ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared=${SHARED:-../shared/bench}
+export CARGO_TARGET_DIR="${PIPE_RELEASE_TARGET:-$HOME/.cache/pipe-target-release}"
+cargo build --release --quiet
+bin="$CARGO_TARGET_DIR/release/pipe"
+venv=${PEER_VENV:-$HOME/.cache/pipe-peer-venv}
+sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(1000000 10000000)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+for rows in "${sizes[@]}"; do
+  dir="$work/r$rows"
+  python3 "$shared/gen_project.py" --out "$dir" --rows "$rows" >/dev/null
+  best=""; best_rss=""
+  for _ in 1 2; do
+    rm -rf "$dir/warehouse" "$dir/target"
+    line=$( { /usr/bin/time -f "%e %M" "$bin" build --project-dir "$dir" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )
+    wall=${line% *}; rss=${line#* }
+    if [ -z "$best" ] || awk "BEGIN{exit !($wall < $best)}"; then best=$wall; best_rss=$rss; fi
+  done
+  awk -v w="$best" -v r="$rows" -v m="$best_rss" 'BEGIN{printf "pipe build    rows=%d wall=%.2f s rows/s=%.0f rss=%d MiB\n", r, w, r/w, m/1024}'
+  if [ -z "${SKIP_PEER:-}" ]; then
+    peer=$(bash "$shared/peer.sh" build "$dir")
+    echo "$peer (rows=$rows)"
+    peer_wall=$(echo "$peer" | sed -E 's/.*wall=([0-9.]+).*/\1/')
+    (cd "$dir" && DBT_PROFILES_DIR=. "$venv/bin/dbt" compile >/dev/null 2>&1)
+    plain=$("$venv/bin/python" "$shared/duckdb_plain.py" "$dir")
+    echo "$plain (rows=$rows)"
+    plain_wall=$(echo "$plain" | sed -E 's/.* in ([0-9.]+) s.*/\1/')
+    awk -v p="$best" -v d="$peer_wall" -v q="$plain_wall" -v r="$rows" \
+      'BEGIN{printf "ratio rows=%d dbt-duckdb/pipe = %.2fx, pipe/duckdb-alone = %.2fx\n", r, d/p, p/q}'
+  fi
+done

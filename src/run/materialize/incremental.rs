@@ -1,13 +1,23 @@
 //! `incremental`: the first build (or `--full-refresh`) writes the whole result like `table`; later builds run the
-//! model's `is_incremental()` variant and add its rows in one commit (the `append` strategy).
-//! Keyed strategies (`merge` on `unique_key`, `delete+insert`, `insert_overwrite`, `microbatch`) are refused before
-//! any data moves until they are implemented.
+//! model's `is_incremental()` variant (the batch) and apply it with the model's strategy, in one Delta commit:
+//! - `append`: add the batch's rows;
+//! - `merge` (default with `unique_key`): update rows whose key matches, insert the others (Delta MERGE), with
+//!   `merge_update_columns` / `merge_exclude_columns`;
+//! - `delete+insert`: replace every row whose key is in the batch by the batch's rows (`replaceWhere`);
+//! - `insert_overwrite`: replace the `partition_by` partitions present in the batch (`replaceWhere`).
+//!
+//! A batch holding two rows with one key is refused before anything is written, naming the key.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::datasource::MemTable;
+use datafusion::prelude::DataFrame;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
+use serde_json::Value;
 
 use super::table::write_overwrite;
 use super::{plan, Materialize, ModelContext, Outcome};
@@ -17,6 +27,29 @@ use crate::run::RunError;
 
 pub struct IncrementalMaterialization;
 
+/// Column names from a config value written as a string or a list (`unique_key`, `partition_by`, ...).
+fn column_list(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::String(s)) => s.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
+        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A SQL literal for a value displayed by Arrow, for `replaceWhere` predicates.
+fn literal(batch: &RecordBatch, column: usize, row: usize) -> Result<String, RunError> {
+    let array = batch.column(column);
+    if array.is_null(row) {
+        return Ok("NULL".into());
+    }
+    let text = array_value_to_string(array, row).map_err(|e| RunError::Warehouse(e.to_string()))?;
+    Ok(if array.data_type().is_numeric() { text } else { format!("'{}'", text.replace('\'', "''")) })
+}
+
 #[async_trait::async_trait]
 impl Materialize for IncrementalMaterialization {
     fn kind(&self) -> Materialization {
@@ -25,16 +58,26 @@ impl Materialize for IncrementalMaterialization {
 
     async fn run(&self, cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
         let node = cx.node;
-        let strategy = node
-            .config
-            .str_value("incremental_strategy")
-            .unwrap_or(if node.config.contains_key("unique_key") { "merge" } else { "append" });
-        if strategy != "append" {
+        let keys = column_list(node.config.get("unique_key"));
+        let strategy =
+            node.config.str_value("incremental_strategy").unwrap_or(if keys.is_empty() { "append" } else { "merge" });
+        if !["append", "merge", "delete+insert", "insert_overwrite"].contains(&strategy) {
             return Err(RunError::Unsupported(format!(
-                "incremental strategy `{strategy}` on `{}` is not available yet; use `incremental_strategy='append'` or `materialized='table'`",
+                "incremental strategy `{strategy}` on `{}` is not available; use `append`, `merge`, `delete+insert` or `insert_overwrite`",
                 node.name
             )));
         }
+        if matches!(strategy, "merge" | "delete+insert") && keys.is_empty() {
+            return Err(RunError::Unsupported(format!("strategy `{strategy}` on `{}` needs `unique_key`", node.name)));
+        }
+        let partitions = column_list(node.config.get("partition_by"));
+        if strategy == "insert_overwrite" && partitions.is_empty() {
+            return Err(RunError::Unsupported(format!(
+                "strategy `insert_overwrite` on `{}` needs `partition_by`",
+                node.name
+            )));
+        }
+
         let existing = cx.warehouse.load(&node.relation).await?;
         let started = Instant::now();
         let Some(table) = existing.filter(|_| !cx.full_refresh) else {
@@ -45,24 +88,154 @@ impl Materialize for IncrementalMaterialization {
         let frame = plan(cx, sql).await?;
         let plan_time = started.elapsed();
         let started = Instant::now();
+
+        // The batch is computed once: it is checked, then written from memory.
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let batches = frame.collect().await.map_err(|e| RunError::query(&node.name, e))?;
+        let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)
+            .map_err(|e| RunError::Warehouse(e.to_string()))?;
+        if batch.num_rows() == 0 {
+            // Nothing new: no commit, so a rerun without new input adds no version.
+            let commit = cx.warehouse.last_commit(&table).await?;
+            return Ok(Outcome {
+                rows_written: Some(0),
+                delta_version: Some(commit.version),
+                provider: Some(cx.warehouse.provider(&table).await?),
+                note: Some("empty batch: nothing written".into()),
+                plan_time,
+                write_time: started.elapsed(),
+            });
+        }
+        if !keys.is_empty() && strategy != "append" {
+            check_unique_keys(&node.name, &batch, &keys)?;
+        }
         let metadata = Warehouse::commit_metadata(cx.run_id, &node.unique_id, &node.checksum);
-        let table = table
-            .write(Vec::new())
-            .with_input_plan(frame.logical_plan().clone())
-            .with_session_state(Arc::new(cx.session.state()))
-            .with_save_mode(SaveMode::Append)
-            .with_commit_properties(CommitProperties::default().with_metadata(metadata))
-            .await
-            .map_err(|e| RunError::write(&node.name, e))?;
+        let commit = CommitProperties::default().with_metadata(metadata);
+        let session = Arc::new(cx.session.state());
+        let rows = batch.num_rows() as u64;
+        let table = match strategy {
+            "merge" => {
+                let source = batch_frame(cx, &schema, batch.clone(), &node.name)?;
+                let predicate = keys
+                    .iter()
+                    .map(|k| format!("target.{} = source.{}", quote(k), quote(k)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                let all: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+                let mut update_columns = match column_list(node.config.get("merge_update_columns")) {
+                    list if !list.is_empty() => list,
+                    _ => all.iter().filter(|c| !keys.contains(c)).cloned().collect(),
+                };
+                let exclude = column_list(node.config.get("merge_exclude_columns"));
+                update_columns.retain(|c| !exclude.contains(c));
+                let builder = table
+                    .merge(source, predicate.as_str())
+                    .with_source_alias("source")
+                    .with_target_alias("target")
+                    .with_session_state(session)
+                    .with_commit_properties(commit);
+                let builder = if update_columns.is_empty() {
+                    builder
+                } else {
+                    builder.when_matched_update(|update| {
+                        update_columns.iter().fold(update, |u, c| u.update(quote(c), format!("source.{}", quote(c))))
+                    })?
+                };
+                let builder = builder.when_not_matched_insert(|insert| {
+                    all.iter().fold(insert, |i, c| i.set(quote(c), format!("source.{}", quote(c))))
+                })?;
+                builder.await.map_err(|e| RunError::write(&node.name, e))?.0
+            }
+            "append" => table
+                .write(vec![batch])
+                .with_session_state(session)
+                .with_save_mode(SaveMode::Append)
+                .with_commit_properties(commit)
+                .await
+                .map_err(|e| RunError::write(&node.name, e))?,
+            _ => {
+                // delete+insert replaces rows by key; insert_overwrite replaces partitions. Both are one commit.
+                let columns = if strategy == "delete+insert" { &keys } else { &partitions };
+                let predicate = replace_predicate(&batch, columns)?;
+                table
+                    .write(vec![batch])
+                    .with_session_state(session)
+                    .with_save_mode(SaveMode::Overwrite)
+                    .with_replace_where(predicate.as_str())
+                    .with_commit_properties(commit)
+                    .await
+                    .map_err(|e| RunError::write(&node.name, e))?
+            }
+        };
         let commit = cx.warehouse.last_commit(&table).await?;
-        let provider = cx.warehouse.provider(&table).await?;
         Ok(Outcome {
-            rows_written: commit.rows_added,
+            rows_written: Some(rows),
             delta_version: Some(commit.version),
-            provider: Some(provider),
-            note: None,
+            provider: Some(cx.warehouse.provider(&table).await?),
+            note: Some(format!("{strategy}: {rows} rows in the batch")),
             plan_time,
             write_time: started.elapsed(),
         })
     }
+}
+
+fn batch_frame(
+    cx: &ModelContext<'_>,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    batch: RecordBatch,
+    model: &str,
+) -> Result<DataFrame, RunError> {
+    let table = MemTable::try_new(Arc::clone(schema), vec![vec![batch]]).map_err(|e| RunError::query(model, e))?;
+    cx.session.read_table(Arc::new(table)).map_err(|e| RunError::query(model, e))
+}
+
+/// Refuses a batch with two rows for one key, naming the key.
+fn check_unique_keys(model: &str, batch: &RecordBatch, keys: &[String]) -> Result<(), RunError> {
+    let mut indexes = Vec::new();
+    for key in keys {
+        let index = batch.schema().index_of(key).map_err(|_| {
+            RunError::Unsupported(format!("`unique_key` column `{key}` is not an output column of `{model}`"))
+        })?;
+        indexes.push(index);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for row in 0..batch.num_rows() {
+        let key: Vec<String> =
+            indexes.iter().map(|&i| array_value_to_string(batch.column(i), row).unwrap_or_default()).collect();
+        if !seen.insert(key.clone()) {
+            let shown: Vec<String> = keys.iter().zip(&key).map(|(k, v)| format!("{k}={v}")).collect();
+            return Err(RunError::Unsupported(format!(
+                "the batch has more than one row for key ({}); deduplicate the model's batch or fix `unique_key`",
+                shown.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `(c1, c2) IN (...)` written as ORs of equalities over the distinct values of `columns` in a non-empty batch.
+fn replace_predicate(batch: &RecordBatch, columns: &[String]) -> Result<String, RunError> {
+    let mut indexes = Vec::new();
+    for column in columns {
+        indexes.push(
+            batch
+                .schema()
+                .index_of(column)
+                .map_err(|_| RunError::Unsupported(format!("column `{column}` is not in the batch")))?,
+        );
+    }
+    let mut terms = std::collections::BTreeSet::new();
+    for row in 0..batch.num_rows() {
+        let mut parts = Vec::new();
+        for (column, &index) in columns.iter().zip(&indexes) {
+            let value = literal(batch, index, row)?;
+            parts.push(if value == "NULL" {
+                format!("{} IS NULL", quote(column))
+            } else {
+                format!("{} = {value}", quote(column))
+            });
+        }
+        terms.insert(format!("({})", parts.join(" AND ")));
+    }
+    Ok(terms.into_iter().collect::<Vec<_>>().join(" OR "))
 }

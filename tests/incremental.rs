@@ -1,0 +1,132 @@
+//! Incremental models: each strategy applied to a second batch of real files, checked by reading the Delta table.
+
+mod support;
+
+use std::path::Path;
+
+use support::{pipe, text};
+
+fn project(strategy_config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for folder in ["data/updates", "models/bronze", "models/silver"] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    std::fs::write(root.join("pipe.yml"), "name: inc\n").unwrap();
+    std::fs::write(
+        root.join("models/sources.yml"),
+        "sources:\n  - name: raw\n    tables:\n      - name: updates\n        format: csv\n        path: data/updates/*.csv\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("models/bronze/brz_updates.sql"),
+        "{{ config(materialized='table') }}\nselect * from {{ source('raw', 'updates') }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("models/silver/customers.sql"),
+        format!(
+            "{{{{ config(materialized='incremental', {strategy_config}) }}}}\nselect id, day, name, cast(updated_at as timestamp) as updated_at\nfrom {{{{ ref('brz_updates') }}}}\n{{% if is_incremental() %}}\nwhere cast(updated_at as timestamp) > (select max(updated_at) from {{{{ this }}}})\n{{% endif %}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("data/updates/1.csv"),
+        "id,day,name,updated_at\n1,d1,ada,2026-01-01 10:00:00\n2,d1,bo,2026-01-01 11:00:00\n3,d2,cy,2026-01-02 09:00:00\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn rows(dir: &Path) -> String {
+    let output = pipe(dir, &["query", "select id, day, name from silver.customers order by id, name", "-o", "csv"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    text(&output.stdout)
+}
+
+fn build(dir: &Path) -> String {
+    let output = pipe(dir, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    stderr
+}
+
+const SECOND_BATCH: &str = "id,day,name,updated_at\n1,d1,ada2,2026-01-03 10:00:00\n4,d2,dee,2026-01-03 11:00:00\n";
+
+#[test]
+fn merge_updates_matches_and_inserts_the_rest() {
+    let dir = project("unique_key='id'");
+    build(dir.path());
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n2,d1,bo\n3,d2,cy\n");
+    std::fs::write(dir.path().join("data/updates/2.csv"), SECOND_BATCH).unwrap();
+    let stderr = build(dir.path());
+    assert!(stderr.contains("merge: 2 rows in the batch"), "{stderr}");
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
+    // A rerun with no new rows writes nothing: no new Delta version.
+    let stderr = build(dir.path());
+    assert!(stderr.contains("empty batch: nothing written"), "{stderr}");
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
+    let log = dir.path().join("warehouse/silver/customers/_delta_log");
+    assert_eq!(
+        std::fs::read_dir(log)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn duplicate_keys_in_a_batch_are_refused_before_writing() {
+    let dir = project("unique_key='id'");
+    build(dir.path());
+    std::fs::write(
+        dir.path().join("data/updates/2.csv"),
+        "id,day,name,updated_at\n5,d3,x,2026-01-04 10:00:00\n5,d3,y,2026-01-04 11:00:00\n",
+    )
+    .unwrap();
+    let output = pipe(dir.path(), &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the batch has more than one row for key (id=5)"), "{stderr}");
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n2,d1,bo\n3,d2,cy\n");
+}
+
+#[test]
+fn append_adds_the_batch() {
+    let dir = project("incremental_strategy='append'");
+    build(dir.path());
+    std::fs::write(dir.path().join("data/updates/2.csv"), SECOND_BATCH).unwrap();
+    build(dir.path());
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
+}
+
+#[test]
+fn delete_insert_replaces_rows_by_key() {
+    let dir = project("unique_key='id', incremental_strategy='delete+insert'");
+    build(dir.path());
+    std::fs::write(dir.path().join("data/updates/2.csv"), SECOND_BATCH).unwrap();
+    build(dir.path());
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
+}
+
+#[test]
+fn insert_overwrite_replaces_the_batch_partitions() {
+    let dir = project("incremental_strategy='insert_overwrite', partition_by='day'");
+    build(dir.path());
+    // The batch holds only day d2: d2's rows are replaced by the batch, d1 is untouched.
+    std::fs::write(dir.path().join("data/updates/2.csv"), "id,day,name,updated_at\n9,d2,zed,2026-01-05 10:00:00\n")
+        .unwrap();
+    build(dir.path());
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n2,d1,bo\n9,d2,zed\n");
+}
+
+#[test]
+fn full_refresh_rebuilds_from_upstream() {
+    let dir = project("incremental_strategy='append'");
+    build(dir.path());
+    std::fs::write(dir.path().join("data/updates/2.csv"), SECOND_BATCH).unwrap();
+    build(dir.path());
+    assert_eq!(pipe(dir.path(), &["build", "--full-refresh"]).status.code(), Some(0));
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
+}

@@ -119,6 +119,8 @@ fn insert_overwrite_replaces_the_batch_partitions() {
         .unwrap();
     build(dir.path());
     assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n2,d1,bo\n9,d2,zed\n");
+    // `partition_by` makes Delta partitions: one folder per day.
+    assert!(dir.path().join("warehouse/silver/customers/day=d1").is_dir());
 }
 
 #[test]

@@ -17,24 +17,14 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::DataFrame;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
-use serde_json::Value;
 
 use super::table::write_overwrite;
-use super::{plan, Materialize, ModelContext, Outcome};
+use super::{column_list, plan, Materialize, ModelContext, Outcome};
 use crate::project::{ConfigExt, Materialization};
 use crate::run::warehouse::Warehouse;
 use crate::run::RunError;
 
 pub struct IncrementalMaterialization;
-
-/// Column names from a config value written as a string or a list (`unique_key`, `partition_by`, ...).
-fn column_list(value: Option<&Value>) -> Vec<String> {
-    match value {
-        Some(Value::String(s)) => s.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect(),
-        Some(Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-        _ => Vec::new(),
-    }
-}
 
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -60,6 +60,17 @@ pub fn for_kind(kind: Materialization) -> Option<&'static dyn Materialize> {
     }
 }
 
+/// Column names from a config value written as a string or a list (`unique_key`, `partition_by`, ...).
+pub(crate) fn column_list(value: Option<&serde_json::Value>) -> Vec<String> {
+    match value {
+        Some(serde_json::Value::String(s)) => {
+            s.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect()
+        }
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Plans a model's SQL against the session; planning errors name the model.
 pub(crate) async fn plan(cx: &ModelContext<'_>, sql: &str) -> Result<DataFrame, RunError> {
     cx.session.sql(sql).await.map_err(|e| RunError::query(&cx.node.name, e))

@@ -39,8 +39,12 @@ pub(super) async fn write_overwrite(
     let relation = &cx.node.relation;
     let table = cx.warehouse.table_for_write(relation).await?;
     let metadata = Warehouse::commit_metadata(cx.run_id, &cx.node.unique_id, &cx.node.checksum);
-    let table = table
-        .write(Vec::new())
+    let partitions = super::column_list(cx.node.config.get("partition_by"));
+    let mut write = table.write(Vec::new());
+    if !partitions.is_empty() {
+        write = write.with_partition_columns(partitions);
+    }
+    let table = write
         .with_input_plan(frame.logical_plan().clone())
         .with_session_state(Arc::new(cx.session.state()))
         .with_save_mode(SaveMode::Overwrite)

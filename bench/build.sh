@@ -19,7 +19,8 @@ for rows in "${sizes[@]}"; do
   best=""; best_rss=""
   for _ in 1 2; do
     rm -rf "$dir/warehouse" "$dir/target"
-    line=$( { /usr/bin/time -f "%e %M" "$bin" build --project-dir "$dir" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )
+    /usr/bin/time -o "$work/time" -f "%e %M" "$bin" build --project-dir "$dir" >/dev/null 2>&1
+    line=$(tail -1 "$work/time")
     wall=${line% *}; rss=${line#* }
     if [ -z "$best" ] || awk "BEGIN{exit !($wall < $best)}"; then best=$wall; best_rss=$rss; fi
   done

@@ -15,18 +15,29 @@ trap 'rm -rf "$work"' EXIT
 for n in "${sizes[@]}"; do
   dir="$work/p$n"
   python3 "$shared/gen_project.py" --out "$dir" --models "$n" >/dev/null
-  best=""; best_rss=""
-  for _ in 1 2 3; do
-    rm -rf "$dir/target"
-    line=$( { /usr/bin/time -f "%e %M" "$bin" compile --project-dir "$dir" >/dev/null 2>/dev/null; } 2>&1 | tail -1 )
-    wall=${line% *}; rss=${line#* }
-    if [ -z "$best" ] || awk "BEGIN{exit !($wall < $best)}"; then best=$wall; best_rss=$rss; fi
+  # cold: no plan cache; warm: unchanged project, plan cache from the previous run; no-plan: render, parse, graph.
+  for variant in cold warm no-plan; do
+    best=""; best_rss=""
+    for _ in 1 2 3; do
+      case $variant in
+        cold) rm -rf "$dir/target"; mode="" ;;
+        warm) mode="" ;;
+        no-plan) rm -rf "$dir/target"; mode="--no-plan" ;;
+      esac
+      /usr/bin/time -o "$work/time" -f "%e %M" "$bin" compile --project-dir "$dir" $mode >/dev/null 2>&1
+      line=$(tail -1 "$work/time")
+      wall=${line% *}; rss=${line#* }
+      if [ -z "$best" ] || awk "BEGIN{exit !($wall < $best)}"; then best=$wall; best_rss=$rss; fi
+    done
+    echo "pipe compile ($variant) models=$n wall=${best} s rss=$((best_rss / 1024)) MiB"
+    if [ "$variant" = cold ]; then cold=$best; fi
+    if [ "$variant" = no-plan ]; then noplan=$best; fi
   done
-  echo "pipe compile  models=$n wall=${best} s rss=$((best_rss / 1024)) MiB"
   if [ -z "${SKIP_PEER:-}" ]; then
     peer=$(bash "$shared/peer.sh" parse "$dir")
     echo "$peer (models=$n)"
     peer_wall=$(echo "$peer" | sed -E 's/.*wall=([0-9.]+).*/\1/')
-    awk -v p="$best" -v d="$peer_wall" -v n="$n" 'BEGIN{printf "ratio models=%d dbt/pipe = %.1fx\n", n, d/p}'
+    awk -v c="$cold" -v q="$noplan" -v d="$peer_wall" -v n="$n" \
+      'BEGIN{printf "ratio models=%d dbt-parse/pipe-no-plan = %.1fx, dbt-parse/pipe-cold-with-planning = %.1fx\n", n, d/q, d/c}'
   fi
 done

@@ -264,7 +264,7 @@ fn build_manifest(
         for dep in &result.rendered.refs {
             let name = &dep.name[0];
             let span = dep.span.clone().unwrap_or(0..0);
-            let upstream = if models.iter().any(|m| &m.name == name) {
+            let upstream = if by_name.contains_key(name.as_str()) {
                 Some(model_id(name))
             } else if project.seeds.iter().any(|s| &s.name == name) {
                 Some(seed_id(name))

@@ -271,6 +271,9 @@ fn plan_diagnostic(err: &PlanError, compiled_sql: &str, origin: &ModelOrigin, fi
                 None => diagnostic.with_help(format!("available columns: {}", bare.join(", "))),
             }
         }
-        None => diagnostic.with_help("fix the query; `pipe compile --no-plan` skips type-checking"),
+        None => match &err.suggestion {
+            Some(close) => diagnostic.with_help(format!("did you mean `{close}`?")),
+            None => diagnostic.with_help("fix the query; `pipe compile --no-plan` skips type-checking"),
+        },
     }
 }

@@ -186,26 +186,29 @@ impl Manifest {
     }
 
     /// Writes `manifest.json` and `compiled/<path>.sql` under `target`. Each file is written to a temporary name
-    /// and renamed, so a reader never sees a half-written file; the compiled folder is replaced as a whole.
+    /// and renamed, so a reader never sees a half-written file; a compiled file whose content is unchanged is not
+    /// rewritten (rewriting ten thousand files costs more than compiling them), and stale ones are removed.
     pub fn write(&self, target: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(target)?;
-        let staging = target.join(".compiled.tmp");
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging)?;
-        }
+        let compiled = target.join("compiled");
+        std::fs::create_dir_all(&compiled)?;
+        let mut expected = std::collections::BTreeSet::new();
         for node in self.nodes.values().filter(|n| n.resource_type == NodeKind::Model) {
-            let path = staging.join(&node.path);
+            let path = compiled.join(&node.path);
+            expected.insert(path.clone());
+            if std::fs::read(&path).is_ok_and(|old| old == node.compiled_sql.as_bytes()) {
+                continue;
+            }
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::write(path, &node.compiled_sql)?;
+            let tmp = path.with_extension("sql.tmp");
+            std::fs::write(&tmp, &node.compiled_sql)?;
+            std::fs::rename(&tmp, &path)?;
         }
-        let compiled = target.join("compiled");
-        if compiled.exists() {
-            std::fs::remove_dir_all(&compiled)?;
-        }
-        if staging.exists() {
-            std::fs::rename(&staging, &compiled)?;
+        for entry in walkdir::WalkDir::new(&compiled).into_iter().filter_map(Result::ok) {
+            if entry.file_type().is_file() && !expected.contains(entry.path()) {
+                std::fs::remove_file(entry.path())?;
+            }
         }
         let tmp = target.join("manifest.json.tmp");
         std::fs::write(&tmp, self.to_json())?;

@@ -33,6 +33,8 @@ pub struct PlanError {
     pub unknown_column: Option<(String, Vec<String>)>,
     /// Further lines of DataFusion's message.
     pub notes: Vec<String>,
+    /// A close name for an unknown function.
+    pub suggestion: Option<String>,
 }
 
 /// The session whose function registry and optimizer planning uses; built once and shared.
@@ -59,16 +61,37 @@ impl StaticPlanner {
     /// Plans and optimizes `sql` against `inputs` (relation name, lower case -> schema); returns the output schema.
     pub fn plan(&self, sql: &str, inputs: &HashMap<String, SchemaRef>) -> Result<SchemaRef, PlanError> {
         let dialect = GenericDialect {};
-        let statement = Parser::new(&dialect).try_with_sql(sql).and_then(|mut p| p.parse_statement()).map_err(|e| {
-            PlanError { message: e.to_string(), location: None, unknown_column: None, notes: Vec::new() }
-        })?;
+        let statement =
+            Parser::new(&dialect).try_with_sql(sql).and_then(|mut p| p.parse_statement()).map_err(|e| PlanError {
+                message: e.to_string(),
+                location: None,
+                unknown_column: None,
+                notes: Vec::new(),
+                suggestion: None,
+            })?;
         let provider = Provider { state: &self.state, inputs, table_functions: &self.table_functions };
         let mut options = ParserOptions::from(&self.state.config_options().sql_parser);
         options.collect_spans = true;
         let planner = SqlToRel::new_with_options(&provider, options);
-        let plan = planner.sql_statement_to_plan(statement).map_err(|e| plan_error(&e))?;
+        let plan = planner.sql_statement_to_plan(statement).map_err(|e| self.suggest_function(plan_error(&e)))?;
         let plan = self.state.optimize(&plan).map_err(|e| plan_error(&e))?;
         Ok(Arc::new(plan.schema().as_arrow().clone()))
+    }
+}
+
+impl StaticPlanner {
+    /// For an unknown function, the closest known function name as the suggestion.
+    fn suggest_function(&self, mut err: PlanError) -> PlanError {
+        if let Some(name) = err.message.strip_prefix("Invalid function '").and_then(|rest| rest.split('\'').next()) {
+            let names = self
+                .state
+                .scalar_functions()
+                .keys()
+                .chain(self.state.aggregate_functions().keys())
+                .chain(self.state.window_functions().keys());
+            err.suggestion = crate::suggest::did_you_mean(name, names.map(String::as_str)).map(str::to_string);
+        }
+        err
     }
 }
 
@@ -95,12 +118,14 @@ fn plan_error(err: &DataFusionError) -> PlanError {
     let text = crate::sql::clean_message(innermost);
     let mut lines = text.lines();
     let first = lines.next().unwrap_or_default().trim().trim_end_matches('.').to_string();
-    let notes: Vec<String> = lines.map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+    // DataFusion's own "Did you mean" for functions depends on hash-map order; pipe suggests deterministically.
+    let notes: Vec<String> =
+        lines.map(|l| l.trim().to_string()).filter(|l| !l.is_empty() && !l.starts_with("Did you mean")).collect();
     let message = match &unknown_column {
         Some((name, _)) => format!("unknown column `{name}`"),
         None => first,
     };
-    PlanError { message, location, unknown_column, notes }
+    PlanError { message, location, unknown_column, notes, suggestion: None }
 }
 
 struct Provider<'a> {

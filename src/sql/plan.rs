@@ -74,7 +74,13 @@ impl StaticPlanner {
         options.collect_spans = true;
         let planner = SqlToRel::new_with_options(&provider, options);
         let plan = planner.sql_statement_to_plan(statement).map_err(|e| self.suggest_function(plan_error(&e)))?;
-        let plan = self.state.optimize(&plan).map_err(|e| plan_error(&e))?;
+        // The analyzer (type coercion, function and column checks) finds every error planning can; optimizer rules
+        // keep the schema unchanged by contract, so they are skipped: they cost most of the time.
+        let plan = self
+            .state
+            .analyzer()
+            .execute_and_check(plan, self.state.config_options(), |_, _| {})
+            .map_err(|e| plan_error(&e))?;
         Ok(Arc::new(plan.schema().as_arrow().clone()))
     }
 }

@@ -294,10 +294,11 @@ pub fn select(
 mod tests {
     use super::*;
 
+    /// (name, kind, layer, path, tags, config) of a test node.
+    type TestNode = (String, ResourceType, Option<&'static str>, String, Vec<String>, serde_json::Map<String, Value>);
+
     /// src(raw.orders) -> brz_orders -> stg_orders -> fct_sales ; stg_customers -> fct_sales ; fct_sales -> rpt
-    fn fixture(
-    ) -> (Dag, Vec<(String, ResourceType, Option<&'static str>, String, Vec<String>, serde_json::Map<String, Value>)>)
-    {
+    fn fixture() -> (Dag, Vec<TestNode>) {
         let config = |m: &str| {
             let mut c = serde_json::Map::new();
             c.insert("materialized".into(), Value::String(m.into()));

@@ -132,3 +132,47 @@ fn full_refresh_rebuilds_from_upstream() {
     assert_eq!(pipe(dir.path(), &["build", "--full-refresh"]).status.code(), Some(0));
     assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
 }
+
+/// Adds a column to the model, then builds a second batch.
+fn add_column_and_build(dir: &Path) -> std::process::Output {
+    let model = dir.join("models/silver/customers.sql");
+    let sql = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(&model, sql.replace("select id, day, name,", "select id, day, name, upper(name) as shout,"))
+        .unwrap();
+    std::fs::write(dir.join("data/updates/2.csv"), SECOND_BATCH).unwrap();
+    pipe(dir, &["build"])
+}
+
+#[test]
+fn on_schema_change_ignore_drops_new_columns() {
+    let dir = project("incremental_strategy='append'");
+    build(dir.path());
+    let output = add_column_and_build(dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let output = pipe(dir.path(), &["query", "select * from silver.customers where id = 4", "-o", "csv"]);
+    assert_eq!(text(&output.stdout), "id,day,name,updated_at\n4,d2,dee,2026-01-03T11:00:00\n");
+}
+
+#[test]
+fn on_schema_change_fail_refuses_and_keeps_the_table() {
+    let dir = project("incremental_strategy='append', on_schema_change='fail'");
+    build(dir.path());
+    let output = add_column_and_build(dir.path());
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the batch's columns differ from the table's (new columns: shout; missing columns: none)"),
+        "{stderr}"
+    );
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n2,d1,bo\n3,d2,cy\n");
+}
+
+#[test]
+fn on_schema_change_append_new_columns_adds_them() {
+    let dir = project("unique_key='id', on_schema_change='append_new_columns'");
+    build(dir.path());
+    let output = add_column_and_build(dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let output = pipe(dir.path(), &["query", "select id, name, shout from silver.customers order by id", "-o", "csv"]);
+    assert_eq!(text(&output.stdout), "id,name,shout\n1,ada2,ADA2\n2,bo,\n3,cy,\n4,dee,DEE\n");
+}

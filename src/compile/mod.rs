@@ -499,6 +499,45 @@ fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &mut Vec<Dia
             );
         }
     }
+    // Bronze is append-only: a strategy that updates, deletes or replaces rows would lose raw data.
+    let layer = layer_of(model, config);
+    if layer == Some(Layer::Bronze) && config.str_value("materialized") == Some("incremental") {
+        let strategy = config.str_value("incremental_strategy").unwrap_or(if config.contains_key("unique_key") {
+            "merge"
+        } else {
+            "append"
+        });
+        if strategy != "append" {
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidConfig,
+                    format!(
+                        "bronze model `{}` uses incremental strategy `{strategy}`; bronze is append-only",
+                        model.name
+                    ),
+                )
+                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                .with_help("use `incremental_strategy='append'` in bronze, and deduplicate or merge in silver"),
+            );
+        }
+    }
+    if let Some(mode) = config.str_value("on_schema_change") {
+        if !["ignore", "fail", "append_new_columns"].contains(&mode) {
+            let help = if mode == "sync_all_columns" {
+                "`sync_all_columns` would drop columns from a Delta table, which pipe does not do; use `append_new_columns` or `--full-refresh`"
+            } else {
+                "use one of `ignore`, `fail`, `append_new_columns`"
+            };
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidConfig,
+                    format!("unsupported `on_schema_change: {mode}` on model `{}`", model.name),
+                )
+                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                .with_help(help),
+            );
+        }
+    }
 }
 
 fn check_hidden_dependencies(

@@ -99,6 +99,9 @@ impl Materialize for IncrementalMaterialization {
         if !keys.is_empty() && strategy != "append" {
             check_unique_keys(&node.name, &batch, &keys)?;
         }
+        let target_schema = cx.warehouse.provider(&table).await?.schema();
+        let (batch, merge_schema) = apply_schema_change(node, batch, &target_schema)?;
+        let schema = batch.schema();
         let metadata = Warehouse::commit_metadata(cx.run_id, &node.unique_id, &node.checksum);
         let commit = CommitProperties::default().with_metadata(metadata);
         let session = Arc::new(cx.session.state());
@@ -123,6 +126,7 @@ impl Materialize for IncrementalMaterialization {
                     .with_source_alias("source")
                     .with_target_alias("target")
                     .with_session_state(session)
+                    .with_merge_schema(merge_schema)
                     .with_commit_properties(commit);
                 let builder = if update_columns.is_empty() {
                     builder
@@ -140,6 +144,7 @@ impl Materialize for IncrementalMaterialization {
                 .write(vec![batch])
                 .with_session_state(session)
                 .with_save_mode(SaveMode::Append)
+                .with_schema_mode_opt(merge_schema)
                 .with_commit_properties(commit)
                 .await
                 .map_err(|e| RunError::write(&node.name, e))?,
@@ -151,6 +156,7 @@ impl Materialize for IncrementalMaterialization {
                     .write(vec![batch])
                     .with_session_state(session)
                     .with_save_mode(SaveMode::Overwrite)
+                    .with_schema_mode_opt(merge_schema)
                     .with_replace_where(predicate.as_str())
                     .with_commit_properties(commit)
                     .await
@@ -166,6 +172,59 @@ impl Materialize for IncrementalMaterialization {
             plan_time,
             write_time: started.elapsed(),
         })
+    }
+}
+
+/// `with_schema_mode(Merge)` when new columns are to be added.
+trait SchemaModeExt {
+    fn with_schema_mode_opt(self, merge: bool) -> Self;
+}
+
+impl SchemaModeExt for deltalake::operations::write::WriteBuilder {
+    fn with_schema_mode_opt(self, merge: bool) -> Self {
+        if merge {
+            self.with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+        } else {
+            self
+        }
+    }
+}
+
+/// Applies `on_schema_change` to a batch whose columns differ from the table's: `ignore` (default) drops new
+/// columns, `fail` refuses, `append_new_columns` adds them to the table. A column the table has and the batch lacks
+/// is an error except with `append_new_columns`, where it is written as null.
+fn apply_schema_change(
+    node: &crate::manifest::Node,
+    batch: RecordBatch,
+    target: &datafusion::arrow::datatypes::Schema,
+) -> Result<(RecordBatch, bool), RunError> {
+    let batch_schema = batch.schema();
+    let has =
+        |schema: &datafusion::arrow::datatypes::Schema, name: &str| schema.fields().iter().any(|f| f.name() == name);
+    let added: Vec<String> =
+        batch_schema.fields().iter().map(|f| f.name().clone()).filter(|n| !has(target, n)).collect();
+    let removed: Vec<String> =
+        target.fields().iter().map(|f| f.name().clone()).filter(|n| !has(&batch_schema, n)).collect();
+    if added.is_empty() && removed.is_empty() {
+        return Ok((batch, false));
+    }
+    let mode = node.config.str_value("on_schema_change").unwrap_or("ignore");
+    let describe = || {
+        let list = |names: &[String]| if names.is_empty() { "none".to_string() } else { names.join(", ") };
+        format!("new columns: {}; missing columns: {}", list(&added), list(&removed))
+    };
+    match mode {
+        "append_new_columns" => Ok((batch, true)),
+        "ignore" if removed.is_empty() => {
+            let keep: Vec<usize> =
+                (0..batch_schema.fields().len()).filter(|&i| !added.contains(batch_schema.field(i).name())).collect();
+            let projected = batch.project(&keep).map_err(|e| RunError::Warehouse(e.to_string()))?;
+            Ok((projected, false))
+        }
+        _ => Err(RunError::Unsupported(format!(
+            "the batch's columns differ from the table's ({}); `on_schema_change: {mode}` refuses this: set `append_new_columns` or run with `--full-refresh`",
+            describe()
+        ))),
     }
 }
 

@@ -165,14 +165,14 @@ pub async fn build(
         Arc::new(Shared { ctx, warehouse, run_id: request.options.run_id.clone(), options: request.options.clone() });
     let mut waiting: HashMap<&str, usize> =
         runnable.iter().map(|id| (*id, parents.get(id).map_or(0, BTreeSet::len))).collect();
-    let mut ready: Vec<&str> = runnable.iter().copied().filter(|id| waiting[id] == 0).collect();
-    ready.reverse();
+    // Ready nodes start in topological order, first come first served.
+    let mut ready: std::collections::VecDeque<&str> = runnable.iter().copied().filter(|id| waiting[id] == 0).collect();
     let mut results: BTreeMap<String, NodeResult> = BTreeMap::new();
     let mut running = tokio::task::JoinSet::new();
     let mut stop = false;
 
     loop {
-        while let Some(id) = ready.pop() {
+        while let Some(id) = ready.pop_front() {
             if stop {
                 break;
             }
@@ -197,13 +197,13 @@ pub async fn build(
         let id = result.unique_id.clone();
         let succeeded = result.status == NodeStatus::Success;
         results.insert(id.clone(), result);
-        let key = runnable.iter().copied().find(|r| *r == id).unwrap_or_default();
+        let Some(key) = selected.get(id.as_str()).copied() else { continue };
         if succeeded {
             for child in children.get(key).into_iter().flatten() {
                 let count = waiting.get_mut(child).expect("every child is runnable");
                 *count -= 1;
                 if *count == 0 && !results.contains_key(*child) {
-                    ready.insert(0, child);
+                    ready.push_back(child);
                 }
             }
         } else {

@@ -4,7 +4,10 @@
 //! graph checks (duplicates, cycles, layer rules) -> inline ephemeral models -> manifest. Each phase adds to one list
 //! of diagnostics; the manifest is produced only when no error was found, so no partial output is ever written.
 
+mod checks;
+mod ephemeral;
 mod plan;
+mod select;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -15,7 +18,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::diagnostics::{has_errors, sort_diagnostics, Code, Diagnostic, FileId, SourceFile};
-use crate::graph::selector::{self, NodeFacts, ResourceType, SelectError, Selection, StateChange};
 use crate::graph::{Dag, NodeId};
 use crate::manifest::{self, Manifest, Node, NodeKind, SourceNode};
 use crate::project::{self, ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ModelFile, Project};
@@ -39,6 +41,7 @@ pub struct CompileOptions {
 }
 
 pub use plan::{PlanCache, PlanStats};
+pub use select::SelectableGraph;
 
 /// The outcome of a compile: what was built, and everything found on the way.
 pub struct Compilation {
@@ -254,7 +257,7 @@ fn build_manifest(
             },
         );
         let config = effective_config(model, &result.rendered);
-        check_config(model, &config, diagnostics);
+        checks::check_config(model, &config, diagnostics);
         let layer = layer_of(model, &config);
         let materialized =
             config.str_value("materialized").and_then(Materialization::parse).unwrap_or(Materialization::View);
@@ -320,7 +323,7 @@ fn build_manifest(
                 diagnostics.push(diagnostic);
             }
         }
-        check_hidden_dependencies(
+        checks::check_hidden_dependencies(
             model,
             project.files.get(model.file),
             &result,
@@ -426,10 +429,10 @@ fn build_manifest(
     // Graph checks: cycles and medallion layer rules.
     let dag = Dag::new(ids.len(), edges.iter().filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?))));
     for cycle in dag.cycles(|n| ids[n.index()].clone()) {
-        diagnostics.push(cycle_diagnostic(&cycle, &ids, &nodes, &edge_spans));
+        diagnostics.push(checks::cycle_diagnostic(&cycle, &ids, &nodes, &edge_spans));
     }
     if project.config.layer_rules != LayerRules::Off {
-        check_layers(project, &nodes, &edges, &edge_spans, diagnostics);
+        checks::check_layers(project, &nodes, &edges, &edge_spans, diagnostics);
     }
     if has_errors(diagnostics) {
         return None;
@@ -437,7 +440,7 @@ fn build_manifest(
 
     let order: Vec<String> =
         dag.topological_order(|n| ids[n.index()].clone()).into_iter().map(|n| ids[n.index()].clone()).collect();
-    inline_ephemerals(&mut nodes, &order);
+    ephemeral::inline_ephemerals(&mut nodes, &order);
 
     let macros = renderer
         .macros()
@@ -475,103 +478,6 @@ fn effective_config(model: &ModelFile, rendered: &RenderedModel) -> ConfigMap {
     let mut config = model.config.clone();
     project::config::merge_config(&mut config, &rendered.config);
     config
-}
-
-fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &mut Vec<Diagnostic>) {
-    if let Some(materialized) = config.get("materialized") {
-        if materialized.as_str().and_then(Materialization::parse).is_none() {
-            diagnostics.push(
-                Diagnostic::error(
-                    Code::InvalidConfig,
-                    format!("unknown materialization {materialized} on model `{}`", model.name),
-                )
-                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
-                .with_help("use one of `view`, `table`, `ephemeral`, `incremental`"),
-            );
-        }
-    }
-    if let Some(layer) = config.get("layer") {
-        if layer.as_str().and_then(Layer::parse).is_none() {
-            diagnostics.push(
-                Diagnostic::error(Code::InvalidConfig, format!("unknown layer {layer} on model `{}`", model.name))
-                    .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
-                    .with_help("use one of `bronze`, `silver`, `gold`"),
-            );
-        }
-    }
-    // Bronze is append-only: a strategy that updates, deletes or replaces rows would lose raw data.
-    let layer = layer_of(model, config);
-    if layer == Some(Layer::Bronze) && config.str_value("materialized") == Some("incremental") {
-        let strategy = config.str_value("incremental_strategy").unwrap_or(if config.contains_key("unique_key") {
-            "merge"
-        } else {
-            "append"
-        });
-        if strategy != "append" {
-            diagnostics.push(
-                Diagnostic::error(
-                    Code::InvalidConfig,
-                    format!(
-                        "bronze model `{}` uses incremental strategy `{strategy}`; bronze is append-only",
-                        model.name
-                    ),
-                )
-                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
-                .with_help("use `incremental_strategy='append'` in bronze, and deduplicate or merge in silver"),
-            );
-        }
-    }
-    if let Some(mode) = config.str_value("on_schema_change") {
-        if !["ignore", "fail", "append_new_columns"].contains(&mode) {
-            let help = if mode == "sync_all_columns" {
-                "`sync_all_columns` would drop columns from a Delta table, which pipe does not do; use `append_new_columns` or `--full-refresh`"
-            } else {
-                "use one of `ignore`, `fail`, `append_new_columns`"
-            };
-            diagnostics.push(
-                Diagnostic::error(
-                    Code::InvalidConfig,
-                    format!("unsupported `on_schema_change: {mode}` on model `{}`", model.name),
-                )
-                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
-                .with_help(help),
-            );
-        }
-    }
-}
-
-fn check_hidden_dependencies(
-    model: &ModelFile,
-    file: &SourceFile,
-    result: &ModelResult,
-    read_relations: &BTreeSet<String>,
-    known_relations: &BTreeMap<String, String>,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    let origin = SqlOrigin { file_id: model.file, file, offsets: &result.rendered.offsets };
-    let mut reported = BTreeSet::new();
-    for relation in &result.analyzed.relations {
-        let name = &relation.name;
-        if read_relations.contains(name) || result.analyzed.ctes.contains(name) || name.starts_with(EPHEMERAL_PREFIX) {
-            continue;
-        }
-        if !reported.insert(name.clone()) {
-            continue;
-        }
-        let (span, _) = sql::map_span(&origin, relation.span.clone());
-        let help = match known_relations.get(name) {
-            Some(model_name) => {
-                format!("this is model `{model_name}`: write `{{{{ ref('{model_name}') }}}}` so pipe orders it")
-            }
-            None => "read it through `{{ ref('...') }}` or `{{ source('...', '...') }}` so pipe knows the dependency"
-                .to_string(),
-        };
-        diagnostics.push(
-            Diagnostic::warning(Code::HiddenDependency, format!("`{name}` is neither a ref, a source nor a CTE"))
-                .with_primary(model.file, span, "hidden dependency")
-                .with_help(help),
-        );
-    }
 }
 
 fn columns_of(columns: &[project::ColumnProperties]) -> BTreeMap<String, manifest::Column> {
@@ -613,252 +519,4 @@ fn checksum(
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn cycle_diagnostic(
-    cycle: &[NodeId],
-    ids: &[String],
-    nodes: &BTreeMap<String, Node>,
-    edge_spans: &BTreeMap<(String, String), (FileId, std::ops::Range<usize>)>,
-) -> Diagnostic {
-    let name = |id: &str| nodes.get(id).map_or(id.to_string(), |n| n.name.clone());
-    let mut path: Vec<String> = cycle.iter().map(|n| name(&ids[n.index()])).collect();
-    path.push(path[0].clone());
-    let mut diagnostic = Diagnostic::error(Code::Cycle, format!("dependency cycle: {}", path.join(" -> ")));
-    for (i, node) in cycle.iter().enumerate() {
-        let from = &ids[node.index()];
-        let to = &ids[cycle[(i + 1) % cycle.len()].index()];
-        // The ref that makes `to` read `from` is written in `to`'s file.
-        if let Some((file, span)) = edge_spans.get(&(from.clone(), to.clone())) {
-            let message = format!("`{}` reads `{}` here", name(to), name(from));
-            diagnostic = if diagnostic.primary.is_none() {
-                diagnostic.with_primary(*file, span.clone(), message)
-            } else {
-                diagnostic.with_secondary(*file, span.clone(), message)
-            };
-        }
-    }
-    diagnostic.with_help("remove one of these refs to break the cycle")
-}
-
-fn check_layers(
-    project: &Project,
-    nodes: &BTreeMap<String, Node>,
-    edges: &BTreeSet<(String, String)>,
-    edge_spans: &BTreeMap<(String, String), (FileId, std::ops::Range<usize>)>,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    for (upstream, downstream) in edges {
-        let Some(child) = nodes.get(downstream) else {
-            continue;
-        };
-        let Some(child_layer) = child.layer else {
-            continue;
-        };
-        let (parent_layer, parent_name, parent_path) = match nodes.get(upstream) {
-            Some(parent) if parent.resource_type == NodeKind::Seed => continue,
-            Some(parent) => match parent.layer {
-                Some(layer) => (layer.as_str(), parent.name.clone(), parent.path.clone()),
-                None => continue,
-            },
-            None => (
-                "source",
-                upstream.rsplitn(3, '.').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("."),
-                String::new(),
-            ),
-        };
-        let allowed: &[&str] = match child_layer {
-            Layer::Bronze => &["source"],
-            Layer::Silver => &["bronze", "silver"],
-            Layer::Gold => &["silver", "gold"],
-        };
-        if allowed.contains(&parent_layer) {
-            continue;
-        }
-        let Some((file, span)) = edge_spans.get(&(upstream.clone(), downstream.clone())) else {
-            continue;
-        };
-        let what = if parent_layer == "source" { "source".to_string() } else { format!("{parent_layer} model") };
-        let mut diagnostic = Diagnostic::error(
-            Code::LayerViolation,
-            format!("{child_layer} model `{}` reads {what} `{parent_name}`", child.name),
-        )
-        .with_primary(*file, span.clone(), format!("{child_layer} reads {parent_layer} here"))
-        .with_note(format!("{child_layer} may read only {}", allowed.join(" or ")))
-        .with_help("read through the layer in between, or set `layer-rules: warn` in the project file");
-        if let Some(parent_file) = project.models.iter().find(|m| m.path == parent_path).map(|m| m.file) {
-            diagnostic = diagnostic.with_secondary(
-                parent_file,
-                0..0,
-                format!("`{parent_name}` is a {parent_layer} model: `{parent_path}`"),
-            );
-        }
-        if project.config.layer_rules == LayerRules::Warn {
-            diagnostic.severity = crate::diagnostics::Severity::Warning;
-        }
-        diagnostics.push(diagnostic);
-    }
-}
-
-/// Inlines ephemeral models into their dependents as CTEs named `__pipe_cte__<model>`, in topological order so an
-/// ephemeral model's own ephemeral upstreams are already inlined in its SQL.
-fn inline_ephemerals(nodes: &mut BTreeMap<String, Node>, order: &[String]) {
-    for id in order {
-        let Some(node) = nodes.get(id) else { continue };
-        let ephemerals: Vec<(String, String)> = node
-            .depends_on
-            .nodes
-            .iter()
-            .filter_map(|dep| nodes.get(dep))
-            .filter(|dep| dep.materialized == Materialization::Ephemeral)
-            .map(|dep| (dep.name.clone(), dep.compiled_sql.clone()))
-            .collect();
-        if ephemerals.is_empty() {
-            continue;
-        }
-        let Some(node) = nodes.get_mut(id) else {
-            continue;
-        };
-        node.compiled_sql = with_ctes(&node.compiled_sql, &ephemerals);
-        if let Some(incremental) = &node.compiled_sql_incremental {
-            node.compiled_sql_incremental = Some(with_ctes(incremental, &ephemerals));
-        }
-    }
-}
-
-/// Prepends CTEs to a query, merging them into its own `with` clause when it has one.
-fn with_ctes(sql: &str, ctes: &[(String, String)]) -> String {
-    let definitions: Vec<String> = ctes
-        .iter()
-        .map(|(name, body)| format!("{EPHEMERAL_PREFIX}{name} as (\n{}\n)", body.trim().trim_end_matches(';')))
-        .collect();
-    let definitions = definitions.join(",\n");
-    match leading_with(sql) {
-        Some(after_with) => format!("{}\n{definitions},{}", &sql[..after_with], &sql[after_with..]),
-        None => format!("with {definitions}\n{}", sql.trim_start()),
-    }
-}
-
-/// Offset just after a leading `with` (or `with recursive`) keyword, skipping whitespace and comments.
-fn leading_with(sql: &str) -> Option<usize> {
-    let mut rest = sql;
-    loop {
-        let trimmed = rest.trim_start();
-        if let Some(comment) = trimmed.strip_prefix("--") {
-            rest = comment.find('\n').map_or("", |i| &comment[i..]);
-        } else if let Some(comment) = trimmed.strip_prefix("/*") {
-            rest = comment.find("*/").map_or("", |i| &comment[i + 2..]);
-        } else {
-            rest = trimmed;
-            break;
-        }
-    }
-    let offset = sql.len() - rest.len();
-    let word: String = rest.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
-    if !word.eq_ignore_ascii_case("with") {
-        return None;
-    }
-    let mut end = offset + 4;
-    let after = &sql[end..];
-    let next = after.trim_start();
-    let next_word: String = next.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
-    if next_word.eq_ignore_ascii_case("recursive") {
-        end += (after.len() - next.len()) + "recursive".len();
-    }
-    Some(end)
-}
-
-/// Node facts for selection, in the node table order of `manifest.order`, plus the DAG over them.
-pub struct SelectableGraph {
-    pub ids: Vec<String>,
-    pub dag: Dag,
-    pub order: Vec<NodeId>,
-}
-
-impl SelectableGraph {
-    pub fn new(manifest: &Manifest) -> SelectableGraph {
-        let ids: Vec<String> = manifest.order.clone();
-        let index: BTreeMap<&str, NodeId> =
-            ids.iter().enumerate().map(|(i, id)| (id.as_str(), NodeId(i as u32))).collect();
-        let edges = manifest.edges.iter().filter_map(|(a, b)| Some((*index.get(a.as_str())?, *index.get(b.as_str())?)));
-        let dag = Dag::new(ids.len(), edges);
-        let order = (0..ids.len()).map(|i| NodeId(i as u32)).collect();
-        SelectableGraph { ids, dag, order }
-    }
-
-    /// Applies `--select`/`--exclude`; `state` is the previous manifest for `state:` methods.
-    pub fn select(
-        &self,
-        manifest: &Manifest,
-        select: &[String],
-        exclude: &[String],
-        state: Option<&Manifest>,
-    ) -> Result<Selection, SelectError> {
-        let empty_tags: Vec<String> = Vec::new();
-        let empty_config = ConfigMap::new();
-        let facts: Vec<NodeFacts<'_>> = self
-            .ids
-            .iter()
-            .map(|id| {
-                if let Some(node) = manifest.nodes.get(id) {
-                    let state = state.map(|previous| match previous.nodes.get(id) {
-                        None => StateChange::New,
-                        Some(old) if old.checksum != node.checksum => StateChange::Modified,
-                        Some(_) => StateChange::Unchanged,
-                    });
-                    NodeFacts {
-                        name: &node.name,
-                        resource_type: match node.resource_type {
-                            NodeKind::Model => ResourceType::Model,
-                            NodeKind::Seed => ResourceType::Seed,
-                        },
-                        layer: node.layer.map(Layer::as_str),
-                        path: &node.path,
-                        tags: &node.tags,
-                        config: &node.config,
-                        source: None,
-                        state,
-                    }
-                } else {
-                    let source = &manifest.sources[id];
-                    let state = state.map(|previous| match previous.sources.get(id) {
-                        None => StateChange::New,
-                        Some(old) if old != source => StateChange::Modified,
-                        Some(_) => StateChange::Unchanged,
-                    });
-                    NodeFacts {
-                        name: &source.name,
-                        resource_type: ResourceType::Source,
-                        layer: None,
-                        path: &source.declared_in,
-                        tags: &empty_tags,
-                        config: &empty_config,
-                        source: Some((&source.source_name, &source.name)),
-                        state,
-                    }
-                }
-            })
-            .collect();
-        selector::select(select, exclude, &self.dag, &facts, &self.order)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ctes_merge_into_an_existing_with() {
-        let ctes = [("e".to_string(), "select 1 as x".to_string())];
-        assert_eq!(
-            with_ctes("select * from __pipe_cte__e", &ctes),
-            "with __pipe_cte__e as (\nselect 1 as x\n)\nselect * from __pipe_cte__e"
-        );
-        assert_eq!(
-            with_ctes("-- note\nWITH a as (select 2) select * from a, __pipe_cte__e", &ctes),
-            "-- note\nWITH\n__pipe_cte__e as (\nselect 1 as x\n), a as (select 2) select * from a, __pipe_cte__e"
-        );
-        assert_eq!(leading_with("with recursive t as (select 1) select 1"), Some(14));
-        assert_eq!(leading_with("select 1 -- with"), None);
-    }
 }

@@ -1,0 +1,194 @@
+//! The graph and config checks of compile: materialization and layer config, bronze's append-only rule,
+//! hidden dependencies, whole cycles and the medallion layer rules. Each appends diagnostics; none stops the compile.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::diagnostics::{Code, Diagnostic, FileId, SourceFile};
+use crate::graph::NodeId;
+use crate::manifest::{Node, NodeKind};
+use crate::project::{ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ModelFile, Project};
+use crate::sql::{self, SqlOrigin};
+
+use super::{layer_of, ModelResult, EPHEMERAL_PREFIX};
+
+pub(super) fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &mut Vec<Diagnostic>) {
+    if let Some(materialized) = config.get("materialized") {
+        if materialized.as_str().and_then(Materialization::parse).is_none() {
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidConfig,
+                    format!("unknown materialization {materialized} on model `{}`", model.name),
+                )
+                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                .with_help("use one of `view`, `table`, `ephemeral`, `incremental`"),
+            );
+        }
+    }
+    if let Some(layer) = config.get("layer") {
+        if layer.as_str().and_then(Layer::parse).is_none() {
+            diagnostics.push(
+                Diagnostic::error(Code::InvalidConfig, format!("unknown layer {layer} on model `{}`", model.name))
+                    .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                    .with_help("use one of `bronze`, `silver`, `gold`"),
+            );
+        }
+    }
+    // Bronze is append-only: a strategy that updates, deletes or replaces rows would lose raw data.
+    let layer = layer_of(model, config);
+    if layer == Some(Layer::Bronze) && config.str_value("materialized") == Some("incremental") {
+        let strategy = config.str_value("incremental_strategy").unwrap_or(if config.contains_key("unique_key") {
+            "merge"
+        } else {
+            "append"
+        });
+        if strategy != "append" {
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidConfig,
+                    format!(
+                        "bronze model `{}` uses incremental strategy `{strategy}`; bronze is append-only",
+                        model.name
+                    ),
+                )
+                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                .with_help("use `incremental_strategy='append'` in bronze, and deduplicate or merge in silver"),
+            );
+        }
+    }
+    if let Some(mode) = config.str_value("on_schema_change") {
+        if !["ignore", "fail", "append_new_columns"].contains(&mode) {
+            let help = if mode == "sync_all_columns" {
+                "`sync_all_columns` would drop columns from a Delta table, which pipe does not do; use `append_new_columns` or `--full-refresh`"
+            } else {
+                "use one of `ignore`, `fail`, `append_new_columns`"
+            };
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidConfig,
+                    format!("unsupported `on_schema_change: {mode}` on model `{}`", model.name),
+                )
+                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                .with_help(help),
+            );
+        }
+    }
+}
+
+pub(super) fn check_hidden_dependencies(
+    model: &ModelFile,
+    file: &SourceFile,
+    result: &ModelResult,
+    read_relations: &BTreeSet<String>,
+    known_relations: &BTreeMap<String, String>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let origin = SqlOrigin { file_id: model.file, file, offsets: &result.rendered.offsets };
+    let mut reported = BTreeSet::new();
+    for relation in &result.analyzed.relations {
+        let name = &relation.name;
+        if read_relations.contains(name) || result.analyzed.ctes.contains(name) || name.starts_with(EPHEMERAL_PREFIX) {
+            continue;
+        }
+        if !reported.insert(name.clone()) {
+            continue;
+        }
+        let (span, _) = sql::map_span(&origin, relation.span.clone());
+        let help = match known_relations.get(name) {
+            Some(model_name) => {
+                format!("this is model `{model_name}`: write `{{{{ ref('{model_name}') }}}}` so pipe orders it")
+            }
+            None => "read it through `{{ ref('...') }}` or `{{ source('...', '...') }}` so pipe knows the dependency"
+                .to_string(),
+        };
+        diagnostics.push(
+            Diagnostic::warning(Code::HiddenDependency, format!("`{name}` is neither a ref, a source nor a CTE"))
+                .with_primary(model.file, span, "hidden dependency")
+                .with_help(help),
+        );
+    }
+}
+
+pub(super) fn cycle_diagnostic(
+    cycle: &[NodeId],
+    ids: &[String],
+    nodes: &BTreeMap<String, Node>,
+    edge_spans: &BTreeMap<(String, String), (FileId, std::ops::Range<usize>)>,
+) -> Diagnostic {
+    let name = |id: &str| nodes.get(id).map_or(id.to_string(), |n| n.name.clone());
+    let mut path: Vec<String> = cycle.iter().map(|n| name(&ids[n.index()])).collect();
+    path.push(path[0].clone());
+    let mut diagnostic = Diagnostic::error(Code::Cycle, format!("dependency cycle: {}", path.join(" -> ")));
+    for (i, node) in cycle.iter().enumerate() {
+        let from = &ids[node.index()];
+        let to = &ids[cycle[(i + 1) % cycle.len()].index()];
+        // The ref that makes `to` read `from` is written in `to`'s file.
+        if let Some((file, span)) = edge_spans.get(&(from.clone(), to.clone())) {
+            let message = format!("`{}` reads `{}` here", name(to), name(from));
+            diagnostic = if diagnostic.primary.is_none() {
+                diagnostic.with_primary(*file, span.clone(), message)
+            } else {
+                diagnostic.with_secondary(*file, span.clone(), message)
+            };
+        }
+    }
+    diagnostic.with_help("remove one of these refs to break the cycle")
+}
+
+pub(super) fn check_layers(
+    project: &Project,
+    nodes: &BTreeMap<String, Node>,
+    edges: &BTreeSet<(String, String)>,
+    edge_spans: &BTreeMap<(String, String), (FileId, std::ops::Range<usize>)>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    for (upstream, downstream) in edges {
+        let Some(child) = nodes.get(downstream) else {
+            continue;
+        };
+        let Some(child_layer) = child.layer else {
+            continue;
+        };
+        let (parent_layer, parent_name, parent_path) = match nodes.get(upstream) {
+            Some(parent) if parent.resource_type == NodeKind::Seed => continue,
+            Some(parent) => match parent.layer {
+                Some(layer) => (layer.as_str(), parent.name.clone(), parent.path.clone()),
+                None => continue,
+            },
+            None => (
+                "source",
+                upstream.rsplitn(3, '.').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("."),
+                String::new(),
+            ),
+        };
+        let allowed: &[&str] = match child_layer {
+            Layer::Bronze => &["source"],
+            Layer::Silver => &["bronze", "silver"],
+            Layer::Gold => &["silver", "gold"],
+        };
+        if allowed.contains(&parent_layer) {
+            continue;
+        }
+        let Some((file, span)) = edge_spans.get(&(upstream.clone(), downstream.clone())) else {
+            continue;
+        };
+        let what = if parent_layer == "source" { "source".to_string() } else { format!("{parent_layer} model") };
+        let mut diagnostic = Diagnostic::error(
+            Code::LayerViolation,
+            format!("{child_layer} model `{}` reads {what} `{parent_name}`", child.name),
+        )
+        .with_primary(*file, span.clone(), format!("{child_layer} reads {parent_layer} here"))
+        .with_note(format!("{child_layer} may read only {}", allowed.join(" or ")))
+        .with_help("read through the layer in between, or set `layer-rules: warn` in the project file");
+        if let Some(parent_file) = project.models.iter().find(|m| m.path == parent_path).map(|m| m.file) {
+            diagnostic = diagnostic.with_secondary(
+                parent_file,
+                0..0,
+                format!("`{parent_name}` is a {parent_layer} model: `{parent_path}`"),
+            );
+        }
+        if project.config.layer_rules == LayerRules::Warn {
+            diagnostic.severity = crate::diagnostics::Severity::Warning;
+        }
+        diagnostics.push(diagnostic);
+    }
+}

@@ -1,0 +1,83 @@
+//! Selection over a manifest: node facts for the selector grammar, and `state:` comparison with a previous manifest.
+
+use std::collections::BTreeMap;
+
+use crate::graph::selector::{self, NodeFacts, ResourceType, SelectError, Selection, StateChange};
+use crate::graph::{Dag, NodeId};
+use crate::manifest::{Manifest, NodeKind};
+use crate::project::{ConfigMap, Layer};
+
+/// Node facts for selection, in the node table order of `manifest.order`, plus the DAG over them.
+pub struct SelectableGraph {
+    pub ids: Vec<String>,
+    pub dag: Dag,
+    pub order: Vec<NodeId>,
+}
+
+impl SelectableGraph {
+    pub fn new(manifest: &Manifest) -> SelectableGraph {
+        let ids: Vec<String> = manifest.order.clone();
+        let index: BTreeMap<&str, NodeId> =
+            ids.iter().enumerate().map(|(i, id)| (id.as_str(), NodeId(i as u32))).collect();
+        let edges = manifest.edges.iter().filter_map(|(a, b)| Some((*index.get(a.as_str())?, *index.get(b.as_str())?)));
+        let dag = Dag::new(ids.len(), edges);
+        let order = (0..ids.len()).map(|i| NodeId(i as u32)).collect();
+        SelectableGraph { ids, dag, order }
+    }
+
+    /// Applies `--select`/`--exclude`; `state` is the previous manifest for `state:` methods.
+    pub fn select(
+        &self,
+        manifest: &Manifest,
+        select: &[String],
+        exclude: &[String],
+        state: Option<&Manifest>,
+    ) -> Result<Selection, SelectError> {
+        let empty_tags: Vec<String> = Vec::new();
+        let empty_config = ConfigMap::new();
+        let facts: Vec<NodeFacts<'_>> = self
+            .ids
+            .iter()
+            .map(|id| {
+                if let Some(node) = manifest.nodes.get(id) {
+                    let state = state.map(|previous| match previous.nodes.get(id) {
+                        None => StateChange::New,
+                        Some(old) if old.checksum != node.checksum => StateChange::Modified,
+                        Some(_) => StateChange::Unchanged,
+                    });
+                    NodeFacts {
+                        name: &node.name,
+                        resource_type: match node.resource_type {
+                            NodeKind::Model => ResourceType::Model,
+                            NodeKind::Seed => ResourceType::Seed,
+                        },
+                        layer: node.layer.map(Layer::as_str),
+                        path: &node.path,
+                        tags: &node.tags,
+                        config: &node.config,
+                        source: None,
+                        state,
+                    }
+                } else {
+                    let source = &manifest.sources[id];
+                    let state = state.map(|previous| match previous.sources.get(id) {
+                        None => StateChange::New,
+                        Some(old) if old != source => StateChange::Modified,
+                        Some(_) => StateChange::Unchanged,
+                    });
+                    NodeFacts {
+                        name: &source.name,
+                        resource_type: ResourceType::Source,
+                        layer: None,
+                        path: &source.declared_in,
+                        tags: &empty_tags,
+                        config: &empty_config,
+                        source: Some((&source.source_name, &source.name)),
+                        state,
+                    }
+                }
+            })
+            .collect();
+        selector::select(select, exclude, &self.dag, &facts, &self.order)
+    }
+}

@@ -176,3 +176,51 @@ fn on_schema_change_append_new_columns_adds_them() {
     let output = pipe(dir.path(), &["query", "select id, name, shout from silver.customers order by id", "-o", "csv"]);
     assert_eq!(text(&output.stdout), "id,name,shout\n1,ada2,ADA2\n2,bo,\n3,cy,\n4,dee,DEE\n");
 }
+
+/// A bronze model over a file source ingests each file exactly once, with pipe's lineage columns.
+fn bronze_project() -> tempfile::TempDir {
+    let dir = project("incremental_strategy='append'");
+    std::fs::write(
+        dir.path().join("models/bronze/brz_updates.sql"),
+        "{{ config(materialized='incremental') }}\nselect * from {{ source('raw', 'updates') }}\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn ingested(dir: &Path) -> String {
+    let sql = "select _pipe_source_file as file, count(*) as n, count(distinct _pipe_batch_id) as batches from bronze.brz_updates group by 1 order by 1";
+    let output = pipe(dir, &["query", sql, "-o", "csv"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    text(&output.stdout)
+}
+
+#[test]
+fn bronze_ingests_each_file_exactly_once() {
+    let dir = bronze_project();
+    let stderr = build(dir.path());
+    assert!(stderr.contains("ingested 1 new file(s)"), "{stderr}");
+    assert_eq!(ingested(dir.path()), "file,n,batches\ndata/updates/1.csv,3,1\n");
+    // No new file: nothing is read or written, and no version is added.
+    let stderr = build(dir.path());
+    assert!(stderr.contains("no new files (1 already ingested)"), "{stderr}");
+    let log = dir.path().join("warehouse/bronze/brz_updates/_delta_log");
+    let versions = || {
+        std::fs::read_dir(&log)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+            .count()
+    };
+    assert_eq!(versions(), 1);
+    // A file that arrives later is picked up by the next build, alone.
+    std::fs::write(dir.path().join("data/updates/2.csv"), SECOND_BATCH).unwrap();
+    let stderr = build(dir.path());
+    assert!(stderr.contains("ingested 1 new file(s)"), "{stderr}");
+    assert_eq!(ingested(dir.path()), "file,n,batches\ndata/updates/1.csv,3,1\ndata/updates/2.csv,2,1\n");
+    assert_eq!(versions(), 2);
+    // The ledger is in the Delta log, as application transactions committed with the rows.
+    let second_commit = std::fs::read_to_string(log.join("00000000000000000001.json")).unwrap();
+    assert!(second_commit.contains(r#""appId":"pipe.file:data/updates/2.csv""#), "{second_commit}");
+    // Downstream models read the bronze table as usual.
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
+}

@@ -208,9 +208,18 @@ pub(crate) fn plan_manifest(
             .collect();
         for (id, key, result, from_cache) in planned {
             let Some(result) = result else { continue };
+            let ingests_files = crate::manifest::file_ingest_source(manifest, &manifest.nodes[&id]).is_some();
             let node = manifest.nodes.get_mut(&id).expect("planned ids come from the manifest");
             match result {
                 Ok(schema) => {
+                    // Bronze file ingestion adds pipe's lineage columns to the model's own (cached entries have them).
+                    let schema = if ingests_files && !from_cache {
+                        let mut fields: Vec<_> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                        fields.extend(crate::manifest::ingest_fields());
+                        Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+                    } else {
+                        schema
+                    };
                     let columns = PlannedColumn::from_schema(&schema);
                     new_cache.entries.insert(key, columns.clone());
                     node.planned_columns = Some(columns);

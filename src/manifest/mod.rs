@@ -157,6 +157,31 @@ pub struct MacroNode {
     pub checksum: String,
 }
 
+/// Columns pipe adds to every row a bronze model ingests from files: the file, when it was loaded, and the batch
+/// (the run) that loaded it.
+pub fn ingest_fields() -> Vec<Field> {
+    vec![
+        Field::new("_pipe_source_file", DataType::Utf8, false),
+        Field::new(
+            "_pipe_loaded_at",
+            DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("_pipe_batch_id", DataType::Utf8, false),
+    ]
+}
+
+/// The file source a bronze model ingests, file by file and exactly once: a bronze `incremental` model that
+/// reads exactly one source with a file format (CSV, JSON, Parquet).
+pub fn file_ingest_source<'a>(manifest: &'a Manifest, node: &Node) -> Option<&'a SourceNode> {
+    if node.layer != Some(Layer::Bronze) || node.materialized != Materialization::Incremental {
+        return None;
+    }
+    let [upstream] = node.depends_on.nodes.as_slice() else { return None };
+    let source = manifest.sources.get(upstream)?;
+    matches!(source.format, Some(SourceFormat::Csv | SourceFormat::Json | SourceFormat::Parquet)).then_some(source)
+}
+
 impl SourceNode {
     /// Declared column types, column name -> SQL type.
     pub fn declared_types(&self) -> BTreeMap<String, String> {

@@ -179,12 +179,14 @@ pub async fn build(
             let node = manifest.nodes[id].clone();
             let failed_source = node.depends_on.nodes.iter().find_map(|d| source_errors.get(d).cloned());
             let compute_once = node.materialized == Materialization::View && readers.get(id).copied().unwrap_or(0) >= 2;
+            let file_source = crate::manifest::file_ingest_source(manifest, &node).cloned();
             let shared = Arc::clone(&shared);
             let permit =
                 Arc::clone(&semaphore).acquire_owned().await.map_err(|e| RunError::Warehouse(e.to_string()))?;
             let project_root = request.project_root.to_path_buf();
             running.spawn(async move {
-                let result = run_node(&shared, &node, compute_once, failed_source, &project_root).await;
+                let result =
+                    run_node(&shared, &node, compute_once, failed_source, &project_root, file_source.as_ref()).await;
                 drop(permit);
                 result
             });
@@ -257,6 +259,7 @@ async fn run_node(
     compute_once: bool,
     failed_source: Option<String>,
     project_root: &Path,
+    file_source: Option<&crate::manifest::SourceNode>,
 ) -> NodeResult {
     let started = Instant::now();
     if let Some(message) = failed_source {
@@ -269,6 +272,8 @@ async fn run_node(
         run_id: &shared.run_id,
         full_refresh: shared.options.full_refresh,
         compute_once,
+        project_root,
+        file_source,
     };
     let outcome = if node.resource_type == NodeKind::Seed {
         materialize::SeedLoad.run(&cx, project_root).await

@@ -47,6 +47,9 @@ impl Materialize for IncrementalMaterialization {
     }
 
     async fn run(&self, cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
+        if let Some(source) = cx.file_source {
+            return super::ingest::ingest(cx, source).await;
+        }
         let node = cx.node;
         let keys = column_list(node.config.get("unique_key"));
         let strategy =

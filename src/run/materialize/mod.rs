@@ -2,6 +2,7 @@
 //! strategies plug in here.
 
 mod incremental;
+mod ingest;
 mod seed;
 mod table;
 mod view;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::{DataFrame, SessionContext};
 
+pub use ingest::BATCH_SCHEMA;
 pub use seed::SeedLoad;
 
 use super::warehouse::Warehouse;
@@ -28,6 +30,9 @@ pub struct ModelContext<'a> {
     pub full_refresh: bool,
     /// For views: compute the result once for this run instead of inlining the view into every reader.
     pub compute_once: bool,
+    pub project_root: &'a std::path::Path,
+    /// For a bronze model over one file source: the source, whose files it ingests exactly once each.
+    pub file_source: Option<&'a crate::manifest::SourceNode>,
 }
 
 /// The result of one materialization.

@@ -275,6 +275,14 @@ async fn run_node(
         project_root,
         file_source,
     };
+    // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
+    let warehouse = shared.warehouse.clone();
+    let relation = node.relation.clone();
+    let lock = match tokio::task::spawn_blocking(move || warehouse.lock(&relation)).await {
+        Ok(Ok(lock)) => lock,
+        Ok(Err(err)) => return NodeResult::error(node, err.to_string(), started.elapsed()),
+        Err(err) => return NodeResult::error(node, format!("lock task failed: {err}"), started.elapsed()),
+    };
     let outcome = if node.resource_type == NodeKind::Seed {
         materialize::SeedLoad.run(&cx, project_root).await
     } else {
@@ -291,6 +299,7 @@ async fn run_node(
         }
         Ok(outcome)
     });
+    drop(lock);
     match outcome {
         Ok(outcome) => NodeResult::success(node, &outcome, started.elapsed()),
         Err(err) => NodeResult::error(node, err.to_string(), started.elapsed()),

@@ -69,9 +69,32 @@ impl Warehouse {
             .map_err(|()| RunError::Warehouse(format!("not an absolute path: {}", dir.display())))
     }
 
-    /// Whether a Delta table exists for `relation`.
+    /// Whether a Delta table exists for `relation`: its log holds at least one commit. A process killed while
+    /// creating a table can leave a log folder without a commit, which is no table.
     pub fn has_table(&self, relation: &str) -> bool {
-        self.table_dir(relation).join("_delta_log").is_dir()
+        let Ok(entries) = std::fs::read_dir(self.table_dir(relation).join("_delta_log")) else { return false };
+        entries.filter_map(Result::ok).any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.ends_with(".json") || name.ends_with(".checkpoint.parquet")
+        })
+    }
+
+    /// Holds an exclusive lock on `relation` for as long as the returned file lives, so two processes never write
+    /// one table at once (delta-rs does not detect two concurrent full overwrites as a conflict). The lock is the
+    /// operating system's: a killed process releases it.
+    pub fn lock(&self, relation: &str) -> Result<std::fs::File, RunError> {
+        let dir = self.root.join("_pipe").join("locks");
+        std::fs::create_dir_all(&dir).map_err(|e| RunError::io(&dir, e))?;
+        let path = dir.join(format!("{relation}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| RunError::io(&path, e))?;
+        file.lock().map_err(|e| RunError::io(&path, e))?;
+        Ok(file)
     }
 
     /// The table for `relation`, loaded at its latest version; `None` when it does not exist yet.

@@ -95,7 +95,7 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
             ListingTableConfig::new(file_url).with_listing_options(file_listing).with_schema(Arc::clone(&schema));
         let table_name = format!("{BATCH_SCHEMA}.{}_{i}", node.name);
         cx.session.register_table(table_name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
-        let sql = node.compiled_sql.replace(&source.relation, &table_name);
+        let sql = replace_relation(&node.compiled_sql, &source.relation, &table_name);
         let result = async {
             let frame = super::plan(cx, &sql).await?;
             let frame = frame
@@ -133,4 +133,35 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         plan_time: std::time::Duration::ZERO,
         write_time: started.elapsed(),
     })
+}
+
+/// Replaces whole occurrences of `relation` in SQL: `raw.orders` but not `raw.orders_archive` or `xraw.orders`.
+fn replace_relation(sql: &str, relation: &str, with: &str) -> String {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(pos) = rest.find(relation) {
+        let before = rest[..pos].chars().next_back();
+        let after = rest[pos + relation.len()..].chars().next();
+        let whole = !before.is_some_and(|c| is_ident(c) || c == '.') && !after.is_some_and(is_ident);
+        out.push_str(&rest[..pos]);
+        out.push_str(if whole { with } else { relation });
+        rest = &rest[pos + relation.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_relation;
+
+    #[test]
+    fn replaces_whole_relation_names_only() {
+        let sql = "select * from raw.orders o join raw.orders_archive a on true, xraw.orders, (raw.orders)";
+        assert_eq!(
+            replace_relation(sql, "raw.orders", "b.x"),
+            "select * from b.x o join raw.orders_archive a on true, xraw.orders, (b.x)"
+        );
+    }
 }

@@ -5,40 +5,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{example_project, pipe, text};
-
-/// Relations of the example project's persisted models and seed.
-const RELATIONS: &[&str] = &[
-    "seeds.country_codes",
-    "bronze.brz_orders",
-    "bronze.brz_customers",
-    "bronze.brz_events",
-    "silver.slv_orders",
-    "silver.slv_customers",
-    "silver.slv_events",
-    "gold.gld_daily_revenue",
-    "gold.gld_revenue_by_region",
-    "gold.gld_customer_lifetime",
-    "gold.gld_funnel",
-];
-
-/// Every table as CSV with its rows sorted, so the dump does not depend on file or thread order.
-fn dump(dir: &Path) -> String {
-    let mut out = String::new();
-    for relation in RELATIONS {
-        // Bronze rows carry when and by which run they were loaded: volatile, so left out of the dump.
-        let columns = if relation.starts_with("bronze.") { "* exclude (_pipe_loaded_at, _pipe_batch_id)" } else { "*" };
-        let output = pipe(dir, &["query", &format!("select {columns} from {relation}"), "-o", "csv"]);
-        assert_eq!(output.status.code(), Some(0), "{relation}: {}", text(&output.stderr));
-        let csv = text(&output.stdout);
-        let mut lines = csv.lines();
-        let header = lines.next().unwrap_or_default().to_string();
-        let mut rows: Vec<&str> = lines.collect();
-        rows.sort();
-        out.push_str(&format!("== {relation}\n{header}\n{}\n", rows.join("\n")));
-    }
-    out
-}
+use support::{dump, example_project, pipe, text};
 
 /// Version numbers of the Delta log files of a table.
 fn versions(dir: &Path, relation: &str) -> Vec<u64> {

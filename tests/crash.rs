@@ -3,36 +3,9 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
-use support::{example_project, pipe, text};
-
-/// Every table of the example, rows sorted, without the volatile load columns of bronze.
-fn dump(dir: &Path) -> String {
-    let mut out = String::new();
-    for relation in [
-        "bronze.brz_orders",
-        "bronze.brz_customers",
-        "bronze.brz_events",
-        "silver.slv_orders",
-        "silver.slv_customers",
-        "silver.slv_events",
-        "gold.gld_daily_revenue",
-        "gold.gld_revenue_by_region",
-        "gold.gld_customer_lifetime",
-        "gold.gld_funnel",
-    ] {
-        let columns = if relation.starts_with("bronze.") { "* exclude (_pipe_loaded_at, _pipe_batch_id)" } else { "*" };
-        let output = pipe(dir, &["query", &format!("select {columns} from {relation}"), "-o", "csv"]);
-        assert_eq!(output.status.code(), Some(0), "{relation}: {}", text(&output.stderr));
-        let csv = text(&output.stdout);
-        let mut rows: Vec<&str> = csv.lines().collect();
-        rows.sort();
-        out.push_str(&format!("== {relation}\n{}\n", rows.join("\n")));
-    }
-    out
-}
+use support::{dump, example_project, pipe, text};
 
 fn binary() -> std::path::PathBuf {
     assert_cmd::cargo::cargo_bin("pipe")

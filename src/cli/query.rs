@@ -70,16 +70,13 @@ fn query_and_print(
     output: TableFormat,
 ) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let query_error = |e: datafusion::error::DataFusionError| run::RunError::Query {
+        model: "query".into(),
+        message: run::clean_datafusion_message(&e),
+    };
     let batches = runtime.block_on(async {
         let (ctx, _warehouse, _source_errors) = run::open_session(manifest, &project.project_dir, None).await?;
-        let frame = ctx
-            .sql(sql)
-            .await
-            .map_err(|e| run::RunError::Query { model: "query".into(), message: run::clean_datafusion_message(&e) })?;
-        frame
-            .collect()
-            .await
-            .map_err(|e| run::RunError::Query { model: "query".into(), message: run::clean_datafusion_message(&e) })
+        ctx.sql(sql).await.map_err(query_error)?.collect().await.map_err(query_error)
     });
     let batches = match batches {
         Ok(batches) => batches,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::diagnostics::{Code, Diagnostic, FileId, SourceFile};
 use crate::graph::NodeId;
-use crate::manifest::{Node, NodeKind};
+use crate::manifest::{Node, NodeKind, SourceNode};
 use crate::project::{ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ModelFile, Project};
 use crate::sql::{self, SqlOrigin};
 
@@ -137,6 +137,7 @@ pub(super) fn cycle_diagnostic(
 pub(super) fn check_layers(
     project: &Project,
     nodes: &BTreeMap<String, Node>,
+    sources: &BTreeMap<String, SourceNode>,
     edges: &BTreeSet<(String, String)>,
     edge_spans: &BTreeMap<(String, String), (FileId, std::ops::Range<usize>)>,
     diagnostics: &mut Vec<Diagnostic>,
@@ -154,11 +155,10 @@ pub(super) fn check_layers(
                 Some(layer) => (layer.as_str(), parent.name.clone(), parent.path.clone()),
                 None => continue,
             },
-            None => (
-                "source",
-                upstream.rsplitn(3, '.').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("."),
-                String::new(),
-            ),
+            None => match sources.get(upstream) {
+                Some(source) => ("source", source.relation.clone(), String::new()),
+                None => continue,
+            },
         };
         let allowed: &[&str] = match child_layer {
             Layer::Bronze => &["source"],

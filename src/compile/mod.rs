@@ -432,7 +432,7 @@ fn build_manifest(
         diagnostics.push(checks::cycle_diagnostic(&cycle, &ids, &nodes, &edge_spans));
     }
     if project.config.layer_rules != LayerRules::Off {
-        checks::check_layers(project, &nodes, &edges, &edge_spans, diagnostics);
+        checks::check_layers(project, &nodes, &sources, &edges, &edge_spans, diagnostics);
     }
     if has_errors(diagnostics) {
         return None;

@@ -284,7 +284,7 @@ async fn run_node(
         Err(err) => return NodeResult::error(node, format!("lock task failed: {err}"), started.elapsed()),
     };
     let outcome = if node.resource_type == NodeKind::Seed {
-        materialize::SeedLoad.run(&cx, project_root).await
+        materialize::SeedLoad.run(&cx).await
     } else {
         match materialize::for_kind(node.materialized) {
             Some(materialization) => materialization.run(&cx).await,

@@ -1,7 +1,6 @@
 //! Seeds: CSV files under `seeds/` loaded into Delta tables. A seed whose file is unchanged since its last load
 //! (same checksum on the last commit) is not written again, so rebuilding adds no versions.
 
-use std::path::Path;
 use std::time::Instant;
 
 use datafusion::prelude::CsvReadOptions;
@@ -13,7 +12,7 @@ use crate::run::RunError;
 pub struct SeedLoad;
 
 impl SeedLoad {
-    pub async fn run(&self, cx: &ModelContext<'_>, project_root: &Path) -> Result<Outcome, RunError> {
+    pub async fn run(&self, cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
         let node = cx.node;
         if !cx.full_refresh {
             if let Some(table) = cx.warehouse.load(&node.relation).await? {
@@ -29,7 +28,7 @@ impl SeedLoad {
             }
         }
         let started = Instant::now();
-        let path = project_root.join(&node.path);
+        let path = cx.project_root.join(&node.path);
         let frame = cx
             .session
             .read_csv(path.to_string_lossy().as_ref(), CsvReadOptions::new().has_header(true))

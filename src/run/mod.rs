@@ -6,6 +6,7 @@
 //! A failed node marks its descendants skipped; unrelated nodes go on.
 //! **Architecture invariant:** `run` never renders a template or reads a model file: the manifest holds all it needs.
 
+pub mod dedupe;
 pub mod materialize;
 pub mod results;
 pub mod session;

@@ -10,7 +10,7 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use deltalake::delta_datafusion::planner::DeltaPlanner;
+use super::dedupe::{DedupeRule, PipeQueryPlanner};
 
 use super::RunError;
 use crate::manifest::Manifest;
@@ -27,13 +27,17 @@ pub fn new_session(manifest: &Manifest, memory_limit: Option<usize>) -> Result<S
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
     }
     let runtime = runtime.build_arc()?;
-    // Delta's planner turns the write, merge and delete plans of delta-rs into execution plans.
-    let state = SessionStateBuilder::new()
+    // The planner turns delta-rs's write, merge and delete nodes and pipe's dedupe node into execution plans.
+    let mut state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
-        .with_query_planner(DeltaPlanner::new())
-        .build();
+        .with_query_planner(Arc::new(PipeQueryPlanner));
+    // The hash-based dedupe does not spill; under a memory limit the window's sort (which does) stays.
+    if memory_limit.is_none() {
+        state = state.with_optimizer_rule(Arc::new(DedupeRule));
+    }
+    let state = state.build();
     let ctx = SessionContext::new_with_state(state);
     let mut schemas: BTreeSet<&str> = manifest.nodes.values().map(|n| n.schema.as_str()).collect();
     schemas.extend(manifest.sources.values().map(|s| s.source_name.as_str()));

@@ -1,0 +1,608 @@
+//! Dedupe by key without a sort.
+//!
+//! `row_number() over (partition by k order by o) ... where rn = 1` is the most common silver pattern, and
+//! DataFusion runs it as a full sort of the input followed by a window. [`DedupeRule`] rewrites the logical
+//! `Filter(rn = 1)` over a lone `row_number()` window into a [`KeepFirstNode`]: one hash table keyed by `k` holding,
+//! for each key, the row that sorts first by `o`. It is linear in the input instead of `n log n`, and the input is
+//! hash-partitioned by key so the partitions run in parallel.
+//!
+//! Ties: `row_number()` numbers tied rows in an unspecified order, so which tied row survives depends on file order
+//! and thread timing. [`KeepFirstExec`] breaks ties by comparing every column, ascending, nulls first: the survivor is
+//! the same whatever the order rows arrive in, which is one of the orders `row_number()` allows.
+//!
+//! Memory: the operator keeps each key's current winner (with a compaction pass whenever dropped rows outnumber
+//! them), and does not spill. A session with `--memory-limit` leaves the rule out, so the window's sort can spill.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{new_empty_array, ArrayRef, RecordBatch};
+use datafusion::arrow::compute::{interleave_record_batch, SortOptions};
+use datafusion::arrow::array::make_comparator;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchema, DFSchemaRef, Result, ScalarValue};
+use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::expr::WindowFunction;
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction_owned};
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, ExprSchemable, Extension, Filter, LogicalPlan, Operator, Projection, SortExpr,
+    UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
+};
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::physical_expr::PhysicalSortExpr;
+use datafusion::physical_plan::aggregates::group_values::new_group_values;
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
+    InputDistributionRequirements, PhysicalExpr, PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
+use datafusion::physical_expr::EquivalenceProperties;
+use deltalake::delta_datafusion::planner::DeltaExtensionPlanner;
+use futures::{StreamExt, TryStreamExt};
+
+/// The query planner of a build session: DataFusion's, with delta-rs's extension nodes and [`KeepFirstNode`].
+#[derive(Debug)]
+pub struct PipeQueryPlanner;
+
+#[async_trait]
+impl QueryPlanner for PipeQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session_state: &dyn datafusion::catalog::Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let planner =
+            DefaultPhysicalPlanner::with_extension_planners(vec![DeltaExtensionPlanner::new(), Arc::new(KeepFirstPlanner)]);
+        planner.create_physical_plan(logical_plan, session_state).await
+    }
+}
+
+/// Rewrites `Filter(rn = 1)` over a window holding only `rn = row_number() over (partition by ..)` into
+/// `Projection(<input columns>, 1 as rn)` over a [`KeepFirstNode`].
+#[derive(Debug, Default)]
+pub struct DedupeRule;
+
+impl OptimizerRule for DedupeRule {
+    fn name(&self) -> &str {
+        "pipe_dedupe_by_key"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Filter(filter) = &plan else { return Ok(Transformed::no(plan)) };
+        let LogicalPlan::Window(window) = filter.input.as_ref() else { return Ok(Transformed::no(plan)) };
+        let [Expr::WindowFunction(function)] = window.window_expr.as_slice() else { return Ok(Transformed::no(plan)) };
+        let WindowFunction { fun, params } = function.as_ref();
+        if fun.name() != "row_number"
+            || params.partition_by.is_empty()
+            || !params.args.is_empty()
+            || params.filter.is_some()
+            || !supported(window.input.schema(), &params.partition_by, &params.order_by)
+        {
+            return Ok(Transformed::no(plan));
+        }
+        let input_width = window.input.schema().fields().len();
+        let (qualifier, rn_field) = window.schema.qualified_field(input_width);
+        let rn = Column::new(qualifier.cloned(), rn_field.name());
+        let mut conjuncts = split_conjunction_owned(filter.predicate.clone());
+        let Some(first) = conjuncts.iter().position(|c| keeps_only_first(c, &rn)) else {
+            return Ok(Transformed::no(plan));
+        };
+        conjuncts.remove(first);
+
+        let node = KeepFirstNode {
+            input: Arc::clone(&window.input),
+            partition_by: params.partition_by.clone(),
+            order_by: params.order_by.clone(),
+        };
+        let mut exprs: Vec<Expr> =
+            window.input.schema().iter().map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name()))).collect();
+        exprs.push(Expr::Literal(ScalarValue::UInt64(Some(1)), None).alias_qualified(qualifier.cloned(), rn_field.name()));
+        let extension = LogicalPlan::Extension(Extension { node: Arc::new(node) });
+        let projection = Projection::try_new_with_schema(exprs, Arc::new(extension), Arc::clone(&window.schema))?;
+        let mut rewritten = LogicalPlan::Projection(projection);
+        if let Some(rest) = conjunction(conjuncts) {
+            rewritten = LogicalPlan::Filter(Filter::try_new(rest, Arc::new(rewritten))?);
+        }
+        Ok(Transformed::yes(rewritten))
+    }
+}
+
+/// Whether `predicate` keeps exactly the rows whose `rn` is 1: `rn = 1`, `rn <= 1`, `rn < 2`, either way round.
+fn keeps_only_first(predicate: &Expr, rn: &Column) -> bool {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = predicate else { return false };
+    let (column, op, literal) = match (is_column(left, rn), is_column(right, rn)) {
+        (true, false) => (left, *op, right),
+        (false, true) => match op.swap() {
+            Some(op) => (right, op, left),
+            None => return false,
+        },
+        _ => return false,
+    };
+    debug_assert!(is_column(column, rn));
+    let Expr::Literal(value, _) = literal.as_ref() else { return false };
+    let Ok(ScalarValue::Int64(Some(n))) = value.cast_to(&DataType::Int64) else { return false };
+    matches!((op, n), (Operator::Eq, 1) | (Operator::LtEq, 1) | (Operator::Lt, 2))
+}
+
+fn is_column(expr: &Expr, rn: &Column) -> bool {
+    match expr {
+        Expr::Column(c) => c == rn,
+        Expr::Cast(cast) => is_column(&cast.expr, rn),
+        Expr::TryCast(cast) => is_column(&cast.expr, rn),
+        _ => false,
+    }
+}
+
+/// Whether [`KeepFirstExec`] can hash the keys, order by the sort keys and compare every column for ties.
+fn supported(schema: &DFSchema, partition_by: &[Expr], order_by: &[SortExpr]) -> bool {
+    let types = |exprs: &mut dyn Iterator<Item = &Expr>| -> Option<Vec<SortField>> {
+        exprs.map(|e| e.get_type(schema).ok().map(SortField::new)).collect()
+    };
+    let (Some(keys), Some(orders)) =
+        (types(&mut partition_by.iter()), types(&mut order_by.iter().map(|s| &s.expr)))
+    else {
+        return false;
+    };
+    RowConverter::supports_fields(&keys)
+        && RowConverter::supports_fields(&orders)
+        && schema.fields().iter().all(|f| {
+            let empty = new_empty_array(f.data_type());
+            make_comparator(&empty, &empty, SortOptions::default()).is_ok()
+        })
+}
+
+/// Keeps, per value of `partition_by`, the one row that sorts first by `order_by` (ties broken by every column).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Hash)]
+pub struct KeepFirstNode {
+    input: Arc<LogicalPlan>,
+    partition_by: Vec<Expr>,
+    order_by: Vec<SortExpr>,
+}
+
+impl UserDefinedLogicalNodeCore for KeepFirstNode {
+    fn name(&self) -> &str {
+        "KeepFirst"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![&self.input]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        self.input.schema()
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        self.partition_by.iter().cloned().chain(self.order_by.iter().map(|s| s.expr.clone())).collect()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<String> = self.partition_by.iter().map(|e| e.to_string()).collect();
+        let order: Vec<String> = self.order_by.iter().map(|s| s.to_string()).collect();
+        write!(f, "KeepFirst: partition_by=[{}], order_by=[{}]", keys.join(", "), order.join(", "))
+    }
+
+    fn with_exprs_and_inputs(&self, exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
+        let keys = self.partition_by.len();
+        let order_by = self.order_by.iter().zip(&exprs[keys..]).map(|(s, e)| s.with_expr(e.clone())).collect();
+        Ok(Self { input: Arc::new(inputs.swap_remove(0)), partition_by: exprs[..keys].to_vec(), order_by })
+    }
+}
+
+struct KeepFirstPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for KeepFirstPlanner {
+    async fn plan_extension(
+        &self,
+        planner: &dyn PhysicalPlanner,
+        node: &dyn UserDefinedLogicalNode,
+        logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        session: &dyn datafusion::catalog::Session,
+        planning_ctx: &PhysicalPlanningContext,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(node) = node.as_any().downcast_ref::<KeepFirstNode>() else { return Ok(None) };
+        let schema = logical_inputs[0].schema();
+        let keys = node
+            .partition_by
+            .iter()
+            .map(|e| planner.create_physical_expr(e, schema, session, planning_ctx))
+            .collect::<Result<Vec<_>>>()?;
+        let order = node
+            .order_by
+            .iter()
+            .map(|s| {
+                let expr = planner.create_physical_expr(&s.expr, schema, session, planning_ctx)?;
+                Ok(PhysicalSortExpr::new(expr, SortOptions { descending: !s.asc, nulls_first: s.nulls_first }))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Arc::new(KeepFirstExec::new(Arc::clone(&physical_inputs[0]), keys, order))))
+    }
+}
+
+/// The physical side of [`KeepFirstNode`]: requires its input hash-partitioned by the keys, and keeps each
+/// partition's winners in a hash table of group ids.
+#[derive(Debug)]
+pub struct KeepFirstExec {
+    input: Arc<dyn ExecutionPlan>,
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    order: Vec<PhysicalSortExpr>,
+    properties: Arc<PlanProperties>,
+}
+
+impl KeepFirstExec {
+    fn new(input: Arc<dyn ExecutionPlan>, keys: Vec<Arc<dyn PhysicalExpr>>, order: Vec<PhysicalSortExpr>) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(input.schema()),
+            input.output_partitioning().clone(),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        ));
+        Self { input, keys, order, properties }
+    }
+}
+
+impl DisplayAs for KeepFirstExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let keys: Vec<String> = self.keys.iter().map(|e| e.to_string()).collect();
+        let order: Vec<String> = self.order.iter().map(|s| s.to_string()).collect();
+        write!(f, "KeepFirstExec: partition_by=[{}], order_by=[{}]", keys.join(", "), order.join(", "))
+    }
+}
+
+impl ExecutionPlan for KeepFirstExec {
+    fn name(&self) -> &str {
+        "KeepFirstExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        InputDistributionRequirements::new(vec![Distribution::KeyPartitioned(self.keys.clone())])
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for expr in self.keys.iter().chain(self.order.iter().map(|s| &s.expr)) {
+            if f(expr)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(Self::new(children.swap_remove(0), self.keys.clone(), self.order.clone())))
+    }
+
+    fn with_new_children(self: Arc<Self>, children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
+    }
+
+    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, Arc::clone(&context))?;
+        let schema = self.schema();
+        let batch_size = context.session_config().batch_size();
+        let mut winners = Winners::new(&schema, self.keys.clone(), self.order.clone(), COMPACT_SLACK)?;
+        let output = futures::stream::once(async move {
+            let mut input = input;
+            while let Some(batch) = input.next().await {
+                winners.push(batch?)?;
+            }
+            winners.finish(batch_size)
+        })
+        .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
+    }
+}
+
+/// One partition's state: the batches still holding a winner, each with its sort keys in row format, and for
+/// each group id the (batch, row) of its current winner.
+struct Winners {
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    order: Vec<PhysicalSortExpr>,
+    groups: Box<dyn datafusion::physical_plan::aggregates::group_values::GroupValues>,
+    order_rows: RowConverter,
+    batches: Vec<RecordBatch>,
+    ranks: Vec<Rows>,
+    best: Vec<(usize, usize)>,
+    group_ids: Vec<usize>,
+    retained_rows: usize,
+    compact_slack: usize,
+}
+
+/// Compact once the batches hold this many rows more than there are winners.
+const COMPACT_SLACK: usize = 1 << 20;
+
+impl Winners {
+    fn new(
+        schema: &SchemaRef,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        order: Vec<PhysicalSortExpr>,
+        compact_slack: usize,
+    ) -> Result<Self> {
+        let key_fields = keys.iter().map(|k| k.return_field(schema)).collect::<Result<Vec<_>>>()?;
+        let key_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(key_fields));
+        let groups = new_group_values(key_schema, &GroupOrdering::None)?;
+        let sort_fields = order
+            .iter()
+            .map(|s| Ok(SortField::new_with_options(s.expr.data_type(schema)?, s.options)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            keys,
+            order,
+            groups,
+            order_rows: RowConverter::new(sort_fields)?,
+            batches: Vec::new(),
+            ranks: Vec::new(),
+            best: Vec::new(),
+            group_ids: Vec::new(),
+            retained_rows: 0,
+            compact_slack,
+        })
+    }
+
+    fn evaluate(exprs: impl Iterator<Item = Arc<dyn PhysicalExpr>>, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        exprs.map(|e| e.evaluate(batch)?.into_array(batch.num_rows())).collect()
+    }
+
+    fn rank(&self, batch: &RecordBatch) -> Result<Rows> {
+        let columns = Self::evaluate(self.order.iter().map(|s| Arc::clone(&s.expr)), batch)?;
+        Ok(self.order_rows.convert_columns(&columns)?)
+    }
+
+    fn push(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let keys = Self::evaluate(self.keys.iter().cloned(), &batch)?;
+        self.groups.intern(&keys, &mut self.group_ids)?;
+        let rank = self.rank(&batch)?;
+        let this = self.batches.len();
+        for (row, &group) in self.group_ids.iter().enumerate() {
+            if group == self.best.len() {
+                self.best.push((this, row));
+                continue;
+            }
+            let (held_batch, held_row) = self.best[group];
+            let (held, held_rank) = if held_batch == this {
+                (&batch, rank.row(held_row))
+            } else {
+                (&self.batches[held_batch], self.ranks[held_batch].row(held_row))
+            };
+            let better = match rank.row(row).cmp(&held_rank) {
+                Ordering::Less => true,
+                Ordering::Greater => false,
+                Ordering::Equal => compare_rows(&batch, row, held, held_row)? == Ordering::Less,
+            };
+            if better {
+                self.best[group] = (this, row);
+            }
+        }
+        self.retained_rows += batch.num_rows();
+        self.batches.push(batch);
+        self.ranks.push(rank);
+        if self.retained_rows > self.best.len().saturating_add(self.compact_slack) {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the retained batches by one batch of the winners.
+    fn compact(&mut self) -> Result<()> {
+        let batch = self.take_winners()?;
+        self.ranks = vec![self.rank(&batch)?];
+        self.retained_rows = batch.num_rows();
+        self.batches = vec![batch];
+        for (group, best) in self.best.iter_mut().enumerate() {
+            *best = (0, group);
+        }
+        Ok(())
+    }
+
+    fn take_winners(&self) -> Result<RecordBatch> {
+        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
+        Ok(interleave_record_batch(&batches, &self.best)?)
+    }
+
+    fn finish(self, batch_size: usize) -> Result<Vec<RecordBatch>> {
+        if self.best.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all = self.take_winners()?;
+        let batch_size = batch_size.max(1);
+        Ok((0..all.num_rows()).step_by(batch_size).map(|at| all.slice(at, batch_size.min(all.num_rows() - at))).collect())
+    }
+}
+
+/// Orders two rows by every column, ascending, nulls first.
+fn compare_rows(a: &RecordBatch, a_row: usize, b: &RecordBatch, b_row: usize) -> Result<Ordering> {
+    for (left, right) in a.columns().iter().zip(b.columns()) {
+        let compare = make_comparator(left.as_ref(), right.as_ref(), SortOptions::default())?;
+        match compare(a_row, b_row) {
+            Ordering::Equal => continue,
+            other => return Ok(other),
+        }
+    }
+    Ok(Ordering::Equal)
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+
+    /// 40,000 rows in 4 partitions over 3,000 keys: duplicate keys, tied and null sort keys, null keys.
+    fn table() -> MemTable {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("o", DataType::Int64, true),
+            Field::new("v", DataType::Utf8, true),
+        ]));
+        let mut state: u64 = 42;
+        let mut next = move |n: u64| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        let partitions = (0..4)
+            .map(|_| {
+                let (mut k, mut o, mut v) = (Vec::new(), Vec::new(), Vec::new());
+                for _ in 0..10_000 {
+                    k.push((next(50) != 0).then(|| next(3_000) as i64));
+                    o.push((next(10) != 0).then(|| next(4) as i64));
+                    v.push((next(8) != 0).then(|| format!("v{}", next(3))));
+                }
+                let columns: Vec<ArrayRef> =
+                    vec![Arc::new(Int64Array::from(k)), Arc::new(Int64Array::from(o)), Arc::new(StringArray::from(v))];
+                vec![RecordBatch::try_new(Arc::clone(&schema), columns).unwrap()]
+            })
+            .collect();
+        MemTable::try_new(schema, partitions).unwrap()
+    }
+
+    fn session(rule: bool) -> SessionContext {
+        let mut state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(SessionConfig::new().with_target_partitions(4))
+            .with_query_planner(Arc::new(PipeQueryPlanner));
+        if rule {
+            state = state.with_optimizer_rule(Arc::new(DedupeRule));
+        }
+        let ctx = SessionContext::new_with_state(state.build());
+        ctx.register_table("t", Arc::new(table())).unwrap();
+        ctx
+    }
+
+    async fn rows(ctx: &SessionContext, sql: &str) -> (String, String) {
+        let frame = ctx.sql(sql).await.unwrap();
+        let plan = format!("{}", frame.clone().into_optimized_plan().unwrap().display_indent());
+        let batches = frame.collect().await.unwrap();
+        (plan, pretty_format_batches(&batches).unwrap().to_string())
+    }
+
+    /// Compares two printed tables, showing only the first rows that differ.
+    fn assert_same(left: &str, right: &str) {
+        let diff: Vec<String> = left
+            .lines()
+            .zip(right.lines())
+            .filter(|(l, r)| l != r)
+            .take(5)
+            .map(|(l, r)| format!("{l}  vs  {r}"))
+            .collect();
+        assert!(diff.is_empty() && left.lines().count() == right.lines().count(), "{}", diff.join("\n"));
+    }
+
+    #[tokio::test]
+    async fn keeps_the_row_row_number_keeps_with_ties_broken_by_every_column() {
+        let dedupe = |order: &str, filter: &str| {
+            format!(
+                "select k, o, v, rn from (select *, row_number() over (partition by k order by {order}) as rn from t) \
+                 where {filter} order by k nulls first"
+            )
+        };
+        let (plan, fast) = rows(&session(true), &dedupe("o desc", "rn = 1")).await;
+        assert!(plan.contains("KeepFirst"), "{plan}");
+        // The window, told the same tie-break explicitly, is deterministic too and must agree row for row.
+        let tie_break = "o desc, k asc nulls first, o asc nulls first, v asc nulls first";
+        let (plan, window) = rows(&session(false), &dedupe(tie_break, "rn = 1")).await;
+        assert!(!plan.contains("KeepFirst"), "{plan}");
+        assert_same(&fast, &window);
+        assert_eq!(fast.lines().count(), 3_001 + 4, "one row per key and one for the null key, plus borders");
+
+        let (_, ascending) = rows(&session(true), &dedupe("o asc nulls last", "1 >= rn")).await;
+        let (_, window) = rows(&session(false), &dedupe("o asc nulls last, k nulls first, o nulls first, v nulls first", "rn = 1")).await;
+        assert_same(&ascending, &window);
+    }
+
+    /// Compaction (every 100 dropped rows here) keeps the same winners as holding every batch.
+    #[tokio::test]
+    async fn compaction_keeps_the_winners() {
+        let ctx = session(true);
+        let sql = "select * from (select *, row_number() over (partition by k order by o desc) as rn from t) where rn = 1";
+        let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let mut exec = plan;
+        while exec.name() != "KeepFirstExec" {
+            exec = Arc::clone(exec.children()[0]);
+        }
+        let exec = exec.as_ref().downcast_ref::<KeepFirstExec>().unwrap();
+        let input = datafusion::physical_plan::collect(Arc::clone(&exec.input), ctx.task_ctx()).await.unwrap();
+        let winners = |slack| {
+            let mut w = Winners::new(&exec.schema(), exec.keys.clone(), exec.order.clone(), slack).unwrap();
+            for batch in &input {
+                for at in (0..batch.num_rows()).step_by(700) {
+                    w.push(batch.slice(at, 700.min(batch.num_rows() - at))).unwrap();
+                }
+            }
+            let sorted = datafusion::arrow::compute::concat_batches(&exec.schema(), &w.finish(1024).unwrap()).unwrap();
+            let order = datafusion::arrow::compute::lexsort_to_indices(
+                &sorted.columns().iter().map(|c| datafusion::arrow::compute::SortColumn { values: Arc::clone(c), options: None }).collect::<Vec<_>>(),
+                None,
+            )
+            .unwrap();
+            pretty_format_batches(&[datafusion::arrow::compute::take_record_batch(&sorted, &order).unwrap()]).unwrap().to_string()
+        };
+        assert_same(&winners(100), &winners(usize::MAX));
+    }
+
+    #[tokio::test]
+    async fn leaves_other_filters_and_windows_alone() {
+        let ctx = session(true);
+        for sql in [
+            "select * from (select *, row_number() over (partition by k order by o) as rn from t) where rn = 2",
+            "select * from (select *, row_number() over (order by o) as rn from t) where rn = 1",
+            "select * from (select *, rank() over (partition by k order by o) as rn from t) where rn = 1",
+            "select * from (select *, row_number() over (partition by k order by o) as rn, \
+             count(*) over (partition by k) as n from t) where rn = 1",
+        ] {
+            let (plan, _) = rows(&ctx, sql).await;
+            assert!(!plan.contains("KeepFirst"), "{sql}\n{plan}");
+        }
+        // Other conjuncts stay, applied after the dedupe as the window's filter would.
+        let sql = "select * from (select *, row_number() over (partition by k order by o desc) as rn from t) \
+                   where rn = 1 and v = 'v1' and rn < 2";
+        let (plan, fast) = rows(&ctx, &format!("{sql} order by k")).await;
+        assert!(plan.contains("KeepFirst"), "{plan}");
+        let full = sql.replace("o desc", "o desc, k nulls first, o nulls first, v nulls first");
+        let (_, window) = rows(&session(false), &format!("{full} order by k")).await;
+        assert_same(&fast, &window);
+        assert!(fast.lines().count() > 500, "{fast}");
+    }
+}

@@ -224,3 +224,59 @@ fn bronze_ingests_each_file_exactly_once() {
     // Downstream models read the bronze table as usual.
     assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
 }
+
+/// `pipe history`, `--as-of`, `VERSION AS OF` / `TIMESTAMP AS OF` and `pipe diff` over a merged table's versions.
+#[test]
+fn history_time_travel_and_diff_follow_the_versions() {
+    let dir = project("unique_key='id'");
+    let root = dir.path();
+    build(root);
+    std::fs::write(root.join("data/updates/2.csv"), SECOND_BATCH).unwrap();
+    build(root);
+
+    let output = pipe(root, &["history", "customers", "-o", "csv"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let history = text(&output.stdout);
+    let lines: Vec<Vec<&str>> = history.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(
+        lines[0],
+        ["version", "timestamp", "operation", "rows", "added", "updated", "removed", "run_id", "checksum"]
+    );
+    // version, operation, rows, added, updated, removed
+    let summary: Vec<String> = lines[1..].iter().map(|l| [l[0], l[2], l[3], l[4], l[5], l[6]].join(" ")).collect();
+    assert_eq!(summary, ["1 MERGE 4 1 1 0", "0 WRITE 3 3 0 0"], "{history}");
+    assert!(lines[1][7] != lines[2][7] && lines[1][8] == lines[2][8], "two runs, one logic: {history}");
+
+    let query = |sql: &str| {
+        let output = pipe(root, &["query", sql, "-o", "csv"]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        text(&output.stdout)
+    };
+    let first = "id,name\n1,ada\n2,bo\n3,cy\n";
+    assert_eq!(query("select id, name from silver.customers VERSION AS OF 0 order by id"), first);
+    // The time of version 0's commit names version 0; the latest version is still read without AS OF.
+    let v0_time = lines[2][1];
+    let sql = format!("select id, name from silver.customers TIMESTAMP AS OF '{v0_time}' order by id");
+    assert_eq!(query(&sql), first);
+    assert_eq!(query("select count(*) as n from silver.customers"), "n\n4\n");
+    let output = pipe(root, &["show", "customers", "--as-of", "0", "-o", "csv"]);
+    assert_eq!(text(&output.stdout).lines().count(), 4, "{}", text(&output.stderr));
+    let output = pipe(root, &["query", "select * from silver.customers VERSION AS OF 7"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("silver.customers"), "{}", text(&output.stderr));
+
+    // With `unique_key`, id 1 changed rather than one row removed and one added.
+    let output = pipe(root, &["diff", "customers", "-o", "csv"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("from version 0 to version 1: 1 added, 0 removed, 1 changed"),
+        "{}",
+        text(&output.stderr)
+    );
+    let mut rows: Vec<String> =
+        text(&output.stdout).lines().skip(1).map(|l| l.split(',').take(4).collect::<Vec<_>>().join(",")).collect();
+    rows.sort();
+    assert_eq!(rows, ["added,4,d2,dee", "changed (new),1,d1,ada2", "changed (old),1,d1,ada"]);
+    let output = pipe(root, &["diff", "customers", "--from", "1", "--to", "0"]);
+    assert!(text(&output.stderr).contains("0 added, 1 removed, 1 changed"), "{}", text(&output.stderr));
+}

@@ -174,6 +174,7 @@ pub(super) fn run(args: &BuildArgs, scope: Scope) -> anyhow::Result<ExitCode> {
             fail_fast: args.fail_fast,
             memory_limit: args.memory_limit,
             run_id,
+            render_times: compilation.render_times.clone(),
         },
     };
     let results = runtime.block_on(run::build(request, &on_result))?;

@@ -52,6 +52,10 @@ pub enum Command {
     Show(query::ShowArgs),
     /// Run SQL over the warehouse and print the result.
     Query(query::QueryArgs),
+    /// List a model's table versions: when, which operation, rows added / updated / removed, run and logic.
+    History(query::HistoryArgs),
+    /// Rows added, removed and changed between two versions of a model's table.
+    Diff(query::DiffArgs),
     /// Explain a diagnostic code, e.g. `pipe explain P0401` or `pipe explain ref-not-found`.
     Explain(ExplainArgs),
 }
@@ -148,6 +152,8 @@ pub fn main() -> ExitCode {
         Command::Seed(args) => build::run(&args, build::Scope::Seed),
         Command::Show(args) => query::show(&args),
         Command::Query(args) => query::query(&args),
+        Command::History(args) => query::history(&args),
+        Command::Diff(args) => query::diff(&args),
         Command::Explain(args) => run_explain(&args),
     };
     match result {

@@ -1,12 +1,18 @@
-//! `pipe show <model>` and `pipe query "<sql>"`: read the warehouse with every model and source registered.
+//! `pipe show <model>`, `pipe query "<sql>"`, `pipe history <model>` and `pipe diff <model>`: read the warehouse
+//! (every model and source registered), now or as of an earlier version.
 
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use std::sync::Arc;
+
 use super::{compile_reported, write_stdout, ProjectArgs};
+use crate::manifest::{Manifest, Node};
 use crate::run;
+use crate::run::history::AsOf;
+use crate::run::warehouse::Warehouse;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TableFormat {
@@ -26,16 +32,64 @@ pub struct ShowArgs {
     pub limit: usize,
     #[arg(long, short = 'o', value_enum, default_value_t = TableFormat::Table)]
     pub output: TableFormat,
+    /// Read the table as it was at a version (`3`) or a UTC time (`2026-11-26 10:00:00`).
+    #[arg(long)]
+    pub as_of: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
     #[command(flatten)]
     pub project: ProjectArgs,
-    /// SQL over the warehouse: models by relation (`silver.orders`), sources as `<source>.<table>`.
+    /// SQL over the warehouse: models by relation (`silver.orders`), sources as `<source>.<table>`. Earlier
+    /// versions with Delta's syntax: `silver.orders VERSION AS OF 3`, `silver.orders TIMESTAMP AS OF '2026-11-26'`.
     pub sql: String,
     #[arg(long, short = 'o', value_enum, default_value_t = TableFormat::Table)]
     pub output: TableFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// The model (or seed).
+    pub model: String,
+    /// Versions to list, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long, short = 'o', value_enum, default_value_t = TableFormat::Table)]
+    pub output: TableFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// The model (or seed).
+    pub model: String,
+    /// The older version or time (default: the version before `--to`).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The newer version or time (default: the latest version).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Differing rows to print.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[arg(long, short = 'o', value_enum, default_value_t = TableFormat::Table)]
+    pub output: TableFormat,
+}
+
+/// The node called `name`, or a message with a suggestion.
+fn find_node<'m>(manifest: &'m Manifest, name: &str) -> Result<&'m Node, ExitCode> {
+    manifest.nodes.values().find(|n| n.name == name).ok_or_else(|| {
+        let names = manifest.nodes.values().map(|n| n.name.as_str());
+        let hint = crate::suggest::did_you_mean(name, names)
+            .map(|n| format!("\n\nhint: did you mean `{n}`?"))
+            .unwrap_or_default();
+        eprintln!("error: no model or seed named `{name}`{hint}");
+        ExitCode::from(2)
+    })
 }
 
 pub(super) fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
@@ -43,16 +97,134 @@ pub(super) fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
-    let Some(node) = manifest.nodes.values().find(|n| n.name == args.model) else {
-        let names = manifest.nodes.values().map(|n| n.name.as_str());
-        let hint = crate::suggest::did_you_mean(&args.model, names)
-            .map(|n| format!("\n\nhint: did you mean `{n}`?"))
-            .unwrap_or_default();
-        eprintln!("error: no model or seed named `{}`{hint}", args.model);
-        return Ok(ExitCode::from(2));
+    let node = match find_node(&manifest, &args.model) {
+        Ok(node) => node,
+        Err(code) => return Ok(code),
     };
-    let sql = format!("select * from {} limit {}", node.relation, args.limit);
+    let version = match &args.as_of {
+        None => String::new(),
+        Some(text) => match AsOf::parse(text) {
+            Ok(AsOf::Version(v)) => format!(" VERSION AS OF {v}"),
+            Ok(AsOf::Timestamp(t)) => format!(" TIMESTAMP AS OF '{}'", t.to_rfc3339()),
+            Err(message) => {
+                eprintln!("error: --as-of: {message}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
+    let sql = format!("select * from {}{version} limit {}", node.relation, args.limit);
     query_and_print(&args.project, &manifest, &sql, args.output)
+}
+
+pub(super) fn history(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
+    let (_compilation, manifest) = match compile_reported(&args.project)? {
+        Ok(done) => done,
+        Err(code) => return Ok(code),
+    };
+    let node = match find_node(&manifest, &args.model) {
+        Ok(node) => node,
+        Err(code) => return Ok(code),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let versions = runtime.block_on(async {
+        let warehouse = Warehouse::open(&args.project.project_dir.join(&manifest.project.warehouse))?;
+        run::history::history(&warehouse, &node.relation, args.limit).await
+    });
+    let versions = match versions {
+        Ok(versions) => versions,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    write_stdout(&format_batches(&[history_batch(&versions)?], args.output)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn history_batch(versions: &[run::history::VersionInfo]) -> anyhow::Result<RecordBatch> {
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, UInt64Array};
+    let text = |f: &dyn Fn(&run::history::VersionInfo) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from(versions.iter().map(f).collect::<Vec<_>>()))
+    };
+    let count = |f: &dyn Fn(&run::history::VersionInfo) -> u64| -> ArrayRef {
+        Arc::new(UInt64Array::from(versions.iter().map(f).collect::<Vec<_>>()))
+    };
+    Ok(RecordBatch::try_from_iter(vec![
+        ("version", Arc::new(Int64Array::from(versions.iter().map(|v| v.version).collect::<Vec<_>>())) as ArrayRef),
+        ("timestamp", text(&|v| Some(v.timestamp.clone()))),
+        ("operation", text(&|v| Some(v.operation.clone()))),
+        ("rows", count(&|v| v.rows)),
+        ("added", count(&|v| v.added)),
+        ("updated", count(&|v| v.updated)),
+        ("removed", count(&|v| v.removed)),
+        ("run_id", text(&|v| v.run_id.clone())),
+        ("checksum", text(&|v| v.checksum.clone())),
+    ])?)
+}
+
+pub(super) fn diff(args: &DiffArgs) -> anyhow::Result<ExitCode> {
+    let (_compilation, manifest) = match compile_reported(&args.project)? {
+        Ok(done) => done,
+        Err(code) => return Ok(code),
+    };
+    let node = match find_node(&manifest, &args.model) {
+        Ok(node) => node,
+        Err(code) => return Ok(code),
+    };
+    let parse = |flag: &str, text: &Option<String>| -> Result<Option<AsOf>, ExitCode> {
+        text.as_deref().map(AsOf::parse).transpose().map_err(|message| {
+            eprintln!("error: {flag}: {message}");
+            ExitCode::from(2)
+        })
+    };
+    let (from, to) = match (parse("--from", &args.from), parse("--to", &args.to)) {
+        (Ok(from), Ok(to)) => (from, to),
+        (Err(code), _) | (_, Err(code)) => return Ok(code),
+    };
+    let unique_key = crate::run::materialize::column_list(node.config.get("unique_key"));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(async {
+        let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
+        let Some(latest) = warehouse.load(&node.relation).await? else {
+            return Err(run::RunError::Warehouse(format!("`{}` is not a table in the warehouse", node.relation)));
+        };
+        let latest = latest.version().map_or(0, |v| v as i64);
+        let to = to.unwrap_or(AsOf::Version(latest));
+        let from = match (from, &to) {
+            (Some(from), _) => from,
+            (None, AsOf::Version(v)) => AsOf::Version((v - 1).max(0)),
+            (None, AsOf::Timestamp(_)) => {
+                let at = warehouse.load_as_of(&node.relation, &to).await?;
+                AsOf::Version((at.version().map_or(0, |v| v as i64) - 1).max(0))
+            }
+        };
+        let diff = run::history::diff(&ctx, &warehouse, &node.relation, &from, &to, &unique_key, args.limit).await?;
+        Ok((from, to, diff))
+    });
+    let (from, to, diff) = match result {
+        Ok(done) => done,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let name = |a: &AsOf| match a {
+        AsOf::Version(v) => format!("version {v}"),
+        AsOf::Timestamp(t) => t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    };
+    eprintln!(
+        "{} from {} to {}: {} added, {} removed, {} changed",
+        node.relation,
+        name(&from),
+        name(&to),
+        diff.added,
+        diff.removed,
+        diff.changed
+    );
+    if !diff.rows.is_empty() {
+        write_stdout(&format_batches(&diff.rows, args.output)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(super) fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
@@ -65,7 +237,7 @@ pub(super) fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
 
 fn query_and_print(
     project: &ProjectArgs,
-    manifest: &crate::manifest::Manifest,
+    manifest: &Manifest,
     sql: &str,
     output: TableFormat,
 ) -> anyhow::Result<ExitCode> {
@@ -75,8 +247,9 @@ fn query_and_print(
         message: run::clean_datafusion_message(&e),
     };
     let batches = runtime.block_on(async {
-        let (ctx, _warehouse, _source_errors) = run::open_session(manifest, &project.project_dir, None).await?;
-        ctx.sql(sql).await.map_err(query_error)?.collect().await.map_err(query_error)
+        let (ctx, warehouse, _source_errors) = run::open_session(manifest, &project.project_dir, None).await?;
+        let sql = run::history::resolve_time_travel(sql, &ctx, &warehouse).await?;
+        ctx.sql(&sql).await.map_err(query_error)?.collect().await.map_err(query_error)
     });
     let batches = match batches {
         Ok(batches) => batches,

@@ -12,6 +12,7 @@ mod select;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use serde_json::Value;
@@ -52,12 +53,15 @@ pub struct Compilation {
     /// The planning results to keep for the next compile.
     pub plan_cache: PlanCache,
     pub plan_stats: PlanStats,
+    /// Per model unique id, how long rendering its Jinja took.
+    pub render_times: BTreeMap<String, Duration>,
 }
 
 /// Prefix of the CTE an ephemeral model is inlined as.
 pub const EPHEMERAL_PREFIX: &str = "__pipe_cte__";
 
 struct ModelResult {
+    render_time: Duration,
     rendered: RenderedModel,
     analyzed: AnalyzedModel,
 }
@@ -79,10 +83,18 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
             );
         }
         let (plan_cache, plan_stats) = (PlanCache::default(), PlanStats::default());
-        return Compilation { project: None, manifest: None, diagnostics, plan_cache, plan_stats };
+        return Compilation {
+            project: None,
+            manifest: None,
+            diagnostics,
+            plan_cache,
+            plan_stats,
+            render_times: BTreeMap::new(),
+        };
     };
     let mut origins = BTreeMap::new();
-    let mut manifest = build_manifest(&project, options, &mut origins, &mut diagnostics);
+    let mut render_times = BTreeMap::new();
+    let mut manifest = build_manifest(&project, options, &mut origins, &mut render_times, &mut diagnostics);
     let mut plan_cache = PlanCache::default();
     let mut plan_stats = PlanStats::default();
     if let (Some(manifest), true) = (manifest.as_mut(), options.plan) {
@@ -91,7 +103,7 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
     }
     sort_diagnostics(&mut diagnostics, &project.files);
     let manifest = if has_errors(&diagnostics) { None } else { manifest };
-    Compilation { project: Some(project), manifest, diagnostics, plan_cache, plan_stats }
+    Compilation { project: Some(project), manifest, diagnostics, plan_cache, plan_stats, render_times }
 }
 
 /// The schema a model's relation lives in: `config(schema=...)`, else its layer, else `main`.
@@ -124,13 +136,15 @@ fn render_and_parse(
         .map(|model| {
             let file = project.files.get(model.file);
             let this = context.relations.get(&model.name).cloned().unwrap_or_default();
+            let started = Instant::now();
             let rendered = renderer.render_model(model.file, file, &this, context, macro_files)?;
+            let render_time = started.elapsed();
             let origin = SqlOrigin { file_id: model.file, file, offsets: &rendered.offsets };
             let analyzed = sql::analyze(&rendered.sql, &origin)?;
             if let Some(incremental) = &rendered.sql_incremental {
                 sql::analyze(incremental, &origin).map_err(|d| d.with_note("in the `is_incremental()` variant"))?;
             }
-            Ok(ModelResult { rendered, analyzed })
+            Ok(ModelResult { render_time, rendered, analyzed })
         })
         .collect()
 }
@@ -139,6 +153,7 @@ fn build_manifest(
     project: &Project,
     options: &CompileOptions,
     origins: &mut BTreeMap<String, plan::ModelOrigin>,
+    render_times: &mut BTreeMap<String, Duration>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Manifest> {
     let project_name = &project.config.name;
@@ -248,6 +263,7 @@ fn build_manifest(
             }
         };
         let unique_id = model_id(&model.name);
+        render_times.insert(unique_id.clone(), result.render_time);
         origins.insert(
             model.name.clone(),
             plan::ModelOrigin {

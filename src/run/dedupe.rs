@@ -18,9 +18,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::arrow::array::make_comparator;
 use datafusion::arrow::array::{new_empty_array, ArrayRef, RecordBatch};
 use datafusion::arrow::compute::{interleave_record_batch, SortOptions};
-use datafusion::arrow::array::make_comparator;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
@@ -36,17 +36,18 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_expr::PhysicalSortExpr;
 use datafusion::physical_plan::aggregates::group_values::new_group_values;
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
     InputDistributionRequirements, PhysicalExpr, PlanProperties, ReplaceChildrenOptions, SendableRecordBatchStream,
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
-use datafusion::physical_expr::EquivalenceProperties;
 use deltalake::delta_datafusion::planner::DeltaExtensionPlanner;
 use futures::{StreamExt, TryStreamExt};
 
@@ -61,8 +62,10 @@ impl QueryPlanner for PipeQueryPlanner {
         logical_plan: &LogicalPlan,
         session_state: &dyn datafusion::catalog::Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let planner =
-            DefaultPhysicalPlanner::with_extension_planners(vec![DeltaExtensionPlanner::new(), Arc::new(KeepFirstPlanner)]);
+        let planner = DefaultPhysicalPlanner::with_extension_planners(vec![
+            DeltaExtensionPlanner::new(),
+            Arc::new(KeepFirstPlanner),
+        ]);
         planner.create_physical_plan(logical_plan, session_state).await
     }
 }
@@ -87,7 +90,17 @@ impl OptimizerRule for DedupeRule {
 
     fn rewrite(&self, plan: LogicalPlan, _config: &dyn OptimizerConfig) -> Result<Transformed<LogicalPlan>> {
         let LogicalPlan::Filter(filter) = &plan else { return Ok(Transformed::no(plan)) };
-        let LogicalPlan::Window(window) = filter.input.as_ref() else { return Ok(Transformed::no(plan)) };
+        // The window, or a projection that only selects columns of it (what pruning unused columns leaves).
+        let (window, selection) = match filter.input.as_ref() {
+            LogicalPlan::Window(window) => (window, None),
+            LogicalPlan::Projection(projection) => match projection.input.as_ref() {
+                LogicalPlan::Window(window) if projection.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+                    (window, Some(projection))
+                }
+                _ => return Ok(Transformed::no(plan)),
+            },
+            _ => return Ok(Transformed::no(plan)),
+        };
         let [Expr::WindowFunction(function)] = window.window_expr.as_slice() else { return Ok(Transformed::no(plan)) };
         let WindowFunction { fun, params } = function.as_ref();
         if fun.name() != "row_number"
@@ -114,10 +127,16 @@ impl OptimizerRule for DedupeRule {
         };
         let mut exprs: Vec<Expr> =
             window.input.schema().iter().map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name()))).collect();
-        exprs.push(Expr::Literal(ScalarValue::UInt64(Some(1)), None).alias_qualified(qualifier.cloned(), rn_field.name()));
+        exprs.push(
+            Expr::Literal(ScalarValue::UInt64(Some(1)), None).alias_qualified(qualifier.cloned(), rn_field.name()),
+        );
         let extension = LogicalPlan::Extension(Extension { node: Arc::new(node) });
         let projection = Projection::try_new_with_schema(exprs, Arc::new(extension), Arc::clone(&window.schema))?;
         let mut rewritten = LogicalPlan::Projection(projection);
+        if let Some(selection) = selection {
+            let (exprs, schema) = (selection.expr.clone(), Arc::clone(&selection.schema));
+            rewritten = LogicalPlan::Projection(Projection::try_new_with_schema(exprs, Arc::new(rewritten), schema)?);
+        }
         if let Some(rest) = conjunction(conjuncts) {
             rewritten = LogicalPlan::Filter(Filter::try_new(rest, Arc::new(rewritten))?);
         }
@@ -156,8 +175,7 @@ fn supported(schema: &DFSchema, partition_by: &[Expr], order_by: &[SortExpr]) ->
     let types = |exprs: &mut dyn Iterator<Item = &Expr>| -> Option<Vec<SortField>> {
         exprs.map(|e| e.get_type(schema).ok().map(SortField::new)).collect()
     };
-    let (Some(keys), Some(orders)) =
-        (types(&mut partition_by.iter()), types(&mut order_by.iter().map(|s| &s.expr)))
+    let (Some(keys), Some(orders)) = (types(&mut partition_by.iter()), types(&mut order_by.iter().map(|s| &s.expr)))
     else {
         return false;
     };
@@ -247,6 +265,7 @@ pub struct KeepFirstExec {
     keys: Vec<Arc<dyn PhysicalExpr>>,
     order: Vec<PhysicalSortExpr>,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl KeepFirstExec {
@@ -257,7 +276,7 @@ impl KeepFirstExec {
             EmissionType::Final,
             Boundedness::Bounded,
         ));
-        Self { input, keys, order, properties }
+        Self { input, keys, order, properties, metrics: ExecutionPlanMetricsSet::new() }
     }
 }
 
@@ -310,19 +329,37 @@ impl ExecutionPlan for KeepFirstExec {
         self.replace_children(children, ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute))
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, Arc::clone(&context))?;
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let schema = self.schema();
         let batch_size = context.session_config().batch_size();
         let mut winners = Winners::new(&schema, self.keys.clone(), self.order.clone(), COMPACT_SLACK)?;
+        let output_metrics = baseline.clone();
         let output = futures::stream::once(async move {
             let mut input = input;
             while let Some(batch) = input.next().await {
-                winners.push(batch?)?;
+                let batch = batch?;
+                let _timer = baseline.elapsed_compute().timer();
+                winners.push(batch)?;
             }
-            winners.finish(batch_size)
+            Ok::<_, datafusion::error::DataFusionError>(winners.into_output(batch_size))
         })
-        .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+        .map_ok(move |output| {
+            let baseline = output_metrics.clone();
+            // Built a batch at a time as the consumer asks, so the output is never all in memory at once.
+            futures::stream::iter(output.chunks).map(move |range| {
+                let _timer = baseline.elapsed_compute().timer();
+                let batches: Vec<&RecordBatch> = output.batches.iter().collect();
+                let batch = interleave_record_batch(&batches, &output.best[range])?;
+                baseline.record_output(batch.num_rows());
+                Ok(batch)
+            })
+        })
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
     }
@@ -437,13 +474,26 @@ impl Winners {
         Ok(interleave_record_batch(&batches, &self.best)?)
     }
 
-    fn finish(self, batch_size: usize) -> Result<Vec<RecordBatch>> {
-        if self.best.is_empty() {
-            return Ok(Vec::new());
-        }
-        let all = self.take_winners()?;
+    /// Keeps what the output needs (the batches and the winners' positions) and drops the rest: the hash table
+    /// and the sort keys.
+    fn into_output(self, batch_size: usize) -> WinnersOutput {
         let batch_size = batch_size.max(1);
-        Ok((0..all.num_rows()).step_by(batch_size).map(|at| all.slice(at, batch_size.min(all.num_rows() - at))).collect())
+        let chunks = (0..self.best.len()).step_by(batch_size).map(|at| at..(at + batch_size).min(self.best.len()));
+        WinnersOutput { chunks: chunks.collect(), batches: self.batches, best: self.best }
+    }
+}
+
+struct WinnersOutput {
+    chunks: Vec<std::ops::Range<usize>>,
+    batches: Vec<RecordBatch>,
+    best: Vec<(usize, usize)>,
+}
+
+#[cfg(test)]
+impl WinnersOutput {
+    fn batches(&self) -> Vec<RecordBatch> {
+        let batches: Vec<&RecordBatch> = self.batches.iter().collect();
+        self.chunks.iter().map(|range| interleave_record_batch(&batches, &self.best[range.clone()]).unwrap()).collect()
     }
 }
 
@@ -548,7 +598,9 @@ mod tests {
         assert_eq!(fast.lines().count(), 3_001 + 4, "one row per key and one for the null key, plus borders");
 
         let (_, ascending) = rows(&session(true), &dedupe("o asc nulls last", "1 >= rn")).await;
-        let (_, window) = rows(&session(false), &dedupe("o asc nulls last, k nulls first, o nulls first, v nulls first", "rn = 1")).await;
+        let (_, window) =
+            rows(&session(false), &dedupe("o asc nulls last, k nulls first, o nulls first, v nulls first", "rn = 1"))
+                .await;
         assert_same(&ascending, &window);
     }
 
@@ -556,7 +608,8 @@ mod tests {
     #[tokio::test]
     async fn compaction_keeps_the_winners() {
         let ctx = session(true);
-        let sql = "select * from (select *, row_number() over (partition by k order by o desc) as rn from t) where rn = 1";
+        let sql =
+            "select * from (select *, row_number() over (partition by k order by o desc) as rn from t) where rn = 1";
         let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
         let mut exec = plan;
         while exec.name() != "KeepFirstExec" {
@@ -571,13 +624,20 @@ mod tests {
                     w.push(batch.slice(at, 700.min(batch.num_rows() - at))).unwrap();
                 }
             }
-            let sorted = datafusion::arrow::compute::concat_batches(&exec.schema(), &w.finish(1024).unwrap()).unwrap();
+            let sorted =
+                datafusion::arrow::compute::concat_batches(&exec.schema(), &w.into_output(1024).batches()).unwrap();
             let order = datafusion::arrow::compute::lexsort_to_indices(
-                &sorted.columns().iter().map(|c| datafusion::arrow::compute::SortColumn { values: Arc::clone(c), options: None }).collect::<Vec<_>>(),
+                &sorted
+                    .columns()
+                    .iter()
+                    .map(|c| datafusion::arrow::compute::SortColumn { values: Arc::clone(c), options: None })
+                    .collect::<Vec<_>>(),
                 None,
             )
             .unwrap();
-            pretty_format_batches(&[datafusion::arrow::compute::take_record_batch(&sorted, &order).unwrap()]).unwrap().to_string()
+            pretty_format_batches(&[datafusion::arrow::compute::take_record_batch(&sorted, &order).unwrap()])
+                .unwrap()
+                .to_string()
         };
         assert_same(&winners(100), &winners(usize::MAX));
     }
@@ -595,6 +655,12 @@ mod tests {
             let (plan, _) = rows(&ctx, sql).await;
             assert!(!plan.contains("KeepFirst"), "{sql}\n{plan}");
         }
+        // Under a projection that prunes columns (here all but the key), and under an aggregate.
+        let sql = "select count(*) as n, count(distinct k) as keys from \
+                   (select *, row_number() over (partition by k order by o desc) as rn from t) where rn = 1";
+        let (plan, counts) = rows(&ctx, sql).await;
+        assert!(plan.contains("KeepFirst"), "{plan}");
+        assert_same(&counts, &rows(&session(false), sql).await.1);
         // Other conjuncts stay, applied after the dedupe as the window's filter would.
         let sql = "select * from (select *, row_number() over (partition by k order by o desc) as rn from t) \
                    where rn = 1 and v = 'v1' and rn < 2";

@@ -7,6 +7,7 @@
 //! **Architecture invariant:** `run` never renders a template or reads a model file: the manifest holds all it needs.
 
 pub mod dedupe;
+pub mod history;
 pub mod materialize;
 pub mod results;
 pub mod session;
@@ -81,6 +82,8 @@ pub struct BuildOptions {
     /// Bytes DataFusion may hold before spilling to disk.
     pub memory_limit: Option<usize>,
     pub run_id: String,
+    /// Per unique id, how long the compile took to render the model.
+    pub render_times: BTreeMap<String, std::time::Duration>,
 }
 
 /// What to run: unique ids, in topological order.
@@ -302,7 +305,10 @@ async fn run_node(
     });
     drop(lock);
     match outcome {
-        Ok(outcome) => NodeResult::success(node, &outcome, started.elapsed()),
+        Ok(outcome) => {
+            let render = shared.options.render_times.get(&node.unique_id).copied().unwrap_or_default();
+            NodeResult::success(node, &outcome, started.elapsed(), render)
+        }
         Err(err) => NodeResult::error(node, err.to_string(), started.elapsed()),
     }
 }

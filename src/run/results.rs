@@ -19,8 +19,15 @@ pub enum NodeStatus {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Timing {
+    /// Rendering the model's Jinja (at compile, in this process).
+    pub render_seconds: f64,
+    /// Parsing and planning the compiled SQL against the session.
     pub plan_seconds: f64,
-    pub write_seconds: f64,
+    /// Executing the plan and writing data files.
+    pub execute_seconds: f64,
+    /// Committing to the Delta log (and, for views, storing the definition).
+    pub commit_seconds: f64,
+    /// Wall time of the node, including waiting for its relation's write lock.
     pub total_seconds: f64,
 }
 
@@ -56,13 +63,16 @@ impl NodeResult {
         }
     }
 
-    pub fn success(node: &Node, outcome: &Outcome, elapsed: Duration) -> NodeResult {
+    pub fn success(node: &Node, outcome: &Outcome, elapsed: Duration, render: Duration) -> NodeResult {
+        let execute = outcome.execute_time.unwrap_or_default().min(outcome.write_time);
         NodeResult {
             rows_written: outcome.rows_written,
             delta_version: outcome.delta_version,
             timing: Timing {
+                render_seconds: render.as_secs_f64(),
                 plan_seconds: outcome.plan_time.as_secs_f64(),
-                write_seconds: outcome.write_time.as_secs_f64(),
+                execute_seconds: execute.as_secs_f64(),
+                commit_seconds: (outcome.write_time - execute).as_secs_f64(),
                 total_seconds: elapsed.as_secs_f64(),
             },
             message: outcome.note.clone(),

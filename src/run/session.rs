@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use super::dedupe::{DedupeRule, PipeQueryPlanner};
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use super::dedupe::{DedupeRule, PipeQueryPlanner};
 
 use super::RunError;
 use crate::manifest::Manifest;

@@ -44,6 +44,8 @@ pub struct CommitMeta {
     pub run_id: Option<String>,
     pub checksum: Option<String>,
     pub rows_added: Option<u64>,
+    /// Time spent executing the plan and writing data files, from the commit's operation metrics.
+    pub execute_time: Option<std::time::Duration>,
 }
 
 impl Warehouse {
@@ -63,7 +65,7 @@ impl Warehouse {
         relation.split('.').fold(self.root.clone(), |path, part| path.join(part))
     }
 
-    fn table_url(&self, relation: &str) -> Result<Url, RunError> {
+    pub(super) fn table_url(&self, relation: &str) -> Result<Url, RunError> {
         let dir = self.table_dir(relation);
         Url::from_directory_path(&dir)
             .map_err(|()| RunError::Warehouse(format!("not an absolute path: {}", dir.display())))
@@ -129,12 +131,17 @@ impl Warehouse {
             return Ok(CommitMeta { version, ..CommitMeta::default() });
         };
         let text = |key: &str| info.info.get(key).and_then(|v| v.as_str()).map(str::to_string);
-        let rows_added = info
-            .info
-            .get("operationMetrics")
-            .and_then(|m| m.get("num_added_rows"))
-            .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
-        Ok(CommitMeta { version, run_id: text(META_RUN_ID), checksum: text(META_CHECKSUM), rows_added })
+        // Delta writers report metrics as numbers or as strings depending on the operation.
+        let metric = |key: &str| {
+            info.info
+                .get("operationMetrics")
+                .and_then(|m| m.get(key))
+                .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
+        };
+        let rows_added = metric("num_added_rows");
+        // delta-rs's writes and merges report `execution_time_ms`.
+        let execute_time = metric("execution_time_ms").map(std::time::Duration::from_millis);
+        Ok(CommitMeta { version, run_id: text(META_RUN_ID), checksum: text(META_CHECKSUM), rows_added, execute_time })
     }
 
     fn views_dir(&self) -> PathBuf {

@@ -97,6 +97,7 @@ impl Materialize for IncrementalMaterialization {
                 note: Some("empty batch: nothing written".into()),
                 plan_time,
                 write_time: started.elapsed(),
+                execute_time: commit.execute_time,
             });
         }
         if !keys.is_empty() && strategy != "append" {
@@ -174,6 +175,7 @@ impl Materialize for IncrementalMaterialization {
             note: Some(format!("{strategy}: {rows} rows in the batch")),
             plan_time,
             write_time: started.elapsed(),
+            execute_time: commit.execute_time,
         })
     }
 }

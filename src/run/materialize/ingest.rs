@@ -132,6 +132,7 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         note: Some(format!("ingested {} new file(s)", new_files.len())),
         plan_time: std::time::Duration::ZERO,
         write_time: started.elapsed(),
+        execute_time: commit.execute_time,
     })
 }
 

@@ -44,7 +44,10 @@ pub struct Outcome {
     pub provider: Option<Arc<dyn TableProvider>>,
     pub note: Option<String>,
     pub plan_time: Duration,
+    /// Executing the query, writing data files and committing.
     pub write_time: Duration,
+    /// The part of `write_time` before the commit, as Delta's operation metrics report it.
+    pub execute_time: Option<Duration>,
 }
 
 #[async_trait::async_trait]

@@ -61,5 +61,6 @@ pub(super) async fn write_overwrite(
         note: None,
         plan_time,
         write_time: started.elapsed(),
+        execute_time: commit.execute_time,
     })
 }

@@ -53,6 +53,7 @@ impl Materialize for ViewMaterialization {
             note,
             plan_time,
             write_time: started.elapsed(),
+            execute_time: None,
         })
     }
 }

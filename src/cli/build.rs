@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use clap::{Args, ValueEnum};
 
-use super::{compile_reported, selected_ids, target_dir, ProjectArgs, SelectArgs};
+use super::{compile_reported_with, selected_ids, target_dir, ProjectArgs, SelectArgs};
 use crate::manifest::NodeKind;
 use crate::run::{self, BuildOptions, BuildRequest, NodeResult, NodeStatus};
 
@@ -104,7 +104,7 @@ fn result_line(result: &NodeResult, index: usize, total: usize) -> String {
 }
 
 pub(super) fn run(args: &BuildArgs, scope: Scope) -> anyhow::Result<ExitCode> {
-    let (compilation, manifest) = match compile_reported(&args.project)? {
+    let (mut compilation, manifest) = match compile_reported_with(&args.project, true)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
@@ -175,6 +175,7 @@ pub(super) fn run(args: &BuildArgs, scope: Scope) -> anyhow::Result<ExitCode> {
             memory_limit: args.memory_limit,
             run_id,
             render_times: compilation.render_times.clone(),
+            plans: std::sync::Arc::new(std::mem::take(&mut compilation.plans)),
         },
     };
     let results = runtime.block_on(run::build(request, &on_result))?;

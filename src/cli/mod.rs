@@ -211,6 +211,7 @@ fn compile_options(args: &ProjectArgs) -> anyhow::Result<CompileOptions> {
     Ok(CompileOptions {
         plan: !args.no_plan,
         plan_cache,
+        keep_plans: false,
         vars: parse_vars(args.vars.as_deref())?,
         env_vars: std::env::vars().collect(),
         run_started_at: now.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string(),
@@ -226,7 +227,15 @@ fn plan_cache_path(args: &ProjectArgs) -> PathBuf {
 
 /// Compiles and reports diagnostics; `Err(exit code)` when the compile failed.
 fn compile_reported(args: &ProjectArgs) -> anyhow::Result<Result<(Compilation, Manifest), ExitCode>> {
-    let options = compile_options(args)?;
+    compile_reported_with(args, false)
+}
+
+/// [`compile_reported`], keeping the models' logical plans for a build to execute when `keep_plans`.
+fn compile_reported_with(
+    args: &ProjectArgs,
+    keep_plans: bool,
+) -> anyhow::Result<Result<(Compilation, Manifest), ExitCode>> {
+    let options = CompileOptions { keep_plans, ..compile_options(args)? };
     let mut compilation = compile(&args.project_dir, &options);
     let empty = SourceMap::default();
     let sources = compilation.project.as_ref().map_or(&empty, |p| &p.files);

@@ -9,7 +9,9 @@ mod ephemeral;
 mod plan;
 mod select;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use datafusion::logical_expr::LogicalPlan;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +41,8 @@ pub struct CompileOptions {
     pub plan: bool,
     /// Earlier planning results, from `target/plan_cache.json`.
     pub plan_cache: PlanCache,
+    /// Keep the logical plan of every model planned (not found in the cache), for a build to execute.
+    pub keep_plans: bool,
 }
 
 pub use plan::{PlanCache, PlanStats};
@@ -55,6 +59,8 @@ pub struct Compilation {
     pub plan_stats: PlanStats,
     /// Per model unique id, how long rendering its Jinja took.
     pub render_times: BTreeMap<String, Duration>,
+    /// With `keep_plans`: per model unique id, the analyzed logical plan of its compiled SQL.
+    pub plans: HashMap<String, LogicalPlan>,
 }
 
 /// Prefix of the CTE an ephemeral model is inlined as.
@@ -90,6 +96,7 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
             plan_cache,
             plan_stats,
             render_times: BTreeMap::new(),
+            plans: HashMap::new(),
         };
     };
     let mut origins = BTreeMap::new();
@@ -97,13 +104,16 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
     let mut manifest = build_manifest(&project, options, &mut origins, &mut render_times, &mut diagnostics);
     let mut plan_cache = PlanCache::default();
     let mut plan_stats = PlanStats::default();
+    let mut plans = HashMap::new();
     if let (Some(manifest), true) = (manifest.as_mut(), options.plan) {
+        let cache = &options.plan_cache;
+        let kept = options.keep_plans.then_some(&mut plans);
         (plan_cache, plan_stats) =
-            plan::plan_manifest(root, manifest, &origins, &project.files, &options.plan_cache, &mut diagnostics);
+            plan::plan_manifest(root, manifest, &origins, &project.files, cache, kept, &mut diagnostics);
     }
     sort_diagnostics(&mut diagnostics, &project.files);
     let manifest = if has_errors(&diagnostics) { None } else { manifest };
-    Compilation { project: Some(project), manifest, diagnostics, plan_cache, plan_stats, render_times }
+    Compilation { project: Some(project), manifest, diagnostics, plan_cache, plan_stats, render_times, plans }
 }
 
 /// The schema a model's relation lives in: `config(schema=...)`, else its layer, else `main`.

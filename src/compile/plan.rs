@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -94,7 +95,7 @@ fn input_schemas(
             let listed = source_schema::listing(project_root, &node.path, SourceFormat::Csv, &BTreeMap::new());
             if let Ok((url, listing)) = listed {
                 if let Ok(schema) = source_schema::infer(&state, &url, &listing, &node.path, &declared).await {
-                    schemas.insert(node.relation.to_lowercase(), schema);
+                    schemas.insert(node.relation.to_lowercase(), stored_schema(&schema));
                 }
             }
         }
@@ -108,6 +109,22 @@ async fn read_delta_schema(project_root: &Path, path: &str) -> Result<SchemaRef,
     let table = deltalake::open_table(url).await.map_err(|e| e.to_string())?;
     let provider = table.table_provider().await.map_err(|e| e.to_string())?;
     Ok(provider.schema())
+}
+
+/// The schema a Delta table written with `schema` reads back with in a build: delta-rs reads strings and binaries
+/// as views and stores timestamps in microseconds. Downstream models are planned against these types, so the
+/// compile's plan is the plan the build executes.
+fn stored_schema(schema: &SchemaRef) -> SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let stored = |data_type: &DataType| match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
+        DataType::Binary | DataType::LargeBinary => DataType::BinaryView,
+        DataType::Timestamp(TimeUnit::Nanosecond, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        other => other.clone(),
+    };
+    let fields: Vec<Field> =
+        schema.fields().iter().map(|f| f.as_ref().clone().with_data_type(stored(f.data_type()))).collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// Relations a model's compiled SQL reads: its upstreams, looking through inlined ephemeral models.
@@ -148,6 +165,7 @@ pub(crate) fn plan_manifest(
     origins: &BTreeMap<String, ModelOrigin>,
     files: &SourceMap,
     cache: &PlanCache,
+    mut kept_plans: Option<&mut HashMap<String, LogicalPlan>>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> (PlanCache, PlanStats) {
     let _span = tracing::info_span!("plan").entered();
@@ -178,10 +196,11 @@ pub(crate) fn plan_manifest(
     }
 
     let planner = StaticPlanner::new();
+    let keep = kept_plans.is_some();
     let mut new_cache = PlanCache::default();
     let mut stats = PlanStats::default();
     for ids in levels {
-        type Planned = (String, String, Option<Result<SchemaRef, PlanError>>, bool);
+        type Planned = (String, String, Option<Result<(SchemaRef, Option<LogicalPlan>), PlanError>>, bool);
         let planned: Vec<Planned> = ids
             .par_iter()
             .map(|id| {
@@ -201,9 +220,13 @@ pub(crate) fn plan_manifest(
                 }
                 let key = cache_key(&node.compiled_sql, &keyed);
                 if let Some(columns) = cache.entries.get(&key) {
-                    return (id.clone(), key, Some(Ok(Arc::new(PlannedColumn::to_schema(columns)))), true);
+                    return (id.clone(), key, Some(Ok((Arc::new(PlannedColumn::to_schema(columns)), None))), true);
                 }
-                (id.clone(), key, Some(planner.plan(&node.compiled_sql, &inputs)), false)
+                let planned = planner.plan_logical(&node.compiled_sql, &inputs).map(|plan| {
+                    let schema = Arc::new(plan.schema().as_arrow().clone());
+                    (schema, keep.then_some(plan))
+                });
+                (id.clone(), key, Some(planned), false)
             })
             .collect();
         for (id, key, result, from_cache) in planned {
@@ -211,7 +234,10 @@ pub(crate) fn plan_manifest(
             let ingests_files = crate::manifest::file_ingest_source(manifest, &manifest.nodes[&id]).is_some();
             let node = manifest.nodes.get_mut(&id).expect("planned ids come from the manifest");
             match result {
-                Ok(schema) => {
+                Ok((schema, plan)) => {
+                    if let (Some(kept), Some(plan)) = (kept_plans.as_deref_mut(), plan) {
+                        kept.insert(id.clone(), plan);
+                    }
                     // Bronze file ingestion adds pipe's lineage columns to the model's own (cached entries have them).
                     let schema = if ingests_files && !from_cache {
                         let mut fields: Vec<_> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -219,6 +245,11 @@ pub(crate) fn plan_manifest(
                         Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
                     } else {
                         schema
+                    };
+                    // Views are read as their query; tables and incremental models as Delta tables.
+                    let schema = match node.materialized {
+                        Materialization::Table | Materialization::Incremental => stored_schema(&schema),
+                        Materialization::View | Materialization::Ephemeral => schema,
                     };
                     let columns = PlannedColumn::from_schema(&schema);
                     new_cache.entries.insert(key, columns.clone());

@@ -84,6 +84,8 @@ pub struct BuildOptions {
     pub run_id: String,
     /// Per unique id, how long the compile took to render the model.
     pub render_times: BTreeMap<String, std::time::Duration>,
+    /// Per unique id, the compile's analyzed plan (for the models this process planned).
+    pub plans: Arc<HashMap<String, datafusion::logical_expr::LogicalPlan>>,
 }
 
 /// What to run: unique ids, in topological order.
@@ -278,6 +280,8 @@ async fn run_node(
         compute_once,
         project_root,
         file_source,
+        compiled_plan: shared.options.plans.get(&node.unique_id),
+        plan_reused: std::sync::atomic::AtomicBool::new(false),
     };
     // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
     let warehouse = shared.warehouse.clone();
@@ -307,7 +311,9 @@ async fn run_node(
     match outcome {
         Ok(outcome) => {
             let render = shared.options.render_times.get(&node.unique_id).copied().unwrap_or_default();
-            NodeResult::success(node, &outcome, started.elapsed(), render)
+            let mut result = NodeResult::success(node, &outcome, started.elapsed(), render);
+            result.plan_reused = cx.plan_reused.load(std::sync::atomic::Ordering::Relaxed);
+            result
         }
         Err(err) => NodeResult::error(node, err.to_string(), started.elapsed()),
     }

@@ -41,6 +41,8 @@ pub struct NodeResult {
     pub rows_written: Option<u64>,
     pub delta_version: Option<i64>,
     pub timing: Timing,
+    /// Whether the compile's plan was executed (no second planning of the SQL).
+    pub plan_reused: bool,
     pub message: Option<String>,
 }
 
@@ -59,6 +61,7 @@ impl NodeResult {
             rows_written: None,
             delta_version: None,
             timing: Timing::default(),
+            plan_reused: false,
             message: None,
         }
     }

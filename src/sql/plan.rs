@@ -17,7 +17,7 @@ use datafusion::datasource::provider_as_source;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::logical_expr::planner::{ContextProvider, ExprPlanner};
-use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, TableSource, WindowUDF};
+use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF};
 use datafusion::prelude::{Expr, SessionConfig};
 use datafusion::sql::planner::{ParserOptions, SqlToRel};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -58,8 +58,14 @@ impl StaticPlanner {
         StaticPlanner { state, table_functions }
     }
 
-    /// Plans and optimizes `sql` against `inputs` (relation name, lower case -> schema); returns the output schema.
+    /// Plans and analyzes `sql` against `inputs` (relation name, lower case -> schema); returns the output schema.
     pub fn plan(&self, sql: &str, inputs: &HashMap<String, SchemaRef>) -> Result<SchemaRef, PlanError> {
+        Ok(Arc::new(self.plan_logical(sql, inputs)?.schema().as_arrow().clone()))
+    }
+
+    /// The analyzed logical plan of `sql`, its scans bound to empty tables of the input schemas: a build rebinds
+    /// them to the warehouse's tables instead of planning the SQL again.
+    pub fn plan_logical(&self, sql: &str, inputs: &HashMap<String, SchemaRef>) -> Result<LogicalPlan, PlanError> {
         let dialect = GenericDialect {};
         let statement =
             Parser::new(&dialect).try_with_sql(sql).and_then(|mut p| p.parse_statement()).map_err(|e| PlanError {
@@ -81,7 +87,7 @@ impl StaticPlanner {
             .analyzer()
             .execute_and_check(plan, self.state.config_options(), |_, _| {})
             .map_err(|e| plan_error(&e))?;
-        Ok(Arc::new(plan.schema().as_arrow().clone()))
+        Ok(plan)
     }
 }
 

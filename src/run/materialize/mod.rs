@@ -10,7 +10,13 @@ mod view;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use datafusion::catalog::TableProvider;
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::datasource::provider_as_source;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 
 pub use ingest::BATCH_SCHEMA;
@@ -33,6 +39,10 @@ pub struct ModelContext<'a> {
     pub project_root: &'a std::path::Path,
     /// For a bronze model over one file source: the source, whose files it ingests exactly once each.
     pub file_source: Option<&'a crate::manifest::SourceNode>,
+    /// The compile's analyzed plan of `node.compiled_sql`, when this process planned it.
+    pub compiled_plan: Option<&'a LogicalPlan>,
+    /// Set when the compile's plan was executed rather than the SQL planned again.
+    pub plan_reused: std::sync::atomic::AtomicBool,
 }
 
 /// The result of one materialization.
@@ -79,7 +89,49 @@ pub(crate) fn column_list(value: Option<&serde_json::Value>) -> Vec<String> {
     }
 }
 
-/// Plans a model's SQL against the session; planning errors name the model.
+/// Plans a model's SQL against the session; planning errors name the model. The compiled SQL re-uses the
+/// compile's plan when its inputs still have the schemas it was planned against.
 pub(crate) async fn plan(cx: &ModelContext<'_>, sql: &str) -> Result<DataFrame, RunError> {
+    if let Some(plan) = cx.compiled_plan.filter(|_| sql == cx.node.compiled_sql) {
+        if let Some(plan) = rebind(cx.session, plan).await {
+            cx.plan_reused.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(DataFrame::new(cx.session.state(), plan));
+        }
+    }
     cx.session.sql(sql).await.map_err(|e| RunError::query(&cx.node.name, e))
+}
+
+/// `plan` with its scans bound to the session's tables instead of the compile's empty ones; `None` when a table is
+/// missing or its schema differs in any field (name, type or nullability) from what the compile planned against.
+async fn rebind(session: &SessionContext, plan: &LogicalPlan) -> Option<LogicalPlan> {
+    let mut names = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            names.push(scan.table_name.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    let mut providers = HashMap::new();
+    for name in names {
+        let provider = session.table_provider(name.clone()).await.ok()?;
+        providers.insert(name, provider);
+    }
+    let rebound = plan.clone().transform_up_with_subqueries(|node| match node {
+        LogicalPlan::TableScan(mut scan) => {
+            let provider = &providers[&scan.table_name];
+            let (planned, actual) = (scan.source.schema(), provider.schema());
+            let same = planned.fields().len() == actual.fields().len()
+                && planned.fields().iter().zip(actual.fields()).all(|(p, a)| {
+                    p.name() == a.name() && p.data_type() == a.data_type() && p.is_nullable() == a.is_nullable()
+                });
+            if !same {
+                return Err(DataFusionError::Plan(format!("`{}` changed since compile", scan.table_name)));
+            }
+            scan.source = provider_as_source(Arc::clone(provider));
+            Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+        }
+        other => Ok(Transformed::no(other)),
+    });
+    rebound.ok().map(|t| t.data)
 }

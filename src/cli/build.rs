@@ -39,6 +39,17 @@ pub struct BuildArgs {
     /// Output for people (`text`) or machines (`json`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Microbatch models: the first event time to (re)process, e.g. `2026-01-01` (default: `lookback` batches
+    /// before the latest batch already built).
+    #[arg(long, value_parser = parse_event_time)]
+    pub event_time_start: Option<chrono::DateTime<chrono::Utc>>,
+    /// Microbatch models: process events before this time (default: now).
+    #[arg(long, value_parser = parse_event_time)]
+    pub event_time_end: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn parse_event_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    crate::run::materialize::microbatch::parse_time(text)
 }
 
 /// Which nodes a command runs.
@@ -104,6 +115,15 @@ fn result_line(result: &NodeResult, index: usize, total: usize) -> String {
 }
 
 pub(super) fn run(args: &BuildArgs, scope: Scope) -> anyhow::Result<ExitCode> {
+    run_with(args, scope, None)
+}
+
+/// What `pipe backfill` adds to a run.
+pub(super) struct Backfill {
+    pub dry_run: bool,
+}
+
+pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill>) -> anyhow::Result<ExitCode> {
     let (mut compilation, manifest) = match compile_reported_with(&args.project, true)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
@@ -128,6 +148,22 @@ pub(super) fn run(args: &BuildArgs, scope: Scope) -> anyhow::Result<ExitCode> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let run_id = uuid::Uuid::new_v4().to_string();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(2)).enable_all().build()?;
+    let backfill_id = match &backfill {
+        None => None,
+        Some(spec) => {
+            let id = super::backfill::backfill_id(args.event_time_start, args.event_time_end, &selected);
+            let window = crate::run::materialize::microbatch::EventTimeWindow {
+                start: args.event_time_start,
+                end: args.event_time_end,
+                backfill: Some(id.clone()),
+            };
+            if spec.dry_run {
+                return runtime.block_on(super::backfill::dry_run(&manifest, &args.project, &selected, &window));
+            }
+            eprintln!("Backfill {id} (rerun the same command to resume it)");
+            Some(id)
+        }
+    };
     let total = selected
         .iter()
         .filter(|id| manifest.nodes[*id].materialized != crate::project::Materialization::Ephemeral)
@@ -176,6 +212,21 @@ pub(super) fn run(args: &BuildArgs, scope: Scope) -> anyhow::Result<ExitCode> {
             run_id,
             render_times: compilation.render_times.clone(),
             plans: std::sync::Arc::new(std::mem::take(&mut compilation.plans)),
+            event_time: crate::run::materialize::microbatch::EventTimeWindow {
+                start: args.event_time_start,
+                end: args.event_time_end,
+                backfill: backfill_id.clone(),
+            },
+            progress: (!json).then(|| {
+                let bar = progress.clone();
+                run::Progress(std::sync::Arc::new(move |model: &str, message: &str| {
+                    let line = format!("             {model}: {message}");
+                    match &bar {
+                        Some(bar) => bar.println(line),
+                        None => eprintln!("{line}"),
+                    }
+                }))
+            }),
         },
     };
     let results = runtime.block_on(run::build(request, &on_result))?;

@@ -5,6 +5,7 @@
 //! its job (bad usage, an unreadable file, an internal error).
 //! **Architecture invariant:** only this module prints, reads environment variables or picks the exit code.
 
+mod backfill;
 mod build;
 mod init;
 mod query;
@@ -56,6 +57,8 @@ pub enum Command {
     History(query::HistoryArgs),
     /// Rows added, removed and changed between two versions of a model's table.
     Diff(query::DiffArgs),
+    /// Reprocess a time range of microbatch models, batch by batch, resumably (`--dry-run` to see the cost).
+    Backfill(backfill::BackfillArgs),
     /// Explain a diagnostic code, e.g. `pipe explain P0401` or `pipe explain ref-not-found`.
     Explain(ExplainArgs),
 }
@@ -154,6 +157,7 @@ pub fn main() -> ExitCode {
         Command::Query(args) => query::query(&args),
         Command::History(args) => query::history(&args),
         Command::Diff(args) => query::diff(&args),
+        Command::Backfill(args) => backfill::run(&args),
         Command::Explain(args) => run_explain(&args),
     };
     match result {

@@ -55,6 +55,47 @@ pub(super) fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &
             );
         }
     }
+    if config.str_value("incremental_strategy") == Some("microbatch") {
+        let invalid = |message: String, help: &str| {
+            Diagnostic::error(Code::InvalidConfig, message)
+                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                .with_help(help.to_string())
+        };
+        for (key, example) in [("event_time", "event_time='ordered_at'"), ("begin", "begin='2026-01-01'")] {
+            if config.str_value(key).is_none() {
+                diagnostics.push(invalid(
+                    format!("microbatch model `{}` has no `{key}`", model.name),
+                    &format!("add `{example}` to its config"),
+                ));
+            }
+        }
+        if let Some(begin) = config.str_value("begin") {
+            if crate::project::parse_utc_time(begin).is_err() {
+                diagnostics.push(invalid(
+                    format!("`begin: {begin}` of microbatch model `{}` is not a time", model.name),
+                    "write it like `2026-01-01` or `2026-01-01 10:00:00` (UTC)",
+                ));
+            }
+        }
+        if !matches!(config.str_value("batch_size"), Some("hour" | "day" | "month")) {
+            diagnostics.push(invalid(
+                format!("microbatch model `{}` needs `batch_size` `hour`, `day` or `month`", model.name),
+                "add `batch_size='day'` to its config",
+            ));
+        }
+    }
+    if let Some(codec) = config.str_value("parquet_compression") {
+        if !crate::project::PARQUET_COMPRESSIONS.contains(&codec) {
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidConfig,
+                    format!("unknown `parquet_compression: {codec}` on model `{}`", model.name),
+                )
+                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                .with_help("use one of `lz4`, `snappy`, `zstd`, `none`"),
+            );
+        }
+    }
     if let Some(mode) = config.str_value("on_schema_change") {
         if !["ignore", "fail", "append_new_columns"].contains(&mode) {
             let help = if mode == "sync_all_columns" {

@@ -295,6 +295,28 @@ impl ConfigExt for ConfigMap {
     }
 }
 
+/// The values the `parquet_compression` config accepts (`lz4` is the default).
+pub const PARQUET_COMPRESSIONS: &[&str] = &["lz4", "snappy", "zstd", "none"];
+
+/// A UTC time written as `2026-11-26`, `2026-11-26 10:00:00`, `2026-11-26T10:00:00` or RFC 3339, as in the
+/// `begin` config, `--event-time-start` and `--as-of`.
+pub fn parse_utc_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+    let text = text.trim().trim_matches('\'');
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
+        if let Ok(time) = NaiveDateTime::parse_from_str(text, format) {
+            return Ok(Utc.from_utc_datetime(&time));
+        }
+    }
+    match NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)) {
+        Some(midnight) => Ok(Utc.from_utc_datetime(&midnight)),
+        None => Err(format!("`{text}` is not a time like `2026-01-01` or `2026-01-01 10:00:00` (UTC)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use serde_json::Value;
 
-pub use config::{ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ProjectConfig};
+pub use config::{
+    parse_utc_time, ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ProjectConfig, PARQUET_COMPRESSIONS,
+};
 pub use properties::{ColumnProperties, ModelProperties, SourceProperties, SourceTableProperties};
 
 use crate::diagnostics::{Code, Diagnostic, FileId, SourceMap};

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     Expr, ObjectName, ObjectNamePart, TableFactor, TableVersion, Value, VisitMut, VisitorMut,
@@ -32,18 +32,9 @@ impl AsOf {
         if let Ok(version) = text.parse::<i64>() {
             return Ok(AsOf::Version(version));
         }
-        if let Ok(time) = DateTime::parse_from_rfc3339(text) {
-            return Ok(AsOf::Timestamp(time.with_timezone(&Utc)));
-        }
-        for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M"] {
-            if let Ok(time) = NaiveDateTime::parse_from_str(text, format) {
-                return Ok(AsOf::Timestamp(Utc.from_utc_datetime(&time)));
-            }
-        }
-        if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-            return Ok(AsOf::Timestamp(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0).unwrap_or_default())));
-        }
-        Err(format!("`{text}` is neither a version number nor a time like `2026-11-26 10:00:00`"))
+        crate::project::parse_utc_time(text)
+            .map(AsOf::Timestamp)
+            .map_err(|_| format!("`{text}` is neither a version number nor a time like `2026-11-26 10:00:00`"))
     }
 
     fn label(&self) -> String {

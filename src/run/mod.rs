@@ -86,6 +86,23 @@ pub struct BuildOptions {
     pub render_times: BTreeMap<String, std::time::Duration>,
     /// Per unique id, the compile's analyzed plan (for the models this process planned).
     pub plans: Arc<HashMap<String, datafusion::logical_expr::LogicalPlan>>,
+    /// The event-time range microbatch models cover (default: from their ledger to now).
+    pub event_time: materialize::microbatch::EventTimeWindow,
+    /// Told of progress inside a model (a microbatch model's batches), as `(model name, message)`.
+    pub progress: Option<Progress>,
+}
+
+/// Called with `(model name, message)`.
+pub type ProgressFn = dyn Fn(&str, &str) + Send + Sync;
+
+/// A callback for progress inside a model.
+#[derive(Clone)]
+pub struct Progress(pub Arc<ProgressFn>);
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Progress")
+    }
 }
 
 /// What to run: unique ids, in topological order.
@@ -282,6 +299,8 @@ async fn run_node(
         file_source,
         compiled_plan: shared.options.plans.get(&node.unique_id),
         plan_reused: std::sync::atomic::AtomicBool::new(false),
+        event_time: &shared.options.event_time,
+        progress: shared.options.progress.as_ref(),
     };
     // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
     let warehouse = shared.warehouse.clone();

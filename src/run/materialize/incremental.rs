@@ -54,9 +54,12 @@ impl Materialize for IncrementalMaterialization {
         let keys = column_list(node.config.get("unique_key"));
         let strategy =
             node.config.str_value("incremental_strategy").unwrap_or(if keys.is_empty() { "append" } else { "merge" });
+        if strategy == "microbatch" {
+            return super::microbatch::run(cx).await;
+        }
         if !["append", "merge", "delete+insert", "insert_overwrite"].contains(&strategy) {
             return Err(RunError::Unsupported(format!(
-                "incremental strategy `{strategy}` on `{}` is not available; use `append`, `merge`, `delete+insert` or `insert_overwrite`",
+                "incremental strategy `{strategy}` on `{}` is not available; use `append`, `merge`, `delete+insert`, `insert_overwrite` or `microbatch`",
                 node.name
             )));
         }
@@ -127,6 +130,7 @@ impl Materialize for IncrementalMaterialization {
                 update_columns.retain(|c| !exclude.contains(c));
                 let builder = table
                     .merge(source, predicate.as_str())
+                    .with_writer_properties(super::writer_properties(node))
                     .with_source_alias("source")
                     .with_target_alias("target")
                     .with_session_state(session)
@@ -146,6 +150,7 @@ impl Materialize for IncrementalMaterialization {
             }
             "append" => table
                 .write(vec![batch])
+                .with_writer_properties(super::writer_properties(node))
                 .with_session_state(session)
                 .with_save_mode(SaveMode::Append)
                 .with_schema_mode_opt(merge_schema)
@@ -158,6 +163,7 @@ impl Materialize for IncrementalMaterialization {
                 let predicate = replace_predicate(&batch, columns)?;
                 table
                     .write(vec![batch])
+                    .with_writer_properties(super::writer_properties(node))
                     .with_session_state(session)
                     .with_save_mode(SaveMode::Overwrite)
                     .with_schema_mode_opt(merge_schema)

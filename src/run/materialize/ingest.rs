@@ -119,6 +119,7 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
     };
     let table = table
         .write(batches)
+        .with_writer_properties(super::writer_properties(cx.node))
         .with_session_state(Arc::new(cx.session.state()))
         .with_save_mode(mode)
         .with_commit_properties(commit)

@@ -40,7 +40,7 @@ pub(super) async fn write_overwrite(
     let table = cx.warehouse.table_for_write(relation).await?;
     let metadata = Warehouse::commit_metadata(cx.run_id, &cx.node.unique_id, &cx.node.checksum);
     let partitions = super::column_list(cx.node.config.get("partition_by"));
-    let mut write = table.write(Vec::new());
+    let mut write = table.write(Vec::new()).with_writer_properties(super::writer_properties(cx.node));
     if !partitions.is_empty() {
         write = write.with_partition_columns(partitions);
     }

@@ -1,0 +1,339 @@
+//! `incremental_strategy='microbatch'`: a time-partitioned model is written batch by batch, each batch replacing
+//! exactly its slice of `event_time` (`[start, end)`) in one Delta commit (`replaceWhere`), so a retried batch
+//! replaces itself and never duplicates.
+//!
+//! Config: `event_time` (a column of the model's output), `begin` (the first time to cover), `batch_size`
+//! (`hour`, `day` or `month`) and `lookback` (earlier batches a later run reprocesses for late data; default 1).
+//! The batch's rows are the model's rows whose `event_time` falls in the slice: the slice is a filter over the
+//! model's query, which DataFusion pushes down to the scans where the column comes straight from an input.
+//!
+//! The ledger is in the table's own commits, as Delta application transactions written with the rows:
+//! `pipe.microbatch` holds the end (epoch seconds) of the latest slice covered, so the next run starts `lookback`
+//! batches before it; a backfill writes `pipe.backfill:<id>:<start>` per batch, so an interrupted backfill resumes
+//! with the first batch it has not committed.
+
+use std::time::Instant;
+
+use chrono::{DateTime, Datelike, Duration as TimeDelta, Months, TimeZone, Timelike, Utc};
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
+use deltalake::protocol::SaveMode;
+use deltalake::DeltaTable;
+
+use super::{plan, ModelContext, Outcome};
+use crate::manifest::Node;
+use crate::project::ConfigExt;
+use crate::run::warehouse::Warehouse;
+use crate::run::RunError;
+
+/// The application transaction holding the end of the latest slice a microbatch model covers.
+const LEDGER_APP_ID: &str = "pipe.microbatch";
+
+/// What event time a run covers: `pipe build --event-time-start/--event-time-end`, or a backfill's range.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventTimeWindow {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    /// A backfill's id: each batch records `pipe.backfill:<id>:<start>`, and batches already recorded are skipped.
+    pub backfill: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Hour,
+    Day,
+    Month,
+}
+
+impl BatchSize {
+    fn parse(text: &str) -> Option<BatchSize> {
+        match text {
+            "hour" => Some(BatchSize::Hour),
+            "day" => Some(BatchSize::Day),
+            "month" => Some(BatchSize::Month),
+            _ => None,
+        }
+    }
+
+    /// The start of the batch holding `at`.
+    pub fn floor(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let date = at.date_naive();
+        let start = match self {
+            BatchSize::Hour => date.and_hms_opt(at.hour(), 0, 0),
+            BatchSize::Day => date.and_hms_opt(0, 0, 0),
+            BatchSize::Month => date.with_day(1).and_then(|d| d.and_hms_opt(0, 0, 0)),
+        };
+        start.map_or(at, |s| Utc.from_utc_datetime(&s))
+    }
+
+    pub fn next(self, start: DateTime<Utc>) -> DateTime<Utc> {
+        match self {
+            BatchSize::Hour => start + TimeDelta::hours(1),
+            BatchSize::Day => start + TimeDelta::days(1),
+            BatchSize::Month => start.checked_add_months(Months::new(1)).unwrap_or(start),
+        }
+    }
+
+    fn back(self, start: DateTime<Utc>, batches: u32) -> DateTime<Utc> {
+        match self {
+            BatchSize::Hour => start - TimeDelta::hours(batches.into()),
+            BatchSize::Day => start - TimeDelta::days(batches.into()),
+            BatchSize::Month => start.checked_sub_months(Months::new(batches)).unwrap_or(start),
+        }
+    }
+}
+
+/// A microbatch model's settings.
+#[derive(Debug, Clone)]
+pub struct MicrobatchConfig {
+    pub event_time: String,
+    pub begin: DateTime<Utc>,
+    pub batch_size: BatchSize,
+    pub lookback: u32,
+}
+
+impl MicrobatchConfig {
+    pub fn of(node: &Node) -> Result<MicrobatchConfig, RunError> {
+        let missing = |key: &str, example: &str| {
+            RunError::Unsupported(format!("microbatch model `{}` needs `{key}` (e.g. {example})", node.name))
+        };
+        let event_time =
+            node.config.str_value("event_time").ok_or_else(|| missing("event_time", "`event_time='ts'`"))?;
+        let begin = node.config.str_value("begin").ok_or_else(|| missing("begin", "`begin='2026-01-01'`"))?;
+        let begin = parse_time(begin).map_err(|e| RunError::Unsupported(format!("`begin` of `{}`: {e}", node.name)))?;
+        let size = node.config.str_value("batch_size").ok_or_else(|| missing("batch_size", "`batch_size='day'`"))?;
+        let batch_size = BatchSize::parse(size).ok_or_else(|| {
+            RunError::Unsupported(format!("`batch_size` of `{}` is `{size}`: use `hour`, `day` or `month`", node.name))
+        })?;
+        let lookback = node.config.get("lookback").and_then(serde_json::Value::as_u64).unwrap_or(1) as u32;
+        Ok(MicrobatchConfig { event_time: event_time.to_string(), begin, batch_size, lookback })
+    }
+
+    /// The slices `[start, end)` from the batch holding `from` up to `to`.
+    pub fn batches(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        let mut batches = Vec::new();
+        let mut start = self.batch_size.floor(from.max(self.begin));
+        while start < to {
+            let end = self.batch_size.next(start);
+            batches.push((start, end));
+            start = end;
+        }
+        batches
+    }
+
+    /// `event_time` in `[start, end)`, as SQL.
+    pub fn slice_predicate(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> String {
+        let column = format!("\"{}\"", self.event_time.replace('"', "\"\""));
+        format!("{column} >= TIMESTAMP '{}' AND {column} < TIMESTAMP '{}'", sql_time(start), sql_time(end))
+    }
+
+    /// The same slice as a Delta `replaceWhere` predicate: delta-rs records it in the commit as text, which it
+    /// cannot do for `TIMESTAMP` literals, so the bounds are strings cast by comparison with the column.
+    fn replace_predicate(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> String {
+        let column = format!("\"{}\"", self.event_time.replace('"', "\"\""));
+        format!("{column} >= '{}' AND {column} < '{}'", sql_time(start), sql_time(end))
+    }
+}
+
+fn sql_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+pub use crate::project::parse_utc_time as parse_time;
+
+/// What a microbatch run will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchPlan {
+    /// No table yet, or `--full-refresh`: every batch from `begin`, computed as one query and written in one commit.
+    Whole { start: DateTime<Utc>, end: DateTime<Utc>, batches: usize },
+    /// These slices, one commit each (backfill batches already committed are left out).
+    Slices(Vec<(DateTime<Utc>, DateTime<Utc>)>),
+}
+
+/// Decides the batches of a microbatch run from the table's ledger.
+pub async fn batch_plan(
+    config: &MicrobatchConfig,
+    table: Option<&DeltaTable>,
+    window: &EventTimeWindow,
+    full_refresh: bool,
+) -> Result<BatchPlan, RunError> {
+    let end = window.end.unwrap_or_else(Utc::now);
+    let table = match table {
+        Some(table) if !full_refresh => table,
+        _ if window.start.is_none() => {
+            let start = config.batch_size.floor(config.begin);
+            return Ok(BatchPlan::Whole { start, end, batches: config.batches(start, end).len() });
+        }
+        // An explicit range over a table that does not exist yet: written batch by batch all the same.
+        _ => return Ok(BatchPlan::Slices(config.batches(window.start.unwrap_or(config.begin), end))),
+    };
+    let snapshot = table.snapshot()?;
+    let log_store = table.log_store();
+    let from = match window.start {
+        Some(start) => start,
+        None => {
+            let covered = snapshot.transaction_version(log_store.as_ref(), LEDGER_APP_ID).await?;
+            let covered = covered.and_then(|secs| DateTime::from_timestamp(secs, 0)).unwrap_or(config.begin);
+            // The batch holding the latest covered time, and `lookback` batches before it.
+            let last = config.batch_size.floor(covered.min(end));
+            let last = if last == covered { config.batch_size.back(last, 1) } else { last };
+            config.batch_size.back(last, config.lookback)
+        }
+    };
+    let mut batches = config.batches(from, end);
+    if let Some(id) = &window.backfill {
+        let mut pending = Vec::new();
+        for batch in batches {
+            let done = snapshot.transaction_version(log_store.as_ref(), backfill_app_id(id, batch.0)).await?;
+            if done.is_none() {
+                pending.push(batch);
+            }
+        }
+        batches = pending;
+    }
+    Ok(BatchPlan::Slices(batches))
+}
+
+fn backfill_app_id(id: &str, start: DateTime<Utc>) -> String {
+    format!("pipe.backfill:{id}:{}", start.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+/// Runs a microbatch model.
+pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
+    let node = cx.node;
+    let config = MicrobatchConfig::of(node)?;
+    let started = Instant::now();
+    let existing = cx.warehouse.load(&node.relation).await?;
+    let batch_plan = batch_plan(&config, existing.as_ref(), cx.event_time, cx.full_refresh).await?;
+    let metadata = Warehouse::commit_metadata(cx.run_id, &node.unique_id, &node.checksum);
+    let slice_query = |start, end| {
+        format!("select * from ({}) as __pipe_batch where {}", node.compiled_sql, config.slice_predicate(start, end))
+    };
+    let ledger = |end: DateTime<Utc>, covered: Option<i64>| {
+        Transaction::new(LEDGER_APP_ID, covered.unwrap_or(i64::MIN).max(end.timestamp()))
+    };
+    let partitions = super::column_list(node.config.get("partition_by"));
+    let mut rows_written = 0u64;
+    let mut plan_time = started.elapsed();
+    let write_started = Instant::now();
+    let mut table = existing;
+    let note = match batch_plan {
+        BatchPlan::Whole { start, end, batches } => {
+            let frame = plan(cx, &slice_query(start, end)).await?;
+            plan_time = started.elapsed();
+            let target = cx.warehouse.table_for_write(&node.relation).await?;
+            let commit = CommitProperties::default()
+                .with_metadata(metadata.clone())
+                .with_application_transactions(vec![ledger(end, None)]);
+            let mut write = target
+                .write(Vec::new())
+                .with_writer_properties(super::writer_properties(node))
+                .with_input_plan(frame.logical_plan().clone())
+                .with_session_state(std::sync::Arc::new(cx.session.state()))
+                .with_save_mode(SaveMode::Overwrite)
+                .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+                .with_commit_properties(commit);
+            if !partitions.is_empty() {
+                write = write.with_partition_columns(partitions.clone());
+            }
+            let written = write.await.map_err(|e| RunError::write(&node.name, e))?;
+            rows_written += cx.warehouse.last_commit(&written).await?.rows_added.unwrap_or(0);
+            table = Some(written);
+            format!("{batches} batches from {} in one commit", sql_time(start))
+        }
+        BatchPlan::Slices(batches) => {
+            for (done, (start, end)) in batches.iter().enumerate() {
+                let frame = plan(cx, &slice_query(*start, *end)).await?;
+                let target = match table.take() {
+                    Some(table) => table,
+                    None => cx.warehouse.table_for_write(&node.relation).await?,
+                };
+                let covered = match target.snapshot() {
+                    Ok(snapshot) => snapshot.transaction_version(target.log_store().as_ref(), LEDGER_APP_ID).await?,
+                    Err(_) => None,
+                };
+                let mut transactions = vec![ledger(*end, covered)];
+                if let Some(id) = &cx.event_time.backfill {
+                    transactions.push(Transaction::new(backfill_app_id(id, *start), 1));
+                }
+                let commit = CommitProperties::default()
+                    .with_metadata(metadata.clone())
+                    .with_application_transactions(transactions);
+                let predicate = config.replace_predicate(*start, *end);
+                let has_table = target.version().is_some();
+                let mut write = target
+                    .write(Vec::new())
+                    .with_writer_properties(super::writer_properties(node))
+                    .with_input_plan(frame.logical_plan().clone())
+                    .with_session_state(std::sync::Arc::new(cx.session.state()))
+                    .with_commit_properties(commit);
+                write = if has_table {
+                    write.with_save_mode(SaveMode::Overwrite).with_replace_where(predicate.as_str())
+                } else {
+                    write.with_save_mode(SaveMode::Append).with_partition_columns(partitions.clone())
+                };
+                let written = write.await.map_err(|e| RunError::write(&node.name, e))?;
+                let rows = cx.warehouse.last_commit(&written).await?.rows_added.unwrap_or(0);
+                rows_written += rows;
+                table = Some(written);
+                if let Some(progress) = cx.progress {
+                    let message =
+                        format!("batch {} of {}: {} ({rows} rows)", done + 1, batches.len(), sql_time(*start));
+                    (progress.0)(&node.name, &message);
+                }
+            }
+            match (batches.first(), batches.last()) {
+                (Some((first, _)), Some((_, last))) => {
+                    format!("{} batches, {} to {}", batches.len(), sql_time(*first), sql_time(*last))
+                }
+                _ => "no batch to run".to_string(),
+            }
+        }
+    };
+    let (delta_version, provider, execute_time) = match &table {
+        Some(table) => {
+            let commit = cx.warehouse.last_commit(table).await?;
+            (Some(commit.version), Some(cx.warehouse.provider(table).await?), commit.execute_time)
+        }
+        None => (None, None, None),
+    };
+    Ok(Outcome {
+        rows_written: Some(rows_written),
+        delta_version,
+        provider,
+        note: Some(format!("microbatch: {note}")),
+        plan_time,
+        write_time: write_started.elapsed(),
+        execute_time,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        parse_time(text).unwrap()
+    }
+
+    #[test]
+    fn batches_cover_the_range_in_whole_slices() {
+        let config = MicrobatchConfig {
+            event_time: "ts".into(),
+            begin: at("2026-01-01"),
+            batch_size: BatchSize::Day,
+            lookback: 1,
+        };
+        let batches = config.batches(at("2026-01-02 10:00:00"), at("2026-01-04 00:00:01"));
+        let starts: Vec<String> = batches.iter().map(|(s, _)| sql_time(*s)).collect();
+        assert_eq!(starts, ["2026-01-02 00:00:00", "2026-01-03 00:00:00", "2026-01-04 00:00:00"]);
+        assert_eq!(config.batches(at("2025-12-01"), at("2026-01-02")).len(), 1, "nothing before `begin`");
+        assert_eq!(BatchSize::Month.next(at("2026-01-01")), at("2026-02-01"));
+        assert_eq!(BatchSize::Month.floor(at("2026-03-17 08:00:00")), at("2026-03-01"));
+        assert_eq!(BatchSize::Hour.floor(at("2026-03-17 08:59:59")), at("2026-03-17 08:00:00"));
+        assert_eq!(
+            config.slice_predicate(at("2026-01-01"), at("2026-01-02")),
+            "\"ts\" >= TIMESTAMP '2026-01-01 00:00:00' AND \"ts\" < TIMESTAMP '2026-01-02 00:00:00'"
+        );
+    }
+}

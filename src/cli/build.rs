@@ -46,6 +46,28 @@ pub struct BuildArgs {
     /// Microbatch models: process events before this time (default: now).
     #[arg(long, value_parser = parse_event_time)]
     pub event_time_end: Option<chrono::DateTime<chrono::Utc>>,
+    /// Keep running: when new files land in a source the selection reads, ingest them and run what depends on
+    /// them; `table` models whose inputs did not change are not rebuilt. Ctrl-C stops after the current cycle (a
+    /// second Ctrl-C abandons it; nothing half-written is ever visible). Each cycle's latency (file written ->
+    /// models committed) is appended to `target/watch_log.jsonl`.
+    #[arg(long)]
+    pub watch: bool,
+    /// How often `--watch` looks for new files, e.g. `10s`, `500ms`, `1m`.
+    #[arg(long, default_value = "10s", value_parser = parse_interval)]
+    pub interval: std::time::Duration,
+}
+
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not an interval such as `10s`"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(number)),
+        "" | "s" => Ok(std::time::Duration::from_secs(number)),
+        "m" => Ok(std::time::Duration::from_secs(number * 60)),
+        _ => Err(format!("`{text}` is not an interval such as `10s`, `500ms` or `1m`")),
+    }
 }
 
 fn parse_event_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -146,7 +168,6 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
         })
         .collect();
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let run_id = uuid::Uuid::new_v4().to_string();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(2)).enable_all().build()?;
     let backfill_id = match &backfill {
         None => None,
@@ -164,89 +185,131 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
             Some(id)
         }
     };
-    let total = selected
-        .iter()
-        .filter(|id| manifest.nodes[*id].materialized != crate::project::Materialization::Ephemeral)
-        .count();
-    let json = args.log_format == LogFormat::Json;
-    if !json {
-        eprintln!("Running {total} nodes with {threads} threads (run {run_id})");
-    }
-    let progress = if !json && std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(total as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        Some(bar)
-    } else {
-        None
-    };
-    let done = Mutex::new(0usize);
-    let on_result = |result: &NodeResult| {
-        let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
-        *done += 1;
-        if json {
-            let mut stdout = std::io::stdout().lock();
-            let _ = writeln!(stdout, "{}", serde_json::to_string(result).unwrap_or_default());
-        } else {
-            let line = result_line(result, *done, total);
-            match &progress {
-                Some(bar) => {
-                    bar.println(line);
-                    bar.inc(1);
-                }
-                None => eprintln!("{line}"),
-            }
-        }
-    };
-    let request = BuildRequest {
+    let cycle = Cycle {
+        args,
         manifest: &manifest,
-        project_root: &args.project.project_dir,
-        selected,
-        options: BuildOptions {
-            threads,
-            full_refresh: args.full_refresh,
-            fail_fast: args.fail_fast,
-            memory_limit: args.memory_limit,
-            run_id,
-            render_times: compilation.render_times.clone(),
-            plans: std::sync::Arc::new(std::mem::take(&mut compilation.plans)),
-            event_time: crate::run::materialize::microbatch::EventTimeWindow {
-                start: args.event_time_start,
-                end: args.event_time_end,
-                backfill: backfill_id.clone(),
-            },
-            progress: (!json).then(|| {
-                let bar = progress.clone();
-                run::Progress(std::sync::Arc::new(move |model: &str, message: &str| {
-                    let line = format!("             {model}: {message}");
-                    match &bar {
-                        Some(bar) => bar.println(line),
-                        None => eprintln!("{line}"),
-                    }
-                }))
-            }),
-        },
+        selected: &selected,
+        target: &target,
+        threads,
+        render_times: compilation.render_times.clone(),
+        plans: std::sync::Arc::new(std::mem::take(&mut compilation.plans)),
+        backfill_id,
+        runtime: &runtime,
     };
-    let results = runtime.block_on(run::build(request, &on_result))?;
-    if let Some(bar) = &progress {
-        bar.finish_and_clear();
+    if args.watch {
+        return super::watch::watch(&cycle);
     }
-    results.write(&target)?;
-    let (ok, errors, skipped) =
-        (results.count(NodeStatus::Success), results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));
-    if json {
-        let summary = serde_json::json!({"run_id": results.run_id, "success": ok, "error": errors, "skipped": skipped, "elapsed_seconds": results.elapsed_seconds});
-        let _ = writeln!(std::io::stdout().lock(), "{summary}");
-    } else {
-        let rows: u64 = results.results.iter().filter_map(|r| r.rows_written).sum();
-        eprintln!(
-            "Done in {:.2}s: {ok} succeeded, {errors} failed, {skipped} skipped; {rows} rows written",
-            results.elapsed_seconds
-        );
-    }
+    let results = cycle.run(false)?;
+    let (errors, skipped) = (results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));
     Ok(if errors + skipped > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// One run of the selected nodes, as `pipe build` does once and `--watch` does on every change.
+pub(super) struct Cycle<'a> {
+    pub args: &'a BuildArgs,
+    pub manifest: &'a crate::manifest::Manifest,
+    pub selected: &'a [String],
+    pub target: &'a std::path::Path,
+    pub threads: usize,
+    pub render_times: std::collections::BTreeMap<String, std::time::Duration>,
+    pub plans: std::sync::Arc<std::collections::HashMap<String, datafusion::logical_expr::LogicalPlan>>,
+    pub backfill_id: Option<String>,
+    pub runtime: &'a tokio::runtime::Runtime,
+}
+
+impl Cycle<'_> {
+    /// Runs the selection once, printing a line per node and a summary; writes `run_results.json`. With
+    /// `skip_unchanged`, `table` models whose inputs and logic are those of their last version are not rebuilt.
+    pub(super) fn run(&self, skip_unchanged: bool) -> anyhow::Result<run::RunResults> {
+        let args = self.args;
+        let manifest = self.manifest;
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let total = self
+            .selected
+            .iter()
+            .filter(|id| manifest.nodes[*id].materialized != crate::project::Materialization::Ephemeral)
+            .count();
+        let json = args.log_format == LogFormat::Json;
+        if !json {
+            eprintln!("Running {total} nodes with {} threads (run {run_id})", self.threads);
+        }
+        let progress = if !json && std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            Some(bar)
+        } else {
+            None
+        };
+        let done = Mutex::new(0usize);
+        let on_result = |result: &NodeResult| {
+            let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+            *done += 1;
+            if json {
+                let mut stdout = std::io::stdout().lock();
+                let _ = writeln!(stdout, "{}", serde_json::to_string(result).unwrap_or_default());
+            } else {
+                let line = result_line(result, *done, total);
+                match &progress {
+                    Some(bar) => {
+                        bar.println(line);
+                        bar.inc(1);
+                    }
+                    None => eprintln!("{line}"),
+                }
+            }
+        };
+        let request = BuildRequest {
+            manifest,
+            project_root: &args.project.project_dir,
+            selected: self.selected.to_vec(),
+            options: BuildOptions {
+                threads: self.threads,
+                full_refresh: args.full_refresh,
+                fail_fast: args.fail_fast,
+                memory_limit: args.memory_limit,
+                run_id,
+                render_times: self.render_times.clone(),
+                plans: std::sync::Arc::clone(&self.plans),
+                event_time: crate::run::materialize::microbatch::EventTimeWindow {
+                    start: args.event_time_start,
+                    end: args.event_time_end,
+                    backfill: self.backfill_id.clone(),
+                },
+                progress: (!json).then(|| {
+                    let bar = progress.clone();
+                    run::Progress(std::sync::Arc::new(move |model: &str, message: &str| {
+                        let line = format!("             {model}: {message}");
+                        match &bar {
+                            Some(bar) => bar.println(line),
+                            None => eprintln!("{line}"),
+                        }
+                    }))
+                }),
+                skip_unchanged,
+            },
+        };
+        let results = self.runtime.block_on(run::build(request, &on_result))?;
+        if let Some(bar) = &progress {
+            bar.finish_and_clear();
+        }
+        results.write(self.target)?;
+        let (ok, errors, skipped) =
+            (results.count(NodeStatus::Success), results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));
+        if json {
+            let summary = serde_json::json!({"run_id": results.run_id, "success": ok, "error": errors, "skipped": skipped, "elapsed_seconds": results.elapsed_seconds});
+            let _ = writeln!(std::io::stdout().lock(), "{summary}");
+        } else {
+            let rows: u64 = results.results.iter().filter_map(|r| r.rows_written).sum();
+            eprintln!(
+                "Done in {:.2}s: {ok} succeeded, {errors} failed, {skipped} skipped; {rows} rows written",
+                results.elapsed_seconds
+            );
+        }
+        Ok(results)
+    }
 }
 
 #[cfg(test)]

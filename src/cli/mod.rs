@@ -9,6 +9,7 @@ mod backfill;
 mod build;
 mod init;
 mod query;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};

@@ -23,7 +23,7 @@ use datafusion::catalog::view::ViewTable;
 use datafusion::prelude::SessionContext;
 use tokio::sync::Semaphore;
 
-use crate::manifest::{Manifest, NodeKind};
+use crate::manifest::{Manifest, Node, NodeKind};
 use crate::project::Materialization;
 pub use results::{NodeResult, NodeStatus, RunResults, Timing};
 use warehouse::Warehouse;
@@ -90,6 +90,56 @@ pub struct BuildOptions {
     pub event_time: materialize::microbatch::EventTimeWindow,
     /// Told of progress inside a model (a microbatch model's batches), as `(model name, message)`.
     pub progress: Option<Progress>,
+    /// Leave a `table` model as it is when its logic and the versions of everything it reads are those its last
+    /// version was written from (`--watch`).
+    pub skip_unchanged: bool,
+}
+
+/// The note on a `table` model that `skip_unchanged` left as it was.
+pub const UNCHANGED_INPUTS_NOTE: &str = "inputs unchanged: not rebuilt";
+
+/// A digest of what `node` reads: the Delta version of each upstream table (looking through views and ephemeral
+/// models to their own inputs) and the path, size and modification time of each source file.
+pub async fn input_fingerprint(manifest: &Manifest, warehouse: &Warehouse, project_root: &Path, node: &Node) -> String {
+    use sha2::{Digest, Sha256};
+    let mut parts = Vec::new();
+    let mut stack: Vec<&str> = node.depends_on.nodes.iter().map(String::as_str).collect();
+    let mut seen = BTreeSet::new();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Some(upstream) = manifest.nodes.get(id) {
+            match upstream.materialized {
+                Materialization::View | Materialization::Ephemeral if upstream.resource_type == NodeKind::Model => {
+                    stack.extend(upstream.depends_on.nodes.iter().map(String::as_str));
+                }
+                _ => {
+                    let version = warehouse.load(&upstream.relation).await.ok().flatten().and_then(|t| t.version());
+                    parts.push(format!("{}@{version:?}", upstream.relation));
+                }
+            }
+        } else if let Some(path) = manifest.sources.get(id).and_then(|s| s.path.as_deref()) {
+            let pattern = project_root.join(path);
+            let mut files: Vec<String> = glob::glob(&pattern.to_string_lossy())
+                .map(|paths| paths.filter_map(Result::ok).collect::<Vec<_>>())
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|p| {
+                    walkdir::WalkDir::new(p).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file())
+                })
+                .filter_map(|entry| {
+                    let meta = entry.metadata().ok()?;
+                    let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
+                    Some(format!("{}:{}:{}", entry.path().display(), meta.len(), modified.as_nanos()))
+                })
+                .collect();
+            files.sort();
+            parts.push(format!("{id}={}", files.join(",")));
+        }
+    }
+    parts.sort();
+    Sha256::digest(parts.join("\n").as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Called with `(model name, message)`.
@@ -184,8 +234,13 @@ pub async fn build(
     }
 
     let semaphore = Arc::new(Semaphore::new(request.options.threads.max(1)));
-    let shared =
-        Arc::new(Shared { ctx, warehouse, run_id: request.options.run_id.clone(), options: request.options.clone() });
+    let shared = Arc::new(Shared {
+        ctx,
+        warehouse,
+        run_id: request.options.run_id.clone(),
+        options: request.options.clone(),
+        manifest: request.options.skip_unchanged.then(|| manifest.clone()),
+    });
     let mut waiting: HashMap<&str, usize> =
         runnable.iter().map(|id| (*id, parents.get(id).map_or(0, BTreeSet::len))).collect();
     // Ready nodes start in topological order, first come first served.
@@ -274,6 +329,8 @@ struct Shared {
     warehouse: Warehouse,
     run_id: String,
     options: BuildOptions,
+    /// With `skip_unchanged`: the manifest, to fingerprint each model's inputs.
+    manifest: Option<Manifest>,
 }
 
 async fn run_node(
@@ -301,6 +358,10 @@ async fn run_node(
         plan_reused: std::sync::atomic::AtomicBool::new(false),
         event_time: &shared.options.event_time,
         progress: shared.options.progress.as_ref(),
+        inputs: match &shared.manifest {
+            Some(manifest) => Some(input_fingerprint(manifest, &shared.warehouse, project_root, node).await),
+            None => None,
+        },
     };
     // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
     let warehouse = shared.warehouse.clone();
@@ -310,7 +371,27 @@ async fn run_node(
         Ok(Err(err)) => return NodeResult::error(node, err.to_string(), started.elapsed()),
         Err(err) => return NodeResult::error(node, format!("lock task failed: {err}"), started.elapsed()),
     };
-    let outcome = if node.resource_type == NodeKind::Seed {
+    let unchanged = match (&cx.inputs, node.materialized, node.resource_type) {
+        (Some(inputs), Materialization::Table, NodeKind::Model) => match shared.warehouse.load(&node.relation).await {
+            Ok(Some(table)) => match shared.warehouse.last_commit(&table).await {
+                Ok(last) if last.inputs.as_ref() == Some(inputs) && last.checksum.as_ref() == Some(&node.checksum) => {
+                    shared.warehouse.provider(&table).await.ok().map(|provider| materialize::Outcome {
+                        rows_written: Some(0),
+                        delta_version: Some(last.version),
+                        provider: Some(provider),
+                        note: Some(UNCHANGED_INPUTS_NOTE.to_string()),
+                        ..materialize::Outcome::default()
+                    })
+                }
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    let outcome = if let Some(outcome) = unchanged {
+        Ok(outcome)
+    } else if node.resource_type == NodeKind::Seed {
         materialize::SeedLoad.run(&cx).await
     } else {
         match materialize::for_kind(node.materialized) {

@@ -21,6 +21,8 @@ use super::RunError;
 pub const META_RUN_ID: &str = "pipe.run_id";
 pub const META_MODEL: &str = "pipe.model";
 pub const META_CHECKSUM: &str = "pipe.checksum";
+/// A digest of the input versions a write read (see `run::input_fingerprint`).
+pub const META_INPUTS: &str = "pipe.inputs";
 
 #[derive(Debug, Clone)]
 pub struct Warehouse {
@@ -44,6 +46,7 @@ pub struct CommitMeta {
     pub run_id: Option<String>,
     pub checksum: Option<String>,
     pub rows_added: Option<u64>,
+    pub inputs: Option<String>,
     /// Time spent executing the plan and writing data files, from the commit's operation metrics.
     pub execute_time: Option<std::time::Duration>,
 }
@@ -141,7 +144,14 @@ impl Warehouse {
         let rows_added = metric("num_added_rows");
         // delta-rs's writes and merges report `execution_time_ms`.
         let execute_time = metric("execution_time_ms").map(std::time::Duration::from_millis);
-        Ok(CommitMeta { version, run_id: text(META_RUN_ID), checksum: text(META_CHECKSUM), rows_added, execute_time })
+        Ok(CommitMeta {
+            version,
+            run_id: text(META_RUN_ID),
+            checksum: text(META_CHECKSUM),
+            rows_added,
+            inputs: text(META_INPUTS),
+            execute_time,
+        })
     }
 
     fn views_dir(&self) -> PathBuf {

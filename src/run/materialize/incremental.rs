@@ -21,7 +21,6 @@ use deltalake::protocol::SaveMode;
 use super::table::write_overwrite;
 use super::{column_list, plan, Materialize, ModelContext, Outcome};
 use crate::project::{ConfigExt, Materialization};
-use crate::run::warehouse::Warehouse;
 use crate::run::RunError;
 
 pub struct IncrementalMaterialization;
@@ -109,7 +108,7 @@ impl Materialize for IncrementalMaterialization {
         let target_schema = cx.warehouse.provider(&table).await?.schema();
         let (batch, merge_schema) = apply_schema_change(node, batch, &target_schema)?;
         let schema = batch.schema();
-        let metadata = Warehouse::commit_metadata(cx.run_id, &node.unique_id, &node.checksum);
+        let metadata = cx.commit_metadata();
         let commit = CommitProperties::default().with_metadata(metadata);
         let session = Arc::new(cx.session.state());
         let rows = batch.num_rows() as u64;

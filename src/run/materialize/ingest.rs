@@ -19,7 +19,6 @@ use deltalake::protocol::SaveMode;
 
 use super::{ModelContext, Outcome};
 use crate::manifest::SourceNode;
-use crate::run::warehouse::Warehouse;
 use crate::run::RunError;
 use crate::sql::source_schema;
 
@@ -110,7 +109,7 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         batches.extend(result?);
     }
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-    let metadata = Warehouse::commit_metadata(cx.run_id, &node.unique_id, &node.checksum);
+    let metadata = cx.commit_metadata();
     let transactions = new_files.iter().map(|f| Transaction::new(app_id(f), 1)).collect();
     let commit = CommitProperties::default().with_metadata(metadata).with_application_transactions(transactions);
     let (table, mode) = match existing {

@@ -23,7 +23,6 @@ use deltalake::DeltaTable;
 use super::{plan, ModelContext, Outcome};
 use crate::manifest::Node;
 use crate::project::ConfigExt;
-use crate::run::warehouse::Warehouse;
 use crate::run::RunError;
 
 /// The application transaction holding the end of the latest slice a microbatch model covers.
@@ -205,7 +204,7 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
     let started = Instant::now();
     let existing = cx.warehouse.load(&node.relation).await?;
     let batch_plan = batch_plan(&config, existing.as_ref(), cx.event_time, cx.full_refresh).await?;
-    let metadata = Warehouse::commit_metadata(cx.run_id, &node.unique_id, &node.checksum);
+    let metadata = cx.commit_metadata();
     let slice_query = |start, end| {
         format!("select * from ({}) as __pipe_batch where {}", node.compiled_sql, config.slice_predicate(start, end))
     };

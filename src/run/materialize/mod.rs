@@ -51,6 +51,19 @@ pub struct ModelContext<'a> {
     /// The event-time range a microbatch model covers in this run.
     pub event_time: &'a microbatch::EventTimeWindow,
     pub progress: Option<&'a crate::run::Progress>,
+    /// A digest of the versions of the tables and the files this model reads, recorded with its commits.
+    pub inputs: Option<String>,
+}
+
+impl ModelContext<'_> {
+    /// pipe's commit metadata for a write of this model.
+    pub fn commit_metadata(&self) -> std::collections::HashMap<String, serde_json::Value> {
+        let mut metadata = Warehouse::commit_metadata(self.run_id, &self.node.unique_id, &self.node.checksum);
+        if let Some(inputs) = &self.inputs {
+            metadata.insert(crate::run::warehouse::META_INPUTS.to_string(), serde_json::Value::String(inputs.clone()));
+        }
+        metadata
+    }
 }
 
 /// The result of one materialization.

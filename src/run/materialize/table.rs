@@ -10,7 +10,6 @@ use deltalake::protocol::SaveMode;
 
 use super::{plan, Materialize, ModelContext, Outcome};
 use crate::project::Materialization;
-use crate::run::warehouse::Warehouse;
 use crate::run::RunError;
 
 pub struct TableMaterialization;
@@ -38,7 +37,7 @@ pub(super) async fn write_overwrite(
     let started = Instant::now();
     let relation = &cx.node.relation;
     let table = cx.warehouse.table_for_write(relation).await?;
-    let metadata = Warehouse::commit_metadata(cx.run_id, &cx.node.unique_id, &cx.node.checksum);
+    let metadata = cx.commit_metadata();
     let partitions = super::column_list(cx.node.config.get("partition_by"));
     let mut write = table.write(Vec::new()).with_writer_properties(super::writer_properties(cx.node));
     if !partitions.is_empty() {

@@ -101,6 +101,31 @@ fn append_adds_the_batch() {
     assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
 }
 
+/// Each batch commits its identity (a digest of its rows) as a Delta application transaction: a batch that comes
+/// again, as with this inclusive watermark (`>=`) after a run whose commit already landed, is not applied twice.
+#[test]
+fn a_batch_already_committed_is_not_appended_again() {
+    let dir = project("incremental_strategy='append'");
+    let model = dir.path().join("models/silver/customers.sql");
+    let sql = std::fs::read_to_string(&model).unwrap().replace("> (select max", ">= (select max");
+    std::fs::write(&model, sql).unwrap();
+    build(dir.path());
+    std::fs::write(dir.path().join("data/updates/2.csv"), SECOND_BATCH).unwrap();
+    let stderr = build(dir.path());
+    assert!(stderr.contains("append: 3 rows in the batch"), "{stderr}");
+    let after = "id,day,name\n1,d1,ada\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n3,d2,cy\n4,d2,dee\n";
+    assert_eq!(rows(dir.path()), after, "the row at the watermark is selected again once, as the SQL says");
+    // The next batch is the row at the new watermark (dee), appended once more; after that the same batch comes
+    // every run, and its transaction is found in the log.
+    let stderr = build(dir.path());
+    assert!(stderr.contains("append: 1 rows in the batch"), "{stderr}");
+    let once_more = rows(dir.path());
+    assert_eq!(once_more.matches("4,d2,dee").count(), 2, "{once_more}");
+    let stderr = build(dir.path());
+    assert!(stderr.contains("batch already committed (pipe.batch:1-"), "{stderr}");
+    assert_eq!(rows(dir.path()), once_more);
+}
+
 #[test]
 fn delete_insert_replaces_rows_by_key() {
     let dir = project("unique_key='id', incremental_strategy='delete+insert'");

@@ -108,8 +108,25 @@ impl Materialize for IncrementalMaterialization {
         let target_schema = cx.warehouse.provider(&table).await?.schema();
         let (batch, merge_schema) = apply_schema_change(node, batch, &target_schema)?;
         let schema = batch.schema();
+        // The batch's identity: a retried batch (the process died around its commit) is found and not applied twice.
+        let batch_id = batch_digest(&batch).map(|digest| format!("pipe.batch:{digest}"));
+        if let Some(id) = &batch_id {
+            if table.snapshot()?.transaction_version(table.log_store().as_ref(), id.clone()).await?.is_some() {
+                let commit = cx.warehouse.last_commit(&table).await?;
+                return Ok(Outcome {
+                    rows_written: Some(0),
+                    delta_version: Some(commit.version),
+                    provider: Some(cx.warehouse.provider(&table).await?),
+                    note: Some(format!("batch already committed ({id}): nothing written")),
+                    plan_time,
+                    write_time: started.elapsed(),
+                    execute_time: None,
+                });
+            }
+        }
         let metadata = cx.commit_metadata();
-        let commit = CommitProperties::default().with_metadata(metadata);
+        let transactions = batch_id.iter().map(|id| deltalake::kernel::Transaction::new(id.clone(), 1)).collect();
+        let commit = CommitProperties::default().with_metadata(metadata).with_application_transactions(transactions);
         let session = Arc::new(cx.session.state());
         let rows = batch.num_rows() as u64;
         let table = match strategy {
@@ -183,6 +200,24 @@ impl Materialize for IncrementalMaterialization {
             execute_time: commit.execute_time,
         })
     }
+}
+
+/// A digest of a batch's rows that does not depend on their order: the sum of the rows' SHA-256 digests in the
+/// Arrow row format, with the row count. `None` for column types the row format cannot hold.
+fn batch_digest(batch: &RecordBatch) -> Option<String> {
+    use datafusion::arrow::row::{RowConverter, SortField};
+    use sha2::{Digest, Sha256};
+    let fields: Vec<SortField> = batch.schema().fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+    let converter = RowConverter::new(fields).ok()?;
+    let rows = converter.convert_columns(batch.columns()).ok()?;
+    let mut sum = [0u64; 4];
+    for row in rows.iter() {
+        let digest = Sha256::digest(row.as_ref());
+        for (lane, chunk) in sum.iter_mut().zip(digest.chunks_exact(8)) {
+            *lane = lane.wrapping_add(u64::from_le_bytes(chunk.try_into().ok()?));
+        }
+    }
+    Some(format!("{:x}-{:016x}{:016x}{:016x}{:016x}", batch.num_rows(), sum[0], sum[1], sum[2], sum[3]))
 }
 
 /// `with_schema_mode(Merge)` when new columns are to be added.

@@ -183,3 +183,56 @@ fn microbatch_config_is_checked_at_compile() {
     assert!(stderr.contains("`begin: yesterday` of microbatch model `slv_events` is not a time"), "{stderr}");
     assert!(stderr.contains("needs `batch_size` `hour`, `day` or `month`"), "{stderr}");
 }
+
+/// Hourly tumbling windows over bronze events with `allowed_lateness='2 hours'`: a late event within it updates its
+/// window on the next run; one beyond it is counted and reported, stays in bronze, and a backfill applies it.
+#[test]
+fn late_events_within_allowed_lateness_update_their_window_and_later_ones_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for folder in ["data/clicks", "models/bronze", "models/silver"] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    std::fs::write(root.join("pipe.yml"), "name: windows\n").unwrap();
+    std::fs::write(
+        root.join("models/sources.yml"),
+        "sources:\n  - name: raw\n    tables:\n      - name: clicks\n        format: csv\n        path: data/clicks/*.csv\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("models/bronze/brz_clicks.sql"),
+        "{{ config(materialized='incremental', event_time='ts') }}\nselect id, ts from {{ source('raw', 'clicks') }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("models/silver/slv_clicks_hourly.sql"),
+        "{{ config(materialized='incremental', incremental_strategy='microbatch', event_time='window_start', \
+         begin='2026-01-01', batch_size='hour', allowed_lateness='2 hours') }}\n\
+         select {{ pipe.tumble('ts', '1 hour') }} as window_start, count(*) as clicks\n\
+         from {{ ref('brz_clicks') }} group by 1\n",
+    )
+    .unwrap();
+    let clicks = |name: &str, times: &[&str]| {
+        let rows: String = times.iter().enumerate().map(|(i, t)| format!("{name}{i},2026-01-01 {t}\n")).collect();
+        std::fs::write(root.join("data/clicks").join(format!("{name}.csv")), format!("id,ts\n{rows}")).unwrap();
+    };
+    let hourly =
+        || query(root, "select date_part('hour', window_start) as h, clicks from silver.slv_clicks_hourly order by 1");
+    clicks("a", &["10:05:00", "10:20:00", "11:10:00", "12:30:00"]);
+    build(root, "2026-01-01 13:00:00");
+    assert_eq!(hourly(), "h,clicks\n10,2\n11,1\n12,1\n");
+
+    // 11:45 is within two hours of 13:00; 09:15 is not; 13:10 is on time.
+    clicks("b", &["11:45:00", "09:15:00", "13:10:00"]);
+    let stderr = build(root, "2026-01-01 14:00:00");
+    assert!(stderr.contains("1 late rows beyond allowed_lateness: not applied"), "{stderr}");
+    assert_eq!(hourly(), "h,clicks\n10,2\n11,2\n12,1\n13,1\n");
+    assert_eq!(query(root, "select count(*) as n from bronze.brz_clicks"), "n\n7\n", "kept in bronze");
+
+    let output = pipe(
+        root,
+        &["backfill", "slv_clicks_hourly", "--start", "2026-01-01 09:00:00", "--end", "2026-01-01 10:00:00"],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(hourly(), "h,clicks\n9,1\n10,2\n11,2\n12,1\n13,1\n");
+}

@@ -126,6 +126,7 @@ pub(super) async fn dry_run(
                                 begin: start,
                                 batch_size: run::materialize::microbatch::BatchSize::Day,
                                 lookback: 0,
+                                allowed_lateness: None,
                             };
                             format!(" where {}", config.slice_predicate(start, end))
                         }

@@ -77,6 +77,14 @@ pub(super) fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &
                 ));
             }
         }
+        if let Some(lateness) = config.str_value("allowed_lateness") {
+            if crate::project::parse_duration(lateness).is_none() {
+                diagnostics.push(invalid(
+                    format!("`allowed_lateness: {lateness}` of microbatch model `{}` is not a duration", model.name),
+                    "write it like `2 hours` or `1 day`",
+                ));
+            }
+        }
         if !matches!(config.str_value("batch_size"), Some("hour" | "day" | "month")) {
             diagnostics.push(invalid(
                 format!("microbatch model `{}` needs `batch_size` `hour`, `day` or `month`", model.name),

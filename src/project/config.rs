@@ -317,6 +317,23 @@ pub fn parse_utc_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, Strin
     }
 }
 
+/// `90 seconds`, `15 minutes`, `2 hours`, `1 day`, `1 week`.
+pub fn parse_duration(text: &str) -> Option<chrono::TimeDelta> {
+    let mut parts = text.split_whitespace();
+    let (n, unit) = (parts.next()?.parse::<i64>().ok()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    match unit.trim_end_matches('s') {
+        "second" => Some(chrono::TimeDelta::seconds(n)),
+        "minute" => Some(chrono::TimeDelta::minutes(n)),
+        "hour" => Some(chrono::TimeDelta::hours(n)),
+        "day" => Some(chrono::TimeDelta::days(n)),
+        "week" => Some(chrono::TimeDelta::weeks(n)),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,8 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 pub use config::{
-    parse_utc_time, ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ProjectConfig, PARQUET_COMPRESSIONS,
+    parse_duration, parse_utc_time, ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ProjectConfig,
+    PARQUET_COMPRESSIONS,
 };
 pub use properties::{ColumnProperties, ModelProperties, SourceProperties, SourceTableProperties};
 

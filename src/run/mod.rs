@@ -239,7 +239,7 @@ pub async fn build(
         warehouse,
         run_id: request.options.run_id.clone(),
         options: request.options.clone(),
-        manifest: request.options.skip_unchanged.then(|| manifest.clone()),
+        manifest: manifest.clone(),
     });
     let mut waiting: HashMap<&str, usize> =
         runnable.iter().map(|id| (*id, parents.get(id).map_or(0, BTreeSet::len))).collect();
@@ -329,8 +329,8 @@ struct Shared {
     warehouse: Warehouse,
     run_id: String,
     options: BuildOptions,
-    /// With `skip_unchanged`: the manifest, to fingerprint each model's inputs.
-    manifest: Option<Manifest>,
+    /// For what a model needs of the others (fingerprints of inputs, upstream configs).
+    manifest: Manifest,
 }
 
 async fn run_node(
@@ -358,10 +358,11 @@ async fn run_node(
         plan_reused: std::sync::atomic::AtomicBool::new(false),
         event_time: &shared.options.event_time,
         progress: shared.options.progress.as_ref(),
-        inputs: match &shared.manifest {
-            Some(manifest) => Some(input_fingerprint(manifest, &shared.warehouse, project_root, node).await),
-            None => None,
+        inputs: match shared.options.skip_unchanged {
+            true => Some(input_fingerprint(&shared.manifest, &shared.warehouse, project_root, node).await),
+            false => None,
         },
+        manifest: &shared.manifest,
     };
     // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
     let warehouse = shared.warehouse.clone();

@@ -322,7 +322,9 @@ fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContex
         .unwrap_or(false)
     });
     env.add_function("log", |_message: JValue, _info: Option<bool>| -> String { String::new() });
+    env.add_global("pipe", windows::namespace());
 }
 
 #[cfg(test)]
 mod tests;
+mod windows;

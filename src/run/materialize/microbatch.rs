@@ -89,6 +89,8 @@ pub struct MicrobatchConfig {
     pub begin: DateTime<Utc>,
     pub batch_size: BatchSize,
     pub lookback: u32,
+    /// How late an event may arrive and still update its slice; later ones are counted and reported.
+    pub allowed_lateness: Option<TimeDelta>,
 }
 
 impl MicrobatchConfig {
@@ -105,7 +107,16 @@ impl MicrobatchConfig {
             RunError::Unsupported(format!("`batch_size` of `{}` is `{size}`: use `hour`, `day` or `month`", node.name))
         })?;
         let lookback = node.config.get("lookback").and_then(serde_json::Value::as_u64).unwrap_or(1) as u32;
-        Ok(MicrobatchConfig { event_time: event_time.to_string(), begin, batch_size, lookback })
+        let allowed_lateness = match node.config.str_value("allowed_lateness") {
+            None => None,
+            Some(text) => Some(parse_duration(text).ok_or_else(|| {
+                RunError::Unsupported(format!(
+                    "`allowed_lateness` of `{}` is `{text}`: write it like `2 hours` or `1 day`",
+                    node.name
+                ))
+            })?),
+        };
+        Ok(MicrobatchConfig { event_time: event_time.to_string(), begin, batch_size, lookback, allowed_lateness })
     }
 
     /// The slices `[start, end)` from the batch holding `from` up to `to`.
@@ -133,6 +144,8 @@ impl MicrobatchConfig {
         format!("{column} >= '{}' AND {column} < '{}'", sql_time(start), sql_time(end))
     }
 }
+
+pub use crate::project::parse_duration;
 
 fn sql_time(at: DateTime<Utc>) -> String {
     at.format("%Y-%m-%d %H:%M:%S").to_string()
@@ -173,10 +186,16 @@ pub async fn batch_plan(
         None => {
             let covered = snapshot.transaction_version(log_store.as_ref(), LEDGER_APP_ID).await?;
             let covered = covered.and_then(|secs| DateTime::from_timestamp(secs, 0)).unwrap_or(config.begin);
-            // The batch holding the latest covered time, and `lookback` batches before it.
-            let last = config.batch_size.floor(covered.min(end));
-            let last = if last == covered { config.batch_size.back(last, 1) } else { last };
-            config.batch_size.back(last, config.lookback)
+            match config.allowed_lateness {
+                // Every slice an event within the allowed lateness of the covered time can still fall in.
+                Some(lateness) => covered.min(end) - lateness,
+                // The batch holding the latest covered time, and `lookback` batches before it.
+                None => {
+                    let last = config.batch_size.floor(covered.min(end));
+                    let last = if last == covered { config.batch_size.back(last, 1) } else { last };
+                    config.batch_size.back(last, config.lookback)
+                }
+            }
         }
     };
     let mut batches = config.batches(from, end);
@@ -215,7 +234,17 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
     let mut rows_written = 0u64;
     let mut plan_time = started.elapsed();
     let write_started = Instant::now();
+    let existing_table = existing.clone();
     let mut table = existing;
+    // Events that arrived since the last run but belong before the slices this run rewrites: counted, reported,
+    // and left in bronze for a backfill.
+    let late = match (&batch_plan, &existing_table, config.allowed_lateness, &cx.event_time.backfill) {
+        (BatchPlan::Slices(slices), Some(target), Some(_), None) => match slices.first() {
+            Some((first, _)) => late_rows(cx, target, *first).await?,
+            None => 0,
+        },
+        _ => 0,
+    };
     let note = match batch_plan {
         BatchPlan::Whole { start, end, batches } => {
             let frame = plan(cx, &slice_query(start, end)).await?;
@@ -296,15 +325,53 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
         }
         None => (None, None, None),
     };
+    let late = match late {
+        0 => String::new(),
+        n => format!(
+            "\n{n} late rows beyond allowed_lateness: not applied, kept upstream (`pipe backfill` applies them)"
+        ),
+    };
     Ok(Outcome {
         rows_written: Some(rows_written),
         delta_version,
         provider,
-        note: Some(format!("microbatch: {note}")),
+        note: Some(format!("microbatch: {note}{late}")),
         plan_time,
         write_time: write_started.elapsed(),
         execute_time,
     })
+}
+
+/// Rows of the upstream tables that record their load time (`_pipe_loaded_at`, bronze ingestion) and declare an
+/// `event_time`, loaded after this table's last commit, with an event time before `before`.
+async fn late_rows(cx: &ModelContext<'_>, target: &DeltaTable, before: DateTime<Utc>) -> Result<u64, RunError> {
+    use futures::TryStreamExt;
+    let last: Vec<_> = target.history(Some(1)).try_collect().await?;
+    let Some(last) = last.first().and_then(|c| c.timestamp).and_then(DateTime::from_timestamp_millis) else {
+        return Ok(0);
+    };
+    let mut late = 0;
+    for id in &cx.node.depends_on.nodes {
+        let Some(upstream) = cx.manifest.nodes.get(id) else { continue };
+        let Some(event_time) = upstream.config.str_value("event_time") else { continue };
+        let Ok(provider) = cx.session.table_provider(upstream.relation.as_str()).await else { continue };
+        if provider.schema().field_with_name("_pipe_loaded_at").is_err() {
+            continue;
+        }
+        let sql = format!(
+            "select count(*) from {} where _pipe_loaded_at > '{}' and \"{event_time}\" < TIMESTAMP '{}'",
+            upstream.relation,
+            last.to_rfc3339(),
+            sql_time(before)
+        );
+        let query = |e| RunError::query(&cx.node.name, e);
+        let batches = cx.session.sql(&sql).await.map_err(query)?.collect().await.map_err(query)?;
+        let count = batches.first().and_then(|b| {
+            b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0))
+        });
+        late += count.unwrap_or(0).max(0) as u64;
+    }
+    Ok(late)
 }
 
 #[cfg(test)]
@@ -322,6 +389,7 @@ mod tests {
             begin: at("2026-01-01"),
             batch_size: BatchSize::Day,
             lookback: 1,
+            allowed_lateness: None,
         };
         let batches = config.batches(at("2026-01-02 10:00:00"), at("2026-01-04 00:00:01"));
         let starts: Vec<String> = batches.iter().map(|(s, _)| sql_time(*s)).collect();

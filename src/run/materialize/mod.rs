@@ -53,6 +53,7 @@ pub struct ModelContext<'a> {
     pub progress: Option<&'a crate::run::Progress>,
     /// A digest of the versions of the tables and the files this model reads, recorded with its commits.
     pub inputs: Option<String>,
+    pub manifest: &'a crate::manifest::Manifest,
 }
 
 impl ModelContext<'_> {

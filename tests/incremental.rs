@@ -202,6 +202,28 @@ fn on_schema_change_append_new_columns_adds_them() {
     assert_eq!(text(&output.stdout), "id,name,shout\n1,ada2,ADA2\n2,bo,\n3,cy,\n4,dee,DEE\n");
 }
 
+/// `sync_all_columns`: the table takes the batch's columns (here `day` dropped, `shout` added) in one commit;
+/// rows the merge does not touch keep their values and get null in the new column.
+#[test]
+fn on_schema_change_sync_all_columns_takes_the_batch_columns() {
+    let dir = project("unique_key='id', on_schema_change='sync_all_columns'");
+    build(dir.path());
+    let model = dir.path().join("models/silver/customers.sql");
+    let sql = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(&model, sql.replace("select id, day, name,", "select id, name, upper(name) as shout,")).unwrap();
+    std::fs::write(dir.path().join("data/updates/2.csv"), SECOND_BATCH).unwrap();
+    let output = pipe(dir.path(), &["build"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let output = pipe(dir.path(), &["query", "select * from silver.customers order by id", "-o", "csv"]);
+    assert_eq!(
+        text(&output.stdout),
+        "id,name,shout,updated_at\n1,ada2,ADA2,2026-01-03T10:00:00\n2,bo,,2026-01-01T11:00:00\n\
+         3,cy,,2026-01-02T09:00:00\n4,dee,DEE,2026-01-03T11:00:00\n"
+    );
+    let output = pipe(dir.path(), &["history", "customers", "-o", "csv"]);
+    assert_eq!(text(&output.stdout).lines().count(), 3, "one commit per build: {}", text(&output.stdout));
+}
+
 /// A bronze model over a file source ingests each file exactly once, with pipe's lineage columns.
 fn bronze_project() -> tempfile::TempDir {
     let dir = project("incremental_strategy='append'");

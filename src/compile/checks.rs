@@ -105,11 +105,12 @@ pub(super) fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &
         }
     }
     if let Some(mode) = config.str_value("on_schema_change") {
-        if !["ignore", "fail", "append_new_columns"].contains(&mode) {
-            let help = if mode == "sync_all_columns" {
-                "`sync_all_columns` would drop columns from a Delta table, which pipe does not do; use `append_new_columns` or `--full-refresh`"
+        let bronze_sync = mode == "sync_all_columns" && layer == Some(Layer::Bronze);
+        if !["ignore", "fail", "append_new_columns", "sync_all_columns"].contains(&mode) || bronze_sync {
+            let help = if bronze_sync {
+                "bronze keeps every column it ever ingested; use `append_new_columns`"
             } else {
-                "use one of `ignore`, `fail`, `append_new_columns`"
+                "use one of `ignore`, `fail`, `append_new_columns`, `sync_all_columns`"
             };
             diagnostics.push(
                 Diagnostic::error(

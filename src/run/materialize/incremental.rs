@@ -107,7 +107,8 @@ impl Materialize for IncrementalMaterialization {
             check_unique_keys(&node.name, &batch, &keys)?;
         }
         let target_schema = cx.warehouse.provider(&table).await?.schema();
-        let (batch, merge_schema) = apply_schema_change(node, batch, &target_schema)?;
+        let (batch, change) = apply_schema_change(node, batch, &target_schema)?;
+        let merge_schema = change == SchemaChange::AddColumns;
         let schema = batch.schema();
         // The batch's identity: a retried batch (the process died around its commit) is found and not applied twice.
         let batch_id = batch_digest(&batch).map(|digest| format!("pipe.batch:{digest}"));
@@ -131,6 +132,14 @@ impl Materialize for IncrementalMaterialization {
         let session = Arc::new(cx.session.state());
         let rows = batch.num_rows() as u64;
         let table = match strategy {
+            _ if change == SchemaChange::Sync => {
+                let columns = match strategy {
+                    "append" => Vec::new(),
+                    "insert_overwrite" => partitions.clone(),
+                    _ => keys.clone(),
+                };
+                sync_all_columns(cx, &table, batch, &columns, commit).await?
+            }
             "merge" => {
                 let source = batch_frame(cx, &schema, batch.clone(), &node.name)?;
                 // `incremental_predicates` narrow the target rows a merge considers (e.g. `target.day = source.day`
@@ -256,7 +265,7 @@ fn apply_schema_change(
     node: &crate::manifest::Node,
     batch: RecordBatch,
     target: &datafusion::arrow::datatypes::Schema,
-) -> Result<(RecordBatch, bool), RunError> {
+) -> Result<(RecordBatch, SchemaChange), RunError> {
     let batch_schema = batch.schema();
     let has =
         |schema: &datafusion::arrow::datatypes::Schema, name: &str| schema.fields().iter().any(|f| f.name() == name);
@@ -265,7 +274,7 @@ fn apply_schema_change(
     let removed: Vec<String> =
         target.fields().iter().map(|f| f.name().clone()).filter(|n| !has(&batch_schema, n)).collect();
     if added.is_empty() && removed.is_empty() {
-        return Ok((batch, false));
+        return Ok((batch, SchemaChange::None));
     }
     let mode = node.config.str_value("on_schema_change").unwrap_or("ignore");
     let describe = || {
@@ -273,18 +282,85 @@ fn apply_schema_change(
         format!("new columns: {}; missing columns: {}", list(&added), list(&removed))
     };
     match mode {
-        "append_new_columns" => Ok((batch, true)),
+        "append_new_columns" => Ok((batch, SchemaChange::AddColumns)),
+        "sync_all_columns" => Ok((batch, SchemaChange::Sync)),
         "ignore" if removed.is_empty() => {
             let keep: Vec<usize> =
                 (0..batch_schema.fields().len()).filter(|&i| !added.contains(batch_schema.field(i).name())).collect();
             let projected = batch.project(&keep).map_err(|e| RunError::Warehouse(e.to_string()))?;
-            Ok((projected, false))
+            Ok((projected, SchemaChange::None))
         }
         _ => Err(RunError::Unsupported(format!(
             "the batch's columns differ from the table's ({}); `on_schema_change: {mode}` refuses this: set `append_new_columns` or run with `--full-refresh`",
             describe()
         ))),
     }
+}
+
+/// How a batch's columns are reconciled with the table's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SchemaChange {
+    /// Same columns (or new ones dropped by `ignore`).
+    None,
+    /// `append_new_columns`: the write adds the batch's new columns (Delta schema merge).
+    AddColumns,
+    /// `sync_all_columns`: the table takes the batch's columns exactly.
+    Sync,
+}
+
+/// `sync_all_columns`: rewrites the table with the batch's columns in one commit: the rows the batch does not
+/// replace (by `replace_by`: the unique key, the partition columns, or nothing for `append`) keep their values
+/// in the columns that remain, the new columns are null for them, and the removed columns are gone.
+async fn sync_all_columns(
+    cx: &ModelContext<'_>,
+    table: &deltalake::DeltaTable,
+    batch: RecordBatch,
+    replace_by: &[String],
+    commit: CommitProperties,
+) -> Result<deltalake::DeltaTable, RunError> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{col, lit, ExprSchemable, JoinType};
+    let node = cx.node;
+    let query = |e| RunError::query(&node.name, e);
+    let schema = batch.schema();
+    let old = cx.session.read_table(cx.warehouse.provider(table).await?).map_err(query)?;
+    let existing: Vec<String> = old.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let batch_frame = batch_frame(cx, &schema, batch, &node.name)?;
+    let kept = if replace_by.is_empty() {
+        old
+    } else {
+        let keys: Vec<&str> = replace_by.iter().map(String::as_str).collect();
+        let batch_keys = batch_frame.clone().select_columns(&keys).map_err(query)?.distinct().map_err(query)?;
+        old.join(batch_keys, JoinType::LeftAnti, &keys, &keys, None).map_err(query)?
+    };
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let name = field.name();
+            if existing.contains(name) {
+                Ok(col(format!("\"{name}\"")).cast_to(field.data_type(), kept.schema())?.alias(name))
+            } else {
+                Ok(lit(ScalarValue::try_from(field.data_type())?).alias(name))
+            }
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()
+        .map_err(query)?;
+    let rows = kept.select(columns).map_err(query)?.union(batch_frame).map_err(query)?;
+    let partitions = column_list(node.config.get("partition_by"));
+    let mut write = table
+        .clone()
+        .write(Vec::new())
+        .with_writer_properties(super::writer_properties(node))
+        .with_input_plan(rows.logical_plan().clone())
+        .with_session_state(Arc::new(cx.session.state()))
+        .with_save_mode(SaveMode::Overwrite)
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+        .with_commit_properties(commit);
+    if !partitions.is_empty() {
+        write = write.with_partition_columns(partitions);
+    }
+    write.await.map_err(|e| RunError::write(&node.name, e))
 }
 
 fn batch_frame(

@@ -15,6 +15,7 @@ pub mod diagnostics;
 pub mod graph;
 pub mod manifest;
 pub mod project;
+pub mod quality;
 pub mod run;
 pub mod sql;
 pub mod suggest;

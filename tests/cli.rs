@@ -129,7 +129,7 @@ fn init_creates_a_project_that_compiles() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert!(
         text(&output.stderr)
-            .starts_with("Compiled 3 models, 1 sources, 0 macros (3 selected, 3 planned, 0 from cache)"),
+            .starts_with("Compiled 3 models, 2 tests, 1 sources, 0 macros (3 selected, 3 planned, 0 from cache)"),
         "{}",
         text(&output.stderr)
     );

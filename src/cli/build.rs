@@ -201,7 +201,8 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
     }
     let results = cycle.run(false)?;
     let (errors, skipped) = (results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));
-    Ok(if errors + skipped > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    let failed_tests = results.tests.iter().filter(|t| t.status == crate::quality::TestStatus::Fail).count();
+    Ok(if errors + skipped + failed_tests > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// One run of the selected nodes, as `pipe build` does once and `--watch` does on every change.
@@ -294,6 +295,15 @@ impl Cycle<'_> {
         let results = self.runtime.block_on(run::build(request, &on_result))?;
         if let Some(bar) = &progress {
             bar.finish_and_clear();
+        }
+        if !json {
+            for test in &results.tests {
+                let word = format!("{:?}", test.status).to_uppercase();
+                eprintln!("test {word:<5} {:<55} {:>8} {:>6.2}s", test.name, test.failures, test.seconds);
+                for line in test.message.iter().flat_map(|m| m.lines()) {
+                    eprintln!("             {line}");
+                }
+            }
         }
         results.write(self.target)?;
         let (ok, errors, skipped) =

@@ -8,6 +8,7 @@
 mod backfill;
 mod build;
 mod init;
+mod quality;
 mod query;
 mod watch;
 
@@ -60,6 +61,8 @@ pub enum Command {
     Diff(query::DiffArgs),
     /// Reprocess a time range of microbatch models, batch by batch, resumably (`--dry-run` to see the cost).
     Backfill(backfill::BackfillArgs),
+    /// Run the data tests (YAML generic tests and singular tests) against the warehouse.
+    Test(quality::TestArgs),
     /// Explain a diagnostic code, e.g. `pipe explain P0401` or `pipe explain ref-not-found`.
     Explain(ExplainArgs),
 }
@@ -159,6 +162,7 @@ pub fn main() -> ExitCode {
         Command::History(args) => query::history(&args),
         Command::Diff(args) => query::diff(&args),
         Command::Backfill(args) => backfill::run(&args),
+        Command::Test(args) => quality::run(&args),
         Command::Explain(args) => run_explain(&args),
     };
     match result {
@@ -331,7 +335,8 @@ fn run_compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         format!(", {} planned, {} from cache", stats.planned, stats.cached)
     };
     eprintln!(
-        "Compiled {models} models, {} sources, {} macros ({} selected{planned}) in {:.2}s -> {}",
+        "Compiled {models} models, {} tests, {} sources, {} macros ({} selected{planned}) in {:.2}s -> {}",
+        manifest.tests.len(),
         manifest.sources.len(),
         manifest.macros.len(),
         selected.len(),

@@ -484,7 +484,7 @@ fn build_manifest(
         })
         .collect();
 
-    Some(Manifest {
+    let mut manifest = Manifest {
         manifest_version: manifest::MANIFEST_VERSION,
         project: manifest::ProjectInfo {
             name: project_name.clone(),
@@ -496,7 +496,10 @@ fn build_manifest(
         macros,
         edges: edges.into_iter().collect(),
         order,
-    })
+        tests: BTreeMap::new(),
+    };
+    manifest.tests = crate::quality::test_nodes(project, &manifest, &renderer, &context, diagnostics);
+    Some(manifest)
 }
 
 /// Folder tree and property YAML config, overridden by the model's in-file `config()`.

@@ -31,6 +31,41 @@ pub struct Manifest {
     pub edges: Vec<(String, String)>,
     /// Models, seeds and sources in a deterministic topological order.
     pub order: Vec<String>,
+    /// Data tests by unique id (`test.<project>.<name>`).
+    #[serde(default)]
+    pub tests: BTreeMap<String, TestNode>,
+}
+
+/// What a failing test does to the build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warn,
+}
+
+/// A data test: a query returning the rows that fail it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestNode {
+    pub unique_id: String,
+    pub name: String,
+    /// `not_null`, `unique`, `accepted_values`, `relationships`, `expression_is_true`, a custom generic test's
+    /// name, or `singular`.
+    pub test: String,
+    /// The model, seed or source the test is declared on (for a singular test: the one it reads, if only one).
+    pub attached_node: Option<String>,
+    pub column_name: Option<String>,
+    pub severity: Severity,
+    /// Failure-count conditions, as dbt writes them (`!=0`, `>10`, `>=5`).
+    pub warn_if: String,
+    pub error_if: String,
+    /// Write the failing rows to `pipe_audit.<test name>` in the warehouse.
+    pub store_failures: bool,
+    /// The query returning the failing rows.
+    pub compiled_sql: String,
+    pub depends_on: DependsOn,
+    /// The file that declares the test.
+    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

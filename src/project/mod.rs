@@ -37,6 +37,16 @@ pub struct Project {
     pub macro_files: Vec<MacroFile>,
     pub sources: Vec<SourceDef>,
     pub seeds: Vec<SeedFile>,
+    /// Singular tests: `.sql` files under the test paths.
+    pub test_files: Vec<TestFile>,
+}
+
+/// A singular test: a query under a test path whose rows are failures.
+#[derive(Debug, Clone)]
+pub struct TestFile {
+    pub name: String,
+    pub file: FileId,
+    pub path: String,
 }
 
 /// One `.sql` file under a model path.
@@ -131,6 +141,7 @@ pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {
     let yaml_entries = discover(root, &config.model_paths, &["yml", "yaml"]);
     let macro_entries = discover(root, &config.macro_paths, &["sql"]);
     let seed_entries = discover(root, &config.seed_paths, &["csv"]);
+    let test_entries = discover(root, &config.test_paths, &["sql"]);
 
     let read_all = |entries: &[(String, PathBuf)]| -> Vec<(String, Result<String, String>)> {
         entries.par_iter().map(|(rel, abs)| (rel.clone(), read_text(abs))).collect()
@@ -235,8 +246,29 @@ pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {
         })
         .collect();
 
-    let project =
-        Project { root: root.to_path_buf(), config, files, project_file, models, macro_files, sources, seeds };
+    let mut test_files = Vec::new();
+    for (rel, text) in read_all(&test_entries) {
+        match text {
+            Ok(text) => {
+                let name = Path::new(&rel).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let file = files.add(rel.clone(), text);
+                test_files.push(TestFile { name, file, path: rel });
+            }
+            Err(err) => diagnostics.push(Diagnostic::error(Code::Io, format!("cannot read `{rel}`: {err}"))),
+        }
+    }
+
+    let project = Project {
+        root: root.to_path_buf(),
+        config,
+        files,
+        project_file,
+        models,
+        macro_files,
+        sources,
+        seeds,
+        test_files,
+    };
     (Some(project), diagnostics)
 }
 

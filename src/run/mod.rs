@@ -39,6 +39,9 @@ pub enum RunError {
     Source { source_name: String, message: String },
     #[error("{0}")]
     Unsupported(String),
+    /// An error-severity test failed on the model's new result, which was not published.
+    #[error("{0}")]
+    TestFailed(String),
     #[error("warehouse: {0}")]
     Warehouse(String),
     #[error("{path}: {message}")]
@@ -197,6 +200,16 @@ pub async fn open_session(
             }
         }
     }
+    // Failing rows stored by tests with `store_failures`.
+    let audit_dir = warehouse.root().join(crate::quality::execute::AUDIT_SCHEMA);
+    if let Ok(entries) = std::fs::read_dir(&audit_dir) {
+        for entry in entries.filter_map(Result::ok) {
+            let relation = format!("{}.{}", crate::quality::execute::AUDIT_SCHEMA, entry.file_name().to_string_lossy());
+            if let Some(table) = warehouse.load(&relation).await? {
+                ctx.register_table(relation.as_str(), warehouse.provider(&table).await?)?;
+            }
+        }
+    }
     Ok((ctx, warehouse, source_errors))
 }
 
@@ -314,12 +327,34 @@ pub async fn build(
             results.insert(id.to_string(), skipped);
         }
     }
+    // Tests on more than one node (singular tests joining models) run once everything they read succeeded.
+    let succeeded: BTreeSet<&str> =
+        results.iter().filter(|(_, r)| r.status == NodeStatus::Success).map(|(id, _)| id.as_str()).collect();
+    let audited: BTreeSet<&str> = runnable
+        .iter()
+        .flat_map(|id| crate::quality::execute::audit_tests(manifest, id))
+        .map(|t| t.unique_id.as_str())
+        .collect();
+    let shared_tests: Vec<&crate::manifest::TestNode> = manifest
+        .tests
+        .values()
+        .filter(|t| !audited.contains(t.unique_id.as_str()))
+        .filter(|t| t.depends_on.nodes.iter().any(|d| succeeded.contains(d.as_str())))
+        .filter(|t| {
+            // Everything the test reads is built: in this run, or before it (not selected), or a source.
+            t.depends_on.nodes.iter().all(|d| {
+                succeeded.contains(d.as_str()) || manifest.sources.contains_key(d) || !selected.contains(d.as_str())
+            })
+        })
+        .collect();
+    let tests = crate::quality::run_tests(&shared.ctx, Some(&shared.warehouse), &shared_tests, &[]).await;
     let ordered: Vec<NodeResult> = runnable.iter().filter_map(|id| results.remove(*id)).collect();
     Ok(RunResults {
         run_id: request.options.run_id.clone(),
         started_at: started_at.to_rfc3339(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
         results: ordered,
+        tests,
     })
 }
 
@@ -414,6 +449,15 @@ async fn run_node(
             let render = shared.options.render_times.get(&node.unique_id).copied().unwrap_or_default();
             let mut result = NodeResult::success(node, &outcome, started.elapsed(), render);
             result.plan_reused = cx.plan_reused.load(std::sync::atomic::Ordering::Relaxed);
+            // Views (a definition), seeds, bronze ingestion and microbatch slices are tested once published.
+            let attached = cx.attached_tests();
+            let tests = match outcome.tests {
+                Some(tests) => tests,
+                None if attached.is_empty() => Vec::new(),
+                None => crate::quality::run_tests(&shared.ctx, Some(&shared.warehouse), &attached, &[]).await,
+            };
+            result.record_tests(tests, &attached);
+            result.timing.total_seconds = started.elapsed().as_secs_f64();
             result
         }
         Err(err) => NodeResult::error(node, err.to_string(), started.elapsed()),

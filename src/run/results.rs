@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::materialize::Outcome;
 use crate::manifest::Node;
+use crate::quality::{TestOutcome, TestStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -43,6 +44,9 @@ pub struct NodeResult {
     pub timing: Timing,
     /// Whether the compile's plan was executed (no second planning of the SQL).
     pub plan_reused: bool,
+    /// The node's tests, run on its new result.
+    #[serde(default)]
+    pub tests: Vec<TestOutcome>,
     pub message: Option<String>,
 }
 
@@ -62,6 +66,7 @@ impl NodeResult {
             delta_version: None,
             timing: Timing::default(),
             plan_reused: false,
+            tests: Vec::new(),
             message: None,
         }
     }
@@ -91,6 +96,38 @@ impl NodeResult {
         }
     }
 
+    /// Adds test outcomes: a failing error-severity test (or one whose query failed) makes the node an error; a
+    /// warning is added to the message.
+    pub fn record_tests(&mut self, tests: Vec<TestOutcome>, declared: &[&crate::manifest::TestNode]) {
+        let mut lines = Vec::new();
+        for (outcome, test) in tests.iter().zip(declared) {
+            let error = outcome.status == TestStatus::Fail
+                || (outcome.status == TestStatus::Error && test.severity == crate::manifest::Severity::Error);
+            if error {
+                self.status = NodeStatus::Error;
+            }
+            let word = match outcome.status {
+                TestStatus::Pass => continue,
+                TestStatus::Warn => "warning",
+                TestStatus::Fail => "failed",
+                TestStatus::Error => "could not run",
+            };
+            lines.push(format!("test `{}` {word}: {}", outcome.name, outcome.message.as_deref().unwrap_or("")));
+        }
+        let passed = tests.iter().filter(|t| t.status == TestStatus::Pass).count();
+        if !tests.is_empty() {
+            lines.insert(0, format!("tests: {passed} of {} passed", tests.len()));
+        }
+        if !lines.is_empty() {
+            let text = lines.join("\n");
+            self.message = Some(match self.message.take() {
+                Some(message) => format!("{message}\n{text}"),
+                None => text,
+            });
+        }
+        self.tests = tests;
+    }
+
     pub fn skipped(node: &Node, message: String) -> NodeResult {
         NodeResult { message: Some(message), ..NodeResult::base(node, NodeStatus::Skipped) }
     }
@@ -102,6 +139,9 @@ pub struct RunResults {
     pub started_at: String,
     pub elapsed_seconds: f64,
     pub results: Vec<NodeResult>,
+    /// Tests that read several nodes, run after them.
+    #[serde(default)]
+    pub tests: Vec<TestOutcome>,
 }
 
 impl RunResults {

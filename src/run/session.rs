@@ -42,6 +42,8 @@ pub fn new_session(manifest: &Manifest, memory_limit: Option<usize>) -> Result<S
     let mut schemas: BTreeSet<&str> = manifest.nodes.values().map(|n| n.schema.as_str()).collect();
     schemas.extend(manifest.sources.values().map(|s| s.source_name.as_str()));
     schemas.insert(super::materialize::BATCH_SCHEMA);
+    schemas.insert(super::materialize::STAGING_SCHEMA);
+    schemas.insert(crate::quality::execute::AUDIT_SCHEMA);
     let catalog = ctx.catalog("datafusion").ok_or_else(|| RunError::Warehouse("no default catalog".into()))?;
     for schema in schemas {
         if catalog.schema(schema).is_none() {

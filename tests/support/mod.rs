@@ -28,7 +28,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub fn example_project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(repo().join("pipe.yml"), dir.path().join("pipe.yml")).unwrap();
-    for folder in ["models", "macros", "seeds", "data"] {
+    for folder in ["models", "macros", "seeds", "data", "checks"] {
         copy_dir(&repo().join(folder), &dir.path().join(folder));
     }
     dir

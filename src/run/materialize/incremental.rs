@@ -101,6 +101,7 @@ impl Materialize for IncrementalMaterialization {
                 plan_time,
                 write_time: started.elapsed(),
                 execute_time: commit.execute_time,
+                tests: None,
             });
         }
         if !keys.is_empty() && strategy != "append" {
@@ -123,23 +124,27 @@ impl Materialize for IncrementalMaterialization {
                     plan_time,
                     write_time: started.elapsed(),
                     execute_time: None,
+                    tests: None,
                 });
             }
         }
+        // Write-audit-publish: the model's tests run on the table as it will be, before the batch is applied.
+        let replace_by = match strategy {
+            "append" => Vec::new(),
+            "insert_overwrite" => partitions.clone(),
+            _ => keys.clone(),
+        };
+        let tests = match cx.attached_tests().is_empty() {
+            true => None,
+            false => Some(cx.audit(new_result(cx, &table, batch.clone(), &replace_by).await?.into_view()).await?),
+        };
         let metadata = cx.commit_metadata();
         let transactions = batch_id.iter().map(|id| deltalake::kernel::Transaction::new(id.clone(), 1)).collect();
         let commit = CommitProperties::default().with_metadata(metadata).with_application_transactions(transactions);
         let session = Arc::new(cx.session.state());
         let rows = batch.num_rows() as u64;
         let table = match strategy {
-            _ if change == SchemaChange::Sync => {
-                let columns = match strategy {
-                    "append" => Vec::new(),
-                    "insert_overwrite" => partitions.clone(),
-                    _ => keys.clone(),
-                };
-                sync_all_columns(cx, &table, batch, &columns, commit).await?
-            }
+            _ if change == SchemaChange::Sync => sync_all_columns(cx, &table, batch, &replace_by, commit).await?,
             "merge" => {
                 let source = batch_frame(cx, &schema, batch.clone(), &node.name)?;
                 // `incremental_predicates` narrow the target rows a merge considers (e.g. `target.day = source.day`
@@ -211,6 +216,7 @@ impl Materialize for IncrementalMaterialization {
             plan_time,
             write_time: started.elapsed(),
             execute_time: commit.execute_time,
+            tests,
         })
     }
 }
@@ -318,6 +324,32 @@ async fn sync_all_columns(
     replace_by: &[String],
     commit: CommitProperties,
 ) -> Result<deltalake::DeltaTable, RunError> {
+    let node = cx.node;
+    let rows = new_result(cx, table, batch, replace_by).await?;
+    let partitions = column_list(node.config.get("partition_by"));
+    let mut write = table
+        .clone()
+        .write(Vec::new())
+        .with_writer_properties(super::writer_properties(node))
+        .with_input_plan(rows.logical_plan().clone())
+        .with_session_state(Arc::new(cx.session.state()))
+        .with_save_mode(SaveMode::Overwrite)
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+        .with_commit_properties(commit);
+    if !partitions.is_empty() {
+        write = write.with_partition_columns(partitions);
+    }
+    write.await.map_err(|e| RunError::write(&node.name, e))
+}
+
+/// The table as it will be once the batch is applied, with the batch's columns: the rows the batch does not
+/// replace (by `replace_by`: the unique key, the partition columns, or nothing for `append`), then the batch.
+async fn new_result(
+    cx: &ModelContext<'_>,
+    table: &deltalake::DeltaTable,
+    batch: RecordBatch,
+    replace_by: &[String],
+) -> Result<DataFrame, RunError> {
     use datafusion::common::ScalarValue;
     use datafusion::logical_expr::{col, lit, ExprSchemable, JoinType};
     let node = cx.node;
@@ -346,21 +378,7 @@ async fn sync_all_columns(
         })
         .collect::<datafusion::error::Result<Vec<_>>>()
         .map_err(query)?;
-    let rows = kept.select(columns).map_err(query)?.union(batch_frame).map_err(query)?;
-    let partitions = column_list(node.config.get("partition_by"));
-    let mut write = table
-        .clone()
-        .write(Vec::new())
-        .with_writer_properties(super::writer_properties(node))
-        .with_input_plan(rows.logical_plan().clone())
-        .with_session_state(Arc::new(cx.session.state()))
-        .with_save_mode(SaveMode::Overwrite)
-        .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-        .with_commit_properties(commit);
-    if !partitions.is_empty() {
-        write = write.with_partition_columns(partitions);
-    }
-    write.await.map_err(|e| RunError::write(&node.name, e))
+    kept.select(columns).map_err(query)?.union(batch_frame).map_err(query)
 }
 
 fn batch_frame(

@@ -133,11 +133,12 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         plan_time: std::time::Duration::ZERO,
         write_time: started.elapsed(),
         execute_time: commit.execute_time,
+        tests: None,
     })
 }
 
 /// Replaces whole occurrences of `relation` in SQL: `raw.orders` but not `raw.orders_archive` or `xraw.orders`.
-fn replace_relation(sql: &str, relation: &str, with: &str) -> String {
+pub(crate) fn replace_relation(sql: &str, relation: &str, with: &str) -> String {
     let is_ident = |c: char| c.is_alphanumeric() || c == '_';
     let mut out = String::with_capacity(sql.len());
     let mut rest = sql;

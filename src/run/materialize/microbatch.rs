@@ -339,6 +339,7 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
         plan_time,
         write_time: write_started.elapsed(),
         execute_time,
+        tests: None,
     })
 }
 

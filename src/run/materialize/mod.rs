@@ -2,7 +2,7 @@
 //! strategies plug in here.
 
 mod incremental;
-mod ingest;
+pub(crate) mod ingest;
 pub mod microbatch;
 mod seed;
 mod table;
@@ -29,8 +29,10 @@ use deltalake::parquet::file::properties::WriterProperties;
 use super::warehouse::Warehouse;
 use super::RunError;
 use crate::manifest::Node;
+use crate::manifest::TestNode;
 use crate::project::ConfigExt;
 use crate::project::Materialization;
+use crate::quality::{TestOutcome, TestStatus};
 
 /// What a materialization needs to run one model.
 pub struct ModelContext<'a> {
@@ -80,6 +82,58 @@ pub struct Outcome {
     pub write_time: Duration,
     /// The part of `write_time` before the commit, as Delta's operation metrics report it.
     pub execute_time: Option<Duration>,
+    /// The model's tests, when the materialization ran them on the new result before publishing it.
+    pub tests: Option<Vec<TestOutcome>>,
+}
+
+/// The schema staged results are registered in while their tests run.
+pub const STAGING_SCHEMA: &str = "_pipe_staging";
+
+impl ModelContext<'_> {
+    /// The tests declared on this model (or seed) that read nothing but it, its ancestors and sources: they can
+    /// run on its new result before it is published. The others (a `relationships` test into a model built in
+    /// parallel) run once everything they read is built.
+    pub fn attached_tests(&self) -> Vec<&TestNode> {
+        crate::quality::execute::audit_tests(self.manifest, &self.node.unique_id)
+    }
+
+    /// The name the model's staged result is registered under while its tests run.
+    pub fn staged_relation(&self) -> String {
+        format!("{STAGING_SCHEMA}.{}", self.node.relation.replace('.', "__"))
+    }
+
+    /// Write-audit-publish: runs the model's tests on `new_result` (registered under the staged name), and fails
+    /// when an error-severity test fails, naming the tests with their failing-row counts and samples.
+    pub async fn audit(&self, new_result: Arc<dyn TableProvider>) -> Result<Vec<TestOutcome>, RunError> {
+        let tests = self.attached_tests();
+        let staged = self.staged_relation();
+        let _ = self.session.deregister_table(staged.as_str());
+        self.session.register_table(staged.as_str(), new_result)?;
+        let outcomes = crate::quality::run_tests(
+            self.session,
+            Some(self.warehouse),
+            &tests,
+            &[(self.node.relation.clone(), staged.clone())],
+        )
+        .await;
+        let _ = self.session.deregister_table(staged.as_str());
+        let failed: Vec<String> = outcomes
+            .iter()
+            .zip(&tests)
+            .filter(|(o, t)| {
+                o.status == TestStatus::Fail
+                    || (o.status == TestStatus::Error && t.severity == crate::manifest::Severity::Error)
+            })
+            .map(|(o, _)| format!("test `{}` failed: {}", o.name, o.message.as_deref().unwrap_or("")))
+            .collect();
+        if !failed.is_empty() {
+            return Err(RunError::TestFailed(format!(
+                "{}\nthe new result was not published; the table keeps its previous version",
+                failed.join("\n")
+            )));
+        }
+        Ok(outcomes)
+    }
 }
 
 #[async_trait::async_trait]

@@ -24,7 +24,28 @@ impl Materialize for TableMaterialization {
         let started = Instant::now();
         let frame = plan(cx, &cx.node.compiled_sql).await?;
         let plan_time = started.elapsed();
-        write_overwrite(cx, frame, plan_time).await
+        if cx.attached_tests().is_empty() {
+            return write_overwrite(cx, frame, plan_time).await;
+        }
+        // Write-audit-publish: the result is written to a staging table, tested there, and published (one commit
+        // to the model's table) only when no error-severity test fails.
+        let staged = cx.staged_relation();
+        let staging = cx.warehouse.table_for_write(&staged).await?;
+        let staging = staging
+            .write(Vec::new())
+            .with_writer_properties(super::writer_properties(cx.node))
+            .with_input_plan(frame.logical_plan().clone())
+            .with_session_state(Arc::new(cx.session.state()))
+            .with_save_mode(SaveMode::Overwrite)
+            .with_schema_mode(SchemaMode::Overwrite)
+            .await
+            .map_err(|e| RunError::write(&cx.node.name, e))?;
+        let provider = cx.warehouse.provider(&staging).await?;
+        let tests = cx.audit(Arc::clone(&provider)).await?;
+        let staged_rows = cx.session.read_table(provider).map_err(|e| RunError::query(&cx.node.name, e))?;
+        let mut outcome = write_overwrite(cx, staged_rows, plan_time).await?;
+        outcome.tests = Some(tests);
+        Ok(outcome)
     }
 }
 
@@ -60,6 +81,7 @@ pub(super) async fn write_overwrite(
         note: None,
         plan_time,
         write_time: started.elapsed(),
+        tests: None,
         execute_time: commit.execute_time,
     })
 }

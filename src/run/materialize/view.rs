@@ -54,6 +54,7 @@ impl Materialize for ViewMaterialization {
             plan_time,
             write_time: started.elapsed(),
             execute_time: None,
+            tests: None,
         })
     }
 }

@@ -1,0 +1,77 @@
+//! `pipe test`: runs the data tests of the selected nodes against the warehouse as it is.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::{compile_reported, selected_ids, ProjectArgs, SelectArgs};
+use crate::manifest::Severity;
+use crate::quality::{run_tests, TestStatus};
+use crate::run;
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Test the selected models, seeds and sources (default: all); tests are selected by what they read.
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
+    let (_compilation, manifest) = match compile_reported(&args.project)? {
+        Ok(done) => done,
+        Err(code) => return Ok(code),
+    };
+    let selected = if args.select.select.is_empty() && args.select.exclude.is_empty() {
+        None
+    } else {
+        match selected_ids(&manifest, &args.select, args.project.diagnostics)? {
+            Ok(ids) => Some(ids),
+            Err(code) => return Ok(code),
+        }
+    };
+    let tests: Vec<_> = manifest
+        .tests
+        .values()
+        .filter(|t| selected.as_ref().is_none_or(|ids| t.depends_on.nodes.iter().any(|d| ids.contains(d))))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let outcomes = runtime.block_on(async {
+        let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
+        Ok::<_, run::RunError>(run_tests(&ctx, Some(&warehouse), &tests, &[]).await)
+    })?;
+    let (mut passed, mut warned, mut failed) = (0, 0, 0);
+    for (outcome, test) in outcomes.iter().zip(&tests) {
+        let word = match outcome.status {
+            TestStatus::Pass => {
+                passed += 1;
+                "PASS"
+            }
+            TestStatus::Warn => {
+                warned += 1;
+                "WARN"
+            }
+            TestStatus::Error if test.severity == Severity::Warn => {
+                warned += 1;
+                "WARN"
+            }
+            TestStatus::Fail | TestStatus::Error => {
+                failed += 1;
+                if outcome.status == TestStatus::Fail {
+                    "FAIL"
+                } else {
+                    "ERROR"
+                }
+            }
+        };
+        eprintln!("{word:<5} {:<60} {:>8} {:>6.2}s", outcome.name, outcome.failures, outcome.seconds);
+        if let Some(message) = &outcome.message {
+            for line in message.lines() {
+                eprintln!("      {line}");
+            }
+        }
+    }
+    eprintln!("Done: {passed} passed, {warned} warned, {failed} failed of {} tests", outcomes.len());
+    Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,397 @@
+//! Test definitions: YAML entries and singular test files into manifest test nodes with their failing-rows SQL.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::diagnostics::{Code, Diagnostic};
+use crate::manifest::{DependsOn, Manifest, Severity, TestNode};
+use crate::project::Project;
+use crate::template::{RenderContext, Renderer};
+
+const BUILT_IN: &[&str] = &["not_null", "unique", "accepted_values", "relationships", "expression_is_true"];
+
+/// A declared test: its name, arguments and config, in either of dbt's spellings
+/// (`{name: {arguments: {...}, config: {...}}}` or arguments and config side by side).
+struct Declared {
+    test: String,
+    arguments: serde_json::Map<String, Value>,
+    config: serde_json::Map<String, Value>,
+}
+
+const CONFIG_KEYS: &[&str] = &["severity", "warn_if", "error_if", "where", "store_failures", "name", "tags", "enabled"];
+
+fn declared(value: &Value) -> Option<Declared> {
+    match value {
+        Value::String(name) => {
+            Some(Declared { test: name.clone(), arguments: Default::default(), config: Default::default() })
+        }
+        Value::Object(map) if map.len() == 1 => {
+            let (name, body) = map.iter().next()?;
+            let body = body.as_object().cloned().unwrap_or_default();
+            let mut arguments = body.get("arguments").and_then(Value::as_object).cloned().unwrap_or_default();
+            let mut config = body.get("config").and_then(Value::as_object).cloned().unwrap_or_default();
+            for (key, value) in body {
+                if key == "arguments" || key == "config" {
+                    continue;
+                }
+                if CONFIG_KEYS.contains(&key.as_str()) {
+                    config.insert(key, value);
+                } else {
+                    arguments.insert(key, value);
+                }
+            }
+            Some(Declared { test: name.clone(), arguments, config })
+        }
+        _ => None,
+    }
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn literal(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("'{}'", s.replace('\'', "''")),
+        Value::Null => "NULL".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `ref('x')`, `source('s', 't')` or a bare name, to a unique id of the manifest.
+fn resolve_target(manifest: &Manifest, text: &str) -> Option<String> {
+    let args: Vec<String> = text
+        .split(['(', ')', ',', '\'', '"'])
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(str::to_string)
+        .collect();
+    match args.as_slice() {
+        [function, name] if function == "ref" => {
+            manifest.nodes.values().find(|n| &n.name == name).map(|n| n.unique_id.clone())
+        }
+        [function, source, table] if function == "source" => manifest
+            .sources
+            .values()
+            .find(|s| &s.source_name == source && &s.name == table)
+            .map(|s| s.unique_id.clone()),
+        [name] => manifest.nodes.values().find(|n| &n.name == name).map(|n| n.unique_id.clone()),
+        _ => None,
+    }
+}
+
+fn relation_of(manifest: &Manifest, id: &str) -> Option<String> {
+    manifest.nodes.get(id).map(|n| n.relation.clone()).or_else(|| manifest.sources.get(id).map(|s| s.relation.clone()))
+}
+
+/// The failing-rows query of a built-in generic test, or why it cannot be built.
+fn built_in_sql(
+    manifest: &Manifest,
+    test: &Declared,
+    relation: &str,
+    column: Option<&str>,
+    depends: &mut Vec<String>,
+) -> Result<String, String> {
+    let model = match test.config.get("where").and_then(Value::as_str) {
+        Some(filter) => format!("(select * from {relation} where {filter}) as __pipe_model"),
+        None => format!("{relation} as __pipe_model"),
+    };
+    let column_needed = || column.map(quote).ok_or_else(|| format!("`{}` is a column test", test.test));
+    Ok(match test.test.as_str() {
+        "not_null" => format!("select * from {model} where {} is null", column_needed()?),
+        "unique" => {
+            let column = column_needed()?;
+            format!(
+                "select {column} as unique_field, count(*) as n_records from {model} where {column} is not null \
+                 group by {column} having count(*) > 1"
+            )
+        }
+        "accepted_values" => {
+            let column = column_needed()?;
+            let values = test.arguments.get("values").and_then(Value::as_array).ok_or("needs `values: [...]`")?;
+            let list: Vec<String> = values.iter().map(literal).collect();
+            format!("select * from {model} where {column} is not null and {column} not in ({})", list.join(", "))
+        }
+        "relationships" => {
+            let column = column_needed()?;
+            let to = test.arguments.get("to").and_then(Value::as_str).ok_or("needs `to: ref('...')`")?;
+            let field = test.arguments.get("field").and_then(Value::as_str).ok_or("needs `field: <column>`")?;
+            let target = resolve_target(manifest, to).ok_or_else(|| format!("`to: {to}` names no model or source"))?;
+            let target_relation = relation_of(manifest, &target).unwrap_or_default();
+            depends.push(target);
+            format!(
+                "select __pipe_model.* from {model} left join {target_relation} as __pipe_parent \
+                 on __pipe_model.{column} = __pipe_parent.{} \
+                 where __pipe_model.{column} is not null and __pipe_parent.{} is null",
+                quote(field),
+                quote(field)
+            )
+        }
+        "expression_is_true" => {
+            let expression =
+                test.arguments.get("expression").and_then(Value::as_str).ok_or("needs `expression: <sql>`")?;
+            let expression = match column {
+                Some(column) => format!("{} {expression}", quote(column)),
+                None => expression.to_string(),
+            };
+            format!("select * from {model} where not ({expression})")
+        }
+        other => return Err(format!("unknown test `{other}`")),
+    })
+}
+
+/// A Jinja literal for a JSON value (custom generic test arguments).
+fn jinja_literal(value: &Value) -> String {
+    match value {
+        Value::Null => "none".into(),
+        Value::Array(items) => format!("[{}]", items.iter().map(jinja_literal).collect::<Vec<_>>().join(", ")),
+        Value::Object(map) => {
+            let items: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", jinja_literal(&Value::String(k.clone())), jinja_literal(v)))
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn severity_of(config: &serde_json::Map<String, Value>) -> Severity {
+    match config.get("severity").and_then(Value::as_str).map(str::to_ascii_lowercase).as_deref() {
+        Some("warn") => Severity::Warn,
+        _ => Severity::Error,
+    }
+}
+
+fn text_config(config: &serde_json::Map<String, Value>, key: &str) -> String {
+    config.get(key).and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| "!=0".into())
+}
+
+/// Builds the manifest's test nodes from the tests declared on models, seeds, columns and sources, and from the
+/// singular test files. Problems (unknown test, missing argument) are errors on the project.
+pub fn test_nodes(
+    project: &Project,
+    manifest: &Manifest,
+    renderer: &Renderer,
+    context: &RenderContext,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, TestNode> {
+    let project_name = &manifest.project.name;
+    let mut tests = BTreeMap::new();
+    // (attached unique id, relation, column, declared test values, where declared)
+    let mut declarations: Vec<(String, String, Option<String>, &Value, String)> = Vec::new();
+    for node in manifest.nodes.values() {
+        for test in &node.tests {
+            declarations.push((node.unique_id.clone(), node.relation.clone(), None, test, node.path.clone()));
+        }
+        for column in node.columns.values() {
+            for test in &column.tests {
+                let path = node.path.clone();
+                declarations.push((
+                    node.unique_id.clone(),
+                    node.relation.clone(),
+                    Some(column.name.clone()),
+                    test,
+                    path,
+                ));
+            }
+        }
+    }
+    for source in manifest.sources.values() {
+        for test in &source.tests {
+            declarations.push((
+                source.unique_id.clone(),
+                source.relation.clone(),
+                None,
+                test,
+                source.declared_in.clone(),
+            ));
+        }
+        for column in source.columns.values() {
+            for test in &column.tests {
+                let at = source.declared_in.clone();
+                declarations.push((
+                    source.unique_id.clone(),
+                    source.relation.clone(),
+                    Some(column.name.clone()),
+                    test,
+                    at,
+                ));
+            }
+        }
+    }
+    for (attached, relation, column, value, path) in declarations {
+        let Some(test) = declared(value) else {
+            diagnostics.push(Diagnostic::error(
+                Code::InvalidConfig,
+                format!("a test on `{relation}` is neither a name nor a mapping: {value}"),
+            ));
+            continue;
+        };
+        if test.config.get("enabled").and_then(Value::as_bool) == Some(false) {
+            continue;
+        }
+        let target_name = manifest
+            .nodes
+            .get(&attached)
+            .map(|n| n.name.clone())
+            .or_else(|| manifest.sources.get(&attached).map(|s| format!("{}_{}", s.source_name, s.name)));
+        let target_name = target_name.unwrap_or_default();
+        let default_name = match &column {
+            Some(column) => format!("{}_{target_name}_{column}", test.test),
+            None => format!("{}_{target_name}", test.test),
+        };
+        let mut name = test.config.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or(default_name);
+        let mut depends = vec![attached.clone()];
+        let sql = if BUILT_IN.contains(&test.test.as_str()) {
+            built_in_sql(manifest, &test, &relation, column.as_deref(), &mut depends)
+        } else {
+            custom_sql(project, renderer, context, manifest, &test, &relation, column.as_deref(), &mut depends)
+        };
+        let sql = match sql {
+            Ok(sql) => sql,
+            Err(message) => {
+                diagnostics.push(
+                    Diagnostic::error(Code::InvalidConfig, format!("test `{}` on `{relation}`: {message}", test.test))
+                        .with_help(format!("declared in `{path}`; built-in tests: {}", BUILT_IN.join(", "))),
+                );
+                continue;
+            }
+        };
+        // Two tests of one kind on one column with different arguments get distinct names.
+        let mut unique_id = format!("test.{project_name}.{name}");
+        let mut n = 2;
+        while tests.contains_key(&unique_id) {
+            name = format!("{}_{n}", name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '_'));
+            unique_id = format!("test.{project_name}.{name}");
+            n += 1;
+        }
+        depends.sort();
+        depends.dedup();
+        tests.insert(
+            unique_id.clone(),
+            TestNode {
+                unique_id,
+                name,
+                test: test.test.clone(),
+                attached_node: Some(attached),
+                column_name: column,
+                severity: severity_of(&test.config),
+                warn_if: text_config(&test.config, "warn_if"),
+                error_if: text_config(&test.config, "error_if"),
+                store_failures: test.config.get("store_failures").and_then(Value::as_bool).unwrap_or(false),
+                compiled_sql: sql,
+                depends_on: DependsOn { nodes: depends, macros: Vec::new() },
+                path,
+            },
+        );
+    }
+    for file in &project.test_files {
+        let source = project.files.get(file.file);
+        let rendered = match renderer.render_model(file.file, source, "", context, &macro_files(project)) {
+            Ok(rendered) => rendered,
+            Err(diagnostic) => {
+                diagnostics.push(diagnostic);
+                continue;
+            }
+        };
+        let mut depends = Vec::new();
+        for reference in &rendered.refs {
+            match reference.name.last().and_then(|name| manifest.nodes.values().find(|n| &n.name == name)) {
+                Some(node) => depends.push(node.unique_id.clone()),
+                None => diagnostics.push(Diagnostic::error(
+                    Code::RefNotFound,
+                    format!(
+                        "singular test `{}` refers to `{}`, which is not a model",
+                        file.name,
+                        reference.name.join(".")
+                    ),
+                )),
+            }
+        }
+        for reference in &rendered.sources {
+            if let [source, table] = reference.name.as_slice() {
+                if let Some(found) = manifest.sources.values().find(|s| &s.source_name == source && &s.name == table) {
+                    depends.push(found.unique_id.clone());
+                }
+            }
+        }
+        depends.sort();
+        depends.dedup();
+        let config = serde_json::Map::from_iter(rendered.config.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let unique_id = format!("test.{project_name}.{}", file.name);
+        tests.insert(
+            unique_id.clone(),
+            TestNode {
+                unique_id,
+                name: file.name.clone(),
+                test: "singular".into(),
+                attached_node: (depends.len() == 1).then(|| depends[0].clone()),
+                column_name: None,
+                severity: severity_of(&config),
+                warn_if: text_config(&config, "warn_if"),
+                error_if: text_config(&config, "error_if"),
+                store_failures: config.get("store_failures").and_then(Value::as_bool).unwrap_or(false),
+                compiled_sql: rendered.sql.trim().trim_end_matches(';').to_string(),
+                depends_on: DependsOn {
+                    nodes: depends,
+                    macros: rendered.macros.iter().map(|m| format!("macro.{project_name}.{m}")).collect(),
+                },
+                path: file.path.clone(),
+            },
+        );
+    }
+    tests
+}
+
+fn macro_files(project: &Project) -> Vec<(crate::diagnostics::FileId, &crate::diagnostics::SourceFile)> {
+    project.macro_files.iter().map(|m| (m.file, project.files.get(m.file))).collect()
+}
+
+/// A custom generic test: the `{% test name(model, column_name, ...) %}` macro rendered with the test's arguments.
+#[allow(clippy::too_many_arguments)]
+fn custom_sql(
+    project: &Project,
+    renderer: &Renderer,
+    context: &RenderContext,
+    manifest: &Manifest,
+    test: &Declared,
+    relation: &str,
+    column: Option<&str>,
+    depends: &mut Vec<String>,
+) -> Result<String, String> {
+    let macro_name = format!("test_{}", test.test);
+    if renderer.macros().get(&macro_name).is_none() {
+        let known = renderer.macros().names().filter_map(|n| n.strip_prefix("test_")).chain(BUILT_IN.iter().copied());
+        let hint = crate::suggest::did_you_mean(&test.test, known)
+            .map(|n| format!("; did you mean `{n}`?"))
+            .unwrap_or_default();
+        return Err(format!("unknown test `{}` (no `{{% test {} %}}` macro){hint}", test.test, test.test));
+    }
+    let mut arguments = vec![format!("model={}", jinja_literal(&Value::String(relation.to_string())))];
+    if let Some(column) = column {
+        arguments.push(format!("column_name={}", jinja_literal(&Value::String(column.to_string()))));
+    }
+    for (key, value) in &test.arguments {
+        arguments.push(format!("{key}={}", jinja_literal(value)));
+    }
+    let text = format!("{{{{ {macro_name}({}) }}}}", arguments.join(", "));
+    let file = crate::diagnostics::SourceFile::new(
+        format!("<test {}>", test.test).into(),
+        std::sync::Arc::from(text.as_str()),
+    );
+    let rendered = renderer
+        .render_model(crate::diagnostics::FileId(0), &file, "", context, &macro_files(project))
+        .map_err(|d| d.message)?;
+    for reference in &rendered.refs {
+        if let Some(node) = reference.name.last().and_then(|name| manifest.nodes.values().find(|n| &n.name == name)) {
+            depends.push(node.unique_id.clone());
+        }
+    }
+    let sql = rendered.sql.trim().trim_end_matches(';').to_string();
+    Ok(match test.config.get("where").and_then(Value::as_str) {
+        Some(filter) => sql.replace(relation, &format!("(select * from {relation} where {filter})")),
+        None => sql,
+    })
+}

@@ -1,0 +1,191 @@
+//! Running tests: count each test's failing rows in a DataFusion session, compare the count with the test's
+//! thresholds and severity, keep a sample of failing rows for the message, and store them when asked.
+
+use std::time::Instant;
+
+use datafusion::prelude::SessionContext;
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::{Severity, TestNode};
+use crate::run::materialize::ingest::replace_relation;
+use crate::run::warehouse::Warehouse;
+
+/// A failure-count condition as dbt writes it: `!=0`, `>10`, `>=5`, `=0`, `<3`, `<=2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threshold {
+    op: &'static str,
+    count: u64,
+}
+
+impl Threshold {
+    pub fn parse(text: &str) -> Option<Threshold> {
+        let text = text.trim();
+        let op = ["!=", ">=", "<=", "==", "=", ">", "<"].into_iter().find(|op| text.starts_with(op))?;
+        let count = text[op.len()..].trim().parse().ok()?;
+        Some(Threshold { op, count })
+    }
+
+    pub fn matches(&self, failures: u64) -> bool {
+        match self.op {
+            "!=" => failures != self.count,
+            ">=" => failures >= self.count,
+            "<=" => failures <= self.count,
+            ">" => failures > self.count,
+            "<" => failures < self.count,
+            _ => failures == self.count,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestStatus {
+    Pass,
+    Warn,
+    Fail,
+    /// The test's query could not run.
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestOutcome {
+    pub unique_id: String,
+    pub name: String,
+    pub status: TestStatus,
+    pub failures: u64,
+    /// For a failing test: how many rows and a sample of them; for an error, what went wrong.
+    pub message: Option<String>,
+    pub seconds: f64,
+}
+
+/// Runs `tests` in `ctx`. `staged` maps relation names to the names of results not yet published, which the tests
+/// read instead (write-audit-publish). With a warehouse, failing rows of tests with `store_failures` are written
+/// to `pipe_audit.<test name>`.
+pub async fn run_tests(
+    ctx: &SessionContext,
+    warehouse: Option<&Warehouse>,
+    tests: &[&TestNode],
+    staged: &[(String, String)],
+) -> Vec<TestOutcome> {
+    let mut outcomes = Vec::new();
+    for test in tests {
+        let started = Instant::now();
+        let sql = staged
+            .iter()
+            .fold(test.compiled_sql.clone(), |sql, (relation, with)| replace_relation(&sql, relation, with));
+        let outcome = run_one(ctx, warehouse, test, &sql).await;
+        let (status, failures, message) = match outcome {
+            Ok(done) => done,
+            Err(message) => (TestStatus::Error, 0, Some(message)),
+        };
+        outcomes.push(TestOutcome {
+            unique_id: test.unique_id.clone(),
+            name: test.name.clone(),
+            status,
+            failures,
+            message,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
+    outcomes
+}
+
+async fn run_one(
+    ctx: &SessionContext,
+    warehouse: Option<&Warehouse>,
+    test: &TestNode,
+    sql: &str,
+) -> Result<(TestStatus, u64, Option<String>), String> {
+    let error = |e: datafusion::error::DataFusionError| crate::run::clean_datafusion_message(&e);
+    let count_sql = format!("select count(*) from ({sql}) as __pipe_failures");
+    let batches = ctx.sql(&count_sql).await.map_err(error)?.collect().await.map_err(error)?;
+    let failures = batches
+        .first()
+        .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0)))
+        .unwrap_or(0)
+        .max(0) as u64;
+    let threshold = |text: &str| Threshold::parse(text).unwrap_or(Threshold { op: "!=", count: 0 });
+    let status = if threshold(&test.error_if).matches(failures) && test.severity == Severity::Error {
+        TestStatus::Fail
+    } else if threshold(&test.warn_if).matches(failures) || threshold(&test.error_if).matches(failures) {
+        TestStatus::Warn
+    } else {
+        TestStatus::Pass
+    };
+    if failures == 0 {
+        return Ok((status, 0, None));
+    }
+    let sample = ctx.sql(&format!("select * from ({sql}) as __pipe_failures limit 3")).await.map_err(error)?;
+    let sample = sample.collect().await.map_err(error)?;
+    let shown =
+        datafusion::arrow::util::pretty::pretty_format_batches(&sample).map(|t| t.to_string()).unwrap_or_default();
+    let mut message = format!("{failures} failing row(s); first ones:\n{shown}");
+    if test.store_failures {
+        if let Some(warehouse) = warehouse {
+            match store_failures(ctx, warehouse, test, sql).await {
+                Ok(relation) => message.push_str(&format!("\nall failing rows: `select * from {relation}`")),
+                Err(err) => message.push_str(&format!("\nfailing rows not stored: {err}")),
+            }
+        }
+    }
+    Ok((status, failures, Some(message)))
+}
+
+/// The tests a node's build runs on its result: those declared on it that read nothing but it, its ancestors and
+/// sources.
+pub fn audit_tests<'m>(manifest: &'m crate::manifest::Manifest, node: &str) -> Vec<&'m TestNode> {
+    let mut tests: Vec<&TestNode> =
+        manifest.tests.values().filter(|t| t.attached_node.as_deref() == Some(node)).collect();
+    if tests.iter().all(|t| t.depends_on.nodes.len() == 1) {
+        return tests;
+    }
+    let mut ancestors = std::collections::BTreeSet::from([node.to_string()]);
+    let mut frontier = vec![node.to_string()];
+    while let Some(id) = frontier.pop() {
+        for (up, down) in &manifest.edges {
+            if *down == id && ancestors.insert(up.clone()) {
+                frontier.push(up.clone());
+            }
+        }
+    }
+    tests.retain(|t| t.depends_on.nodes.iter().all(|d| ancestors.contains(d) || manifest.sources.contains_key(d)));
+    tests
+}
+
+/// The schema failing rows are stored in.
+pub const AUDIT_SCHEMA: &str = "pipe_audit";
+
+async fn store_failures(
+    ctx: &SessionContext,
+    warehouse: &Warehouse,
+    test: &TestNode,
+    sql: &str,
+) -> Result<String, String> {
+    let relation = format!("{AUDIT_SCHEMA}.{}", test.name);
+    let frame = ctx.sql(sql).await.map_err(|e| e.to_string())?;
+    let table = warehouse.table_for_write(&relation).await.map_err(|e| e.to_string())?;
+    table
+        .write(Vec::new())
+        .with_input_plan(frame.logical_plan().clone())
+        .with_session_state(std::sync::Arc::new(ctx.state()))
+        .with_save_mode(deltalake::protocol::SaveMode::Overwrite)
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(relation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Threshold;
+
+    #[test]
+    fn thresholds_read_as_dbt_writes_them() {
+        let t = |text: &str, n: u64| Threshold::parse(text).unwrap().matches(n);
+        assert!(t("!=0", 1) && !t("!=0", 0));
+        assert!(t(">10", 11) && !t(">10", 10));
+        assert!(t(">= 5", 5) && !t(">=5", 4));
+        assert!(t("=0", 0) && t("<3", 2) && t("<=2", 2));
+        assert!(Threshold::parse("more than 3").is_none());
+    }
+}

@@ -1,0 +1,13 @@
+//! Data quality: tests declared in YAML (`not_null`, `unique`, `accepted_values`, `relationships`,
+//! `expression_is_true`, custom generic tests written as `{% test %}` macros) and singular tests (`.sql` files under
+//! the test paths) become test nodes of the manifest, each a query returning the failing rows (`define.rs`); a
+//! build or `pipe test` counts those rows against the test's thresholds and severity (`execute.rs`).
+//!
+//! **Architecture invariant:** a test's SQL reads its model through the model's relation name only, so the build
+//! can point it at a staged result before publishing it (write-audit-publish).
+
+pub mod define;
+pub mod execute;
+
+pub use define::test_nodes;
+pub use execute::{run_tests, TestOutcome, TestStatus, Threshold};

@@ -1,0 +1,163 @@
+//! Data tests: generic tests from YAML, custom generic and singular tests, severities, thresholds, `where`,
+//! `store_failures`, and write-audit-publish in `pipe build` (a failing test keeps the previous version).
+
+mod support;
+
+use std::path::Path;
+
+use support::{example_project, pipe, text};
+
+fn query(root: &Path, sql: &str) -> String {
+    let output = pipe(root, &["query", sql, "-o", "csv"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    text(&output.stdout)
+}
+
+fn versions(root: &Path, relation: &str) -> usize {
+    let log = root.join("warehouse").join(relation.replace('.', "/")).join("_delta_log");
+    std::fs::read_dir(log)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+        .count()
+}
+
+#[test]
+fn the_example_passes_its_tests_in_build_and_in_pipe_test() {
+    let dir = example_project();
+    let root = dir.path();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("tests: 4 of 4 passed"), "slv_orders' own tests run on its result: {stderr}");
+    // Tests reading models built in parallel run once those are built.
+    assert!(stderr.contains("test PASS  relationships_slv_orders_customer_id"), "{stderr}");
+    assert!(stderr.contains("test PASS  revenue_matches_orders"), "the singular test runs after both models: {stderr}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("target/run_results.json")).unwrap()).unwrap();
+    let slv_orders = results["results"].as_array().unwrap().iter().find(|r| r["name"] == "slv_orders").unwrap();
+    let names: Vec<&str> =
+        slv_orders["tests"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"accepted_values_slv_orders_status"), "{names:?}");
+    let after: Vec<&str> = results["tests"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(after, ["relationships_slv_orders_customer_id", "revenue_matches_orders"]);
+
+    let output = pipe(root, &["test"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("PASS  positive_gld_daily_revenue_revenue"), "custom generic test: {stderr}");
+    assert!(stderr.contains("Done: 15 passed, 0 warned, 0 failed of 15 tests"), "{stderr}");
+    let output = pipe(root, &["test", "-s", "slv_customers"]);
+    assert!(
+        text(&output.stderr).contains("of 3 tests"),
+        "two on slv_customers and the relationship into it: {}",
+        text(&output.stderr)
+    );
+}
+
+/// An order with an unknown status arrives: `accepted_values` on `slv_orders` fails on the new result, which is
+/// not published; the gold models after it are skipped; the failing row is shown.
+#[test]
+fn a_failing_test_keeps_the_previous_version_and_skips_descendants() {
+    let dir = example_project();
+    let root = dir.path();
+    assert_eq!(pipe(root, &["build"]).status.code(), Some(0));
+    let before = query(root, "select count(*) as n from silver.slv_orders");
+    std::fs::write(
+        root.join("data/orders/orders_2026-01-09.csv"),
+        "order_id,customer_id,order_ts,status,amount,currency,updated_at\n\
+         2001,1,2026-01-09 09:00:00,lost,12.00,EUR,2026-01-09 09:00:00\n",
+    )
+    .unwrap();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("test `accepted_values_slv_orders_status` failed: 1 failing row(s)"), "{stderr}");
+    assert!(stderr.contains("| 2001"), "a sample of the failing rows: {stderr}");
+    assert!(stderr.contains("the new result was not published"), "{stderr}");
+    assert!(stderr.contains("skipped: upstream `slv_orders` failed"), "{stderr}");
+    assert_eq!(query(root, "select count(*) as n from silver.slv_orders"), before);
+    assert_eq!(versions(root, "silver.slv_orders"), 1, "no version was committed");
+    // The raw row is in bronze: nothing is lost.
+    assert!(query(root, "select count(*) as n from bronze.brz_orders where order_id = 2001").contains("\n1\n"));
+}
+
+fn small_project(tests_yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for folder in ["data", "models/bronze", "models/silver"] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    std::fs::write(root.join("pipe.yml"), "name: q\n").unwrap();
+    std::fs::write(
+        root.join("models/sources.yml"),
+        "sources:\n  - name: raw\n    tables:\n      - name: people\n        format: csv\n        path: data/people.csv\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("data/people.csv"), "id,name,age\n1,ada,36\n2,,41\n3,cy,-1\n3,dee,20\n").unwrap();
+    std::fs::write(
+        root.join("models/bronze/brz_people.sql"),
+        "{{ config(materialized='table') }}\nselect * from {{ source('raw', 'people') }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("models/silver/slv_people.sql"),
+        "{{ config(materialized='table') }}\nselect id, name, age from {{ ref('brz_people') }}\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("models/schema.yml"), format!("models:\n  - name: slv_people\n{tests_yaml}")).unwrap();
+    dir
+}
+
+#[test]
+fn severity_thresholds_where_and_stored_failures() {
+    let dir = small_project(
+        "    columns:\n\
+         \x20     - name: name\n\
+         \x20       data_tests:\n\
+         \x20         - not_null:\n\
+         \x20             config: {severity: warn}\n\
+         \x20     - name: id\n\
+         \x20       data_tests:\n\
+         \x20         - unique:\n\
+         \x20             config: {error_if: '>5', warn_if: '>0', store_failures: true}\n\
+         \x20     - name: age\n\
+         \x20       data_tests:\n\
+         \x20         - expression_is_true:\n\
+         \x20             arguments: {expression: '>= 0'}\n\
+         \x20             config: {where: 'id <> 3'}\n",
+    );
+    let root = dir.path();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "warnings do not fail the build: {stderr}");
+    assert!(stderr.contains("tests: 1 of 3 passed"), "{stderr}");
+    assert!(stderr.contains("test `not_null_slv_people_name` warning: 1 failing row(s)"), "{stderr}");
+    assert!(stderr.contains("test `unique_slv_people_id` warning: 1 failing row(s)"), "{stderr}");
+    assert_eq!(
+        query(root, "select unique_field, n_records from pipe_audit.unique_slv_people_id"),
+        "unique_field,n_records\n3,2\n"
+    );
+
+    // Without the `where`, the negative age fails the build, and the table was never published.
+    let yaml = std::fs::read_to_string(root.join("models/schema.yml")).unwrap();
+    std::fs::write(root.join("models/schema.yml"), yaml.replace("config: {where: 'id <> 3'}", "config: {}")).unwrap();
+    std::fs::remove_dir_all(root.join("warehouse")).unwrap();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("test `expression_is_true_slv_people_age` failed: 1 failing row(s)"), "{stderr}");
+    assert!(!root.join("warehouse/silver/slv_people/_delta_log").exists(), "nothing published");
+    let output = pipe(root, &["test"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("ERROR"), "the model has no table to test: {}", text(&output.stderr));
+}
+
+#[test]
+fn unknown_tests_are_compile_errors_with_a_suggestion() {
+    let dir = small_project("    columns:\n      - name: id\n        data_tests: [uniqe]\n");
+    let output = pipe(dir.path(), &["compile", "--diagnostics", "short"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unknown test `uniqe`"), "{stderr}");
+    assert!(stderr.contains("did you mean `unique`?"), "{stderr}");
+}

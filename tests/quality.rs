@@ -28,7 +28,10 @@ fn the_example_passes_its_tests_in_build_and_in_pipe_test() {
     let output = pipe(root, &["build"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("tests: 4 of 4 passed"), "slv_orders' own tests run on its result: {stderr}");
+    assert!(
+        stderr.contains("tests: 5 of 5 passed"),
+        "slv_orders' own tests (and its ratio to bronze) run on its result: {stderr}"
+    );
     // Tests reading models built in parallel run once those are built.
     assert!(stderr.contains("test PASS  relationships_slv_orders_customer_id"), "{stderr}");
     assert!(stderr.contains("test PASS  revenue_matches_orders"), "the singular test runs after both models: {stderr}");
@@ -45,7 +48,7 @@ fn the_example_passes_its_tests_in_build_and_in_pipe_test() {
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("PASS  positive_gld_daily_revenue_revenue"), "custom generic test: {stderr}");
-    assert!(stderr.contains("Done: 15 passed, 0 warned, 0 failed of 15 tests"), "{stderr}");
+    assert!(stderr.contains("Done: 16 passed, 0 warned, 0 failed of 16 tests"), "{stderr}");
     let output = pipe(root, &["test", "-s", "slv_customers"]);
     assert!(
         text(&output.stderr).contains("of 3 tests"),
@@ -160,4 +163,49 @@ fn unknown_tests_are_compile_errors_with_a_suggestion() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("unknown test `uniqe`"), "{stderr}");
     assert!(stderr.contains("did you mean `unique`?"), "{stderr}");
+}
+
+/// Row-count expectations between stages, the stage accounting printed by `pipe build`, and the default warning
+/// for a model that writes nothing from a non-empty input.
+#[test]
+fn row_count_expectations_fail_a_model_that_drops_rows() {
+    let dir = small_project(
+        "    data_tests:\n\
+         \x20     - row_count: {min: 1}\n\
+         \x20     - row_ratio:\n\
+         \x20         arguments: {of: \"ref('brz_people')\", min: 0.9}\n\
+         \x20     - equal_rows: \"ref('brz_people')\"\n",
+    );
+    let root = dir.path();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("tests: 3 of 3 passed"), "{stderr}");
+    assert!(stderr.contains("Rows by stage: bronze 4 rows (1 models) -> silver 4 rows (1 models)"), "{stderr}");
+    assert!(
+        stderr.contains("silver.slv_people") && stderr.contains("4 rows written from bronze.brz_people 4"),
+        "{stderr}"
+    );
+
+    // A filter that drops a quarter of the rows: the ratio and equality expectations fail the model.
+    let model = root.join("models/silver/slv_people.sql");
+    let sql = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(&model, sql.replace("from {{ ref('brz_people') }}", "from {{ ref('brz_people') }} where age > 0"))
+        .unwrap();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("test `row_ratio_slv_people` failed: 1 failing row(s)"), "{stderr}");
+    assert!(stderr.contains("| 3 | 4    | 0.75  |"), "the counts and the ratio: {stderr}");
+    assert!(stderr.contains("test `equal_rows_slv_people` failed"), "{stderr}");
+    assert!(query(root, "select count(*) as n from silver.slv_people").contains("\n4\n"), "previous version kept");
+
+    // Without expectations, writing nothing from a non-empty input is a warning.
+    std::fs::write(root.join("models/schema.yml"), "models:\n  - name: slv_people\n").unwrap();
+    std::fs::write(&model, sql.replace("from {{ ref('brz_people') }}", "from {{ ref('brz_people') }} where false"))
+        .unwrap();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("warning: wrote 0 rows from 4 input rows"), "{stderr}");
 }

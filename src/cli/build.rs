@@ -313,6 +313,7 @@ impl Cycle<'_> {
             let _ = writeln!(std::io::stdout().lock(), "{summary}");
         } else {
             let rows: u64 = results.results.iter().filter_map(|r| r.rows_written).sum();
+            eprintln!("{}", stage_accounting(&results));
             eprintln!(
                 "Done in {:.2}s: {ok} succeeded, {errors} failed, {skipped} skipped; {rows} rows written",
                 results.elapsed_seconds
@@ -320,6 +321,37 @@ impl Cycle<'_> {
         }
         Ok(results)
     }
+}
+
+/// Rows written per stage, bronze -> silver -> gold, and per model with the rows of the tables it read.
+fn stage_accounting(results: &run::RunResults) -> String {
+    let mut lines = Vec::new();
+    let mut stages = Vec::new();
+    for layer in ["bronze", "silver", "gold"] {
+        let in_layer: Vec<&NodeResult> = results
+            .results
+            .iter()
+            .filter(|r| r.layer.as_deref() == Some(layer) && r.status == NodeStatus::Success)
+            .collect();
+        if in_layer.is_empty() {
+            continue;
+        }
+        let written: u64 = in_layer.iter().filter_map(|r| r.rows_written).sum();
+        stages.push(format!("{layer} {written} rows ({} models)", in_layer.len()));
+        for result in in_layer {
+            let read: Vec<String> = result.rows_in.iter().map(|(relation, n)| format!("{relation} {n}")).collect();
+            let read = if read.is_empty() { String::new() } else { format!(" from {}", read.join(", ")) };
+            lines.push(format!(
+                "  {:<40} {:>10} rows written{read}",
+                result.relation,
+                result.rows_written.unwrap_or(0)
+            ));
+        }
+    }
+    if stages.is_empty() {
+        return String::new();
+    }
+    format!("Rows by stage: {}\n{}", stages.join(" -> "), lines.join("\n"))
 }
 
 #[cfg(test)]

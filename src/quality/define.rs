@@ -9,7 +9,16 @@ use crate::manifest::{DependsOn, Manifest, Severity, TestNode};
 use crate::project::Project;
 use crate::template::{RenderContext, Renderer};
 
-const BUILT_IN: &[&str] = &["not_null", "unique", "accepted_values", "relationships", "expression_is_true"];
+const BUILT_IN: &[&str] = &[
+    "not_null",
+    "unique",
+    "accepted_values",
+    "relationships",
+    "expression_is_true",
+    "row_count",
+    "row_ratio",
+    "equal_rows",
+];
 
 /// A declared test: its name, arguments and config, in either of dbt's spellings
 /// (`{name: {arguments: {...}, config: {...}}}` or arguments and config side by side).
@@ -28,6 +37,11 @@ fn declared(value: &Value) -> Option<Declared> {
         }
         Value::Object(map) if map.len() == 1 => {
             let (name, body) = map.iter().next()?;
+            // `equal_rows: ref('x')`: a lone value is the `of` argument.
+            if let Value::String(of) = body {
+                let arguments = serde_json::Map::from_iter([("of".to_string(), Value::String(of.clone()))]);
+                return Some(Declared { test: name.clone(), arguments, config: Default::default() });
+            }
             let body = body.as_object().cloned().unwrap_or_default();
             let mut arguments = body.get("arguments").and_then(Value::as_object).cloned().unwrap_or_default();
             let mut config = body.get("config").and_then(Value::as_object).cloned().unwrap_or_default();
@@ -136,6 +150,42 @@ fn built_in_sql(
                 None => expression.to_string(),
             };
             format!("select * from {model} where not ({expression})")
+        }
+        // Row-count expectations: one failing row (with the counts) when the expectation does not hold.
+        "row_count" => {
+            let bound = |key: &str| test.arguments.get(key).and_then(Value::as_u64);
+            let (min, max) = (bound("min"), bound("max"));
+            if min.is_none() && max.is_none() {
+                return Err("needs `min:` and/or `max:`".into());
+            }
+            let mut checks = Vec::new();
+            checks.extend(min.map(|m| format!("n < {m}")));
+            checks.extend(max.map(|m| format!("n > {m}")));
+            format!("select n from (select count(*) as n from {model}) as __pipe_count where {}", checks.join(" or "))
+        }
+        "row_ratio" | "equal_rows" => {
+            let of = test.arguments.get("of").and_then(Value::as_str).ok_or("needs `of: ref('...')`")?;
+            let target = resolve_target(manifest, of).ok_or_else(|| format!("`of: {of}` names no model or source"))?;
+            let of_relation = relation_of(manifest, &target).unwrap_or_default();
+            depends.push(target);
+            let checks = if test.test == "equal_rows" {
+                vec!["n <> n_of".to_string()]
+            } else {
+                let bound = |key: &str| test.arguments.get(key).and_then(Value::as_f64);
+                let mut checks = Vec::new();
+                checks.extend(bound("min").map(|m| format!("cast(n as double) < {m} * n_of")));
+                checks.extend(bound("max").map(|m| format!("cast(n as double) > {m} * n_of")));
+                if checks.is_empty() {
+                    return Err("needs `min:` and/or `max:` (a fraction of `of`'s rows)".into());
+                }
+                checks
+            };
+            format!(
+                "select n, n_of, round(cast(n as double) / nullif(n_of, 0), 4) as ratio from \
+                 (select (select count(*) from {model}) as n, (select count(*) from {of_relation}) as n_of) as __pipe_counts \
+                 where {}",
+                checks.join(" or ")
+            )
         }
         other => return Err(format!("unknown test `{other}`")),
     })

@@ -399,6 +399,7 @@ async fn run_node(
         },
         manifest: &shared.manifest,
     };
+    let rows_in = upstream_rows(&shared.manifest, &shared.warehouse, node).await;
     // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
     let warehouse = shared.warehouse.clone();
     let relation = node.relation.clone();
@@ -456,12 +457,42 @@ async fn run_node(
                 None if attached.is_empty() => Vec::new(),
                 None => crate::quality::run_tests(&shared.ctx, Some(&shared.warehouse), &attached, &[]).await,
             };
+            result.rows_in = rows_in;
+            let read: u64 = result.rows_in.values().sum();
+            if result.rows_written == Some(0) && read > 0 && node.materialized == Materialization::Table {
+                let warning = format!("warning: wrote 0 rows from {read} input rows");
+                result.message = Some(match result.message.take() {
+                    Some(message) => format!("{message}\n{warning}"),
+                    None => warning,
+                });
+            }
             result.record_tests(tests, &attached);
             result.timing.total_seconds = started.elapsed().as_secs_f64();
             result
         }
         Err(err) => NodeResult::error(node, err.to_string(), started.elapsed()),
     }
+}
+
+/// Rows in each upstream table of `node` (models and seeds with a Delta table, looking through ephemeral models),
+/// summed from the file statistics of the Delta log: nothing is scanned.
+async fn upstream_rows(manifest: &Manifest, warehouse: &Warehouse, node: &Node) -> BTreeMap<String, u64> {
+    let mut rows = BTreeMap::new();
+    let mut stack: Vec<&str> = node.depends_on.nodes.iter().map(String::as_str).collect();
+    while let Some(id) = stack.pop() {
+        let Some(upstream) = manifest.nodes.get(id) else { continue };
+        if upstream.materialized == Materialization::Ephemeral && upstream.resource_type == NodeKind::Model {
+            stack.extend(upstream.depends_on.nodes.iter().map(String::as_str));
+            continue;
+        }
+        if let Ok(Some(table)) = warehouse.load(&upstream.relation).await {
+            if let Ok(snapshot) = table.snapshot() {
+                let count = snapshot.log_data().iter().map(|f| f.num_records().unwrap_or(0) as u64).sum();
+                rows.insert(upstream.relation.clone(), count);
+            }
+        }
+    }
+    rows
 }
 
 /// Upstreams of an edge's source, looking through ephemeral models (which never run).

@@ -47,6 +47,12 @@ pub struct NodeResult {
     /// The node's tests, run on its new result.
     #[serde(default)]
     pub tests: Vec<TestOutcome>,
+    /// Rows in each upstream table when the node ran (from the Delta log's file statistics).
+    #[serde(default)]
+    pub rows_in: std::collections::BTreeMap<String, u64>,
+    /// The node's layer, for the stage accounting.
+    #[serde(default)]
+    pub layer: Option<String>,
     pub message: Option<String>,
 }
 
@@ -67,6 +73,8 @@ impl NodeResult {
             timing: Timing::default(),
             plan_reused: false,
             tests: Vec::new(),
+            rows_in: Default::default(),
+            layer: node.layer.map(|l| l.as_str().to_string()),
             message: None,
         }
     }

@@ -103,6 +103,7 @@ pub enum Code {
     SqlSyntax,
     NotAQuery,
     PlanError,
+    ContractViolation,
     RefNotFound,
     SourceNotFound,
     DuplicateModel,
@@ -115,7 +116,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 21] = [
         Code::ProjectNotFound,
         Code::Io,
         Code::YamlSyntax,
@@ -127,6 +128,7 @@ impl Code {
         Code::SqlSyntax,
         Code::NotAQuery,
         Code::PlanError,
+        Code::ContractViolation,
         Code::RefNotFound,
         Code::SourceNotFound,
         Code::DuplicateModel,
@@ -153,6 +155,7 @@ impl Code {
             Code::NotAQuery => "P0302",
             Code::HiddenDependency => "P0303",
             Code::PlanError => "P0304",
+            Code::ContractViolation => "P0305",
             Code::RefNotFound => "P0401",
             Code::SourceNotFound => "P0402",
             Code::DuplicateModel => "P0403",
@@ -179,6 +182,7 @@ impl Code {
             Code::NotAQuery => "not-a-query",
             Code::HiddenDependency => "hidden-dependency",
             Code::PlanError => "plan-error",
+            Code::ContractViolation => "contract-violation",
             Code::RefNotFound => "ref-not-found",
             Code::SourceNotFound => "source-not-found",
             Code::DuplicateModel => "duplicate-model",
@@ -205,6 +209,7 @@ impl Code {
             Code::NotAQuery => "A model must be exactly one query (`select` or `with ... select`). DDL, DML and several statements are not allowed: pipe owns the writes.\nFix: keep only the query; pipe materializes it.",
             Code::HiddenDependency => "A model reads a table that is not a `ref()`, a `source()` or a CTE, so pipe cannot order it in the graph.\nFix: replace the table name with `{{ ref('...') }}` or `{{ source('...', '...') }}`.",
             Code::PlanError => "DataFusion cannot plan the model against its inputs' schemas: an unknown column, an ambiguous name, a type mismatch or an unknown function. Compile type-checks every model this way before anything runs.\nFix: correct the query (see the suggestion); `--no-plan` skips type-checking.",
+            Code::ContractViolation => "A model with `contract: {enforced: true}` must produce exactly its declared columns, with the declared types: compile compares the declared columns with the planned output and lists every difference, column by column; the build checks it again before writing.\nFix: change the query or the declared columns (and bump the model's version if consumers rely on them).",
             Code::RefNotFound => "`ref('name')` names a model that does not exist.\nFix: correct the name (see the suggestion) or add the model.",
             Code::SourceNotFound => "`source('s', 't')` names a source table not declared in any `sources:` YAML.\nFix: declare it under `sources:` in a YAML file under `models/`.",
             Code::DuplicateModel => "Two model files have the same name; refs to it would be ambiguous.\nFix: rename or remove one of them.",

@@ -48,7 +48,7 @@ fn the_example_passes_its_tests_in_build_and_in_pipe_test() {
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("PASS  positive_gld_daily_revenue_revenue"), "custom generic test: {stderr}");
-    assert!(stderr.contains("Done: 16 passed, 0 warned, 0 failed of 16 tests"), "{stderr}");
+    assert!(stderr.contains("Done: 19 passed, 0 warned, 0 failed of 19 tests"), "{stderr}");
     let output = pipe(root, &["test", "-s", "slv_customers"]);
     assert!(
         text(&output.stderr).contains("of 3 tests"),
@@ -208,4 +208,37 @@ fn row_count_expectations_fail_a_model_that_drops_rows() {
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("warning: wrote 0 rows from 4 input rows"), "{stderr}");
+}
+
+/// Constraints are enforced on the new result like error-severity tests: a `check` that fails keeps the model
+/// unpublished. With an enforced contract, a query that no longer returns a declared column fails at compile.
+#[test]
+fn constraints_and_contracts_are_enforced() {
+    let dir = small_project(
+        "    config:\n      contract: {enforced: true}\n    columns:\n\
+         \x20     - name: id\n        data_type: bigint\n        constraints: [{type: not_null}]\n\
+         \x20     - name: name\n        data_type: varchar\n\
+         \x20     - name: age\n        data_type: bigint\n        constraints: [{type: check, expression: \"age >= 0\"}]\n",
+    );
+    let root = dir.path();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("test `constraint_check_slv_people_age` failed: 1 failing row(s)"), "{stderr}");
+    assert!(!root.join("warehouse/silver/slv_people/_delta_log").exists(), "nothing published");
+
+    let model = root.join("models/silver/slv_people.sql");
+    let sql = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(&model, sql.replace("select id, name, age", "select id, name, abs(age) as age, 1 as extra"))
+        .unwrap();
+    let output = pipe(root, &["compile", "--diagnostics", "short"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error[P0305]: model `slv_people` does not match its contract (1 difference(s))"),
+        "{stderr}"
+    );
+    std::fs::write(&model, sql.replace("select id, name, age", "select id, name, abs(age) as age")).unwrap();
+    let output = pipe(root, &["build"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
 }

@@ -110,10 +110,38 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
         let kept = options.keep_plans.then_some(&mut plans);
         (plan_cache, plan_stats) =
             plan::plan_manifest(root, manifest, &origins, &project.files, cache, kept, &mut diagnostics);
+        check_contracts(manifest, &origins, &mut diagnostics);
     }
     sort_diagnostics(&mut diagnostics, &project.files);
     let manifest = if has_errors(&diagnostics) { None } else { manifest };
     Compilation { project: Some(project), manifest, diagnostics, plan_cache, plan_stats, render_times, plans }
+}
+
+/// Models with an enforced contract: the planned output against the declared columns, every difference listed.
+fn check_contracts(
+    manifest: &Manifest,
+    origins: &BTreeMap<String, plan::ModelOrigin>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    for node in manifest.nodes.values().filter(|n| crate::quality::contract::enforced(n)) {
+        let Some(columns) = &node.planned_columns else { continue };
+        let schema = manifest::PlannedColumn::to_schema(columns);
+        let differences = crate::quality::contract::differences(node, &schema);
+        if differences.is_empty() {
+            continue;
+        }
+        let mut diagnostic = Diagnostic::error(
+            Code::ContractViolation,
+            format!("model `{}` does not match its contract ({} difference(s))", node.name, differences.len()),
+        );
+        if let Some(origin) = origins.get(&node.name) {
+            diagnostic = diagnostic.with_primary(origin.file_id, 0..0, "this model's output");
+        }
+        for difference in differences {
+            diagnostic = diagnostic.with_note(difference);
+        }
+        diagnostics.push(diagnostic.with_help("change the query or the declared `columns:` of the model"));
+    }
 }
 
 /// The schema a model's relation lives in: `config(schema=...)`, else its layer, else `main`.

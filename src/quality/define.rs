@@ -337,6 +337,99 @@ pub fn test_nodes(
             },
         );
     }
+    // Constraints (`not_null`, `unique`, `primary_key`, `check`) on columns and models are enforced as
+    // error-severity tests on the new result, before it is published.
+    for node in manifest.nodes.values() {
+        let mut constraints: Vec<(Option<&str>, &Value)> = node.constraints.iter().map(|c| (None, c)).collect();
+        for column in node.columns.values() {
+            constraints.extend(column.constraints.iter().map(|c| (Some(column.name.as_str()), c)));
+        }
+        for (column, constraint) in constraints {
+            let kind = constraint.get("type").and_then(Value::as_str).unwrap_or("");
+            let columns: Vec<String> = match (column, constraint.get("columns").and_then(Value::as_array)) {
+                (Some(column), _) => vec![column.to_string()],
+                (None, Some(list)) => list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+                (None, None) => Vec::new(),
+            };
+            let model = format!("{} as __pipe_model", node.relation);
+            let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
+            let mut checks: Vec<(String, String)> = Vec::new();
+            match kind {
+                "not_null" | "primary_key" | "unique" if quoted.is_empty() => {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            Code::InvalidConfig,
+                            format!("a `{kind}` constraint on model `{}` names no column", node.name),
+                        )
+                        .with_help("write it under a column, or give `columns: [...]`"),
+                    );
+                    continue;
+                }
+                "not_null" => {
+                    let any_null: Vec<String> = quoted.iter().map(|c| format!("{c} is null")).collect();
+                    checks.push(("not_null".into(), format!("select * from {model} where {}", any_null.join(" or "))));
+                }
+                "unique" | "primary_key" => {
+                    let list = quoted.join(", ");
+                    checks.push((
+                        kind.into(),
+                        format!(
+                            "select {list}, count(*) as n_records from {model} group by {list} having count(*) > 1"
+                        ),
+                    ));
+                    if kind == "primary_key" {
+                        let any_null: Vec<String> = quoted.iter().map(|c| format!("{c} is null")).collect();
+                        checks.push((
+                            "primary_key_not_null".into(),
+                            format!("select * from {model} where {}", any_null.join(" or ")),
+                        ));
+                    }
+                }
+                "check" => {
+                    let Some(expression) = constraint.get("expression").and_then(Value::as_str) else {
+                        diagnostics.push(Diagnostic::error(
+                            Code::InvalidConfig,
+                            format!("a `check` constraint on model `{}` has no `expression`", node.name),
+                        ));
+                        continue;
+                    };
+                    checks.push(("check".into(), format!("select * from {model} where not ({expression})")));
+                }
+                other => {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            Code::InvalidConfig,
+                            format!("unknown constraint `{other}` on model `{}`", node.name),
+                        )
+                        .with_help("use `not_null`, `unique`, `primary_key` or `check`"),
+                    );
+                    continue;
+                }
+            }
+            for (kind, sql) in checks {
+                let suffix = if columns.is_empty() { String::new() } else { format!("_{}", columns.join("_")) };
+                let name = format!("constraint_{kind}_{}{suffix}", node.name);
+                let unique_id = format!("test.{project_name}.{name}");
+                tests.insert(
+                    unique_id.clone(),
+                    TestNode {
+                        unique_id,
+                        name,
+                        test: format!("constraint_{kind}"),
+                        attached_node: Some(node.unique_id.clone()),
+                        column_name: column.map(str::to_string),
+                        severity: Severity::Error,
+                        warn_if: "!=0".into(),
+                        error_if: "!=0".into(),
+                        store_failures: false,
+                        compiled_sql: sql,
+                        depends_on: DependsOn { nodes: vec![node.unique_id.clone()], macros: Vec::new() },
+                        path: node.path.clone(),
+                    },
+                );
+            }
+        }
+    }
     for file in &project.test_files {
         let source = project.files.get(file.file);
         let rendered = match renderer.render_model(file.file, source, "", context, &macro_files(project)) {

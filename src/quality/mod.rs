@@ -6,6 +6,7 @@
 //! **Architecture invariant:** a test's SQL reads its model through the model's relation name only, so the build
 //! can point it at a staged result before publishing it (write-audit-publish).
 
+pub mod contract;
 pub mod define;
 pub mod execute;
 

@@ -42,6 +42,9 @@ pub enum RunError {
     /// An error-severity test failed on the model's new result, which was not published.
     #[error("{0}")]
     TestFailed(String),
+    /// The result does not match the model's enforced contract; nothing was written.
+    #[error("{0}")]
+    Contract(String),
     #[error("warehouse: {0}")]
     Warehouse(String),
     #[error("{path}: {message}")]

@@ -78,6 +78,7 @@ impl Materialize for IncrementalMaterialization {
         let started = Instant::now();
         let Some(table) = existing.filter(|_| !cx.full_refresh) else {
             let frame = plan(cx, &node.compiled_sql).await?;
+            super::check_contract(node, frame.schema().as_arrow())?;
             return write_overwrite(cx, frame, started.elapsed()).await;
         };
         let sql = node.compiled_sql_incremental.as_deref().unwrap_or(&node.compiled_sql);
@@ -87,6 +88,7 @@ impl Materialize for IncrementalMaterialization {
 
         // The batch is computed once: it is checked, then written from memory.
         let schema = Arc::new(frame.schema().as_arrow().clone());
+        super::check_contract(node, &schema)?;
         let batches = frame.collect().await.map_err(|e| RunError::query(&node.name, e))?;
         let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)
             .map_err(|e| RunError::Warehouse(e.to_string()))?;

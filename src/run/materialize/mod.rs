@@ -86,6 +86,22 @@ pub struct Outcome {
     pub tests: Option<Vec<TestOutcome>>,
 }
 
+/// With an enforced contract: the result's columns against the declared ones, before anything is written.
+pub(super) fn check_contract(node: &Node, schema: &datafusion::arrow::datatypes::Schema) -> Result<(), RunError> {
+    if !crate::quality::contract::enforced(node) {
+        return Ok(());
+    }
+    let differences = crate::quality::contract::differences(node, schema);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(RunError::Contract(format!(
+        "model `{}` does not match its contract; nothing was written:\n{}",
+        node.name,
+        differences.iter().map(|d| format!("  {d}")).collect::<Vec<_>>().join("\n")
+    )))
+}
+
 /// The schema staged results are registered in while their tests run.
 pub const STAGING_SCHEMA: &str = "_pipe_staging";
 

@@ -24,6 +24,7 @@ impl Materialize for TableMaterialization {
         let started = Instant::now();
         let frame = plan(cx, &cx.node.compiled_sql).await?;
         let plan_time = started.elapsed();
+        super::check_contract(cx.node, frame.schema().as_arrow())?;
         if cx.attached_tests().is_empty() {
             return write_overwrite(cx, frame, plan_time).await;
         }

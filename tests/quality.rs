@@ -242,3 +242,54 @@ fn constraints_and_contracts_are_enforced() {
     let output = pipe(root, &["build"]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
 }
+
+/// A source contract at ingestion: a value that is not of its declared type fails the ingestion with the row
+/// shown, or, with `on_contract_violation: quarantine`, goes unmodified with its reason to a quarantine table
+/// while the other rows are ingested. Nothing is dropped silently.
+#[test]
+fn source_contract_violations_fail_or_go_to_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for folder in ["data/payments", "models/bronze"] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    std::fs::write(root.join("pipe.yml"), "name: pay\n").unwrap();
+    std::fs::write(
+        root.join("models/sources.yml"),
+        "sources:\n  - name: raw\n    tables:\n      - name: payments\n        format: csv\n        path: data/payments/*.csv\n\
+         \x20       columns:\n          - {name: id, data_type: bigint}\n          - {name: amount, data_type: double}\n",
+    )
+    .unwrap();
+    let model = root.join("models/bronze/brz_payments.sql");
+    std::fs::write(&model, "{{ config(materialized='incremental') }}\nselect * from {{ source('raw', 'payments') }}\n")
+        .unwrap();
+    std::fs::write(root.join("data/payments/1.csv"), "id,amount\n1,9.5\n2,abc\n3,\n").unwrap();
+
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("1 row(s) break the contract of source `raw.payments`; nothing was ingested"), "{stderr}");
+    assert!(stderr.contains("amount: abc is not double"), "{stderr}");
+    assert!(!root.join("warehouse/bronze/brz_payments/_delta_log").exists());
+
+    std::fs::write(
+        &model,
+        "{{ config(materialized='incremental', on_contract_violation='quarantine') }}\nselect * from {{ source('raw', 'payments') }}\n",
+    )
+    .unwrap();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("1 row(s) broke the source contract and went to `bronze.brz_payments__quarantine`"),
+        "{stderr}"
+    );
+    assert_eq!(query(root, "select id, amount from bronze.brz_payments order by id"), "id,amount\n1,9.5\n3,\n");
+    assert_eq!(
+        query(root, "select id, amount, _pipe_reason, _pipe_source_file from bronze.brz_payments__quarantine"),
+        "id,amount,_pipe_reason,_pipe_source_file\n2,abc,amount: abc is not double; ,data/payments/1.csv\n"
+    );
+    // A rerun ingests nothing and quarantines nothing twice.
+    assert_eq!(pipe(root, &["build"]).status.code(), Some(0));
+    assert!(query(root, "select count(*) as n from bronze.brz_payments__quarantine").contains("\n1\n"));
+}

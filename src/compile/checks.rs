@@ -92,6 +92,18 @@ pub(super) fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &
             ));
         }
     }
+    if let Some(mode) = config.str_value("on_contract_violation") {
+        if !["fail", "quarantine"].contains(&mode) {
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidConfig,
+                    format!("unknown `on_contract_violation: {mode}` on model `{}`", model.name),
+                )
+                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                .with_help("use `fail` (the default) or `quarantine`"),
+            );
+        }
+    }
     if let Some(codec) = config.str_value("parquet_compression") {
         if !crate::project::PARQUET_COMPRESSIONS.contains(&codec) {
             diagnostics.push(

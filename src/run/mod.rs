@@ -203,6 +203,13 @@ pub async fn open_session(
             }
         }
     }
+    // Rows bronze ingestion set aside for breaking a source contract.
+    for node in manifest.nodes.values() {
+        let quarantine = format!("{}__quarantine", node.relation);
+        if let Some(table) = warehouse.load(&quarantine).await? {
+            ctx.register_table(quarantine.as_str(), warehouse.provider(&table).await?)?;
+        }
+    }
     // Failing rows stored by tests with `store_failures`.
     let audit_dir = warehouse.root().join(crate::quality::execute::AUDIT_SCHEMA);
     if let Ok(entries) = std::fs::read_dir(&audit_dir) {

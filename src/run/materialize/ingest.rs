@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
@@ -19,6 +20,7 @@ use deltalake::protocol::SaveMode;
 
 use super::{ModelContext, Outcome};
 use crate::manifest::SourceNode;
+use crate::project::ConfigExt;
 use crate::run::RunError;
 use crate::sql::source_schema;
 
@@ -85,15 +87,49 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         .await
         .map_err(err)?;
     let loaded_at = ScalarValue::TimestampMicrosecond(Some(chrono::Utc::now().timestamp_micros()), Some("UTC".into()));
+    let declared = source.declared_types();
+    // Text formats with declared types are read as text first, so a value that is not of its declared type is
+    // found row by row (the source contract) rather than failing the whole read; JSON carries its own types.
+    let checked = !declared.is_empty() && format == crate::project::SourceFormat::Csv;
+    let quarantine_mode = node.config.str_value("on_contract_violation") == Some("quarantine");
+    let mut quarantined: Vec<RecordBatch> = Vec::new();
     let mut batches: Vec<RecordBatch> = Vec::new();
     for (i, file) in new_files.iter().enumerate() {
         let (file_url, file_listing) =
             source_schema::listing(cx.project_root, file, format, &source.options).map_err(err)?;
         let file_url: ListingTableUrl = file_url;
-        let config =
-            ListingTableConfig::new(file_url).with_listing_options(file_listing).with_schema(Arc::clone(&schema));
         let table_name = format!("{BATCH_SCHEMA}.{}_{i}", node.name);
-        cx.session.register_table(table_name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
+        if checked {
+            let text_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| datafusion::arrow::datatypes::Field::new(f.name(), DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
+            ));
+            let config = ListingTableConfig::new(file_url).with_listing_options(file_listing).with_schema(text_schema);
+            let raw_name = format!("{BATCH_SCHEMA}.{}_{i}_raw", node.name);
+            cx.session.register_table(raw_name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
+            let split = split_by_contract(cx, &raw_name, &schema, &declared, file, &loaded_at).await;
+            let _ = cx.session.deregister_table(raw_name.as_str());
+            let (good, bad) = split?;
+            if !bad.is_empty() && !quarantine_mode {
+                let shown = datafusion::arrow::util::pretty::pretty_format_batches(&bad)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default();
+                let count: usize = bad.iter().map(RecordBatch::num_rows).sum();
+                return Err(RunError::Contract(format!(
+                    "`{file}`: {count} row(s) break the contract of source `{}`; nothing was ingested:\n{shown}\nset `on_contract_violation: quarantine` on `{}` to ingest the other rows and keep these aside",
+                    source.relation, node.name
+                )));
+            }
+            quarantined.extend(bad);
+            cx.session.register_table(table_name.as_str(), good)?;
+        } else {
+            let config =
+                ListingTableConfig::new(file_url).with_listing_options(file_listing).with_schema(Arc::clone(&schema));
+            cx.session.register_table(table_name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
+        }
         let sql = replace_relation(&node.compiled_sql, &source.relation, &table_name);
         let result = async {
             let frame = super::plan(cx, &sql).await?;
@@ -109,6 +145,51 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         batches.extend(result?);
     }
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    // Rows that break the source contract go, unmodified and with the reason, to a quarantine table next to the
+    // bronze table, before the bronze commit: a crash in between re-reads the file, and the quarantine's own
+    // per-file transactions keep it from being written twice.
+    let quarantine_rows: usize = quarantined.iter().map(RecordBatch::num_rows).sum();
+    let quarantine_relation = format!("{}__quarantine", node.relation);
+    if quarantine_rows > 0 {
+        let table = cx.warehouse.table_for_write(&quarantine_relation).await?;
+        let mut fresh = Vec::new();
+        for file in &new_files {
+            let done = match table.version() {
+                Some(_) => {
+                    table.snapshot()?.transaction_version(table.log_store().as_ref(), app_id(file)).await?.is_some()
+                }
+                None => false,
+            };
+            if !done {
+                fresh.push(file.clone());
+            }
+        }
+        let keep: Vec<RecordBatch> = quarantined
+            .into_iter()
+            .filter(|b| {
+                let files = b.column_by_name("_pipe_source_file");
+                let file = files.and_then(|c| {
+                    c.as_any().downcast_ref::<datafusion::arrow::array::StringArray>().map(|a| a.value(0).to_string())
+                });
+                file.is_some_and(|f| fresh.contains(&f))
+            })
+            .collect();
+        if !keep.is_empty() {
+            let transactions = fresh.iter().map(|f| Transaction::new(app_id(f), 1)).collect();
+            let mode = if table.version().is_some() { SaveMode::Append } else { SaveMode::Overwrite };
+            table
+                .write(keep)
+                .with_session_state(Arc::new(cx.session.state()))
+                .with_save_mode(mode)
+                .with_commit_properties(
+                    CommitProperties::default()
+                        .with_metadata(cx.commit_metadata())
+                        .with_application_transactions(transactions),
+                )
+                .await
+                .map_err(|e| RunError::write(&node.name, e))?;
+        }
+    }
     let metadata = cx.commit_metadata();
     let transactions = new_files.iter().map(|f| Transaction::new(app_id(f), 1)).collect();
     let commit = CommitProperties::default().with_metadata(metadata).with_application_transactions(transactions);
@@ -129,12 +210,91 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         rows_written: Some(rows as u64),
         delta_version: Some(commit.version),
         provider: Some(cx.warehouse.provider(&table).await?),
-        note: Some(format!("ingested {} new file(s)", new_files.len())),
+        note: Some(match quarantine_rows {
+            0 => format!("ingested {} new file(s)", new_files.len()),
+            n => format!(
+                "ingested {} new file(s); {n} row(s) broke the source contract and went to `{quarantine_relation}`",
+                new_files.len()
+            ),
+        }),
         plan_time: std::time::Duration::ZERO,
         write_time: started.elapsed(),
         execute_time: commit.execute_time,
         tests: None,
     })
+}
+
+/// Splits a file read as text into the rows that hold their declared types (cast to them, as the source's
+/// schema) and the rows that do not (as read, with `_pipe_reason`, `_pipe_source_file`, `_pipe_loaded_at`).
+async fn split_by_contract(
+    cx: &ModelContext<'_>,
+    raw: &str,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    declared: &std::collections::BTreeMap<String, String>,
+    file: &str,
+    loaded_at: &ScalarValue,
+) -> Result<(Arc<dyn datafusion::catalog::TableProvider>, Vec<RecordBatch>), RunError> {
+    let query = |e| RunError::query(&cx.node.name, e);
+    let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+    let mut broken = Vec::new();
+    let mut reasons = Vec::new();
+    for (column, data_type) in declared {
+        if schema.field_with_name(column).is_err() {
+            continue;
+        }
+        let c = quote(column);
+        let bad = format!("({c} is not null and try_cast({c} as {data_type}) is null)");
+        reasons.push(format!(
+            "case when {bad} then '{}: ' || {c} || ' is not {data_type}; ' else '' end",
+            column.replace('\'', "''")
+        ));
+        broken.push(bad);
+    }
+    let any_broken = if broken.is_empty() { "false".to_string() } else { broken.join(" or ") };
+    let casts: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("cast({} as {}) as {}", quote(f.name()), sql_type(f.data_type()), quote(f.name())))
+        .collect();
+    let good_sql = format!("select {} from {raw} where not ({any_broken})", casts.join(", "));
+    let good = cx.session.sql(&good_sql).await.map_err(query)?;
+    let good_schema = Arc::new(good.schema().as_arrow().clone());
+    let good_rows = good.collect().await.map_err(query)?;
+    let good: Arc<dyn datafusion::catalog::TableProvider> =
+        Arc::new(datafusion::datasource::MemTable::try_new(good_schema, vec![good_rows]).map_err(query)?);
+    let reason = if reasons.is_empty() { "''".to_string() } else { format!("concat({})", reasons.join(", ")) };
+    let bad_sql = format!("select *, {reason} as _pipe_reason from {raw} where {any_broken}");
+    let bad = cx
+        .session
+        .sql(&bad_sql)
+        .await
+        .map_err(query)?
+        .with_column("_pipe_source_file", lit(file))
+        .and_then(|f| f.with_column("_pipe_loaded_at", lit(loaded_at.clone())))
+        .map_err(query)?
+        .collect()
+        .await
+        .map_err(query)?;
+    Ok((good, bad.into_iter().filter(|b| b.num_rows() > 0).collect()))
+}
+
+/// A SQL type name for an Arrow type the source schema holds.
+fn sql_type(data_type: &DataType) -> String {
+    match data_type {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "varchar".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::Int32 => "int".into(),
+        DataType::Int16 => "smallint".into(),
+        DataType::Int8 => "tinyint".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Float32 => "real".into(),
+        DataType::Boolean => "boolean".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Timestamp(_, None) => "timestamp".into(),
+        DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("decimal({p}, {s})"),
+        other => other.to_string(),
+    }
 }
 
 /// Replaces whole occurrences of `relation` in SQL: `raw.orders` but not `raw.orders_archive` or `xraw.orders`.

@@ -293,3 +293,32 @@ fn source_contract_violations_fail_or_go_to_quarantine() {
     assert_eq!(pipe(root, &["build"]).status.code(), Some(0));
     assert!(query(root, "select count(*) as n from bronze.brz_payments__quarantine").contains("\n1\n"));
 }
+
+/// Every build is recorded in `pipe.runs` / `pipe.node_runs`; a model whose row count leaves the range of its last
+/// runs (median ± 3 scaled MADs) is reported.
+#[test]
+fn run_history_is_queryable_and_row_count_anomalies_are_reported() {
+    let dir = small_project("    description: people\n");
+    let root = dir.path();
+    for _ in 0..5 {
+        let output = pipe(root, &["build"]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        assert!(!text(&output.stderr).contains("anomaly"), "{}", text(&output.stderr));
+    }
+    let model = root.join("models/silver/slv_people.sql");
+    let sql = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(&model, sql.replace("from {{ ref('brz_people') }}", "from {{ ref('brz_people') }} where id = 1"))
+        .unwrap();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "an anomaly is a warning: {stderr}");
+    assert!(
+        stderr.contains("warning: anomaly: `silver.slv_people` rows written 1, outside its normal range 3..5 (median 4 over its last 5 runs)"),
+        "{stderr}"
+    );
+    assert_eq!(query(root, "select count(*) as runs, sum(failed) as failed from pipe.runs"), "runs,failed\n6,0\n");
+    assert_eq!(
+        query(root, "select rows_written from pipe.node_runs where relation = 'silver.slv_people' order by started_at desc limit 2"),
+        "rows_written\n1\n4\n"
+    );
+}

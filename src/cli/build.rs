@@ -306,6 +306,23 @@ impl Cycle<'_> {
             }
         }
         results.write(self.target)?;
+        // Anomalies against the run history, then this run joins the history.
+        let warehouse = run::warehouse::Warehouse::open(&args.project.project_dir.join(&manifest.project.warehouse))?;
+        let anomalies = match self.runtime.block_on(crate::quality::observe::detect(&warehouse, &results)) {
+            Ok(anomalies) => anomalies,
+            Err(err) => {
+                eprintln!("warning: run history not read: {err}");
+                Vec::new()
+            }
+        };
+        if let Err(err) = self.runtime.block_on(run::runs::record(&warehouse, &results)) {
+            eprintln!("warning: run not recorded in `pipe.runs`: {err}");
+        }
+        if !json {
+            for anomaly in &anomalies {
+                eprintln!("warning: {anomaly}");
+            }
+        }
         let (ok, errors, skipped) =
             (results.count(NodeStatus::Success), results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));
         if json {

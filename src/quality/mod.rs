@@ -9,6 +9,7 @@
 pub mod contract;
 pub mod define;
 pub mod execute;
+pub mod observe;
 
 pub use define::test_nodes;
 pub use execute::{run_tests, TestOutcome, TestStatus, Threshold};

@@ -10,6 +10,7 @@ pub mod dedupe;
 pub mod history;
 pub mod materialize;
 pub mod results;
+pub mod runs;
 pub mod session;
 pub mod sources;
 pub mod warehouse;
@@ -208,6 +209,12 @@ pub async fn open_session(
         let quarantine = format!("{}__quarantine", node.relation);
         if let Some(table) = warehouse.load(&quarantine).await? {
             ctx.register_table(quarantine.as_str(), warehouse.provider(&table).await?)?;
+        }
+    }
+    // Run history.
+    for relation in ["runs", "node_runs"].map(|t| format!("{}.{t}", runs::RUNS_SCHEMA)) {
+        if let Some(table) = warehouse.load(&relation).await? {
+            ctx.register_table(relation.as_str(), warehouse.provider(&table).await?)?;
         }
     }
     // Failing rows stored by tests with `store_failures`.

@@ -44,6 +44,7 @@ pub fn new_session(manifest: &Manifest, memory_limit: Option<usize>) -> Result<S
     schemas.insert(super::materialize::BATCH_SCHEMA);
     schemas.insert(super::materialize::STAGING_SCHEMA);
     schemas.insert(crate::quality::execute::AUDIT_SCHEMA);
+    schemas.insert(super::runs::RUNS_SCHEMA);
     let catalog = ctx.catalog("datafusion").ok_or_else(|| RunError::Warehouse("no default catalog".into()))?;
     for schema in schemas {
         if catalog.schema(schema).is_none() {

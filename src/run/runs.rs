@@ -1,0 +1,97 @@
+//! Run history in the warehouse: every build appends its run to `pipe.runs` and each node's result to
+//! `pipe.node_runs` (Delta tables under `<warehouse>/pipe/`), so `pipe query "select * from pipe.node_runs"`
+//! shows row counts and durations over time, and anomaly detection compares a run with the ones before it.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use deltalake::protocol::SaveMode;
+
+use super::results::RunResults;
+use super::warehouse::Warehouse;
+use super::RunError;
+
+/// The schema run history lives in.
+pub const RUNS_SCHEMA: &str = "pipe";
+
+fn started_micros(results: &RunResults) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(&results.started_at).ok().map(|t| t.timestamp_micros())
+}
+
+async fn append(warehouse: &Warehouse, relation: &str, batch: RecordBatch) -> Result<(), RunError> {
+    let _lock = warehouse.lock(relation)?;
+    let table = warehouse.table_for_write(relation).await?;
+    let mode = if table.version().is_some() { SaveMode::Append } else { SaveMode::Overwrite };
+    table.write(vec![batch]).with_save_mode(mode).await?;
+    Ok(())
+}
+
+/// Appends a run and its node results to the history.
+pub async fn record(warehouse: &Warehouse, results: &RunResults) -> Result<(), RunError> {
+    let at = started_micros(results);
+    let count = |status| results.count(status) as i64;
+    let rows: i64 = results.results.iter().filter_map(|r| r.rows_written).map(|r| r as i64).sum();
+    let timestamp =
+        |n: usize| -> ArrayRef { Arc::new(TimestampMicrosecondArray::from(vec![at; n]).with_timezone("UTC")) };
+    let run = RecordBatch::try_from_iter_with_nullable(vec![
+        ("run_id", Arc::new(StringArray::from(vec![results.run_id.clone()])) as ArrayRef, true),
+        ("started_at", timestamp(1), true),
+        ("elapsed_seconds", Arc::new(Float64Array::from(vec![results.elapsed_seconds])) as ArrayRef, true),
+        ("succeeded", Arc::new(Int64Array::from(vec![count(super::NodeStatus::Success)])) as ArrayRef, true),
+        ("failed", Arc::new(Int64Array::from(vec![count(super::NodeStatus::Error)])) as ArrayRef, true),
+        ("skipped", Arc::new(Int64Array::from(vec![count(super::NodeStatus::Skipped)])) as ArrayRef, true),
+        ("rows_written", Arc::new(Int64Array::from(vec![rows])) as ArrayRef, true),
+    ])
+    .map_err(|e| RunError::Warehouse(e.to_string()))?;
+    append(warehouse, &format!("{RUNS_SCHEMA}.runs"), run).await?;
+    if results.results.is_empty() {
+        return Ok(());
+    }
+    let n = results.results.len();
+    let text = |f: &dyn Fn(&super::NodeResult) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from(results.results.iter().map(f).collect::<Vec<_>>()))
+    };
+    let nodes = RecordBatch::try_from_iter_with_nullable(vec![
+        ("run_id", Arc::new(StringArray::from(vec![results.run_id.clone(); n])) as ArrayRef, true),
+        ("started_at", timestamp(n), true),
+        ("unique_id", text(&|r| Some(r.unique_id.clone())), true),
+        ("relation", text(&|r| Some(r.relation.clone())), true),
+        ("layer", text(&|r| r.layer.clone()), true),
+        ("materialized", text(&|r| Some(r.materialized.clone())), true),
+        ("status", text(&|r| serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_string))), true),
+        (
+            "rows_written",
+            Arc::new(Int64Array::from(
+                results.results.iter().map(|r| r.rows_written.map(|v| v as i64)).collect::<Vec<_>>(),
+            )) as ArrayRef,
+            true,
+        ),
+        (
+            "delta_version",
+            Arc::new(Int64Array::from(results.results.iter().map(|r| r.delta_version).collect::<Vec<_>>())) as ArrayRef,
+            true,
+        ),
+        (
+            "seconds",
+            Arc::new(Float64Array::from(results.results.iter().map(|r| r.timing.total_seconds).collect::<Vec<_>>()))
+                as ArrayRef,
+            true,
+        ),
+        (
+            "tests_failed",
+            Arc::new(Int64Array::from(
+                results
+                    .results
+                    .iter()
+                    .map(|r| r.tests.iter().filter(|t| t.status != crate::quality::TestStatus::Pass).count() as i64)
+                    .collect::<Vec<_>>(),
+            )) as ArrayRef,
+            true,
+        ),
+        ("message", text(&|r| r.message.clone()), true),
+    ])
+    .map_err(|e| RunError::Warehouse(e.to_string()))?;
+    append(warehouse, &format!("{RUNS_SCHEMA}.node_runs"), nodes).await
+}

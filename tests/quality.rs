@@ -322,3 +322,42 @@ fn run_history_is_queryable_and_row_count_anomalies_are_reported() {
         "rows_written\n1\n4\n"
     );
 }
+
+/// `pipe freshness`: a source's newest file against `warn_after` / `error_after`, a model's last build against
+/// `expect_every`.
+#[test]
+fn freshness_of_sources_and_models() {
+    let dir = small_project("    config:\n      expect_every: 1 hour\n");
+    let root = dir.path();
+    std::fs::write(
+        root.join("models/sources.yml"),
+        "sources:\n  - name: raw\n    tables:\n      - name: people\n        format: csv\n        path: data/people.csv\n\
+         \x20       freshness:\n          warn_after: {count: 2, period: hour}\n          error_after: {count: 1, period: day}\n",
+    )
+    .unwrap();
+    assert_eq!(pipe(root, &["build"]).status.code(), Some(0));
+    let output = pipe(root, &["freshness"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("PASS  source raw.people"), "{stderr}");
+    assert!(stderr.contains("PASS  model silver.slv_people"), "{stderr}");
+
+    let touch = |ago: &str| {
+        let status =
+            std::process::Command::new("touch").args(["-d", ago, "data/people.csv"]).current_dir(root).status();
+        assert!(status.unwrap().success());
+    };
+    touch("3 hours ago");
+    let output = pipe(root, &["freshness"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("WARN  source raw.people")
+            && stderr.contains("newest 3h00m ago (warn after 2h00m, error after 24h00m)"),
+        "{stderr}"
+    );
+    touch("2 days ago");
+    let output = pipe(root, &["freshness"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("ERROR source raw.people"), "{}", text(&output.stderr));
+}

@@ -63,6 +63,8 @@ pub enum Command {
     Backfill(backfill::BackfillArgs),
     /// Run the data tests (YAML generic tests and singular tests) against the warehouse.
     Test(quality::TestArgs),
+    /// How old each source's newest data is (`freshness`), and each model's last build (`expect_every`).
+    Freshness(quality::FreshnessArgs),
     /// Explain a diagnostic code, e.g. `pipe explain P0401` or `pipe explain ref-not-found`.
     Explain(ExplainArgs),
 }
@@ -163,6 +165,7 @@ pub fn main() -> ExitCode {
         Command::Diff(args) => query::diff(&args),
         Command::Backfill(args) => backfill::run(&args),
         Command::Test(args) => quality::run(&args),
+        Command::Freshness(args) => quality::freshness(&args),
         Command::Explain(args) => run_explain(&args),
     };
     match result {

@@ -75,3 +75,37 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     eprintln!("Done: {passed} passed, {warned} warned, {failed} failed of {} tests", outcomes.len());
     Ok(if failed > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
+
+#[derive(Debug, Args)]
+pub struct FreshnessArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+}
+
+/// `pipe freshness`: sources against `warn_after` / `error_after`, models against `expect_every`.
+pub(super) fn freshness(args: &FreshnessArgs) -> anyhow::Result<ExitCode> {
+    use crate::quality::freshness::{check, FreshnessStatus};
+    let (_compilation, manifest) = match compile_reported(&args.project)? {
+        Ok(done) => done,
+        Err(code) => return Ok(code),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let results = runtime.block_on(async {
+        let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
+        Ok::<_, run::RunError>(check(&manifest, &args.project.project_dir, &ctx, &warehouse, chrono::Utc::now()).await)
+    })?;
+    let mut errors = 0;
+    for result in &results {
+        let word = match result.status {
+            FreshnessStatus::Pass => "PASS",
+            FreshnessStatus::Warn => "WARN",
+            FreshnessStatus::Error => {
+                errors += 1;
+                "ERROR"
+            }
+        };
+        eprintln!("{word:<5} {:<50} {}", result.name, result.detail);
+    }
+    eprintln!("Checked the freshness of {} sources and models: {errors} stale past `error_after`", results.len());
+    Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

@@ -9,6 +9,7 @@
 pub mod contract;
 pub mod define;
 pub mod execute;
+pub mod freshness;
 pub mod observe;
 
 pub use define::test_nodes;

@@ -361,3 +361,52 @@ fn freshness_of_sources_and_models() {
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
     assert!(text(&output.stderr).contains("ERROR source raw.people"), "{}", text(&output.stderr));
 }
+
+/// The schema registry: a compatible change (a nullable column) builds and registers a new version; a breaking one
+/// (a removed column) stops the build before anything runs unless the model's version is bumped or
+/// `--allow-breaking` is given; `pipe schema diff` shows the changes; a drifted source is reported.
+#[test]
+fn schema_registry_blocks_breaking_changes() {
+    let dir = small_project("    description: people\n");
+    let root = dir.path();
+    assert_eq!(pipe(root, &["build"]).status.code(), Some(0));
+    let model = root.join("models/silver/slv_people.sql");
+    let sql = std::fs::read_to_string(&model).unwrap();
+    let write = |select: &str, config: &str| {
+        let text = sql.replace("select id, name, age", select).replace("materialized='table'", config);
+        std::fs::write(&model, text).unwrap();
+    };
+
+    write("select id, name, age, upper(name) as shout", "materialized='table'");
+    let output = pipe(root, &["build"]);
+    assert_eq!(output.status.code(), Some(0), "a nullable column is backward compatible: {}", text(&output.stderr));
+
+    write("select id, name", "materialized='table'");
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .contains("error: model `slv_people` changes its schema in a way `backward` compatibility does not allow:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("- `age` Int64") && stderr.contains("- `shout` Utf8View"), "{stderr}");
+    assert!(!stderr.contains("Running"), "nothing ran: {stderr}");
+    let output = pipe(root, &["schema", "diff", "slv_people"]);
+    let diff = text(&output.stdout);
+    assert!(diff.contains("silver.slv_people: registered version 2 -> the project now"), "{diff}");
+    assert!(diff.contains("- `age` Int64  (breaks `backward`)"), "{diff}");
+
+    assert_eq!(pipe(root, &["build", "--allow-breaking"]).status.code(), Some(0));
+    write("select id", "materialized='table', version=2");
+    let output = pipe(root, &["build"]);
+    assert_eq!(output.status.code(), Some(0), "a new version may break: {}", text(&output.stderr));
+
+    std::fs::write(root.join("data/people.csv"), "id,name,age,city\n1,ada,36,Paris\n").unwrap();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("warning: source `raw.people` drifted since its last registered schema: + `city`"),
+        "{stderr}"
+    );
+}

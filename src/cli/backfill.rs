@@ -56,6 +56,7 @@ pub(super) fn run(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
         event_time_start: Some(args.start),
         event_time_end: Some(args.end),
         watch: false,
+        allow_breaking: false,
         interval: std::time::Duration::from_secs(10),
     };
     run_with(&build, Scope::Run, Some(Backfill { dry_run: args.dry_run }))

@@ -52,6 +52,9 @@ pub struct BuildArgs {
     /// models committed) is appended to `target/watch_log.jsonl`.
     #[arg(long)]
     pub watch: bool,
+    /// Build models whose schema change breaks their `schema_compatibility` all the same.
+    #[arg(long)]
+    pub allow_breaking: bool,
     /// How often `--watch` looks for new files, e.g. `10s`, `500ms`, `1m`.
     #[arg(long, default_value = "10s", value_parser = parse_interval)]
     pub interval: std::time::Duration,
@@ -167,6 +170,33 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
             None => false,
         })
         .collect();
+    // The schema registry: a breaking change to a model's columns stops the build before anything runs.
+    let warehouse_dir = args.project.project_dir.join(&manifest.project.warehouse);
+    if !args.allow_breaking {
+        let mut broken = 0;
+        for node in selected.iter().filter_map(|id| manifest.nodes.get(id)) {
+            if !matches!(
+                node.materialized,
+                crate::project::Materialization::Table | crate::project::Materialization::Incremental
+            ) {
+                continue;
+            }
+            if let Some((mode, changes)) = crate::quality::registry::check_model(&warehouse_dir, node) {
+                broken += 1;
+                eprintln!(
+                    "error: model `{}` changes its schema in a way `{mode}` compatibility does not allow:",
+                    node.name
+                );
+                for change in changes {
+                    eprintln!("  {change}");
+                }
+            }
+        }
+        if broken > 0 {
+            eprintln!("help: bump the model's `version` config, set its `schema_compatibility`, or build with `--allow-breaking`");
+            return Ok(ExitCode::from(1));
+        }
+    }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(2)).enable_all().build()?;
     let backfill_id = match &backfill {
@@ -200,9 +230,41 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
         return super::watch::watch(&cycle);
     }
     let results = cycle.run(false)?;
+    register_schemas(&manifest, &warehouse_dir, &results);
     let (errors, skipped) = (results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));
     let failed_tests = results.tests.iter().filter(|t| t.status == crate::quality::TestStatus::Fail).count();
     Ok(if errors + skipped + failed_tests > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Records the schemas of the models that were built and of the sources; a source whose columns drifted is
+/// reported, compatible or not.
+fn register_schemas(manifest: &crate::manifest::Manifest, warehouse: &std::path::Path, results: &run::RunResults) {
+    use crate::quality::registry;
+    for result in results.results.iter().filter(|r| r.status == NodeStatus::Success) {
+        let Some(node) = manifest.nodes.get(&result.unique_id) else { continue };
+        if let Some(columns) = &node.planned_columns {
+            if let Err(err) =
+                registry::register(warehouse, &node.relation, columns, registry::model_version(node), &results.run_id)
+            {
+                eprintln!("warning: schema of `{}` not registered: {err}", node.relation);
+            }
+        }
+    }
+    for source in manifest.sources.values() {
+        let Some(columns) = &source.planned_columns else { continue };
+        if let Some(latest) = registry::versions(warehouse, &source.relation).pop() {
+            let changes = registry::changes(&latest.columns, columns);
+            if !changes.is_empty() {
+                let list: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                eprintln!(
+                    "warning: source `{}` drifted since its last registered schema: {}",
+                    source.relation,
+                    list.join("; ")
+                );
+            }
+        }
+        let _ = registry::register(warehouse, &source.relation, columns, None, &results.run_id);
+    }
 }
 
 /// One run of the selected nodes, as `pipe build` does once and `--watch` does on every change.

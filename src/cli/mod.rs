@@ -65,6 +65,8 @@ pub enum Command {
     Test(quality::TestArgs),
     /// How old each source's newest data is (`freshness`), and each model's last build (`expect_every`).
     Freshness(quality::FreshnessArgs),
+    /// The schema registry: `pipe schema diff <model>`.
+    Schema(quality::SchemaArgs),
     /// Explain a diagnostic code, e.g. `pipe explain P0401` or `pipe explain ref-not-found`.
     Explain(ExplainArgs),
 }
@@ -166,6 +168,7 @@ pub fn main() -> ExitCode {
         Command::Backfill(args) => backfill::run(&args),
         Command::Test(args) => quality::run(&args),
         Command::Freshness(args) => quality::freshness(&args),
+        Command::Schema(args) => quality::schema(&args),
         Command::Explain(args) => run_explain(&args),
     };
     match result {

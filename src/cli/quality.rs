@@ -109,3 +109,78 @@ pub(super) fn freshness(args: &FreshnessArgs) -> anyhow::Result<ExitCode> {
     eprintln!("Checked the freshness of {} sources and models: {errors} stale past `error_after`", results.len());
     Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
+
+#[derive(Debug, Args)]
+pub struct SchemaArgs {
+    #[command(subcommand)]
+    pub command: SchemaCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SchemaCommand {
+    /// A model's or source's schema changes: the project's planned columns against the latest registered version
+    /// (or, when they match, the latest version against the one before).
+    Diff(SchemaDiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchemaDiffArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// A model name, or a source as `source.table`.
+    pub name: String,
+}
+
+pub(super) fn schema(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
+    use crate::quality::registry;
+    let SchemaCommand::Diff(args) = &args.command;
+    let (_compilation, manifest) = match compile_reported(&args.project)? {
+        Ok(done) => done,
+        Err(code) => return Ok(code),
+    };
+    let found = manifest
+        .nodes
+        .values()
+        .find(|n| n.name == args.name)
+        .map(|n| (n.relation.clone(), n.planned_columns.clone(), n.config.get("schema_compatibility").cloned()))
+        .or_else(|| {
+            manifest
+                .sources
+                .values()
+                .find(|s| s.relation == args.name)
+                .map(|s| (s.relation.clone(), s.planned_columns.clone(), None))
+        });
+    let Some((relation, planned, mode)) = found else {
+        eprintln!("error: no model or source named `{}`", args.name);
+        return Ok(ExitCode::from(2));
+    };
+    let warehouse = args.project.project_dir.join(&manifest.project.warehouse);
+    let mut versions = registry::versions(&warehouse, &relation);
+    let Some(latest) = versions.pop() else {
+        println!("`{relation}` has no registered schema yet (it is registered when it is built)");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (label, changes) =
+        match planned.as_ref().map(|p| registry::changes(&latest.columns, p)).filter(|c| !c.is_empty()) {
+            Some(changes) => (format!("registered version {} -> the project now", latest.version), changes),
+            None => match versions.pop() {
+                Some(before) => (
+                    format!("registered version {} -> {}", before.version, latest.version),
+                    registry::changes(&before.columns, &latest.columns),
+                ),
+                None => (format!("registered version {} (the only one)", latest.version), Vec::new()),
+            },
+        };
+    let mode = mode.and_then(|m| m.as_str().map(str::to_string)).unwrap_or_else(|| "backward".into());
+    let breaking = registry::breaking(&mode, &changes);
+    let mut out = format!("{relation}: {label}\n");
+    if changes.is_empty() {
+        out.push_str("  no changes\n");
+    }
+    for change in &changes {
+        let flag = if breaking.contains(change) { format!("  (breaks `{mode}`)") } else { String::new() };
+        out.push_str(&format!("  {change}{flag}\n"));
+    }
+    super::write_stdout(&out);
+    Ok(ExitCode::SUCCESS)
+}

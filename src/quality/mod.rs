@@ -11,6 +11,7 @@ pub mod define;
 pub mod execute;
 pub mod freshness;
 pub mod observe;
+pub mod registry;
 
 pub use define::test_nodes;
 pub use execute::{run_tests, TestOutcome, TestStatus, Threshold};

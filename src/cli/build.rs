@@ -430,6 +430,10 @@ fn stage_accounting(results: &run::RunResults) -> String {
     if stages.is_empty() {
         return String::new();
     }
+    let latencies: Vec<f64> = results.results.iter().filter_map(|r| r.latency_seconds).collect();
+    if let Some(worst) = latencies.iter().copied().reduce(f64::max) {
+        lines.push(format!("  end-to-end latency (newest input file -> gold committed): up to {worst:.1}s"));
+    }
     format!("Rows by stage: {}\n{}", stages.join(" -> "), lines.join("\n"))
 }
 

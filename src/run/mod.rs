@@ -475,6 +475,11 @@ async fn run_node(
                 None => crate::quality::run_tests(&shared.ctx, Some(&shared.warehouse), &attached, &[]).await,
             };
             result.rows_in = rows_in;
+            if node.layer == Some(crate::project::Layer::Gold) {
+                let newest = newest_input(&shared.manifest, project_root, node);
+                result.latency_seconds =
+                    newest.and_then(|t| std::time::SystemTime::now().duration_since(t).ok()).map(|d| d.as_secs_f64());
+            }
             let read: u64 = result.rows_in.values().sum();
             if result.rows_written == Some(0) && read > 0 && node.materialized == Materialization::Table {
                 let warning = format!("warning: wrote 0 rows from {read} input rows");
@@ -489,6 +494,31 @@ async fn run_node(
         }
         Err(err) => NodeResult::error(node, err.to_string(), started.elapsed()),
     }
+}
+
+/// The newest modification time of the files of the sources `node` reads, directly or through other models.
+fn newest_input(manifest: &Manifest, project_root: &Path, node: &Node) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack: Vec<&str> = node.depends_on.nodes.iter().map(String::as_str).collect();
+    let mut seen = BTreeSet::new();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Some(upstream) = manifest.nodes.get(id) {
+            stack.extend(upstream.depends_on.nodes.iter().map(String::as_str));
+        } else if let Some(path) = manifest.sources.get(id).and_then(|s| s.path.as_deref()) {
+            let pattern = project_root.join(path);
+            for file in glob::glob(&pattern.to_string_lossy()).into_iter().flatten().filter_map(Result::ok) {
+                for entry in walkdir::WalkDir::new(file).into_iter().filter_map(Result::ok) {
+                    if let Some(modified) = entry.metadata().ok().and_then(|m| m.modified().ok()) {
+                        newest = newest.max(Some(modified));
+                    }
+                }
+            }
+        }
+    }
+    newest
 }
 
 /// Rows in each upstream table of `node` (models and seeds with a Delta table, looking through ephemeral models),

@@ -53,6 +53,10 @@ pub struct NodeResult {
     /// The node's layer, for the stage accounting.
     #[serde(default)]
     pub layer: Option<String>,
+    /// For gold models: seconds from the newest input file reaching a source (its modification time) to this
+    /// model's commit.
+    #[serde(default)]
+    pub latency_seconds: Option<f64>,
     pub message: Option<String>,
 }
 
@@ -75,6 +79,7 @@ impl NodeResult {
             tests: Vec::new(),
             rows_in: Default::default(),
             layer: node.layer.map(|l| l.as_str().to_string()),
+            latency_seconds: None,
             message: None,
         }
     }

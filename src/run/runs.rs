@@ -24,7 +24,12 @@ async fn append(warehouse: &Warehouse, relation: &str, batch: RecordBatch) -> Re
     let _lock = warehouse.lock(relation)?;
     let table = warehouse.table_for_write(relation).await?;
     let mode = if table.version().is_some() { SaveMode::Append } else { SaveMode::Overwrite };
-    table.write(vec![batch]).with_save_mode(mode).await?;
+    // New columns in later versions of pipe are added to the history (schema merge).
+    table
+        .write(vec![batch])
+        .with_save_mode(mode)
+        .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+        .await?;
     Ok(())
 }
 
@@ -88,6 +93,12 @@ pub async fn record(warehouse: &Warehouse, results: &RunResults) -> Result<(), R
                     .map(|r| r.tests.iter().filter(|t| t.status != crate::quality::TestStatus::Pass).count() as i64)
                     .collect::<Vec<_>>(),
             )) as ArrayRef,
+            true,
+        ),
+        (
+            "latency_seconds",
+            Arc::new(Float64Array::from(results.results.iter().map(|r| r.latency_seconds).collect::<Vec<_>>()))
+                as ArrayRef,
             true,
         ),
         ("message", text(&|r| r.message.clone()), true),

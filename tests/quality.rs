@@ -410,3 +410,22 @@ fn schema_registry_blocks_breaking_changes() {
         "{stderr}"
     );
 }
+
+/// `pipe status` reads the run history: never-built models say so; built ones show their last run.
+#[test]
+fn status_shows_each_models_last_run() {
+    let dir = small_project("    description: people\n");
+    let root = dir.path();
+    let output = pipe(root, &["status"]);
+    assert!(
+        text(&output.stdout).lines().any(|l| l.starts_with("slv_people") && l.contains("never")),
+        "{}",
+        text(&output.stdout)
+    );
+    assert_eq!(pipe(root, &["build"]).status.code(), Some(0));
+    let output = pipe(root, &["status"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let line =
+        text(&output.stdout).lines().find(|l| l.starts_with("slv_people")).map(str::to_string).unwrap_or_default();
+    assert!(line.contains("success") && line.contains(" 4 "), "{line}");
+}

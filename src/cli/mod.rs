@@ -67,6 +67,8 @@ pub enum Command {
     Freshness(quality::FreshnessArgs),
     /// The schema registry: `pipe schema diff <model>`.
     Schema(quality::SchemaArgs),
+    /// Per model: last run, rows, duration trend, freshness and failing tests, from the run history.
+    Status(quality::StatusArgs),
     /// Explain a diagnostic code, e.g. `pipe explain P0401` or `pipe explain ref-not-found`.
     Explain(ExplainArgs),
 }
@@ -169,6 +171,7 @@ pub fn main() -> ExitCode {
         Command::Test(args) => quality::run(&args),
         Command::Freshness(args) => quality::freshness(&args),
         Command::Schema(args) => quality::schema(&args),
+        Command::Status(args) => quality::status(&args),
         Command::Explain(args) => run_explain(&args),
     };
     match result {

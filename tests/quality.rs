@@ -318,8 +318,24 @@ fn run_history_is_queryable_and_row_count_anomalies_are_reported() {
     );
     assert_eq!(query(root, "select count(*) as runs, sum(failed) as failed from pipe.runs"), "runs,failed\n6,0\n");
     assert_eq!(
+        query(root, "select distinct column_name from pipe.schemas where relation = 'silver.slv_people' order by 1"),
+        "column_name\nage\nid\nname\n"
+    );
+    // With `anomaly_severity: error` the same deviation fails the model.
+    let config = "{{ config(materialized='table', anomaly_severity='error') }}";
+    let sql = std::fs::read_to_string(&model).unwrap().replace("{{ config(materialized='table') }}", config);
+    std::fs::write(&model, sql).unwrap();
+    let output = pipe(root, &["build"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("error: anomaly: `silver.slv_people` rows written 1"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(
         query(root, "select rows_written from pipe.node_runs where relation = 'silver.slv_people' order by started_at desc limit 2"),
-        "rows_written\n1\n4\n"
+        "rows_written\n1\n1\n",
+        "the anomaly is found once the run is over: it fails the build, the rows are written"
     );
 }
 

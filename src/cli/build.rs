@@ -354,7 +354,7 @@ impl Cycle<'_> {
                 skip_unchanged,
             },
         };
-        let results = self.runtime.block_on(run::build(request, &on_result))?;
+        let mut results = self.runtime.block_on(run::build(request, &on_result))?;
         if let Some(bar) = &progress {
             bar.finish_and_clear();
         }
@@ -367,8 +367,8 @@ impl Cycle<'_> {
                 }
             }
         }
-        results.write(self.target)?;
-        // Anomalies against the run history, then this run joins the history.
+        // Anomalies against the run history (an error for models with `anomaly_severity: error`), then this run
+        // joins the history.
         let warehouse = run::warehouse::Warehouse::open(&args.project.project_dir.join(&manifest.project.warehouse))?;
         let anomalies = match self.runtime.block_on(crate::quality::observe::detect(&warehouse, &results)) {
             Ok(anomalies) => anomalies,
@@ -377,13 +377,24 @@ impl Cycle<'_> {
                 Vec::new()
             }
         };
-        if let Err(err) = self.runtime.block_on(run::runs::record(&warehouse, &results)) {
-            eprintln!("warning: run not recorded in `pipe.runs`: {err}");
-        }
-        if !json {
-            for anomaly in &anomalies {
+        for anomaly in &anomalies {
+            let Some(result) = results.results.iter_mut().find(|r| r.relation == anomaly.relation) else { continue };
+            let severity = manifest.nodes.get(&result.unique_id).and_then(|n| {
+                use crate::project::ConfigExt;
+                n.config.str_value("anomaly_severity").map(str::to_string)
+            });
+            if severity.as_deref() == Some("error") {
+                result.status = NodeStatus::Error;
+                let before = result.message.take().map(|m| format!("{m}\n")).unwrap_or_default();
+                result.message = Some(format!("{before}{anomaly}"));
+                eprintln!("error: {anomaly}");
+            } else if !json {
                 eprintln!("warning: {anomaly}");
             }
+        }
+        results.write(self.target)?;
+        if let Err(err) = self.runtime.block_on(run::runs::record(&warehouse, &results)) {
+            eprintln!("warning: run not recorded in `pipe.runs`: {err}");
         }
         let (ok, errors, skipped) =
             (results.count(NodeStatus::Success), results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));

@@ -212,10 +212,14 @@ pub async fn open_session(
         }
     }
     // Run history.
-    for relation in ["runs", "node_runs"].map(|t| format!("{}.{t}", runs::RUNS_SCHEMA)) {
+    for relation in ["runs", "node_runs", "test_runs"].map(|t| format!("{}.{t}", runs::RUNS_SCHEMA)) {
         if let Some(table) = warehouse.load(&relation).await? {
             ctx.register_table(relation.as_str(), warehouse.provider(&table).await?)?;
         }
+    }
+    // The schema registry, as `pipe.schemas`: one row per column of every registered version.
+    if let Some(schemas) = crate::quality::registry::as_table(warehouse.root()) {
+        ctx.register_table(format!("{}.schemas", runs::RUNS_SCHEMA).as_str(), schemas)?;
     }
     // Failing rows stored by tests with `store_failures`.
     let audit_dir = warehouse.root().join(crate::quality::execute::AUDIT_SCHEMA);

@@ -104,5 +104,43 @@ pub async fn record(warehouse: &Warehouse, results: &RunResults) -> Result<(), R
         ("message", text(&|r| r.message.clone()), true),
     ])
     .map_err(|e| RunError::Warehouse(e.to_string()))?;
-    append(warehouse, &format!("{RUNS_SCHEMA}.node_runs"), nodes).await
+    append(warehouse, &format!("{RUNS_SCHEMA}.node_runs"), nodes).await?;
+
+    // Every test outcome of the run: those run with their model, and those run after the build.
+    let tests: Vec<(&str, &crate::quality::TestOutcome)> = results
+        .results
+        .iter()
+        .flat_map(|r| r.tests.iter().map(move |t| (r.unique_id.as_str(), t)))
+        .chain(results.tests.iter().map(|t| ("", t)))
+        .collect();
+    if tests.is_empty() {
+        return Ok(());
+    }
+    let n = tests.len();
+    let column = |f: &dyn Fn(&(&str, &crate::quality::TestOutcome)) -> Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from(tests.iter().map(f).collect::<Vec<_>>()))
+    };
+    let batch = RecordBatch::try_from_iter_with_nullable(vec![
+        ("run_id", Arc::new(StringArray::from(vec![results.run_id.clone(); n])) as ArrayRef, true),
+        ("started_at", timestamp(n), true),
+        ("test", column(&|(_, t)| Some(t.unique_id.clone())), true),
+        ("node", column(&|(node, _)| (!node.is_empty()).then(|| node.to_string())), true),
+        (
+            "status",
+            column(&|(_, t)| serde_json::to_value(t.status).ok().and_then(|v| v.as_str().map(str::to_string))),
+            true,
+        ),
+        (
+            "failures",
+            Arc::new(Int64Array::from(tests.iter().map(|(_, t)| t.failures as i64).collect::<Vec<_>>())) as ArrayRef,
+            true,
+        ),
+        (
+            "seconds",
+            Arc::new(Float64Array::from(tests.iter().map(|(_, t)| t.seconds).collect::<Vec<_>>())) as ArrayRef,
+            true,
+        ),
+    ])
+    .map_err(|e| RunError::Warehouse(e.to_string()))?;
+    append(warehouse, &format!("{RUNS_SCHEMA}.test_runs"), batch).await
 }

@@ -179,49 +179,49 @@ pub fn model_version(node: &crate::manifest::Node) -> Option<String> {
     node.config.get("version").map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
 }
 
+/// One column of one registered version, a row of `pipe.schemas`.
+struct ColumnRow {
+    relation: String,
+    version: i64,
+    model_version: Option<String>,
+    registered_at: String,
+    column: PlannedColumn,
+}
+
 /// Every registered version of every relation, one row per column, for `select * from pipe.schemas`.
 pub fn as_table(warehouse: &Path) -> Option<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
     use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
     let dir = warehouse.join("_pipe").join("schemas");
-    let mut rows: Vec<(String, i64, Option<String>, String, String, String, bool)> = Vec::new();
+    let mut rows: Vec<ColumnRow> = Vec::new();
     for entry in std::fs::read_dir(&dir).ok()?.filter_map(Result::ok) {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(relation) = name.strip_suffix(".json") else { continue };
         for version in versions(warehouse, relation) {
             for column in &version.columns {
-                rows.push((
-                    relation.to_string(),
-                    version.version.into(),
-                    version.model_version.clone(),
-                    version.registered_at.clone(),
-                    column.name.clone(),
-                    column.data_type.clone(),
-                    column.nullable,
-                ));
+                rows.push(ColumnRow {
+                    relation: relation.to_string(),
+                    version: version.version.into(),
+                    model_version: version.model_version.clone(),
+                    registered_at: version.registered_at.clone(),
+                    column: column.clone(),
+                });
             }
         }
     }
-    rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-    let text =
-        |f: &dyn Fn(&(String, i64, Option<String>, String, String, String, bool)) -> Option<String>| -> ArrayRef {
-            std::sync::Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
-        };
+    rows.sort_by(|a, b| (&a.relation, a.version).cmp(&(&b.relation, b.version)));
+    let text = |f: &dyn Fn(&ColumnRow) -> Option<String>| -> ArrayRef {
+        std::sync::Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let versions = std::sync::Arc::new(Int64Array::from(rows.iter().map(|r| r.version).collect::<Vec<_>>()));
+    let nullable = std::sync::Arc::new(BooleanArray::from(rows.iter().map(|r| r.column.nullable).collect::<Vec<_>>()));
     let batch = RecordBatch::try_from_iter_with_nullable(vec![
-        ("relation", text(&|r| Some(r.0.clone())), true),
-        (
-            "version",
-            std::sync::Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())) as ArrayRef,
-            true,
-        ),
-        ("model_version", text(&|r| r.2.clone()), true),
-        ("registered_at", text(&|r| Some(r.3.clone())), true),
-        ("column_name", text(&|r| Some(r.4.clone())), true),
-        ("data_type", text(&|r| Some(r.5.clone())), true),
-        (
-            "nullable",
-            std::sync::Arc::new(BooleanArray::from(rows.iter().map(|r| r.6).collect::<Vec<_>>())) as ArrayRef,
-            true,
-        ),
+        ("relation", text(&|r| Some(r.relation.clone())), true),
+        ("version", versions as ArrayRef, true),
+        ("model_version", text(&|r| r.model_version.clone()), true),
+        ("registered_at", text(&|r| Some(r.registered_at.clone())), true),
+        ("column_name", text(&|r| Some(r.column.name.clone())), true),
+        ("data_type", text(&|r| Some(r.column.data_type.clone())), true),
+        ("nullable", nullable as ArrayRef, true),
     ])
     .ok()?;
     let table = datafusion::datasource::MemTable::try_new(batch.schema(), vec![vec![batch]]).ok()?;

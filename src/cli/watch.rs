@@ -19,41 +19,8 @@ use crate::run::NodeStatus;
 
 /// Path -> (size, modification time) of the files of every source the selection reads, directly or not.
 fn source_files(cycle: &Cycle<'_>) -> BTreeMap<PathBuf, (u64, SystemTime)> {
-    let manifest = cycle.manifest;
-    let root = &cycle.args.project.project_dir;
-    let mut files = BTreeMap::new();
-    let mut stack: Vec<&str> = cycle.selected.iter().map(String::as_str).collect();
-    let mut seen = std::collections::BTreeSet::new();
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        if let Some(node) = manifest.nodes.get(id) {
-            stack.extend(node.depends_on.nodes.iter().map(String::as_str));
-        } else if let Some(path) = manifest.sources.get(id).and_then(|s| s.path.as_deref()) {
-            let pattern = root.join(path);
-            let pattern = pattern.to_string_lossy();
-            // A folder (Delta, or a folder of files) is watched through the files under it.
-            let walk = std::path::Path::new(pattern.as_ref()).is_dir();
-            let matches: Vec<PathBuf> = if walk {
-                walkdir::WalkDir::new(pattern.as_ref())
-                    .into_iter()
-                    .filter_map(Result::ok)
-                    .map(|e| e.into_path())
-                    .collect()
-            } else {
-                glob::glob(&pattern).map(|paths| paths.filter_map(Result::ok).collect()).unwrap_or_default()
-            };
-            for path in matches {
-                if let Ok(meta) = std::fs::metadata(&path) {
-                    if meta.is_file() {
-                        files.insert(path, (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH)));
-                    }
-                }
-            }
-        }
-    }
-    files
+    let ids = cycle.selected.iter().map(String::as_str);
+    crate::run::sources::upstream_files(cycle.manifest, &cycle.args.project.project_dir, ids)
 }
 
 pub(super) fn watch(cycle: &Cycle<'_>) -> anyhow::Result<ExitCode> {

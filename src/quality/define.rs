@@ -218,6 +218,24 @@ fn text_config(config: &serde_json::Map<String, Value>, key: &str) -> String {
     config.get(key).and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| "!=0".into())
 }
 
+/// A test as declared: (attached unique id, relation, column, the YAML value, the file declaring it).
+type Declaration<'m> = (String, String, Option<String>, &'m Value, String);
+
+/// The tests declared on a node (`(unique id, relation, file)`) and on its columns.
+fn declared_on<'m>(
+    (id, relation, at): (&str, &str, &str),
+    own: &'m [Value],
+    columns: impl Iterator<Item = (&'m str, &'m [Value])>,
+    out: &mut Vec<Declaration<'m>>,
+) {
+    let on = std::iter::once((None, own)).chain(columns.map(|(name, tests)| (Some(name), tests)));
+    for (column, tests) in on {
+        for test in tests {
+            out.push((id.to_string(), relation.to_string(), column.map(str::to_string), test, at.to_string()));
+        }
+    }
+}
+
 /// Builds the manifest's test nodes from the tests declared on models, seeds, columns and sources, and from the
 /// singular test files. Problems (unknown test, missing argument) are errors on the project.
 pub fn test_nodes(
@@ -229,47 +247,16 @@ pub fn test_nodes(
 ) -> BTreeMap<String, TestNode> {
     let project_name = &manifest.project.name;
     let mut tests = BTreeMap::new();
-    // (attached unique id, relation, column, declared test values, where declared)
-    let mut declarations: Vec<(String, String, Option<String>, &Value, String)> = Vec::new();
+    let mut declarations: Vec<Declaration> = Vec::new();
     for node in manifest.nodes.values() {
-        for test in &node.tests {
-            declarations.push((node.unique_id.clone(), node.relation.clone(), None, test, node.path.clone()));
-        }
-        for column in node.columns.values() {
-            for test in &column.tests {
-                let path = node.path.clone();
-                declarations.push((
-                    node.unique_id.clone(),
-                    node.relation.clone(),
-                    Some(column.name.clone()),
-                    test,
-                    path,
-                ));
-            }
-        }
+        let columns = node.columns.values().map(|c| (c.name.as_str(), c.tests.as_slice()));
+        let at = (node.unique_id.as_str(), node.relation.as_str(), node.path.as_str());
+        declared_on(at, &node.tests, columns, &mut declarations);
     }
     for source in manifest.sources.values() {
-        for test in &source.tests {
-            declarations.push((
-                source.unique_id.clone(),
-                source.relation.clone(),
-                None,
-                test,
-                source.declared_in.clone(),
-            ));
-        }
-        for column in source.columns.values() {
-            for test in &column.tests {
-                let at = source.declared_in.clone();
-                declarations.push((
-                    source.unique_id.clone(),
-                    source.relation.clone(),
-                    Some(column.name.clone()),
-                    test,
-                    at,
-                ));
-            }
-        }
+        let columns = source.columns.values().map(|c| (c.name.as_str(), c.tests.as_slice()));
+        let at = (source.unique_id.as_str(), source.relation.as_str(), source.declared_in.as_str());
+        declared_on(at, &source.tests, columns, &mut declarations);
     }
     for (attached, relation, column, value, path) in declarations {
         let Some(test) = declared(value) else {

@@ -127,21 +127,13 @@ pub async fn input_fingerprint(manifest: &Manifest, warehouse: &Warehouse, proje
                 }
             }
         } else if let Some(path) = manifest.sources.get(id).and_then(|s| s.path.as_deref()) {
-            let pattern = project_root.join(path);
-            let mut files: Vec<String> = glob::glob(&pattern.to_string_lossy())
-                .map(|paths| paths.filter_map(Result::ok).collect::<Vec<_>>())
-                .unwrap_or_default()
+            let files: Vec<String> = sources::file_stats(project_root, path)
                 .into_iter()
-                .flat_map(|p| {
-                    walkdir::WalkDir::new(p).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file())
-                })
-                .filter_map(|entry| {
-                    let meta = entry.metadata().ok()?;
-                    let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?;
-                    Some(format!("{}:{}:{}", entry.path().display(), meta.len(), modified.as_nanos()))
+                .map(|(file, (size, modified))| {
+                    let nanos = modified.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+                    format!("{}:{size}:{nanos}", file.display())
                 })
                 .collect();
-            files.sort();
             parts.push(format!("{id}={}", files.join(",")));
         }
     }
@@ -502,27 +494,8 @@ async fn run_node(
 
 /// The newest modification time of the files of the sources `node` reads, directly or through other models.
 fn newest_input(manifest: &Manifest, project_root: &Path, node: &Node) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    let mut stack: Vec<&str> = node.depends_on.nodes.iter().map(String::as_str).collect();
-    let mut seen = BTreeSet::new();
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        if let Some(upstream) = manifest.nodes.get(id) {
-            stack.extend(upstream.depends_on.nodes.iter().map(String::as_str));
-        } else if let Some(path) = manifest.sources.get(id).and_then(|s| s.path.as_deref()) {
-            let pattern = project_root.join(path);
-            for file in glob::glob(&pattern.to_string_lossy()).into_iter().flatten().filter_map(Result::ok) {
-                for entry in walkdir::WalkDir::new(file).into_iter().filter_map(Result::ok) {
-                    if let Some(modified) = entry.metadata().ok().and_then(|m| m.modified().ok()) {
-                        newest = newest.max(Some(modified));
-                    }
-                }
-            }
-        }
-    }
-    newest
+    let ids = node.depends_on.nodes.iter().map(String::as_str);
+    sources::upstream_files(manifest, project_root, ids).into_values().map(|(_, modified)| modified).max()
 }
 
 /// Rows in each upstream table of `node` (models and seeds with a Delta table, looking through ephemeral models),

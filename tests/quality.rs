@@ -80,6 +80,7 @@ fn a_failing_test_keeps_the_previous_version_and_skips_descendants() {
     assert!(stderr.contains("skipped: upstream `slv_orders` failed"), "{stderr}");
     assert_eq!(query(root, "select count(*) as n from silver.slv_orders"), before);
     assert_eq!(versions(root, "silver.slv_orders"), 1, "no version was committed");
+    assert!(!root.join("warehouse/_pipe_staging/silver__slv_orders").exists(), "the staged result is removed");
     // The raw row is in bronze: nothing is lost.
     assert!(query(root, "select count(*) as n from bronze.brz_orders where order_id = 2001").contains("\n1\n"));
 }

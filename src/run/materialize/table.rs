@@ -42,11 +42,20 @@ impl Materialize for TableMaterialization {
             .await
             .map_err(|e| RunError::write(&cx.node.name, e))?;
         let provider = cx.warehouse.provider(&staging).await?;
-        let tests = cx.audit(Arc::clone(&provider)).await?;
-        let staged_rows = cx.session.read_table(provider).map_err(|e| RunError::query(&cx.node.name, e))?;
-        let mut outcome = write_overwrite(cx, staged_rows, plan_time).await?;
-        outcome.tests = Some(tests);
-        Ok(outcome)
+        let published = async {
+            let tests = cx.audit(Arc::clone(&provider)).await?;
+            let staged_rows = cx.session.read_table(provider).map_err(|e| RunError::query(&cx.node.name, e))?;
+            let mut outcome = write_overwrite(cx, staged_rows, plan_time).await?;
+            outcome.tests = Some(tests);
+            Ok(outcome)
+        }
+        .await;
+        // Published or refused, the staged copy has served its purpose.
+        let dir = cx.warehouse.table_dir(&staged);
+        if let Err(err) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!("staged result {} not removed: {err}", dir.display());
+        }
+        published
     }
 }
 

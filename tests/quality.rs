@@ -32,6 +32,8 @@ fn the_example_passes_its_tests_in_build_and_in_pipe_test() {
         stderr.contains("tests: 5 of 5 passed"),
         "slv_orders' own tests (and its ratio to bronze) run on its result: {stderr}"
     );
+    let staged = std::fs::read_dir(root.join("warehouse/_pipe_staging")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(staged, 0, "staged results are removed once published");
     // Tests reading models built in parallel run once those are built.
     assert!(stderr.contains("test PASS  relationships_slv_orders_customer_id"), "{stderr}");
     assert!(stderr.contains("test PASS  revenue_matches_orders"), "the singular test runs after both models: {stderr}");

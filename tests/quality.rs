@@ -448,3 +448,33 @@ fn status_shows_each_models_last_run() {
         text(&output.stdout).lines().find(|l| l.starts_with("slv_people")).map(str::to_string).unwrap_or_default();
     assert!(line.contains("success") && line.contains(" 4 "), "{line}");
 }
+
+/// The source contract holds for newline-delimited JSON too: a value of another type goes to quarantine.
+#[test]
+fn json_source_contract_violations_go_to_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::create_dir_all(root.join("models/bronze")).unwrap();
+    std::fs::write(root.join("pipe.yml"), "name: js\n").unwrap();
+    std::fs::write(
+        root.join("models/sources.yml"),
+        "sources:\n  - name: raw\n    tables:\n      - name: payments\n        format: json\n        path: data/*.json\n\
+         \x20       columns:\n          - {name: id, data_type: bigint}\n          - {name: amount, data_type: double}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("models/bronze/brz_payments.sql"),
+        "{{ config(materialized='incremental', on_contract_violation='quarantine') }}\nselect * from {{ source('raw', 'payments') }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("data/p1.json"),
+        "{\"id\": 1, \"amount\": \"9.5\"}\n{\"id\": 2, \"amount\": \"abc\"}\n{\"id\": 3}\n",
+    )
+    .unwrap();
+    let output = pipe(root, &["build"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(query(root, "select id, amount from bronze.brz_payments order by id"), "id,amount\n1,9.5\n3,\n");
+    assert_eq!(query(root, "select id, amount from bronze.brz_payments__quarantine"), "id,amount\n2,abc\n");
+}

@@ -88,9 +88,11 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         .map_err(err)?;
     let loaded_at = ScalarValue::TimestampMicrosecond(Some(chrono::Utc::now().timestamp_micros()), Some("UTC".into()));
     let declared = source.declared_types();
-    // Text formats with declared types are read as text first, so a value that is not of its declared type is
-    // found row by row (the source contract) rather than failing the whole read; JSON carries its own types.
-    let checked = !declared.is_empty() && format == crate::project::SourceFormat::Csv;
+    // With declared types, each file is read as it is (CSV as text, JSON with the types its values have), and a
+    // value that does not hold its declared type is found row by row (the source contract) rather than failing the
+    // whole read.
+    let checked = !declared.is_empty()
+        && matches!(format, crate::project::SourceFormat::Csv | crate::project::SourceFormat::Json);
     let quarantine_mode = node.config.str_value("on_contract_violation") == Some("quarantine");
     let mut quarantined: Vec<RecordBatch> = Vec::new();
     let mut batches: Vec<RecordBatch> = Vec::new();
@@ -100,14 +102,21 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         let file_url: ListingTableUrl = file_url;
         let table_name = format!("{BATCH_SCHEMA}.{}_{i}", node.name);
         if checked {
-            let text_schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| datafusion::arrow::datatypes::Field::new(f.name(), DataType::Utf8, true))
-                    .collect::<Vec<_>>(),
-            ));
-            let config = ListingTableConfig::new(file_url).with_listing_options(file_listing).with_schema(text_schema);
+            let raw_schema = if format == crate::project::SourceFormat::Json {
+                let undeclared = std::collections::BTreeMap::new();
+                source_schema::infer(&cx.session.state(), &file_url, &file_listing, file, &undeclared)
+                    .await
+                    .map_err(err)?
+            } else {
+                Arc::new(datafusion::arrow::datatypes::Schema::new(
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| datafusion::arrow::datatypes::Field::new(f.name(), DataType::Utf8, true))
+                        .collect::<Vec<_>>(),
+                ))
+            };
+            let config = ListingTableConfig::new(file_url).with_listing_options(file_listing).with_schema(raw_schema);
             let raw_name = format!("{BATCH_SCHEMA}.{}_{i}_raw", node.name);
             cx.session.register_table(raw_name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
             let split = split_by_contract(cx, &raw_name, &schema, &declared, file, &loaded_at).await;
@@ -242,6 +251,9 @@ async fn split_by_contract(
         if schema.field_with_name(column).is_err() {
             continue;
         }
+        if cx.session.table_provider(raw).await.map_err(query)?.schema().field_with_name(column).is_err() {
+            continue;
+        }
         let c = quote(column);
         let bad = format!("({c} is not null and try_cast({c} as {data_type}) is null)");
         reasons.push(format!(
@@ -251,10 +263,15 @@ async fn split_by_contract(
         broken.push(bad);
     }
     let any_broken = if broken.is_empty() { "false".to_string() } else { broken.join(" or ") };
+    // A JSON file may lack a field the source has: it reads as null, as it would with the source's schema.
+    let raw_schema = cx.session.table_provider(raw).await.map_err(query)?.schema();
     let casts: Vec<String> = schema
         .fields()
         .iter()
-        .map(|f| format!("cast({} as {}) as {}", quote(f.name()), sql_type(f.data_type()), quote(f.name())))
+        .map(|f| {
+            let value = if raw_schema.field_with_name(f.name()).is_ok() { quote(f.name()) } else { "null".into() };
+            format!("cast({value} as {}) as {}", sql_type(f.data_type()), quote(f.name()))
+        })
         .collect();
     let good_sql = format!("select {} from {raw} where not ({any_broken})", casts.join(", "));
     let good = cx.session.sql(&good_sql).await.map_err(query)?;

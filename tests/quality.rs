@@ -189,6 +189,7 @@ fn row_count_expectations_fail_a_model_that_drops_rows() {
         stderr.contains("silver.slv_people") && stderr.contains("4 rows written from bronze.brz_people 4"),
         "{stderr}"
     );
+    assert!(stderr.contains("from bronze.brz_people 4 (0 dropped: filtered or deduplicated)"), "{stderr}");
 
     // A filter that drops a quarter of the rows: the ratio and equality expectations fail the model.
     let model = root.join("models/silver/slv_people.sql");

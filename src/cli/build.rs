@@ -430,7 +430,17 @@ fn stage_accounting(results: &run::RunResults) -> String {
         stages.push(format!("{layer} {written} rows ({} models)", in_layer.len()));
         for result in in_layer {
             let read: Vec<String> = result.rows_in.iter().map(|(relation, n)| format!("{relation} {n}")).collect();
-            let read = if read.is_empty() { String::new() } else { format!(" from {}", read.join(", ")) };
+            let mut read = if read.is_empty() { String::new() } else { format!(" from {}", read.join(", ")) };
+            // With one input table, what the model did not keep (filtered or deduplicated) is the difference.
+            if let ([(_, input)], Some(written), "table") = (
+                result.rows_in.iter().collect::<Vec<_>>().as_slice(),
+                result.rows_written,
+                result.materialized.as_str(),
+            ) {
+                if written <= **input {
+                    read.push_str(&format!(" ({} dropped: filtered or deduplicated)", *input - written));
+                }
+            }
             lines.push(format!(
                 "  {:<40} {:>10} rows written{read}",
                 result.relation,

@@ -19,11 +19,15 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
+use futures::StreamExt;
 
 use super::{plan, ModelContext, Outcome};
 use crate::manifest::Node;
 use crate::project::ConfigExt;
 use crate::run::RunError;
+
+/// How many slices are computed at once (their commits stay in order).
+const SLICES_AT_ONCE: usize = 2;
 
 /// The application transaction holding the end of the latest slice a microbatch model covers.
 const LEDGER_APP_ID: &str = "pipe.microbatch";
@@ -270,8 +274,29 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
             format!("{batches} batches from {} in one commit", sql_time(start))
         }
         BatchPlan::Slices(batches) => {
-            for (done, (start, end)) in batches.iter().enumerate() {
-                let frame = plan(cx, &slice_query(*start, *end)).await?;
+            // Independent slices are computed two at a time; their commits land one after the other, in order,
+            // so the ledger never records a slice before the ones it follows.
+            let computed = futures::stream::iter(batches.iter().copied())
+                .map(|(start, end)| {
+                    let sql = slice_query(start, end);
+                    async move {
+                        let frame = plan(cx, &sql).await?;
+                        let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
+                        let mut rows = frame.collect().await.map_err(|e| RunError::query(&node.name, e))?;
+                        if rows.is_empty() {
+                            // An empty slice still replaces (clears) what the table holds for it.
+                            rows.push(datafusion::arrow::record_batch::RecordBatch::new_empty(schema));
+                        }
+                        Ok::<_, RunError>(rows)
+                    }
+                })
+                .buffered(SLICES_AT_ONCE);
+            futures::pin_mut!(computed);
+            let mut done = 0;
+            while let Some(rows) = computed.next().await {
+                let rows = rows?;
+                let (start, end) = (&batches[done].0, &batches[done].1);
+                done += 1;
                 let target = match table.take() {
                     Some(table) => table,
                     None => cx.warehouse.table_for_write(&node.relation).await?,
@@ -290,9 +315,8 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
                 let predicate = config.replace_predicate(*start, *end);
                 let has_table = target.version().is_some();
                 let mut write = target
-                    .write(Vec::new())
+                    .write(rows)
                     .with_writer_properties(super::writer_properties(node))
-                    .with_input_plan(frame.logical_plan().clone())
                     .with_session_state(std::sync::Arc::new(cx.session.state()))
                     .with_commit_properties(commit);
                 write = if has_table {
@@ -305,8 +329,7 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
                 rows_written += rows;
                 table = Some(written);
                 if let Some(progress) = cx.progress {
-                    let message =
-                        format!("batch {} of {}: {} ({rows} rows)", done + 1, batches.len(), sql_time(*start));
+                    let message = format!("batch {done} of {}: {} ({rows} rows)", batches.len(), sql_time(*start));
                     (progress.0)(&node.name, &message);
                 }
             }

@@ -431,11 +431,13 @@ fn stage_accounting(results: &run::RunResults) -> String {
         for result in in_layer {
             let read: Vec<String> = result.rows_in.iter().map(|(relation, n)| format!("{relation} {n}")).collect();
             let mut read = if read.is_empty() { String::new() } else { format!(" from {}", read.join(", ")) };
-            // With one input table, what the model did not keep (filtered or deduplicated) is the difference.
-            if let ([(_, input)], Some(written), "table") = (
+            // A silver table with one input: what it did not keep (filtered or deduplicated) is the difference.
+            // Not gold, where aggregating makes fewer rows out than in without dropping anything.
+            if let ([(_, input)], Some(written), "table", "silver") = (
                 result.rows_in.iter().collect::<Vec<_>>().as_slice(),
                 result.rows_written,
                 result.materialized.as_str(),
+                layer,
             ) {
                 if written <= **input {
                     read.push_str(&format!(" ({} dropped: filtered or deduplicated)", *input - written));

@@ -325,22 +325,17 @@ fn run_history_is_queryable_and_row_count_anomalies_are_reported() {
         query(root, "select distinct column_name from pipe.schemas where relation = 'silver.slv_people' order by 1"),
         "column_name\nage\nid\nname\n"
     );
-    // With `anomaly_severity: error` the same deviation fails the model.
+    // With `anomaly_severity: error` the same deviation is refused before it is published.
+    let before = versions(root, "silver.slv_people");
     let config = "{{ config(materialized='table', anomaly_severity='error') }}";
     let sql = std::fs::read_to_string(&model).unwrap().replace("{{ config(materialized='table') }}", config);
     std::fs::write(&model, sql).unwrap();
     let output = pipe(root, &["build"]);
-    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
-    assert!(
-        text(&output.stderr).contains("error: anomaly: `silver.slv_people` rows written 1"),
-        "{}",
-        text(&output.stderr)
-    );
-    assert_eq!(
-        query(root, "select rows_written from pipe.node_runs where relation = 'silver.slv_people' order by started_at desc limit 2"),
-        "rows_written\n1\n1\n",
-        "the anomaly is found once the run is over: it fails the build, the rows are written"
-    );
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: anomaly: `silver.slv_people` rows written 1"), "{stderr}");
+    assert!(stderr.contains("the new result was not published"), "{stderr}");
+    assert_eq!(versions(root, "silver.slv_people"), before, "no version was committed");
 }
 
 /// `pipe freshness`: a source's newest file against `warn_after` / `error_after`, a model's last build against

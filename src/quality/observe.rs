@@ -73,13 +73,38 @@ pub fn normal_range(history: &[f64], floor: f64) -> (f64, f64, f64) {
 
 /// Compares each successful node of `results` with its history (runs before this one).
 pub async fn detect(warehouse: &Warehouse, results: &RunResults) -> Result<Vec<Anomaly>, RunError> {
-    let Some(table) = warehouse.load(&format!("{RUNS_SCHEMA}.node_runs")).await? else { return Ok(Vec::new()) };
+    let history = history(warehouse, &results.run_id).await?;
+    let mut anomalies = Vec::new();
+    for result in results.results.iter().filter(|r| r.status == NodeStatus::Success) {
+        let Some(runs) = history.get(&result.unique_id).filter(|h| h.len() >= MIN_HISTORY) else { continue };
+        if let Some(written) = result.rows_written {
+            anomalies.extend(rows_anomaly(&result.relation, runs, written));
+        }
+        // Durations under a second are mostly noise; a slow-down has to be worth a look.
+        let past: Vec<f64> = runs.iter().map(|(_, seconds)| *seconds).collect();
+        let (low, high, median) = normal_range(&past, (0.5 * median(&mut past.clone())).max(1.0));
+        let value = result.timing.total_seconds;
+        if value > high {
+            let relation = result.relation.clone();
+            anomalies.push(Anomaly { relation, metric: "took", value, low, high, median, runs: past.len() });
+        }
+    }
+    Ok(anomalies)
+}
+
+/// Successful past runs per node, newest first: (rows written, seconds), at most `WINDOW` each, leaving out
+/// `current_run`.
+pub async fn history(
+    warehouse: &Warehouse,
+    current_run: &str,
+) -> Result<BTreeMap<String, Vec<(Option<i64>, f64)>>, RunError> {
+    let Some(table) = warehouse.load(&format!("{RUNS_SCHEMA}.node_runs")).await? else { return Ok(BTreeMap::new()) };
     let ctx = SessionContext::new();
     ctx.register_table("node_runs", warehouse.provider(&table).await?)?;
     let sql = format!(
         "select unique_id, rows_written, seconds from node_runs where status = 'success' and run_id <> '{}' \
          order by started_at desc",
-        results.run_id.replace('\'', "")
+        current_run.replace('\'', "")
     );
     let batches = ctx.sql(&sql).await?.collect().await?;
     let mut history: BTreeMap<String, Vec<(Option<i64>, f64)>> = BTreeMap::new();
@@ -98,38 +123,26 @@ pub async fn detect(warehouse: &Warehouse, results: &RunResults) -> Result<Vec<A
             }
         }
     }
-    let mut anomalies = Vec::new();
-    for result in results.results.iter().filter(|r| r.status == NodeStatus::Success) {
-        let Some(runs) = history.get(&result.unique_id).filter(|h| h.len() >= MIN_HISTORY) else { continue };
-        if let Some(written) = result.rows_written {
-            let past: Vec<f64> = runs.iter().filter_map(|(rows, _)| rows.map(|r| r as f64)).collect();
-            if past.len() >= MIN_HISTORY {
-                let (low, high, median) = normal_range(&past, (0.1 * median(&mut past.clone()).abs()).max(1.0));
-                let value = written as f64;
-                if value < low || value > high {
-                    let relation = result.relation.clone();
-                    anomalies.push(Anomaly {
-                        relation,
-                        metric: "rows written",
-                        value,
-                        low,
-                        high,
-                        median,
-                        runs: past.len(),
-                    });
-                }
-            }
-        }
-        // Durations under a second are mostly noise; a slow-down has to be worth a look.
-        let past: Vec<f64> = runs.iter().map(|(_, seconds)| *seconds).collect();
-        let (low, high, median) = normal_range(&past, (0.5 * median(&mut past.clone())).max(1.0));
-        let value = result.timing.total_seconds;
-        if value > high {
-            let relation = result.relation.clone();
-            anomalies.push(Anomaly { relation, metric: "took", value, low, high, median, runs: past.len() });
-        }
+    Ok(history)
+}
+
+/// `written` rows against a node's past runs; `None` when normal or when the history is too short.
+pub fn rows_anomaly(relation: &str, runs: &[(Option<i64>, f64)], written: u64) -> Option<Anomaly> {
+    let past: Vec<f64> = runs.iter().filter_map(|(rows, _)| rows.map(|r| r as f64)).collect();
+    if past.len() < MIN_HISTORY {
+        return None;
     }
-    Ok(anomalies)
+    let (low, high, median) = normal_range(&past, (0.1 * median(&mut past.clone()).abs()).max(1.0));
+    let value = written as f64;
+    (value < low || value > high).then(|| Anomaly {
+        relation: relation.to_string(),
+        metric: "rows written",
+        value,
+        low,
+        high,
+        median,
+        runs: past.len(),
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 
 use super::{plan, Materialize, ModelContext, Outcome};
+use crate::project::ConfigExt;
 use crate::project::Materialization;
 use crate::run::RunError;
 
@@ -25,7 +26,8 @@ impl Materialize for TableMaterialization {
         let frame = plan(cx, &cx.node.compiled_sql).await?;
         let plan_time = started.elapsed();
         super::check_contract(cx.node, frame.schema().as_arrow())?;
-        if cx.attached_tests().is_empty() {
+        let anomalies_fail = cx.node.config.str_value("anomaly_severity") == Some("error");
+        if cx.attached_tests().is_empty() && !anomalies_fail {
             return write_overwrite(cx, frame, plan_time).await;
         }
         // Write-audit-publish: the result is written to a staging table, tested there, and published (one commit
@@ -43,6 +45,18 @@ impl Materialize for TableMaterialization {
             .map_err(|e| RunError::write(&cx.node.name, e))?;
         let provider = cx.warehouse.provider(&staging).await?;
         let published = async {
+            if anomalies_fail {
+                // `anomaly_severity: error`: a row count out of the model's normal range is refused unpublished.
+                let rows: u64 =
+                    staging.snapshot()?.log_data().iter().map(|f| f.num_records().unwrap_or(0) as u64).sum();
+                let history = crate::quality::observe::history(cx.warehouse, cx.run_id).await?;
+                let runs = history.get(&cx.node.unique_id).map(Vec::as_slice).unwrap_or_default();
+                if let Some(anomaly) = crate::quality::observe::rows_anomaly(&cx.node.relation, runs, rows) {
+                    return Err(RunError::TestFailed(format!(
+                        "{anomaly}\nthe new result was not published; the table keeps its previous version"
+                    )));
+                }
+            }
             let tests = cx.audit(Arc::clone(&provider)).await?;
             let staged_rows = cx.session.read_table(provider).map_err(|e| RunError::query(&cx.node.name, e))?;
             let mut outcome = write_overwrite(cx, staged_rows, plan_time).await?;

@@ -206,3 +206,23 @@ fn planning_is_cached_by_logic_and_input_schemas() {
         ])
     );
 }
+
+/// Column-level lineage from the models' plans, through the inlined ephemeral model, into `target/lineage.json`.
+#[test]
+fn lineage_traces_columns_to_their_sources() {
+    let dir = example_project();
+    let output = pipe(dir.path(), &["lineage", "gld_daily_revenue"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        text(&output.stdout),
+        "order_date <- silver.slv_orders.ordered_at\norders <- (computed from no column)\nrevenue <- silver.slv_orders.amount\n"
+    );
+    let output = pipe(dir.path(), &["lineage", "slv_orders", "--column", "amount"]);
+    assert_eq!(text(&output.stdout), "amount <- bronze.brz_orders.amount\n");
+    let lineage: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/lineage.json")).unwrap()).unwrap();
+    assert_eq!(
+        lineage["gld_customer_lifetime"]["customer_id"][0],
+        serde_json::json!(["silver.slv_customers", "customer_id"])
+    );
+}

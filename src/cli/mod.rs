@@ -8,6 +8,7 @@
 mod backfill;
 mod build;
 mod init;
+mod lineage;
 mod quality;
 mod query;
 mod watch;
@@ -69,6 +70,8 @@ pub enum Command {
     Schema(quality::SchemaArgs),
     /// Per model: last run, rows, duration trend, freshness and failing tests, from the run history.
     Status(quality::StatusArgs),
+    /// Column-level lineage of a model (and `target/lineage.json` for all).
+    Lineage(lineage::LineageArgs),
     /// Explain a diagnostic code, e.g. `pipe explain P0401` or `pipe explain ref-not-found`.
     Explain(ExplainArgs),
 }
@@ -172,6 +175,7 @@ pub fn main() -> ExitCode {
         Command::Freshness(args) => quality::freshness(&args),
         Command::Schema(args) => quality::schema(&args),
         Command::Status(args) => quality::status(&args),
+        Command::Lineage(args) => lineage::run(&args),
         Command::Explain(args) => run_explain(&args),
     };
     match result {

@@ -84,12 +84,7 @@ pub(super) async fn dry_run(
     let (ctx, warehouse, _) = run::open_session(manifest, &project.project_dir, None).await?;
     let count = |sql: String| {
         let ctx = &ctx;
-        async move {
-            let batches = ctx.sql(&sql).await.ok()?.collect().await.ok()?;
-            let column = batches.first()?.column(0).clone();
-            let counts = column.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>()?;
-            Some(counts.value(0).max(0) as u64)
-        }
+        async move { run::count_rows(ctx, &sql).await.ok() }
     };
     let mut out = String::new();
     let (mut total_batches, mut total_rows) = (0usize, 0u64);

@@ -7,8 +7,8 @@ use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Severity, TestNode};
-use crate::run::materialize::ingest::replace_relation;
 use crate::run::warehouse::Warehouse;
+use crate::sql::replace_relation;
 
 /// A failure-count condition as dbt writes it: `!=0`, `>10`, `>=5`, `=0`, `<3`, `<=2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,12 +98,7 @@ async fn run_one(
 ) -> Result<(TestStatus, u64, Option<String>), String> {
     let error = |e: datafusion::error::DataFusionError| crate::run::clean_datafusion_message(&e);
     let count_sql = format!("select count(*) from ({sql}) as __pipe_failures");
-    let batches = ctx.sql(&count_sql).await.map_err(error)?.collect().await.map_err(error)?;
-    let failures = batches
-        .first()
-        .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0)))
-        .unwrap_or(0)
-        .max(0) as u64;
+    let failures = crate::run::count_rows(ctx, &count_sql).await.map_err(error)?;
     let threshold = |text: &str| Threshold::parse(text).unwrap_or(Threshold { op: "!=", count: 0 });
     let status = if threshold(&test.error_if).matches(failures) && test.severity == Severity::Error {
         TestStatus::Fail

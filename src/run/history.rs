@@ -93,16 +93,11 @@ pub async fn history(warehouse: &Warehouse, relation: &str, limit: usize) -> Res
     let mut rows: BTreeMap<i64, u64> = BTreeMap::new();
     for version in (latest + 1 - infos.len() as i64 - 1).max(0)..=latest {
         let at = warehouse.load_as_of(relation, &AsOf::Version(version)).await?;
-        rows.insert(version, row_count(&at)?);
+        rows.insert(version, Warehouse::row_count(&at)?);
     }
     for (offset, info) in infos.iter().enumerate() {
         let version = latest - offset as i64;
-        let metric = |key: &str| {
-            info.info
-                .get("operationMetrics")
-                .and_then(|m| m.get(key))
-                .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())))
-        };
+        let metric = |key: &str| super::warehouse::operation_metric(info, key);
         let text = |key: &str| info.info.get(key).and_then(|v| v.as_str()).map(str::to_string);
         let now = rows.get(&version).copied().unwrap_or(0);
         let before = if version == 0 { 0 } else { rows.get(&(version - 1)).copied().unwrap_or(0) };
@@ -138,10 +133,6 @@ pub async fn history(warehouse: &Warehouse, relation: &str, limit: usize) -> Res
         });
     }
     Ok(versions)
-}
-
-fn row_count(table: &DeltaTable) -> Result<u64, RunError> {
-    Ok(table.snapshot()?.log_data().iter().map(|f| f.num_records().unwrap_or(0) as u64).sum())
 }
 
 /// The schema time-travelled tables are registered in for a query.
@@ -266,16 +257,7 @@ pub async fn diff(
     let sides =
         "create view __pipe_diff_removed as select * from __pipe_diff_from except all select * from __pipe_diff_to";
     ctx.sql(sides).await.map_err(query)?;
-    let count = |sql: String| async move {
-        let batches = ctx.sql(&sql).await.map_err(query)?.collect().await.map_err(query)?;
-        let value = batches
-            .first()
-            .and_then(|b| {
-                b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0))
-            })
-            .unwrap_or(0);
-        Ok::<u64, RunError>(value.max(0) as u64)
-    };
+    let count = |sql: String| async move { super::count_rows(ctx, &sql).await.map_err(query) };
     // A row of one side whose key is on the other side changed: each side is joined with the other side's keys.
     let keys: Vec<String> = unique_key.iter().map(|k| format!("\"{k}\"")).collect();
     let side = |name: &str, other: &str| -> (String, &'static str) {

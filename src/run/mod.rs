@@ -105,6 +105,16 @@ pub struct BuildOptions {
 /// The note on a `table` model that `skip_unchanged` left as it was.
 pub const UNCHANGED_INPUTS_NOTE: &str = "inputs unchanged: not rebuilt";
 
+/// The single count of a `select count(*) ...` query (0 for no row).
+pub async fn count_rows(ctx: &SessionContext, sql: &str) -> datafusion::error::Result<u64> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    let count = batches
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0)));
+    Ok(count.unwrap_or(0).max(0) as u64)
+}
+
 /// A digest of what `node` reads: the Delta version of each upstream table (looking through views and ephemeral
 /// models to their own inputs) and the path, size and modification time of each source file.
 pub async fn input_fingerprint(manifest: &Manifest, warehouse: &Warehouse, project_root: &Path, node: &Node) -> String {
@@ -411,6 +421,7 @@ async fn run_node(
             false => None,
         },
         manifest: &shared.manifest,
+        tests: crate::quality::execute::audit_tests(&shared.manifest, &node.unique_id),
     };
     let rows_in = upstream_rows(&shared.manifest, &shared.warehouse, node).await;
     // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
@@ -468,7 +479,7 @@ async fn run_node(
             let tests = match outcome.tests {
                 Some(tests) => tests,
                 None if attached.is_empty() => Vec::new(),
-                None => crate::quality::run_tests(&shared.ctx, Some(&shared.warehouse), &attached, &[]).await,
+                None => crate::quality::run_tests(&shared.ctx, Some(&shared.warehouse), attached, &[]).await,
             };
             result.rows_in = rows_in;
             if node.layer == Some(crate::project::Layer::Gold) {
@@ -484,7 +495,7 @@ async fn run_node(
                     None => warning,
                 });
             }
-            result.record_tests(tests, &attached);
+            result.record_tests(tests, attached);
             result.timing.total_seconds = started.elapsed().as_secs_f64();
             result
         }
@@ -510,8 +521,7 @@ async fn upstream_rows(manifest: &Manifest, warehouse: &Warehouse, node: &Node) 
             continue;
         }
         if let Ok(Some(table)) = warehouse.load(&upstream.relation).await {
-            if let Ok(snapshot) = table.snapshot() {
-                let count = snapshot.log_data().iter().map(|f| f.num_records().unwrap_or(0) as u64).sum();
+            if let Ok(count) = Warehouse::row_count(&table) {
                 rows.insert(upstream.relation.clone(), count);
             }
         }

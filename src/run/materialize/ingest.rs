@@ -22,7 +22,7 @@ use super::{ModelContext, Outcome};
 use crate::manifest::SourceNode;
 use crate::project::ConfigExt;
 use crate::run::RunError;
-use crate::sql::source_schema;
+use crate::sql::{replace_relation, source_schema};
 
 /// Schema the per-file batch tables are registered in.
 pub const BATCH_SCHEMA: &str = "__pipe_batch";
@@ -311,36 +311,5 @@ fn sql_type(data_type: &DataType) -> String {
         DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
         DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("decimal({p}, {s})"),
         other => other.to_string(),
-    }
-}
-
-/// Replaces whole occurrences of `relation` in SQL: `raw.orders` but not `raw.orders_archive` or `xraw.orders`.
-pub(crate) fn replace_relation(sql: &str, relation: &str, with: &str) -> String {
-    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
-    let mut out = String::with_capacity(sql.len());
-    let mut rest = sql;
-    while let Some(pos) = rest.find(relation) {
-        let before = rest[..pos].chars().next_back();
-        let after = rest[pos + relation.len()..].chars().next();
-        let whole = !before.is_some_and(|c| is_ident(c) || c == '.') && !after.is_some_and(is_ident);
-        out.push_str(&rest[..pos]);
-        out.push_str(if whole { with } else { relation });
-        rest = &rest[pos + relation.len()..];
-    }
-    out.push_str(rest);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::replace_relation;
-
-    #[test]
-    fn replaces_whole_relation_names_only() {
-        let sql = "select * from raw.orders o join raw.orders_archive a on true, xraw.orders, (raw.orders)";
-        assert_eq!(
-            replace_relation(sql, "raw.orders", "b.x"),
-            "select * from b.x o join raw.orders_archive a on true, xraw.orders, (b.x)"
-        );
     }
 }

@@ -388,12 +388,7 @@ async fn late_rows(cx: &ModelContext<'_>, target: &DeltaTable, before: DateTime<
             last.to_rfc3339(),
             sql_time(before)
         );
-        let query = |e| RunError::query(&cx.node.name, e);
-        let batches = cx.session.sql(&sql).await.map_err(query)?.collect().await.map_err(query)?;
-        let count = batches.first().and_then(|b| {
-            b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0))
-        });
-        late += count.unwrap_or(0).max(0) as u64;
+        late += crate::run::count_rows(cx.session, &sql).await.map_err(|e| RunError::query(&cx.node.name, e))?;
     }
     Ok(late)
 }

@@ -2,7 +2,7 @@
 //! strategies plug in here.
 
 mod incremental;
-pub(crate) mod ingest;
+mod ingest;
 pub mod microbatch;
 mod seed;
 mod table;
@@ -56,6 +56,8 @@ pub struct ModelContext<'a> {
     /// A digest of the versions of the tables and the files this model reads, recorded with its commits.
     pub inputs: Option<String>,
     pub manifest: &'a crate::manifest::Manifest,
+    /// The tests this model's build runs on its new result (`quality::execute::audit_tests`).
+    pub tests: Vec<&'a TestNode>,
 }
 
 impl ModelContext<'_> {
@@ -109,8 +111,8 @@ impl ModelContext<'_> {
     /// The tests declared on this model (or seed) that read nothing but it, its ancestors and sources: they can
     /// run on its new result before it is published. The others (a `relationships` test into a model built in
     /// parallel) run once everything they read is built.
-    pub fn attached_tests(&self) -> Vec<&TestNode> {
-        crate::quality::execute::audit_tests(self.manifest, &self.node.unique_id)
+    pub fn attached_tests(&self) -> &[&TestNode] {
+        &self.tests
     }
 
     /// The name the model's staged result is registered under while its tests run.
@@ -128,14 +130,14 @@ impl ModelContext<'_> {
         let outcomes = crate::quality::run_tests(
             self.session,
             Some(self.warehouse),
-            &tests,
+            tests,
             &[(self.node.relation.clone(), staged.clone())],
         )
         .await;
         let _ = self.session.deregister_table(staged.as_str());
         let failed: Vec<String> = outcomes
             .iter()
-            .zip(&tests)
+            .zip(tests)
             .filter(|(o, t)| {
                 o.status == TestStatus::Fail
                     || (o.status == TestStatus::Error && t.severity == crate::manifest::Severity::Error)

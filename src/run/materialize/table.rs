@@ -47,8 +47,7 @@ impl Materialize for TableMaterialization {
         let published = async {
             if anomalies_fail {
                 // `anomaly_severity: error`: a row count out of the model's normal range is refused unpublished.
-                let rows: u64 =
-                    staging.snapshot()?.log_data().iter().map(|f| f.num_records().unwrap_or(0) as u64).sum();
+                let rows = crate::run::warehouse::Warehouse::row_count(&staging)?;
                 let history = crate::quality::observe::history(cx.warehouse, cx.run_id).await?;
                 let runs = history.get(&cx.node.unique_id).map(Vec::as_slice).unwrap_or_default();
                 if let Some(anomaly) = crate::quality::observe::rows_anomaly(&cx.node.relation, runs, rows) {

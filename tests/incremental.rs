@@ -276,6 +276,32 @@ fn bronze_ingests_each_file_exactly_once() {
     assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
 }
 
+/// An incremental model's watermark subquery is computed before its batch is planned, so the upstream's files
+/// older than the watermark are skipped by their statistics: the run reads the batch's rows only, and says so.
+#[test]
+fn an_incremental_batch_reads_only_the_new_rows_of_its_upstream() {
+    let dir = bronze_project();
+    std::fs::write(
+        dir.path().join("models/silver/customers.sql"),
+        "{{ config(materialized='incremental', incremental_strategy='append') }}
+         select id, day, name, _pipe_loaded_at from {{ ref('brz_updates') }} where name <> 'bo'
+         {% if is_incremental() %} and _pipe_loaded_at > (select max(_pipe_loaded_at) from {{ this }}) {% endif %}
+",
+    )
+    .unwrap();
+    build(dir.path());
+    std::fs::write(dir.path().join("data/updates/2.csv"), SECOND_BATCH).unwrap();
+    build(dir.path());
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n1,d1,ada2\n3,d2,cy\n4,d2,dee\n");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap()).unwrap();
+    let silver = results["results"].as_array().unwrap().iter().find(|r| r["name"] == "customers").unwrap();
+    assert_eq!(silver["rows_in"], serde_json::json!({"bronze.brz_updates": 2}), "{silver}");
+    assert_eq!(silver["rows_in_scanned"], true);
+    assert_eq!(silver["rows_filtered"], 0, "{silver}");
+    assert_eq!(silver["rows_written"], 2);
+}
+
 /// `pipe history`, `--as-of`, `VERSION AS OF` / `TIMESTAMP AS OF` and `pipe diff` over a merged table's versions.
 #[test]
 fn history_time_travel_and_diff_follow_the_versions() {
@@ -330,4 +356,43 @@ fn history_time_travel_and_diff_follow_the_versions() {
     assert_eq!(rows, ["added,4,d2,dee", "changed (new),1,d1,ada2", "changed (old),1,d1,ada"]);
     let output = pipe(root, &["diff", "customers", "--from", "1", "--to", "0"]);
     assert!(text(&output.stderr).contains("0 added, 1 removed, 1 changed"), "{}", text(&output.stderr));
+}
+
+/// With `anomaly_severity: error`, a batch whose size is far outside the model's last runs is refused before it is
+/// applied: the incremental table keeps its version, and the next build with a normal batch goes on.
+#[test]
+fn an_anomalous_batch_is_refused_before_it_is_applied() {
+    let dir = bronze_project();
+    std::fs::write(
+        dir.path().join("models/silver/customers.sql"),
+        "{{ config(materialized='incremental', incremental_strategy='append', anomaly_severity='error') }}\n\
+         select id, day, name, _pipe_loaded_at from {{ ref('brz_updates') }}\n\
+         {% if is_incremental() %} where _pipe_loaded_at > (select max(_pipe_loaded_at) from {{ this }}) {% endif %}\n",
+    )
+    .unwrap();
+    let file = |n: usize, rows: usize| {
+        let body: String = (0..rows).map(|i| format!("{},d{n},x{i},2026-02-01 10:00:00\n", 100 * n + i)).collect();
+        std::fs::write(dir.path().join(format!("data/updates/{n}.csv")), format!("id,day,name,updated_at\n{body}"))
+            .unwrap();
+    };
+    build(dir.path());
+    for n in 2..7 {
+        file(n, 2);
+        build(dir.path());
+    }
+    let versions = || {
+        std::fs::read_dir(dir.path().join("warehouse/silver/customers/_delta_log"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+            .count()
+    };
+    let before = versions();
+    file(7, 40);
+    let output = pipe(dir.path(), &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("anomaly: `silver.customers` rows written 40"), "{stderr}");
+    assert!(stderr.contains("the new result was not published"), "{stderr}");
+    assert_eq!(versions(), before, "the batch was not applied");
+    assert_eq!(rows(dir.path()).lines().count(), 1 + 3 + 5 * 2);
 }

@@ -32,6 +32,15 @@ fn the_example_passes_its_tests_in_build_and_in_pipe_test() {
         stderr.contains("tests: 5 of 5 passed"),
         "slv_orders' own tests (and its ratio to bronze) run on its result: {stderr}"
     );
+    // The stage accounting tells rows filtered from rows deduplicated, from the executed plans' metrics: of 16
+    // bronze orders, 2 have no customer or are test orders, 2 are older updates of an order; one event is an
+    // exact duplicate (`select distinct`).
+    assert!(stderr.contains("12 rows written from bronze.brz_orders 16 (2 filtered, 2 deduplicated)"), "{stderr}");
+    assert!(stderr.contains("18 rows written from bronze.brz_events 19 (0 filtered, 1 deduplicated)"), "{stderr}");
+    assert_eq!(
+        query(root, "select rows_read, rows_filtered, rows_deduplicated, rows_written from pipe.node_runs where relation = 'silver.slv_orders'"),
+        "rows_read,rows_filtered,rows_deduplicated,rows_written\n16,2,2,12\n"
+    );
     let staged = std::fs::read_dir(root.join("warehouse/_pipe_staging")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(staged, 0, "staged results are removed once published");
     // Tests reading models built in parallel run once those are built.
@@ -189,7 +198,7 @@ fn row_count_expectations_fail_a_model_that_drops_rows() {
         stderr.contains("silver.slv_people") && stderr.contains("4 rows written from bronze.brz_people 4"),
         "{stderr}"
     );
-    assert!(stderr.contains("from bronze.brz_people 4 (0 dropped: filtered or deduplicated)"), "{stderr}");
+    assert!(stderr.contains("from bronze.brz_people 4 (0 filtered, 0 deduplicated)"), "{stderr}");
 
     // A filter that drops a quarter of the rows: the ratio and equality expectations fail the model.
     let model = root.join("models/silver/slv_people.sql");
@@ -473,4 +482,41 @@ fn json_source_contract_violations_go_to_quarantine() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert_eq!(query(root, "select id, amount from bronze.brz_payments order by id"), "id,amount\n1,9.5\n3,\n");
     assert_eq!(query(root, "select id, amount from bronze.brz_payments__quarantine"), "id,amount\n2,abc\n");
+}
+
+/// Parquet sources are held to their declared types too: a file whose column holds text where a number is
+/// declared has its unconvertible rows quarantined, the rest ingested with the declared types.
+#[test]
+fn parquet_source_contract_violations_go_to_quarantine() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("data")).unwrap();
+    std::fs::create_dir_all(root.join("models/bronze")).unwrap();
+    std::fs::write(root.join("pipe.yml"), "name: pq\n").unwrap();
+    std::fs::write(
+        root.join("models/sources.yml"),
+        "sources:\n  - name: raw\n    tables:\n      - name: payments\n        format: parquet\n        path: data/*.parquet\n\
+         \x20       columns:\n          - {name: id, data_type: bigint}\n          - {name: amount, data_type: double}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("models/bronze/brz_payments.sql"),
+        "{{ config(materialized='incremental', on_contract_violation='quarantine') }}\nselect * from {{ source('raw', 'payments') }}\n",
+    )
+    .unwrap();
+    let file = root.join("data/p1.parquet");
+    let copy = format!(
+        "copy (select * from (values (1, '9.5'), (2, 'abc'), (3, null)) as t(id, amount)) to '{}' stored as parquet",
+        file.display()
+    );
+    assert_eq!(pipe(root, &["query", &copy]).status.code(), Some(0));
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("1 row(s) broke the source contract"), "{stderr}");
+    assert_eq!(query(root, "select id, amount from bronze.brz_payments order by id"), "id,amount\n1,9.5\n3,\n");
+    assert_eq!(
+        query(root, "select id, amount, _pipe_reason from bronze.brz_payments__quarantine"),
+        "id,amount,_pipe_reason\n2,abc,amount: abc is not double; \n"
+    );
 }

@@ -431,17 +431,13 @@ fn stage_accounting(results: &run::RunResults) -> String {
         for result in in_layer {
             let read: Vec<String> = result.rows_in.iter().map(|(relation, n)| format!("{relation} {n}")).collect();
             let mut read = if read.is_empty() { String::new() } else { format!(" from {}", read.join(", ")) };
-            // A silver table with one input: what it did not keep (filtered or deduplicated) is the difference.
-            // Not gold, where aggregating makes fewer rows out than in without dropping anything.
-            if let ([(_, input)], Some(written), "table", "silver") = (
-                result.rows_in.iter().collect::<Vec<_>>().as_slice(),
-                result.rows_written,
-                result.materialized.as_str(),
-                layer,
-            ) {
-                if written <= **input {
-                    read.push_str(&format!(" ({} dropped: filtered or deduplicated)", *input - written));
-                }
+            // What the executed plan removed, from its metrics; `rows_in` then counts the rows it scanned.
+            let removed: Vec<String> = [("filtered", result.rows_filtered), ("deduplicated", result.rows_deduplicated)]
+                .into_iter()
+                .filter_map(|(what, n)| Some(format!("{} {what}", n?)))
+                .collect();
+            if result.rows_in_scanned && !removed.is_empty() {
+                read.push_str(&format!(" ({})", removed.join(", ")));
             }
             lines.push(format!(
                 "  {:<40} {:>10} rows written{read}",

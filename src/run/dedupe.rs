@@ -65,6 +65,7 @@ impl QueryPlanner for PipeQueryPlanner {
         let planner = DefaultPhysicalPlanner::with_extension_planners(vec![
             DeltaExtensionPlanner::new(),
             Arc::new(KeepFirstPlanner),
+            Arc::new(super::accounting::AccountPlanner),
         ]);
         planner.create_physical_plan(logical_plan, session_state).await
     }

@@ -6,6 +6,7 @@
 //! A failed node marks its descendants skipped; unrelated nodes go on.
 //! **Architecture invariant:** `run` never renders a template or reads a model file: the manifest holds all it needs.
 
+pub mod accounting;
 pub mod dedupe;
 pub mod history;
 pub mod materialize;
@@ -422,6 +423,7 @@ async fn run_node(
         },
         manifest: &shared.manifest,
         tests: crate::quality::execute::audit_tests(&shared.manifest, &node.unique_id),
+        accounting: Default::default(),
     };
     let rows_in = upstream_rows(&shared.manifest, &shared.warehouse, node).await;
     // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
@@ -482,6 +484,16 @@ async fn run_node(
                 None => crate::quality::run_tests(&shared.ctx, Some(&shared.warehouse), attached, &[]).await,
             };
             result.rows_in = rows_in;
+            if !cx.accounting.is_empty() {
+                let owner = file_owner(&shared.manifest, &shared.warehouse, project_root, node);
+                let summary = cx.accounting.summary(&owner);
+                if !summary.read.is_empty() {
+                    result.rows_in = summary.read;
+                    result.rows_in_scanned = true;
+                }
+                result.rows_filtered = Some(summary.filtered);
+                result.rows_deduplicated = Some(summary.deduplicated);
+            }
             if node.layer == Some(crate::project::Layer::Gold) {
                 let newest = newest_input(&shared.manifest, project_root, node);
                 result.latency_seconds =
@@ -500,6 +512,36 @@ async fn run_node(
             result
         }
         Err(err) => NodeResult::error(node, err.to_string(), started.elapsed()),
+    }
+}
+
+/// Maps a scanned file (its object-store path) to the relation that owns it: a warehouse table other than
+/// `node`'s own, or a file source of the project.
+fn file_owner<'a>(
+    manifest: &'a Manifest,
+    warehouse: &'a Warehouse,
+    project_root: &'a Path,
+    node: &'a Node,
+) -> impl Fn(&str) -> Option<String> + 'a {
+    let root = warehouse.table_dir("");
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
+    let sources: Vec<(glob::Pattern, &str)> = manifest
+        .sources
+        .values()
+        .filter_map(|s| {
+            let path = project_root.join(s.path.as_deref()?);
+            let path = std::fs::canonicalize(&path).unwrap_or(path);
+            Some((glob::Pattern::new(&path.to_string_lossy()).ok()?, s.relation.as_str()))
+        })
+        .collect();
+    move |location: &str| {
+        let path = Path::new("/").join(location);
+        if let Ok(inside) = path.strip_prefix(&root) {
+            let parts: Vec<_> = inside.components().take(2).map(|c| c.as_os_str().to_string_lossy()).collect();
+            let relation = parts.join(".");
+            return (parts.len() == 2 && relation != node.relation).then_some(relation);
+        }
+        sources.iter().find(|(pattern, _)| pattern.matches_path(&path)).map(|(_, relation)| relation.to_string())
     }
 }
 

@@ -50,6 +50,16 @@ pub struct NodeResult {
     /// Rows in each upstream table when the node ran (from the Delta log's file statistics).
     #[serde(default)]
     pub rows_in: std::collections::BTreeMap<String, u64>,
+    /// Whether `rows_in` counts the rows the query scanned (this run's batch) rather than the upstream tables'
+    /// sizes (when the model's query did not run: a view, an unchanged table).
+    #[serde(default)]
+    pub rows_in_scanned: bool,
+    /// Rows removed by the query's filters, from the executed plan's metrics.
+    #[serde(default)]
+    pub rows_filtered: Option<u64>,
+    /// Rows dropped as duplicates (`row_number() ... = 1`), from the executed plan's metrics.
+    #[serde(default)]
+    pub rows_deduplicated: Option<u64>,
     /// The node's layer, for the stage accounting.
     #[serde(default)]
     pub layer: Option<String>,
@@ -78,6 +88,9 @@ impl NodeResult {
             plan_reused: false,
             tests: Vec::new(),
             rows_in: Default::default(),
+            rows_in_scanned: false,
+            rows_filtered: None,
+            rows_deduplicated: None,
             layer: node.layer.map(|l| l.as_str().to_string()),
             latency_seconds: None,
             message: None,

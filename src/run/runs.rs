@@ -58,6 +58,9 @@ pub async fn record(warehouse: &Warehouse, results: &RunResults) -> Result<(), R
     let text = |f: &dyn Fn(&super::NodeResult) -> Option<String>| -> ArrayRef {
         Arc::new(StringArray::from(results.results.iter().map(f).collect::<Vec<_>>()))
     };
+    let count = |f: &dyn Fn(&super::NodeResult) -> Option<u64>| -> ArrayRef {
+        Arc::new(Int64Array::from(results.results.iter().map(|r| f(r).map(|v| v as i64)).collect::<Vec<_>>()))
+    };
     let nodes = RecordBatch::try_from_iter_with_nullable(vec![
         ("run_id", Arc::new(StringArray::from(vec![results.run_id.clone(); n])) as ArrayRef, true),
         ("started_at", timestamp(n), true),
@@ -66,13 +69,10 @@ pub async fn record(warehouse: &Warehouse, results: &RunResults) -> Result<(), R
         ("layer", text(&|r| r.layer.clone()), true),
         ("materialized", text(&|r| Some(r.materialized.clone())), true),
         ("status", text(&|r| serde_json::to_value(r.status).ok().and_then(|v| v.as_str().map(str::to_string))), true),
-        (
-            "rows_written",
-            Arc::new(Int64Array::from(
-                results.results.iter().map(|r| r.rows_written.map(|v| v as i64)).collect::<Vec<_>>(),
-            )) as ArrayRef,
-            true,
-        ),
+        ("rows_written", count(&|r| r.rows_written), true),
+        ("rows_read", count(&|r| Some(r.rows_in.values().sum::<u64>()).filter(|_| r.rows_in_scanned)), true),
+        ("rows_filtered", count(&|r| r.rows_filtered), true),
+        ("rows_deduplicated", count(&|r| r.rows_deduplicated), true),
         (
             "delta_version",
             Arc::new(Int64Array::from(results.results.iter().map(|r| r.delta_version).collect::<Vec<_>>())) as ArrayRef,

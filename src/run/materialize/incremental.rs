@@ -82,7 +82,7 @@ impl Materialize for IncrementalMaterialization {
             return write_overwrite(cx, frame, started.elapsed()).await;
         };
         let sql = node.compiled_sql_incremental.as_deref().unwrap_or(&node.compiled_sql);
-        let frame = plan(cx, sql).await?;
+        let frame = super::fold_scalar_subqueries(cx, plan(cx, sql).await?).await?;
         let plan_time = started.elapsed();
         let started = Instant::now();
 
@@ -130,6 +130,9 @@ impl Materialize for IncrementalMaterialization {
                 });
             }
         }
+        // A batch whose size is out of the model's normal range is refused before it is applied (when its
+        // anomalies are errors); an empty batch above wrote nothing and is not judged.
+        cx.refuse_anomalous_rows(batch.num_rows() as u64).await?;
         // Write-audit-publish: the model's tests run on the table as it will be, before the batch is applied.
         let replace_by = match strategy {
             "append" => Vec::new(),

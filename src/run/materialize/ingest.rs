@@ -92,7 +92,12 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
     // value that does not hold its declared type is found row by row (the source contract) rather than failing the
     // whole read.
     let checked = !declared.is_empty()
-        && matches!(format, crate::project::SourceFormat::Csv | crate::project::SourceFormat::Json);
+        && matches!(
+            format,
+            crate::project::SourceFormat::Csv
+                | crate::project::SourceFormat::Json
+                | crate::project::SourceFormat::Parquet
+        );
     let quarantine_mode = node.config.str_value("on_contract_violation") == Some("quarantine");
     let mut quarantined: Vec<RecordBatch> = Vec::new();
     let mut batches: Vec<RecordBatch> = Vec::new();
@@ -102,7 +107,8 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         let file_url: ListingTableUrl = file_url;
         let table_name = format!("{BATCH_SCHEMA}.{}_{i}", node.name);
         if checked {
-            let raw_schema = if format == crate::project::SourceFormat::Json {
+            // CSV is read as text; JSON and Parquet with the types their values (or the file's schema) have.
+            let raw_schema = if format != crate::project::SourceFormat::Csv {
                 let undeclared = std::collections::BTreeMap::new();
                 source_schema::infer(&cx.session.state(), &file_url, &file_listing, file, &undeclared)
                     .await

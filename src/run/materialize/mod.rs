@@ -33,6 +33,7 @@ use crate::manifest::TestNode;
 use crate::project::ConfigExt;
 use crate::project::Materialization;
 use crate::quality::{TestOutcome, TestStatus};
+use crate::run::accounting::account;
 
 /// What a materialization needs to run one model.
 pub struct ModelContext<'a> {
@@ -58,6 +59,8 @@ pub struct ModelContext<'a> {
     pub manifest: &'a crate::manifest::Manifest,
     /// The tests this model's build runs on its new result (`quality::execute::audit_tests`).
     pub tests: Vec<&'a TestNode>,
+    /// Collects the executed plans of the model's own query, for its row accounting.
+    pub accounting: Arc<crate::run::accounting::RowAccounting>,
 }
 
 impl ModelContext<'_> {
@@ -122,6 +125,22 @@ impl ModelContext<'_> {
 
     /// Write-audit-publish: runs the model's tests on `new_result` (registered under the staged name), and fails
     /// when an error-severity test fails, naming the tests with their failing-row counts and samples.
+    /// With `anomaly_severity: error`: refuses, unpublished, a result whose row count is outside the model's
+    /// normal range in the run history.
+    pub async fn refuse_anomalous_rows(&self, rows: u64) -> Result<(), RunError> {
+        if self.node.config.str_value("anomaly_severity") != Some("error") {
+            return Ok(());
+        }
+        let history = crate::quality::observe::history(self.warehouse, self.run_id).await?;
+        let runs = history.get(&self.node.unique_id).map(Vec::as_slice).unwrap_or_default();
+        match crate::quality::observe::rows_anomaly(&self.node.relation, runs, rows) {
+            Some(anomaly) => Err(RunError::TestFailed(format!(
+                "{anomaly}\nthe new result was not published; the table keeps its previous version"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     pub async fn audit(&self, new_result: Arc<dyn TableProvider>) -> Result<Vec<TestOutcome>, RunError> {
         let tests = self.attached_tests();
         let staged = self.staged_relation();
@@ -205,10 +224,12 @@ pub(crate) async fn plan(cx: &ModelContext<'_>, sql: &str) -> Result<DataFrame, 
     if let Some(plan) = cx.compiled_plan.filter(|_| sql == cx.node.compiled_sql) {
         if let Some(plan) = rebind(cx.session, plan).await {
             cx.plan_reused.store(true, std::sync::atomic::Ordering::Relaxed);
-            return Ok(DataFrame::new(cx.session.state(), plan));
+            return Ok(DataFrame::new(cx.session.state(), account(plan, &cx.accounting)));
         }
     }
-    cx.session.sql(sql).await.map_err(|e| RunError::query(&cx.node.name, e))
+    let frame = cx.session.sql(sql).await.map_err(|e| RunError::query(&cx.node.name, e))?;
+    let (state, plan) = frame.into_parts();
+    Ok(DataFrame::new(state, account(plan, &cx.accounting)))
 }
 
 /// `plan` with its scans bound to the session's tables instead of the compile's empty ones; `None` when a table is
@@ -244,4 +265,65 @@ async fn rebind(session: &SessionContext, plan: &LogicalPlan) -> Option<LogicalP
         other => Ok(Transformed::no(other)),
     });
     rebound.ok().map(|t| t.data)
+}
+
+/// The frame with each uncorrelated scalar subquery of its filters computed first and put in as a literal, so
+/// that an incremental batch's `where ts > (select max(ts) from {{ this }})` prunes the upstream's files by
+/// their statistics (Delta's data skipping) instead of scanning all of them to compare each row.
+pub(crate) async fn fold_scalar_subqueries(cx: &ModelContext<'_>, frame: DataFrame) -> Result<DataFrame, RunError> {
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::logical_expr::{Expr, Subquery};
+    let query = |e| RunError::query(&cx.node.name, e);
+    let (state, plan) = frame.into_parts();
+    let mut subqueries: Vec<Subquery> = Vec::new();
+    plan.apply(|node| {
+        if let LogicalPlan::Filter(filter) = node {
+            filter.predicate.apply(|e| {
+                if let Expr::ScalarSubquery(sq) = e {
+                    if sq.outer_ref_columns.is_empty() && !subqueries.contains(sq) {
+                        subqueries.push(sq.clone());
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })?;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(query)?;
+    if subqueries.is_empty() {
+        return Ok(DataFrame::new(state, plan));
+    }
+    let mut values = Vec::with_capacity(subqueries.len());
+    for sq in &subqueries {
+        let batches = DataFrame::new(state.clone(), (*sq.subquery).clone()).collect().await.map_err(query)?;
+        let field = sq.subquery.schema().field(0).clone();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let value = match batches.iter().find(|b| b.num_rows() > 0) {
+            Some(_) if rows > 1 => {
+                return Err(RunError::Query {
+                    model: cx.node.name.clone(),
+                    message: format!("a scalar subquery returned {rows} rows"),
+                })
+            }
+            Some(batch) => datafusion::common::ScalarValue::try_from_array(batch.column(0), 0).map_err(query)?,
+            None => datafusion::common::ScalarValue::try_from(field.data_type()).map_err(query)?,
+        };
+        values.push(value);
+    }
+    let folded = plan
+        .transform_up(|node| match node {
+            LogicalPlan::Filter(_) => node.map_expressions(|e| {
+                e.transform_up(|e| match &e {
+                    Expr::ScalarSubquery(sq) => match subqueries.iter().position(|s| s == sq) {
+                        Some(i) => Ok(Transformed::yes(datafusion::prelude::lit(values[i].clone()))),
+                        None => Ok(Transformed::no(e)),
+                    },
+                    _ => Ok(Transformed::no(e)),
+                })
+            }),
+            other => Ok(Transformed::no(other)),
+        })
+        .map_err(query)?
+        .data;
+    Ok(DataFrame::new(state, folded))
 }

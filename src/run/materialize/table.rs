@@ -46,15 +46,7 @@ impl Materialize for TableMaterialization {
         let provider = cx.warehouse.provider(&staging).await?;
         let published = async {
             if anomalies_fail {
-                // `anomaly_severity: error`: a row count out of the model's normal range is refused unpublished.
-                let rows = crate::run::warehouse::Warehouse::row_count(&staging)?;
-                let history = crate::quality::observe::history(cx.warehouse, cx.run_id).await?;
-                let runs = history.get(&cx.node.unique_id).map(Vec::as_slice).unwrap_or_default();
-                if let Some(anomaly) = crate::quality::observe::rows_anomaly(&cx.node.relation, runs, rows) {
-                    return Err(RunError::TestFailed(format!(
-                        "{anomaly}\nthe new result was not published; the table keeps its previous version"
-                    )));
-                }
+                cx.refuse_anomalous_rows(crate::run::warehouse::Warehouse::row_count(&staging)?).await?;
             }
             let tests = cx.audit(Arc::clone(&provider)).await?;
             let staged_rows = cx.session.read_table(provider).map_err(|e| RunError::query(&cx.node.name, e))?;

@@ -207,22 +207,57 @@ fn planning_is_cached_by_logic_and_input_schemas() {
     );
 }
 
-/// Column-level lineage from the models' plans, through the inlined ephemeral model, into `target/lineage.json`.
+/// Model- and column-level lineage from the models' plans, through the inlined ephemeral model, upstream and
+/// downstream, in each output format; the whole graph in `target/lineage.json`.
 #[test]
 fn lineage_traces_columns_to_their_sources() {
     let dir = example_project();
-    let output = pipe(dir.path(), &["lineage", "gld_daily_revenue"]);
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let lineage = |args: &[&str]| {
+        let output = pipe(dir.path(), &[&["lineage"], args].concat());
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        text(&output.stdout)
+    };
     assert_eq!(
-        text(&output.stdout),
-        "order_date <- silver.slv_orders.ordered_at\norders <- (computed from no column)\nrevenue <- silver.slv_orders.amount\n"
+        lineage(&["gld_daily_revenue.revenue"]),
+        "gld_daily_revenue.revenue\n  <- slv_orders.amount (aggregated)\n    <- brz_orders.amount (transformed)\n      <- raw.orders.amount (copied)\n"
     );
-    let output = pipe(dir.path(), &["lineage", "slv_orders", "--column", "amount"]);
-    assert_eq!(text(&output.stdout), "amount <- bronze.brz_orders.amount\n");
-    let lineage: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/lineage.json")).unwrap()).unwrap();
     assert_eq!(
-        lineage["gld_customer_lifetime"]["customer_id"][0],
-        serde_json::json!(["silver.slv_customers", "customer_id"])
+        lineage(&["slv_orders", "--column", "amount", "--depth", "1"]),
+        "slv_orders.amount\n  <- brz_orders.amount (transformed)\n"
+    );
+    assert_eq!(
+        lineage(&["slv_orders.amount", "--downstream"]),
+        "slv_orders.amount\n  -> gld_customer_lifetime.lifetime_spend (aggregated)\n  -> gld_daily_revenue.revenue (aggregated)\n  -> gld_revenue_by_region.revenue (aggregated)\n"
+    );
+    assert_eq!(
+        lineage(&["slv_orders", "--downstream", "--depth", "1", "--format", "mermaid"]),
+        "flowchart LR\n  n0[\"slv_orders\"]\n  n1[\"gld_customer_lifetime\"]\n  n2[\"int_orders_enriched\"]\n  n0 --> n1\n  n0 --> n2\n"
+    );
+    let dot = lineage(&["gld_daily_revenue.revenue", "--format", "dot", "--depth", "1"]);
+    assert!(dot.starts_with("digraph lineage {\n  rankdir=LR;"), "{dot}");
+    assert!(dot.contains("\"slv_orders.amount\" -> \"gld_daily_revenue.revenue\" [label=\"aggregated\"];"), "{dot}");
+    let json: serde_json::Value =
+        serde_json::from_str(&lineage(&["gld_daily_revenue.revenue", "--format", "json"])).unwrap();
+    assert_eq!(json["edges"].as_array().unwrap().len(), 3);
+    assert_eq!(json["edges"][0]["kind"], "aggregated");
+    // Columns that only filter or join are told apart from those that flow into a column.
+    let filters = lineage(&["brz_orders.customer_id", "--downstream", "--depth", "1"]);
+    assert!(filters.contains("-> slv_orders (filters/joins)"), "{filters}");
+
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/lineage.json")).unwrap()).unwrap();
+    let lifetime = &file["nodes"]["model.shop.gld_customer_lifetime"];
+    assert_eq!(lifetime["layer"], "gold");
+    let customer_id = lifetime["columns"].as_array().unwrap().iter().find(|c| c["name"] == "customer_id").unwrap();
+    assert_eq!(
+        customer_id["sources"][0],
+        serde_json::json!({"node": "model.shop.slv_customers", "column": "customer_id", "kind": "copied"})
+    );
+    let output = pipe(dir.path(), &["lineage", "slv_orders.nope"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("`slv_orders` has no column `nope`; its columns: order_id,"),
+        "{}",
+        text(&output.stderr)
     );
 }

@@ -1,0 +1,1 @@
+select order_id as id, amount from {{ source('raw', 'orders') }}

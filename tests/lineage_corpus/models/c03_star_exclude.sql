@@ -1,0 +1,1 @@
+select * exclude (status, ordered_at) from {{ source('raw', 'orders') }}

@@ -1,0 +1,3 @@
+select customer_id from {{ source('raw', 'orders') }}
+union
+select customer_id from {{ source('raw', 'customers') }}

@@ -1,0 +1,1 @@
+select order_id, cents from {{ ref('c25_ephemeral') }} where cents > 0

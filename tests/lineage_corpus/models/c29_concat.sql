@@ -1,0 +1,1 @@
+select name || '-' || country as tag from {{ source('raw', 'customers') }}

@@ -1,0 +1,2 @@
+with orders as (select order_id, amount from {{ source('raw', 'orders') }} where amount > 0)
+select order_id, amount from orders

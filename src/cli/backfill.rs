@@ -38,6 +38,9 @@ pub struct BackfillArgs {
     /// Models run at once (default: the number of cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also POST each OpenLineage event to this collector.
+    #[arg(long, env = "OPENLINEAGE_URL")]
+    pub openlineage_url: Option<String>,
 }
 
 pub(super) fn run(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
@@ -58,6 +61,7 @@ pub(super) fn run(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
         watch: false,
         allow_breaking: false,
         interval: std::time::Duration::from_secs(10),
+        openlineage_url: args.openlineage_url.clone(),
     };
     run_with(&build, Scope::Run, Some(Backfill { dry_run: args.dry_run }))
 }

@@ -58,6 +58,10 @@ pub struct BuildArgs {
     /// How often `--watch` looks for new files, e.g. `10s`, `500ms`, `1m`.
     #[arg(long, default_value = "10s", value_parser = parse_interval)]
     pub interval: std::time::Duration,
+    /// Also POST each OpenLineage event to this collector (e.g. Marquez at `http://localhost:5000`); events are
+    /// always written to `target/openlineage.ndjson`.
+    #[arg(long, env = "OPENLINEAGE_URL")]
+    pub openlineage_url: Option<String>,
 }
 
 fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
@@ -324,6 +328,17 @@ impl Cycle<'_> {
                 }
             }
         };
+        let openlineage = {
+            let _runtime = self.runtime.enter();
+            let transport = crate::lineage::openlineage::Transport::new(self.target, args.openlineage_url.as_deref());
+            let project_dir = &args.project.project_dir;
+            std::sync::Arc::new(crate::lineage::openlineage::Emitter::start(
+                transport,
+                &manifest.project.name,
+                project_dir,
+                &project_dir.join(&manifest.project.warehouse),
+            ))
+        };
         let request = BuildRequest {
             manifest,
             project_root: &args.project.project_dir,
@@ -352,9 +367,20 @@ impl Cycle<'_> {
                     }))
                 }),
                 skip_unchanged,
+                openlineage: Some(std::sync::Arc::clone(&openlineage)),
             },
         };
-        let mut results = self.runtime.block_on(run::build(request, &on_result))?;
+        let built = self.runtime.block_on(run::build(request, &on_result));
+        let delivery = self.runtime.block_on(openlineage.close());
+        if let (Some(url), true) = (&args.openlineage_url, delivery.failed > 0) {
+            eprintln!(
+                "warning: OpenLineage collector {url}: {} of {} events not delivered ({}); all are in target/openlineage.ndjson",
+                delivery.failed,
+                delivery.events,
+                delivery.last_error.as_deref().unwrap_or("unknown error")
+            );
+        }
+        let mut results = built?;
         if let Some(bar) = &progress {
             bar.finish_and_clear();
         }

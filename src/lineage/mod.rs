@@ -5,6 +5,7 @@
 //! sources.
 
 pub mod graph;
+pub mod openlineage;
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -101,6 +101,8 @@ pub struct BuildOptions {
     /// Leave a `table` model as it is when its logic and the versions of everything it reads are those its last
     /// version was written from (`--watch`).
     pub skip_unchanged: bool,
+    /// Receives an OpenLineage START and COMPLETE/FAIL event per model run.
+    pub openlineage: Option<Arc<crate::lineage::openlineage::Emitter>>,
 }
 
 /// The note on a `table` model that `skip_unchanged` left as it was.
@@ -300,9 +302,14 @@ pub async fn build(
                 Arc::clone(&semaphore).acquire_owned().await.map_err(|e| RunError::Warehouse(e.to_string()))?;
             let project_root = request.project_root.to_path_buf();
             running.spawn(async move {
+                let lineage = shared.options.openlineage.as_ref().map(|e| (e, e.started(&shared.manifest, &node)));
                 let result =
                     run_node(&shared, &node, compute_once, failed_source, &project_root, file_source.as_ref()).await;
                 drop(permit);
+                if let Some((emitter, run_id)) = lineage {
+                    let plan = shared.options.plans.get(&node.unique_id);
+                    emitter.finished(&run_id, &shared.manifest, &node, &result, plan);
+                }
                 result
             });
         }

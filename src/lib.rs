@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod compile;
 pub mod diagnostics;
+pub mod docs;
 pub mod graph;
 pub mod lineage;
 pub mod manifest;

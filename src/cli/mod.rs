@@ -7,6 +7,7 @@
 
 mod backfill;
 mod build;
+mod docs;
 mod init;
 mod lineage;
 mod quality;
@@ -72,6 +73,8 @@ pub enum Command {
     Status(quality::StatusArgs),
     /// Column-level lineage of a model (and `target/lineage.json` for all).
     Lineage(lineage::LineageArgs),
+    /// The docs site: `pipe docs generate` (static, to `target/docs/`), `pipe docs serve [--port P]`.
+    Docs(docs::DocsArgs),
     /// Explain a diagnostic code, e.g. `pipe explain P0401` or `pipe explain ref-not-found`.
     Explain(ExplainArgs),
 }
@@ -176,6 +179,7 @@ pub fn main() -> ExitCode {
         Command::Schema(args) => quality::schema(&args),
         Command::Status(args) => quality::status(&args),
         Command::Lineage(args) => lineage::run(&args),
+        Command::Docs(args) => docs::run(&args),
         Command::Explain(args) => run_explain(&args),
     };
     match result {

@@ -192,14 +192,8 @@ pub struct StatusArgs {
 }
 
 /// One model's recent runs, newest first.
-#[derive(Default)]
-struct History {
-    runs: Vec<(String, String, String, Option<i64>, f64, i64)>,
-}
-
 /// `pipe status`: per model, the last run (status, when, rows, duration and its trend), freshness and failing tests.
 pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray};
     let (_compilation, manifest) = match compile_reported(&args.project)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
@@ -207,41 +201,7 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let (histories, freshness) = runtime.block_on(async {
         let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
-        let mut histories: std::collections::BTreeMap<String, History> = Default::default();
-        let sql =
-            "select unique_id, run_id, cast(started_at as varchar) as started_at, status, rows_written, seconds, \
-                   tests_failed from pipe.node_runs order by started_at desc";
-        if let Ok(frame) = ctx.sql(sql).await {
-            for batch in frame.collect().await.unwrap_or_default() {
-                let text = |i: usize| {
-                    datafusion::arrow::compute::cast(batch.column(i), &datafusion::arrow::datatypes::DataType::Utf8)
-                        .ok()
-                };
-                let (Some(ids), Some(runs), Some(at), Some(status)) = (text(0), text(1), text(2), text(3)) else {
-                    continue;
-                };
-                let strings = |a: &std::sync::Arc<dyn Array>| a.as_any().downcast_ref::<StringArray>().cloned();
-                let (Some(ids), Some(runs), Some(at), Some(status)) =
-                    (strings(&ids), strings(&runs), strings(&at), strings(&status))
-                else {
-                    continue;
-                };
-                let rows = batch.column(4).as_any().downcast_ref::<Int64Array>().cloned();
-                let seconds = batch.column(5).as_any().downcast_ref::<Float64Array>().cloned();
-                let failed = batch.column(6).as_any().downcast_ref::<Int64Array>().cloned();
-                let (Some(rows), Some(seconds), Some(failed)) = (rows, seconds, failed) else { continue };
-                for i in 0..batch.num_rows() {
-                    histories.entry(ids.value(i).to_string()).or_default().runs.push((
-                        runs.value(i).to_string(),
-                        at.value(i).chars().take(19).collect(),
-                        status.value(i).to_string(),
-                        (!rows.is_null(i)).then(|| rows.value(i)),
-                        seconds.value(i),
-                        failed.value(i),
-                    ));
-                }
-            }
-        }
+        let histories = run::runs::node_history(&ctx).await;
         let freshness = crate::quality::freshness::check(
             &manifest,
             &args.project.project_dir,
@@ -267,16 +227,17 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             .find(|f| f.name == format!("model {}", node.relation))
             .map(|f| format!("{:?}", f.status).to_lowercase())
             .unwrap_or_else(|| "-".into());
-        let Some(history) = histories.get(id).filter(|h| !h.runs.is_empty()) else {
+        let Some(runs) = histories.get(id).filter(|h| !h.is_empty()) else {
             out.push_str(&format!(
                 "{:<32} {:<8} {:<19} {:>10} {:>8}  {:<28} {:<10} -\n",
                 node.name, "never", "-", "-", "-", "-", fresh
             ));
             continue;
         };
-        let (_, at, status, rows, seconds, failed) = &history.runs[0];
+        let last = &runs[0];
+        let (at, status, rows, seconds, failed) = (&last.at, &last.status, last.rows, &last.seconds, last.tests_failed);
         // The duration against the median of the runs before; where it changed, the first run of the new level.
-        let mut before: Vec<f64> = history.runs.iter().skip(1).take(10).map(|r| r.4).collect();
+        let mut before: Vec<f64> = runs.iter().skip(1).take(10).map(|r| r.seconds).collect();
         let trend = if before.len() < 3 {
             "-".to_string()
         } else {
@@ -290,8 +251,8 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             if steady(*seconds) {
                 format!("steady (median {median:.2}s)")
             } else {
-                let changed = history.runs.iter().take_while(|r| !steady(r.4)).last();
-                let since = changed.map(|r| r.0.chars().take(8).collect::<String>()).unwrap_or_default();
+                let changed = runs.iter().take_while(|r| !steady(r.seconds)).last();
+                let since = changed.map(|r| r.run_id.chars().take(8).collect::<String>()).unwrap_or_default();
                 format!("{ratio:.1}x median since run {since}")
             }
         };

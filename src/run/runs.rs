@@ -33,6 +33,78 @@ async fn append(warehouse: &Warehouse, relation: &str, batch: RecordBatch) -> Re
     Ok(())
 }
 
+/// One node's result in one run, as `pipe.node_runs` holds it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeRun {
+    pub run_id: String,
+    /// `YYYY-MM-DD HH:MM:SS`, UTC.
+    pub at: String,
+    pub status: String,
+    pub rows: Option<i64>,
+    pub seconds: f64,
+    pub tests_failed: i64,
+}
+
+/// Per unique id, its runs, newest first; empty when nothing was recorded yet.
+pub async fn node_history(
+    ctx: &datafusion::prelude::SessionContext,
+) -> std::collections::BTreeMap<String, Vec<NodeRun>> {
+    use datafusion::arrow::array::Array;
+    let mut histories: std::collections::BTreeMap<String, Vec<NodeRun>> = Default::default();
+    let sql = "select unique_id, run_id, cast(started_at as varchar) as started_at, status, rows_written, seconds, \
+               tests_failed from pipe.node_runs order by started_at desc";
+    let Ok(frame) = ctx.sql(sql).await else { return histories };
+    for batch in frame.collect().await.unwrap_or_default() {
+        let text = |i: usize| {
+            let column =
+                datafusion::arrow::compute::cast(batch.column(i), &datafusion::arrow::datatypes::DataType::Utf8)
+                    .ok()?;
+            column.as_any().downcast_ref::<StringArray>().cloned()
+        };
+        let (Some(ids), Some(runs), Some(at), Some(status)) = (text(0), text(1), text(2), text(3)) else { continue };
+        let rows = batch.column(4).as_any().downcast_ref::<Int64Array>().cloned();
+        let seconds = batch.column(5).as_any().downcast_ref::<Float64Array>().cloned();
+        let failed = batch.column(6).as_any().downcast_ref::<Int64Array>().cloned();
+        let (Some(rows), Some(seconds), Some(failed)) = (rows, seconds, failed) else { continue };
+        for i in 0..batch.num_rows() {
+            histories.entry(ids.value(i).to_string()).or_default().push(NodeRun {
+                run_id: runs.value(i).to_string(),
+                at: at.value(i).chars().take(19).collect(),
+                status: status.value(i).to_string(),
+                rows: (!rows.is_null(i)).then(|| rows.value(i)),
+                seconds: seconds.value(i),
+                tests_failed: failed.value(i),
+            });
+        }
+    }
+    histories
+}
+
+/// The latest outcome of each test, by test unique id: `(status, failures, when)`.
+pub async fn latest_tests(
+    ctx: &datafusion::prelude::SessionContext,
+) -> std::collections::BTreeMap<String, (String, i64, String)> {
+    let mut latest = std::collections::BTreeMap::new();
+    let sql = "select test, status, failures, cast(started_at as varchar) from pipe.test_runs order by started_at desc";
+    let Ok(frame) = ctx.sql(sql).await else { return latest };
+    for batch in frame.collect().await.unwrap_or_default() {
+        let text = |i: usize| {
+            let column =
+                datafusion::arrow::compute::cast(batch.column(i), &datafusion::arrow::datatypes::DataType::Utf8)
+                    .ok()?;
+            column.as_any().downcast_ref::<StringArray>().cloned()
+        };
+        let (Some(tests), Some(status), Some(at)) = (text(0), text(1), text(3)) else { continue };
+        let Some(failures) = batch.column(2).as_any().downcast_ref::<Int64Array>().cloned() else { continue };
+        for i in 0..batch.num_rows() {
+            latest.entry(tests.value(i).to_string()).or_insert_with(|| {
+                (status.value(i).to_string(), failures.value(i), at.value(i).chars().take(19).collect())
+            });
+        }
+    }
+    latest
+}
+
 /// Appends a run and its node results to the history.
 pub async fn record(warehouse: &Warehouse, results: &RunResults) -> Result<(), RunError> {
     let at = started_micros(results);

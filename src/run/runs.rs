@@ -85,7 +85,7 @@ pub async fn latest_tests(
     ctx: &datafusion::prelude::SessionContext,
 ) -> std::collections::BTreeMap<String, (String, i64, String)> {
     let mut latest = std::collections::BTreeMap::new();
-    let sql = "select test, status, failures, cast(started_at as varchar) from pipe.test_runs order by started_at desc";
+    let sql = "select test, status, failures, cast(started_at as varchar) as at from pipe.test_runs order by at desc";
     let Ok(frame) = ctx.sql(sql).await else { return latest };
     for batch in frame.collect().await.unwrap_or_default() {
         let text = |i: usize| {

@@ -16,7 +16,8 @@
         if (!readers.has(key)) readers.set(key, []);
         readers.get(key).push([n.id, c.name, kind]);
       }
-  const MAX_GRAPH = 400;
+  const MAX_GRAPH = 400; // nodes drawn at most
+  const NEIGHBOURHOOD = 150; // nodes drawn around a focused node whose whole lineage is larger
 
   // ---- small DOM helper: el("td", {class: "x"}, "text", child) ----
   function el(tag, attrs, ...content) {
@@ -237,7 +238,19 @@
     if (!n) return;
     current = id;
     const up = ancestors(id), down = descendants(id);
-    drawGraph([id, ...up, ...down], `${n.name}: ${up.length} upstream, ${down.length} downstream`);
+    if (1 + up.length + down.length <= NEIGHBOURHOOD) {
+      drawGraph([id, ...up, ...down], `${n.name}: ${up.length} upstream, ${down.length} downstream`);
+    } else {
+      // Too many to draw: the neighbourhood, as many steps out as fit.
+      let depth = 1, near = [...ancestors(id, 1), ...descendants(id, 1)];
+      for (let d = 2; d < 1000; d++) {
+        const wider = [...ancestors(id, d), ...descendants(id, d)];
+        if (wider.length + 1 > NEIGHBOURHOOD || wider.length === near.length) break;
+        depth = d;
+        near = wider;
+      }
+      drawGraph([id, ...near], `${n.name}: ${up.length} upstream, ${down.length} downstream; showing ${depth} step(s) around it`);
+    }
     markFocus();
     renderPage(n);
     document.querySelectorAll("#list button").forEach((b) => b.classList.toggle("current", b.dataset.id === id));
@@ -312,6 +325,12 @@
       el("h4", {}, "Comes from"), list(from, "←"),
       el("h4", {}, "Goes to"), list(to, "→"));
     const hit = new Set([n.id, ...from.map((x) => x[1]), ...to.map((x) => x[1])]);
+    // Ephemeral models are inlined into their readers, so column lineage passes through them unnamed: one between
+    // two marked models is marked too.
+    for (const id of shown) {
+      const m = byId.get(id);
+      if (m.materialized === "ephemeral" && parentsOf(id).some((p) => hit.has(p)) && childrenOf(id).some((c) => hit.has(c))) hit.add(id);
+    }
     document.querySelectorAll("#viewport .node").forEach((g) => {
       g.classList.toggle("column-hit", hit.has(g.dataset.id));
       g.classList.toggle("dim", !hit.has(g.dataset.id));

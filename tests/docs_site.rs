@@ -284,6 +284,30 @@ fn the_docs_site_in_a_real_browser() {
     browser.screenshot(&shot);
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
 
+    // The wheel zooms around the pointer; dragging pans.
+    let transform = |b: &mut Browser| b.eval("document.getElementById('viewport').getAttribute('transform')");
+    let before = transform(&mut browser);
+    browser.call(
+        "Input.dispatchMouseEvent",
+        json!({ "type": "mouseWheel", "x": 700, "y": 200, "deltaX": 0, "deltaY": -300 }),
+    );
+    browser.wait_for(&format!("document.getElementById('viewport').getAttribute('transform') !== {before}"));
+    let zoomed = transform(&mut browser);
+    for (kind, x) in [("mousePressed", 600), ("mouseMoved", 650), ("mouseMoved", 700), ("mouseReleased", 700)] {
+        browser.call(
+            "Input.dispatchMouseEvent",
+            json!({ "type": kind, "x": x, "y": 120, "button": "left", "clickCount": 1 }),
+        );
+    }
+    assert_ne!(transform(&mut browser), zoomed, "panned");
+
+    // The search box filters the list.
+    browser.eval(
+        "const s = document.getElementById('search'); s.value = 'revenue'; s.dispatchEvent(new Event('input')); true",
+    );
+    let listed = browser.eval("[...document.querySelectorAll('#list button')].map(b => b.textContent)");
+    assert_eq!(listed, json!(["gld_daily_revenue", "gld_revenue_by_region"]));
+
     // The selection box takes `--select`, with the same result as `pipe ls --select`.
     for selector in ["+gld_funnel", "slv_orders+1", "layer:silver,config.materialized:table", "@slv_customers"] {
         browser.eval(&format!("document.getElementById('select').value = {selector:?}; true"));

@@ -138,3 +138,51 @@ fn json_log_format_is_one_object_per_node() {
     assert!(statuses[1..].iter().all(|(_, s)| *s == "skipped"), "{statuses:?}");
     assert_eq!(lines.last().unwrap()["error"], 1);
 }
+
+/// A `table` model over several input files is written by one Parquet writer per partition of its query, all
+/// files in one commit: the first build creates the table with them, a rebuild removes every old file and adds
+/// the new ones in one `WRITE`. Timestamps are stored in microseconds, as Delta keeps them, with file statistics.
+#[test]
+fn a_table_is_written_by_parallel_writers_in_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for folder in ["data", "models/staging"] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    std::fs::write(root.join("pipe.yml"), "name: par\n").unwrap();
+    std::fs::write(
+        root.join("models/sources.yml"),
+        "sources:\n  - name: raw\n    tables:\n      - {name: events, format: csv, path: data/*.csv}\n",
+    )
+    .unwrap();
+    for part in 0..4 {
+        let rows: String =
+            (0..500).map(|i| format!("{},e{i},2026-01-0{} 10:00:00.123456\n", part * 1000 + i, part + 1)).collect();
+        std::fs::write(root.join(format!("data/{part}.csv")), format!("id,name,at\n{rows}")).unwrap();
+    }
+    std::fs::write(
+        root.join("models/staging/events.sql"),
+        "{{ config(materialized='table') }}\nselect id, name, cast(at as timestamp) as at from {{ source('raw', 'events') }}\n",
+    )
+    .unwrap();
+    let output = pipe(root, &["build", "--threads", "1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let query = |sql: &str| text(&pipe(root, &["query", sql, "-o", "csv"]).stdout);
+    let summary = "select count(*) as n, count(distinct id) as ids, min(at) as first, max(at) as last from main.events";
+    let expected = "n,ids,first,last\n2000,2000,2026-01-01T10:00:00.123456,2026-01-04T10:00:00.123456\n";
+    assert_eq!(query(summary), expected);
+    let log = root.join("warehouse/main/events/_delta_log");
+    let first = std::fs::read_to_string(log.join("00000000000000000000.json")).unwrap();
+    let adds = first.lines().filter(|l| l.starts_with("{\"add\"")).count();
+    assert!(adds >= 2, "one file per partition of the query: {adds}");
+    assert!(first.contains("timestamp_ntz") && first.contains("\\\"numRecords\\\""), "{first}");
+
+    let output = pipe(root, &["build", "--threads", "1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(query(summary), expected, "a rebuild gives the same table");
+    let second = std::fs::read_to_string(log.join("00000000000000000001.json")).unwrap();
+    assert!(second.contains("\"operation\":\"WRITE\""), "{second}");
+    assert_eq!(second.lines().filter(|l| l.starts_with("{\"remove\"")).count(), adds, "every old file removed");
+    assert_eq!(second.lines().filter(|l| l.starts_with("{\"add\"")).count(), adds);
+    assert_eq!(query("select count(*) as n from main.events VERSION AS OF 0"), "n\n2000\n");
+}

@@ -321,7 +321,7 @@ fn history_time_travel_and_diff_follow_the_versions() {
     );
     // version, operation, rows, added, updated, removed
     let summary: Vec<String> = lines[1..].iter().map(|l| [l[0], l[2], l[3], l[4], l[5], l[6]].join(" ")).collect();
-    assert_eq!(summary, ["1 MERGE 4 1 1 0", "0 WRITE 3 3 0 0"], "{history}");
+    assert_eq!(summary, ["1 MERGE 4 1 1 0", "0 CREATE TABLE 3 3 0 0"], "{history}");
     assert!(lines[1][7] != lines[2][7] && lines[1][8] == lines[2][8], "two runs, one logic: {history}");
 
     let query = |sql: &str| {

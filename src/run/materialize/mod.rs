@@ -4,6 +4,7 @@
 mod incremental;
 mod ingest;
 pub mod microbatch;
+mod parallel_write;
 mod seed;
 mod table;
 mod view;

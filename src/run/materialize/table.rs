@@ -75,6 +75,11 @@ pub(super) async fn write_overwrite(
     let table = cx.warehouse.table_for_write(relation).await?;
     let metadata = cx.commit_metadata();
     let partitions = super::column_list(cx.node.config.get("partition_by"));
+    if partitions.is_empty() {
+        if let Some(table) = super::parallel_write::overwrite(cx, &table, frame.clone(), metadata.clone()).await? {
+            return outcome(cx, &table, plan_time, started).await;
+        }
+    }
     let mut write = table.write(Vec::new()).with_writer_properties(super::writer_properties(cx.node));
     if !partitions.is_empty() {
         write = write.with_partition_columns(partitions);
@@ -87,8 +92,17 @@ pub(super) async fn write_overwrite(
         .with_commit_properties(CommitProperties::default().with_metadata(metadata))
         .await
         .map_err(|e| RunError::write(&cx.node.name, e))?;
-    let commit = cx.warehouse.last_commit(&table).await?;
-    let provider = cx.warehouse.provider(&table).await?;
+    outcome(cx, &table, plan_time, started).await
+}
+
+async fn outcome(
+    cx: &ModelContext<'_>,
+    table: &deltalake::DeltaTable,
+    plan_time: std::time::Duration,
+    started: Instant,
+) -> Result<Outcome, RunError> {
+    let commit = cx.warehouse.last_commit(table).await?;
+    let provider = cx.warehouse.provider(table).await?;
     Ok(Outcome {
         rows_written: commit.rows_added,
         delta_version: Some(commit.version),

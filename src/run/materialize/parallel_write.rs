@@ -1,0 +1,170 @@
+//! Unpartitioned `table` overwrites with one Parquet writer per partition of the query.
+//!
+//! delta-rs funnels every partition of an unpartitioned write into a single writer task, so on a large table one
+//! core encodes all the Parquet while the query waits on it. Here each partition stream of the physical plan gets
+//! its own `DeltaWriter` (delta-rs's file writer: its file naming and its statistics in the `add` actions), and
+//! the files are committed together in one Delta commit: `remove` of every current file plus the new `add`s (a
+//! `WRITE` in overwrite mode, as delta-rs records it), or, for a new table, the create commit carrying the files.
+//! Readers see the old or the new version, never a part, as with delta-rs's own write.
+//!
+//! It applies when the table is unpartitioned, its column types map to Delta's as they are (timestamps are cast to
+//! microseconds, Delta's precision) and, for an existing table, the schema is unchanged; anything else returns
+//! `None` and goes through delta-rs's write.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::physical_plan::execute_stream_partitioned;
+use datafusion::prelude::{cast, col, DataFrame};
+use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::{Action, StructType};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::DeltaTable;
+use futures::StreamExt;
+
+use super::ModelContext;
+use crate::run::RunError;
+
+/// Writes `frame` as the table's new contents in one commit; `None` when this path does not apply.
+pub(super) async fn overwrite(
+    cx: &ModelContext<'_>,
+    table: &DeltaTable,
+    frame: DataFrame,
+    mut metadata: HashMap<String, serde_json::Value>,
+) -> Result<Option<DeltaTable>, RunError> {
+    let name = &cx.node.name;
+    let Some(target) = delta_arrow_schema(frame.schema().as_arrow()) else { return Ok(None) };
+    let Ok(delta_schema) = TryIntoKernel::<StructType>::try_into_kernel(&target) else { return Ok(None) };
+    let existing = match table.version() {
+        Some(_) => {
+            let snapshot = table.snapshot()?;
+            if snapshot.schema().as_ref() != &delta_schema || !snapshot.metadata().partition_columns().is_empty() {
+                return Ok(None);
+            }
+            Some(snapshot)
+        }
+        None => None,
+    };
+    let started = Instant::now();
+    let columns: Vec<_> = frame
+        .schema()
+        .fields()
+        .iter()
+        .zip(target.fields())
+        .map(|(from, to)| match from.data_type() == to.data_type() {
+            true => col(datafusion::common::Column::from_name(from.name())),
+            false => {
+                cast(col(datafusion::common::Column::from_name(from.name())), to.data_type().clone()).alias(from.name())
+            }
+        })
+        .collect();
+    let frame = frame.select(columns).map_err(|e| RunError::query(name, e))?;
+    let plan = frame.create_physical_plan().await.map_err(|e| RunError::query(name, e))?;
+    let streams = execute_stream_partitioned(plan, cx.session.task_ctx()).map_err(|e| RunError::query(name, e))?;
+    let store = table.log_store().object_store(None);
+    let config = WriterConfig::new(
+        Arc::new(target),
+        Vec::new(),
+        Some(super::writer_properties(cx.node)),
+        None,
+        None,
+        Default::default(),
+        None,
+    );
+    let rows = Arc::new(AtomicU64::new(0));
+    let mut writers = tokio::task::JoinSet::new();
+    for mut stream in streams {
+        let (store, config, rows) = (store.clone(), config.clone(), Arc::clone(&rows));
+        writers.spawn(async move {
+            let mut writer = DeltaWriter::new(store, config);
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(|e| RunError::Warehouse(e.to_string()))?;
+                rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                writer.write(&batch).await.map_err(|e| RunError::Warehouse(e.to_string()))?;
+            }
+            writer.close().await.map_err(|e| RunError::Warehouse(e.to_string()))
+        });
+    }
+    let mut adds = Vec::new();
+    while let Some(joined) = writers.join_next().await {
+        match joined {
+            Ok(Ok(files)) => adds.extend(files),
+            Ok(Err(err)) => {
+                writers.abort_all();
+                return Err(RunError::Write { model: name.clone(), message: err.to_string() });
+            }
+            Err(err) => return Err(RunError::Warehouse(format!("a writer task failed: {err}"))),
+        }
+    }
+    let rows = rows.load(Ordering::Relaxed);
+    let removes: Vec<Action> = match existing {
+        Some(snapshot) => snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))).collect(),
+        None => Vec::new(),
+    };
+    // The figures delta-rs records for its writes, so history, diffs and run results read them the same way.
+    metadata.insert(
+        "operationMetrics".into(),
+        serde_json::json!({
+            "num_added_files": adds.len(),
+            "num_removed_files": removes.len(),
+            "num_added_rows": rows,
+            "execution_time_ms": started.elapsed().as_millis() as u64,
+        }),
+    );
+    let properties = CommitProperties::default().with_metadata(metadata);
+    match existing {
+        Some(snapshot) => {
+            let actions = removes.into_iter().chain(adds.into_iter().map(Action::Add)).collect();
+            let operation = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };
+            CommitBuilder::from(properties)
+                .with_actions(actions)
+                .build(Some(snapshot as &dyn TableReference), table.log_store(), operation)
+                .await
+                .map_err(|e| RunError::Write { model: name.clone(), message: e.to_string() })?;
+        }
+        None => {
+            table
+                .create()
+                .with_columns(delta_schema.fields().cloned())
+                .with_actions(adds.into_iter().map(Action::Add))
+                .with_commit_properties(properties)
+                .await
+                .map_err(|e| RunError::Write { model: name.clone(), message: e.to_string() })?;
+        }
+    }
+    Ok(Some(cx.warehouse.table_for_write(&cx.node.relation).await?))
+}
+
+/// The Arrow schema of the files: Delta keeps timestamps in microseconds. `None` for types left to delta-rs.
+fn delta_arrow_schema(schema: &Schema) -> Option<Schema> {
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let data_type = match f.data_type() {
+                DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+                DataType::Boolean
+                | DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::Float32
+                | DataType::Float64
+                | DataType::Utf8
+                | DataType::Utf8View
+                | DataType::LargeUtf8
+                | DataType::Binary
+                | DataType::Date32
+                | DataType::Decimal128(..) => f.data_type().clone(),
+                _ => return None,
+            };
+            Some(Field::new(f.name(), data_type, f.is_nullable()))
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Schema::new(fields))
+}

@@ -261,22 +261,12 @@ fn constraints_and_contracts_are_enforced() {
 /// while the other rows are ingested. Nothing is dropped silently.
 #[test]
 fn source_contract_violations_fail_or_go_to_quarantine() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = payments_project("csv");
     let root = dir.path();
-    for folder in ["data/payments", "models/bronze"] {
-        std::fs::create_dir_all(root.join(folder)).unwrap();
-    }
-    std::fs::write(root.join("pipe.yml"), "name: pay\n").unwrap();
-    std::fs::write(
-        root.join("models/sources.yml"),
-        "sources:\n  - name: raw\n    tables:\n      - name: payments\n        format: csv\n        path: data/payments/*.csv\n\
-         \x20       columns:\n          - {name: id, data_type: bigint}\n          - {name: amount, data_type: double}\n",
-    )
-    .unwrap();
     let model = root.join("models/bronze/brz_payments.sql");
-    std::fs::write(&model, "{{ config(materialized='incremental') }}\nselect * from {{ source('raw', 'payments') }}\n")
-        .unwrap();
-    std::fs::write(root.join("data/payments/1.csv"), "id,amount\n1,9.5\n2,abc\n3,\n").unwrap();
+    let quarantine = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(&model, quarantine.replace(", on_contract_violation='quarantine'", "")).unwrap();
+    std::fs::write(root.join("data/1.csv"), "id,amount\n1,9.5\n2,abc\n3,\n").unwrap();
 
     let output = pipe(root, &["build"]);
     let stderr = text(&output.stderr);
@@ -285,11 +275,7 @@ fn source_contract_violations_fail_or_go_to_quarantine() {
     assert!(stderr.contains("amount: abc is not double"), "{stderr}");
     assert!(!root.join("warehouse/bronze/brz_payments/_delta_log").exists());
 
-    std::fs::write(
-        &model,
-        "{{ config(materialized='incremental', on_contract_violation='quarantine') }}\nselect * from {{ source('raw', 'payments') }}\n",
-    )
-    .unwrap();
+    std::fs::write(&model, quarantine).unwrap();
     let output = pipe(root, &["build"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
@@ -300,7 +286,7 @@ fn source_contract_violations_fail_or_go_to_quarantine() {
     assert_eq!(query(root, "select id, amount from bronze.brz_payments order by id"), "id,amount\n1,9.5\n3,\n");
     assert_eq!(
         query(root, "select id, amount, _pipe_reason, _pipe_source_file from bronze.brz_payments__quarantine"),
-        "id,amount,_pipe_reason,_pipe_source_file\n2,abc,amount: abc is not double; ,data/payments/1.csv\n"
+        "id,amount,_pipe_reason,_pipe_source_file\n2,abc,amount: abc is not double; ,data/1.csv\n"
     );
     // A rerun ingests nothing and quarantines nothing twice.
     assert_eq!(pipe(root, &["build"]).status.code(), Some(0));
@@ -454,18 +440,20 @@ fn status_shows_each_models_last_run() {
     assert!(line.contains("success") && line.contains(" 4 "), "{line}");
 }
 
-/// The source contract holds for newline-delimited JSON too: a value of another type goes to quarantine.
-#[test]
-fn json_source_contract_violations_go_to_quarantine() {
+/// A project with one `payments` source of `format` (declared `id bigint`, `amount double`) under `data/`, ingested
+/// by a bronze model that quarantines the rows breaking the contract.
+fn payments_project(format: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("data")).unwrap();
     std::fs::create_dir_all(root.join("models/bronze")).unwrap();
-    std::fs::write(root.join("pipe.yml"), "name: js\n").unwrap();
+    std::fs::write(root.join("pipe.yml"), "name: payments\n").unwrap();
     std::fs::write(
         root.join("models/sources.yml"),
-        "sources:\n  - name: raw\n    tables:\n      - name: payments\n        format: json\n        path: data/*.json\n\
-         \x20       columns:\n          - {name: id, data_type: bigint}\n          - {name: amount, data_type: double}\n",
+        format!(
+            "sources:\n  - name: raw\n    tables:\n      - name: payments\n        format: {format}\n        path: data/*.{format}\n\
+             \x20       columns:\n          - {{name: id, data_type: bigint}}\n          - {{name: amount, data_type: double}}\n"
+        ),
     )
     .unwrap();
     std::fs::write(
@@ -473,6 +461,14 @@ fn json_source_contract_violations_go_to_quarantine() {
         "{{ config(materialized='incremental', on_contract_violation='quarantine') }}\nselect * from {{ source('raw', 'payments') }}\n",
     )
     .unwrap();
+    dir
+}
+
+/// The source contract holds for newline-delimited JSON too: a value of another type goes to quarantine.
+#[test]
+fn json_source_contract_violations_go_to_quarantine() {
+    let dir = payments_project("json");
+    let root = dir.path();
     std::fs::write(
         root.join("data/p1.json"),
         "{\"id\": 1, \"amount\": \"9.5\"}\n{\"id\": 2, \"amount\": \"abc\"}\n{\"id\": 3}\n",
@@ -488,22 +484,8 @@ fn json_source_contract_violations_go_to_quarantine() {
 /// declared has its unconvertible rows quarantined, the rest ingested with the declared types.
 #[test]
 fn parquet_source_contract_violations_go_to_quarantine() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = payments_project("parquet");
     let root = dir.path();
-    std::fs::create_dir_all(root.join("data")).unwrap();
-    std::fs::create_dir_all(root.join("models/bronze")).unwrap();
-    std::fs::write(root.join("pipe.yml"), "name: pq\n").unwrap();
-    std::fs::write(
-        root.join("models/sources.yml"),
-        "sources:\n  - name: raw\n    tables:\n      - name: payments\n        format: parquet\n        path: data/*.parquet\n\
-         \x20       columns:\n          - {name: id, data_type: bigint}\n          - {name: amount, data_type: double}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("models/bronze/brz_payments.sql"),
-        "{{ config(materialized='incremental', on_contract_violation='quarantine') }}\nselect * from {{ source('raw', 'payments') }}\n",
-    )
-    .unwrap();
     let file = root.join("data/p1.parquet");
     let copy = format!(
         "copy (select * from (values (1, '9.5'), (2, 'abc'), (3, null)) as t(id, amount)) to '{}' stored as parquet",

@@ -197,3 +197,35 @@ fn a_table_is_written_by_parallel_writers_in_one_commit() {
     assert_eq!(second.lines().filter(|l| l.starts_with("{\"add\"")).count(), adds);
     assert_eq!(query("select count(*) as n from main.events VERSION AS OF 0"), "n\n2000\n");
 }
+
+/// A view's readers inline its plan with their filters pushed into its scans: reading one partition of the table
+/// under a view scans that partition only.
+#[test]
+fn filters_on_a_view_reach_the_scans_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for folder in ["data", "models/staging"] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    std::fs::write(root.join("pipe.yml"), "name: views\n").unwrap();
+    std::fs::write(
+        root.join("models/sources.yml"),
+        "sources:\n  - name: raw\n    tables:\n      - {name: items, format: csv, path: data/items.csv}\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("data/items.csv"), "id,part\n1,a\n2,a\n3,a\n4,b\n5,b\n6,b\n").unwrap();
+    let model = |name: &str, sql: &str| std::fs::write(root.join(format!("models/staging/{name}.sql")), sql).unwrap();
+    model(
+        "items",
+        "{{ config(materialized='table', partition_by='part') }}\nselect * from {{ source('raw', 'items') }}\n",
+    );
+    model("items_view", "select * from {{ ref('items') }}\n");
+    model("part_a", "{{ config(materialized='table') }}\nselect id from {{ ref('items_view') }} where part = 'a'\n");
+    let output = pipe(root, &["build", "--threads", "1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("target/run_results.json")).unwrap()).unwrap();
+    let part_a = results["results"].as_array().unwrap().iter().find(|r| r["name"] == "part_a").unwrap();
+    assert_eq!(part_a["rows_written"], 3);
+    assert_eq!(part_a["rows_in"], serde_json::json!({"main.items": 3}), "only partition a is scanned: {part_a}");
+}

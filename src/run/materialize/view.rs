@@ -43,7 +43,9 @@ impl Materialize for ViewMaterialization {
             let table = MemTable::try_new(schema, vec![batches]).map_err(|e| RunError::query(&node.name, e))?;
             (Arc::new(table), Some(format!("computed once for this run: {rows} rows, read by several models")), None)
         } else {
-            let view = ViewTable::new(frame.logical_plan().clone(), Some(node.compiled_sql.clone()));
+            // Readers inline the view's plan, so filters and projections must reach its scans.
+            let inlined = crate::run::accounting::unaccount(frame.logical_plan().clone());
+            let view = ViewTable::new(inlined, Some(node.compiled_sql.clone()));
             (Arc::new(view), None, None)
         };
         Ok(Outcome {

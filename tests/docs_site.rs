@@ -253,6 +253,10 @@ fn the_docs_site_in_a_real_browser() {
         json!("model.shop.slv_orders")
     );
     assert_eq!(browser.eval("document.getElementById('rows-written').textContent"), json!("12"));
+    assert_eq!(
+        browser.eval("document.getElementById('rows-accounting').textContent"),
+        json!("16 read, 2 filtered, 2 deduplicated")
+    );
     let sql = browser.eval("document.getElementById('compiled-sql').textContent");
     assert!(sql.as_str().unwrap().contains("bronze.brz_orders"), "{sql}");
     let columns = browser.eval("[...document.querySelectorAll('#columns td.col-name')].map(td => td.textContent)");

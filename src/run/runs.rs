@@ -43,6 +43,10 @@ pub struct NodeRun {
     pub rows: Option<i64>,
     pub seconds: f64,
     pub tests_failed: i64,
+    /// The row accounting of the run (absent in history written before pipe recorded it).
+    pub rows_read: Option<i64>,
+    pub rows_filtered: Option<i64>,
+    pub rows_deduplicated: Option<i64>,
 }
 
 /// Per unique id, its runs, newest first; empty when nothing was recorded yet.
@@ -51,9 +55,17 @@ pub async fn node_history(
 ) -> std::collections::BTreeMap<String, Vec<NodeRun>> {
     use datafusion::arrow::array::Array;
     let mut histories: std::collections::BTreeMap<String, Vec<NodeRun>> = Default::default();
-    let sql = "select unique_id, run_id, cast(started_at as varchar) as started_at, status, rows_written, seconds, \
-               tests_failed from pipe.node_runs order by started_at desc";
-    let Ok(frame) = ctx.sql(sql).await else { return histories };
+    let columns = "unique_id, run_id, cast(started_at as varchar) as started_at, status, rows_written, seconds, \
+                   tests_failed";
+    let accounting = "rows_read, rows_filtered, rows_deduplicated";
+    // History written before the row accounting existed has no such columns.
+    let frame = match ctx.sql(&format!("select {columns}, {accounting} from pipe.node_runs order by 3 desc")).await {
+        Ok(frame) => frame,
+        Err(_) => match ctx.sql(&format!("select {columns} from pipe.node_runs order by 3 desc")).await {
+            Ok(frame) => frame,
+            Err(_) => return histories,
+        },
+    };
     for batch in frame.collect().await.unwrap_or_default() {
         let text = |i: usize| {
             let column =
@@ -66,6 +78,10 @@ pub async fn node_history(
         let seconds = batch.column(5).as_any().downcast_ref::<Float64Array>().cloned();
         let failed = batch.column(6).as_any().downcast_ref::<Int64Array>().cloned();
         let (Some(rows), Some(seconds), Some(failed)) = (rows, seconds, failed) else { continue };
+        let count = |column: usize, i: usize| {
+            let array = batch.columns().get(column)?.as_any().downcast_ref::<Int64Array>()?;
+            (!array.is_null(i)).then(|| array.value(i))
+        };
         for i in 0..batch.num_rows() {
             histories.entry(ids.value(i).to_string()).or_default().push(NodeRun {
                 run_id: runs.value(i).to_string(),
@@ -74,6 +90,9 @@ pub async fn node_history(
                 rows: (!rows.is_null(i)).then(|| rows.value(i)),
                 seconds: seconds.value(i),
                 tests_failed: failed.value(i),
+                rows_read: count(7, i),
+                rows_filtered: count(8, i),
+                rows_deduplicated: count(9, i),
             });
         }
     }

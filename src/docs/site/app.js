@@ -356,6 +356,8 @@
       const facts = el("table", { id: "run-facts" },
         el("tr", {}, el("th", {}, "Last run"), el("td", {}, last ? el("span", { class: "status-" + last.status }, last.status) : "never", last ? " at " + last.at : "")),
         el("tr", {}, el("th", {}, "Rows written"), el("td", { id: "rows-written" }, last && last.rows !== null ? String(last.rows) : "-")),
+        el("tr", {}, el("th", {}, "Rows read"), el("td", { id: "rows-accounting" }, last && last.rows_read !== null && last.rows_read !== undefined
+          ? `${last.rows_read} read, ${last.rows_filtered} filtered, ${last.rows_deduplicated} deduplicated` : "-")),
         el("tr", {}, el("th", {}, "Duration"), el("td", {}, last ? last.seconds.toFixed(2) + " s" : "-")),
         el("tr", {}, el("th", {}, "Delta version"), el("td", {}, n.delta ? `v${n.delta.version} (committed ${n.delta.committed_at})` : "-")),
         el("tr", {}, el("th", {}, "Freshness"), el("td", {}, n.freshness ? el("span", { class: "status-" + n.freshness.status }, n.freshness.status + " — " + n.freshness.detail) : "-")));

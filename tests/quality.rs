@@ -283,6 +283,8 @@ fn source_contract_violations_fail_or_go_to_quarantine() {
         stderr.contains("1 row(s) broke the source contract and went to `bronze.brz_payments__quarantine`"),
         "{stderr}"
     );
+    // The stage accounting counts what was read from the file, the quarantined row included.
+    assert!(stderr.contains("2 rows written from raw.payments 3"), "{stderr}");
     assert_eq!(query(root, "select id, amount from bronze.brz_payments order by id"), "id,amount\n1,9.5\n3,\n");
     assert_eq!(
         query(root, "select id, amount, _pipe_reason, _pipe_source_file from bronze.brz_payments__quarantine"),

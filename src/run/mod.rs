@@ -501,6 +501,10 @@ async fn run_node(
                 result.rows_filtered = Some(summary.filtered);
                 result.rows_deduplicated = Some(summary.deduplicated);
             }
+            if let Some(read) = outcome.rows_read.clone() {
+                result.rows_in = read;
+                result.rows_in_scanned = true;
+            }
             if node.layer == Some(crate::project::Layer::Gold) {
                 let newest = newest_input(&shared.manifest, project_root, node);
                 result.latency_seconds =

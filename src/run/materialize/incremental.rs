@@ -104,6 +104,7 @@ impl Materialize for IncrementalMaterialization {
                 write_time: started.elapsed(),
                 execute_time: commit.execute_time,
                 tests: None,
+                rows_read: None,
             });
         }
         if !keys.is_empty() && strategy != "append" {
@@ -127,6 +128,7 @@ impl Materialize for IncrementalMaterialization {
                     write_time: started.elapsed(),
                     execute_time: None,
                     tests: None,
+                    rows_read: None,
                 });
             }
         }
@@ -222,6 +224,7 @@ impl Materialize for IncrementalMaterialization {
             write_time: started.elapsed(),
             execute_time: commit.execute_time,
             tests,
+            rows_read: None,
         })
     }
 }

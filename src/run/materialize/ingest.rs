@@ -100,6 +100,9 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         );
     let quarantine_mode = node.config.str_value("on_contract_violation") == Some("quarantine");
     let mut quarantined: Vec<RecordBatch> = Vec::new();
+    // Rows read from the new files as they are, before the source contract splits them (checked files only; an
+    // unchecked file is scanned by the model's query, which counts it).
+    let mut read_from_files: u64 = 0;
     let mut batches: Vec<RecordBatch> = Vec::new();
     for (i, file) in new_files.iter().enumerate() {
         let (file_url, file_listing) =
@@ -127,7 +130,8 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
             cx.session.register_table(raw_name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
             let split = split_by_contract(cx, &raw_name, &schema, &declared, file, &loaded_at).await;
             let _ = cx.session.deregister_table(raw_name.as_str());
-            let (good, bad) = split?;
+            let (good, bad, good_rows) = split?;
+            read_from_files += good_rows + bad.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             if !bad.is_empty() && !quarantine_mode {
                 let shown = datafusion::arrow::util::pretty::pretty_format_batches(&bad)
                     .map(|t| t.to_string())
@@ -236,6 +240,7 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         write_time: started.elapsed(),
         execute_time: commit.execute_time,
         tests: None,
+        rows_read: checked.then(|| std::collections::BTreeMap::from([(source.relation.clone(), read_from_files)])),
     })
 }
 
@@ -248,7 +253,7 @@ async fn split_by_contract(
     declared: &std::collections::BTreeMap<String, String>,
     file: &str,
     loaded_at: &ScalarValue,
-) -> Result<(Arc<dyn datafusion::catalog::TableProvider>, Vec<RecordBatch>), RunError> {
+) -> Result<(Arc<dyn datafusion::catalog::TableProvider>, Vec<RecordBatch>, u64), RunError> {
     let query = |e| RunError::query(&cx.node.name, e);
     let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
     let mut broken = Vec::new();
@@ -283,6 +288,7 @@ async fn split_by_contract(
     let good = cx.session.sql(&good_sql).await.map_err(query)?;
     let good_schema = Arc::new(good.schema().as_arrow().clone());
     let good_rows = good.collect().await.map_err(query)?;
+    let good_count = good_rows.iter().map(|b| b.num_rows() as u64).sum();
     let good: Arc<dyn datafusion::catalog::TableProvider> =
         Arc::new(datafusion::datasource::MemTable::try_new(good_schema, vec![good_rows]).map_err(query)?);
     let reason = if reasons.is_empty() { "''".to_string() } else { format!("concat({})", reasons.join(", ")) };
@@ -298,7 +304,7 @@ async fn split_by_contract(
         .collect()
         .await
         .map_err(query)?;
-    Ok((good, bad.into_iter().filter(|b| b.num_rows() > 0).collect()))
+    Ok((good, bad.into_iter().filter(|b| b.num_rows() > 0).collect(), good_count))
 }
 
 /// A SQL type name for an Arrow type the source schema holds.

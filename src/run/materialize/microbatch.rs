@@ -363,6 +363,7 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
         write_time: write_started.elapsed(),
         execute_time,
         tests: None,
+        rows_read: None,
     })
 }
 

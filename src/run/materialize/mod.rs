@@ -90,6 +90,9 @@ pub struct Outcome {
     pub execute_time: Option<Duration>,
     /// The model's tests, when the materialization ran them on the new result before publishing it.
     pub tests: Option<Vec<TestOutcome>>,
+    /// Rows read per upstream when the materialization counted them itself (bronze ingestion reads its files
+    /// outside the model's query).
+    pub rows_read: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// With an enforced contract: the result's columns against the declared ones, before anything is written.

@@ -112,5 +112,6 @@ async fn outcome(
         write_time: started.elapsed(),
         tests: None,
         execute_time: commit.execute_time,
+        rows_read: None,
     })
 }

@@ -57,6 +57,7 @@ impl Materialize for ViewMaterialization {
             write_time: started.elapsed(),
             execute_time: None,
             tests: None,
+            rows_read: None,
         })
     }
 }

@@ -339,3 +339,47 @@ fn the_docs_site_in_a_real_browser() {
     browser.open(&format!("file://{}", root.join("target/docs/index.html").display()));
     assert_eq!(browser.eval("document.querySelectorAll('#viewport .node').length"), json!(16));
 }
+
+/// At 5,000 models the page draws a part of the graph, never all of it: the project's outputs first, and around a
+/// focused node its neighbourhood, as many steps out as fit.
+#[test]
+fn a_five_thousand_model_site_draws_neighbourhoods() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("models/chain")).unwrap();
+    std::fs::write(root.join("pipe.yml"), "name: big\n").unwrap();
+    std::fs::write(root.join("models/chain/m00000.sql"), "select 1 as id, 'x' as name\n").unwrap();
+    // Each model reads the one before it and the one at half its number: long chains and wide fan-outs.
+    for i in 1..5000 {
+        let sql = format!(
+            "select a.id, b.name from {{{{ ref('m{:05}') }}}} a join {{{{ ref('m{:05}') }}}} b on a.id = b.id\n",
+            i - 1,
+            i / 2
+        );
+        std::fs::write(root.join(format!("models/chain/m{i:05}.sql")), sql).unwrap();
+    }
+    let output = pipe(root, &["docs", "generate"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(text(&output.stderr).contains("for 5000 nodes"), "{}", text(&output.stderr));
+
+    let mut browser = Browser::launch();
+    browser.open(&format!("file://{}", root.join("target/docs/index.html").display()));
+    let drawn = browser.eval("document.querySelectorAll('#viewport .node').length").as_u64().unwrap();
+    assert!((1..=400).contains(&drawn), "{drawn}");
+    assert!(browser
+        .eval("document.getElementById('graph-info').textContent")
+        .as_str()
+        .unwrap()
+        .contains("showing the models nothing reads"));
+
+    browser.call(
+        "Page.navigate",
+        json!({ "url": format!("file://{}#node=model.big.m02500", root.join("target/docs/index.html").display()) }),
+    );
+    browser.wait_for("document.getElementById('page-title')?.textContent === 'm02500'");
+    let drawn = browser.eval("document.querySelectorAll('#viewport .node').length").as_u64().unwrap();
+    assert!((2..=150).contains(&drawn), "{drawn}");
+    let info = browser.eval("document.getElementById('graph-info').textContent");
+    assert!(info.as_str().unwrap().contains("step(s) around it"), "{info}");
+    assert_eq!(browser.eval("document.querySelector('#viewport .node.focus').dataset.id"), json!("model.big.m02500"));
+}

@@ -414,8 +414,11 @@
   if (start && byId.has(start)) focus(start, true);
   else if (nodes.length <= MAX_GRAPH) drawGraph(nodes.map((n) => n.id), `${nodes.length} nodes`);
   else {
+    // Too many to draw at once: the gold layer, or, without one, the models nothing reads (the project's outputs).
     const gold = nodes.filter((n) => n.layer === "gold").map((n) => n.id);
-    drawGraph(gold, `${nodes.length} nodes: showing the gold layer; click a node or type a selection`);
+    const outputs = nodes.filter((n) => n.type === "model" && !childrenOf(n.id).length).map((n) => n.id);
+    const [first, what] = gold.length ? [gold, "the gold layer"] : [outputs, "the models nothing reads"];
+    drawGraph(first, `${nodes.length} nodes: showing ${what}; click a node or type a selection`);
   }
   if (!start) $("page").replaceChildren(el("h2", {}, data.project || "pipe"), el("p", {}, `${nodes.length} models, seeds and sources. Pick one in the list or the graph.`));
   window.PIPE_SELECT = select; // for the browser test: the same grammar as `pipe ls --select`

@@ -408,12 +408,21 @@ fn check_unique_keys(model: &str, batch: &RecordBatch, keys: &[String]) -> Resul
         })?;
         indexes.push(index);
     }
-    let mut seen = std::collections::HashSet::new();
-    for row in 0..batch.num_rows() {
-        let key: Vec<String> =
-            indexes.iter().map(|&i| array_value_to_string(batch.column(i), row).unwrap_or_default()).collect();
-        if !seen.insert(key.clone()) {
-            let shown: Vec<String> = keys.iter().zip(&key).map(|(k, v)| format!("{k}={v}")).collect();
+    // Keys compared in Arrow's row format (one byte string per row), formatted only for the message.
+    use datafusion::arrow::row::{RowConverter, SortField};
+    let columns: Vec<_> = indexes.iter().map(|&i| Arc::clone(batch.column(i))).collect();
+    let fields = columns.iter().map(|c| SortField::new(c.data_type().clone())).collect();
+    let rows = RowConverter::new(fields)
+        .and_then(|converter| converter.convert_columns(&columns))
+        .map_err(|e| RunError::Warehouse(e.to_string()))?;
+    let mut seen = std::collections::HashSet::with_capacity(batch.num_rows());
+    for (row, key) in rows.iter().enumerate() {
+        if !seen.insert(key) {
+            let shown: Vec<String> = keys
+                .iter()
+                .zip(&indexes)
+                .map(|(k, &i)| format!("{k}={}", array_value_to_string(batch.column(i), row).unwrap_or_default()))
+                .collect();
             return Err(RunError::Unsupported(format!(
                 "the batch has more than one row for key ({}); deduplicate the model's batch or fix `unique_key`",
                 shown.join(", ")

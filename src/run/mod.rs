@@ -432,7 +432,6 @@ async fn run_node(
         tests: crate::quality::execute::audit_tests(&shared.manifest, &node.unique_id),
         accounting: Default::default(),
     };
-    let rows_in = upstream_rows(&shared.manifest, &shared.warehouse, node).await;
     // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
     let warehouse = shared.warehouse.clone();
     let relation = node.relation.clone();
@@ -490,21 +489,23 @@ async fn run_node(
                 None if attached.is_empty() => Vec::new(),
                 None => crate::quality::run_tests(&shared.ctx, Some(&shared.warehouse), attached, &[]).await,
             };
-            result.rows_in = rows_in;
+            // Rows read: as the materialization counted them, else as the executed plan scanned them, else (the
+            // query did not run) the upstream tables' sizes.
+            let mut scanned = outcome.rows_read.clone();
             if !cx.accounting.is_empty() {
                 let owner = file_owner(&shared.manifest, &shared.warehouse, project_root, node);
                 let summary = cx.accounting.summary(&owner);
-                if !summary.read.is_empty() {
-                    result.rows_in = summary.read;
-                    result.rows_in_scanned = true;
+                if scanned.is_none() && !summary.read.is_empty() {
+                    scanned = Some(summary.read);
                 }
                 result.rows_filtered = Some(summary.filtered);
                 result.rows_deduplicated = Some(summary.deduplicated);
             }
-            if let Some(read) = outcome.rows_read.clone() {
-                result.rows_in = read;
-                result.rows_in_scanned = true;
-            }
+            result.rows_in_scanned = scanned.is_some();
+            result.rows_in = match scanned {
+                Some(read) => read,
+                None => upstream_rows(&shared.manifest, &shared.warehouse, node).await,
+            };
             if node.layer == Some(crate::project::Layer::Gold) {
                 let newest = newest_input(&shared.manifest, project_root, node);
                 result.latency_seconds =

@@ -149,18 +149,6 @@ pub fn account(plan: LogicalPlan, accounting: &Arc<RowAccounting>) -> LogicalPla
     })
 }
 
-/// `plan` without the [`AccountNode`] [`account`] put on top of it: for a plan kept to be inlined into other
-/// queries (a view), where the node would stop filters and projections from being pushed into it.
-pub fn unaccount(plan: LogicalPlan) -> LogicalPlan {
-    match plan {
-        LogicalPlan::Extension(extension) => match extension.node.as_any().downcast_ref::<AccountNode>() {
-            Some(node) => node.input.clone(),
-            None => LogicalPlan::Extension(extension),
-        },
-        other => other,
-    }
-}
-
 /// The logical side: the input's rows and schema, unchanged.
 #[derive(Debug, Clone)]
 pub struct AccountNode {

@@ -231,18 +231,28 @@ pub(crate) fn column_list(value: Option<&serde_json::Value>) -> Vec<String> {
     }
 }
 
-/// Plans a model's SQL against the session; planning errors name the model. The compiled SQL re-uses the
-/// compile's plan when its inputs still have the schemas it was planned against.
+/// Plans a model's SQL to be executed, under the model's row accounting (`run::accounting`).
 pub(crate) async fn plan(cx: &ModelContext<'_>, sql: &str) -> Result<DataFrame, RunError> {
+    Ok(accounted(cx, plan_query(cx, sql).await?))
+}
+
+/// `frame` under the model's row accounting.
+pub(crate) fn accounted(cx: &ModelContext<'_>, frame: DataFrame) -> DataFrame {
+    let (state, plan) = frame.into_parts();
+    DataFrame::new(state, account(plan, &cx.accounting))
+}
+
+/// Plans a model's SQL against the session; planning errors name the model. The compiled SQL re-uses the
+/// compile's plan when its inputs still have the schemas it was planned against. Not accounted: for a plan other
+/// queries inline (a view), where the accounting node would stop their filters and projections at it.
+pub(crate) async fn plan_query(cx: &ModelContext<'_>, sql: &str) -> Result<DataFrame, RunError> {
     if let Some(plan) = cx.compiled_plan.filter(|_| sql == cx.node.compiled_sql) {
         if let Some(plan) = rebind(cx.session, plan).await {
             cx.plan_reused.store(true, std::sync::atomic::Ordering::Relaxed);
-            return Ok(DataFrame::new(cx.session.state(), account(plan, &cx.accounting)));
+            return Ok(DataFrame::new(cx.session.state(), plan));
         }
     }
-    let frame = cx.session.sql(sql).await.map_err(|e| RunError::query(&cx.node.name, e))?;
-    let (state, plan) = frame.into_parts();
-    Ok(DataFrame::new(state, account(plan, &cx.accounting)))
+    cx.session.sql(sql).await.map_err(|e| RunError::query(&cx.node.name, e))
 }
 
 /// `plan` with its scans bound to the session's tables instead of the compile's empty ones; `None` when a table is

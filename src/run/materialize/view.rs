@@ -10,7 +10,7 @@ use std::time::Instant;
 use datafusion::catalog::view::ViewTable;
 use datafusion::datasource::MemTable;
 
-use super::{plan, Materialize, ModelContext, Outcome};
+use super::{accounted, plan_query, Materialize, ModelContext, Outcome};
 use crate::project::Materialization;
 use crate::run::warehouse::ViewDefinition;
 use crate::run::RunError;
@@ -26,7 +26,7 @@ impl Materialize for ViewMaterialization {
     async fn run(&self, cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
         let started = Instant::now();
         let node = cx.node;
-        let frame = plan(cx, &node.compiled_sql).await?;
+        let frame = plan_query(cx, &node.compiled_sql).await?;
         let plan_time = started.elapsed();
         let started = Instant::now();
         cx.warehouse.write_view(&ViewDefinition {
@@ -38,14 +38,13 @@ impl Materialize for ViewMaterialization {
         })?;
         let (provider, note, rows): (Arc<dyn datafusion::catalog::TableProvider>, _, _) = if cx.compute_once {
             let schema = Arc::new(frame.schema().as_arrow().clone());
-            let batches = frame.collect().await.map_err(|e| RunError::query(&node.name, e))?;
+            let batches = accounted(cx, frame).collect().await.map_err(|e| RunError::query(&node.name, e))?;
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
             let table = MemTable::try_new(schema, vec![batches]).map_err(|e| RunError::query(&node.name, e))?;
             (Arc::new(table), Some(format!("computed once for this run: {rows} rows, read by several models")), None)
         } else {
-            // Readers inline the view's plan, so filters and projections must reach its scans.
-            let inlined = crate::run::accounting::unaccount(frame.logical_plan().clone());
-            let view = ViewTable::new(inlined, Some(node.compiled_sql.clone()));
+            // Readers inline the view's plan (not accounted), so their filters and projections reach its scans.
+            let view = ViewTable::new(frame.logical_plan().clone(), Some(node.compiled_sql.clone()));
             (Arc::new(view), None, None)
         };
         Ok(Outcome {

@@ -334,7 +334,7 @@ impl Cycle<'_> {
             let project_dir = &args.project.project_dir;
             std::sync::Arc::new(crate::lineage::openlineage::Emitter::start(
                 transport,
-                &manifest.project.name,
+                manifest,
                 project_dir,
                 &project_dir.join(&manifest.project.warehouse),
             ))

@@ -41,7 +41,7 @@ pub fn delta_versions(
 ) -> BTreeMap<String, (i64, String)> {
     let mut versions = BTreeMap::new();
     for relation in relations {
-        let log = relation.split('.').fold(warehouse.to_path_buf(), |p, part| p.join(part)).join("_delta_log");
+        let log = crate::run::warehouse::relation_dir(warehouse, &relation).join("_delta_log");
         let Ok(entries) = std::fs::read_dir(&log) else { continue };
         let latest = entries
             .filter_map(Result::ok)

@@ -64,23 +64,42 @@ pub struct Emitter {
     sender: Mutex<Option<mpsc::UnboundedSender<Value>>>,
     task: Mutex<Option<tokio::task::JoinHandle<Delivery>>>,
     namespace: String,
-    project_root: PathBuf,
-    warehouse: PathBuf,
+    /// Each model's, seed's and source's dataset name (an absolute path), by unique id and by relation.
+    names: std::collections::BTreeMap<String, String>,
 }
 
 impl Emitter {
-    /// Starts the delivery task on the current tokio runtime.
-    pub fn start(transport: Transport, project: &str, project_root: &Path, warehouse: &Path) -> Emitter {
+    /// Starts the delivery task on the current tokio runtime, for the datasets of `manifest`.
+    pub fn start(transport: Transport, manifest: &Manifest, project_root: &Path, warehouse: &Path) -> Emitter {
         let (sender, receiver) = mpsc::unbounded_channel();
         let task = tokio::spawn(deliver(transport, receiver));
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let (project_root, warehouse) = (absolute(project_root), absolute(warehouse));
+        let mut names = std::collections::BTreeMap::new();
+        for node in manifest.nodes.values() {
+            let path = crate::run::warehouse::relation_dir(&warehouse, &node.relation).to_string_lossy().into_owned();
+            names.insert(node.relation.clone(), path.clone());
+            names.insert(node.unique_id.clone(), path);
+        }
+        for source in manifest.sources.values() {
+            let path = match &source.path {
+                Some(path) => project_root.join(path).to_string_lossy().into_owned(),
+                None => source.relation.clone(),
+            };
+            names.insert(source.relation.clone(), path.clone());
+            names.insert(source.unique_id.clone(), path);
+        }
         Emitter {
             sender: Mutex::new(Some(sender)),
             task: Mutex::new(Some(task)),
-            namespace: project.to_string(),
-            project_root: absolute(project_root),
-            warehouse: absolute(warehouse),
+            namespace: manifest.project.name.clone(),
+            names,
         }
+    }
+
+    /// A dataset's name: the absolute path of its Delta table or source files (the relation when unknown).
+    fn name(&self, key: &str) -> String {
+        self.names.get(key).cloned().unwrap_or_else(|| key.to_string())
     }
 
     fn emit(&self, event: Value) {
@@ -139,10 +158,17 @@ impl Emitter {
             body["_schemaURL"] = json!(schema_url);
             body
         };
-        let inputs: Vec<Value> = upstream_ids(manifest, node)
+        // What the node reads, looking through ephemeral models (inlined, so never a dataset).
+        let upstreams: std::collections::BTreeSet<&str> = node
+            .depends_on
+            .nodes
+            .iter()
+            .flat_map(|up| crate::run::effective_upstreams(manifest, up))
+            .collect();
+        let inputs: Vec<Value> = upstreams
             .into_iter()
             .filter_map(|id| {
-                let (name, columns) = self.dataset(manifest, &id)?;
+                let (name, columns) = self.dataset(manifest, id)?;
                 Some(json!({
                     "namespace": FILE_NAMESPACE,
                     "name": name,
@@ -154,7 +180,7 @@ impl Emitter {
             self.dataset(manifest, &node.unique_id).unwrap_or_else(|| (node.relation.clone(), Vec::new()));
         let mut output_facets = json!({ "schema": facet(SCHEMA_FACET, json!({ "fields": output_columns })) });
         if let Some(plan) = plan {
-            output_facets["columnLineage"] = facet(COLUMN_LINEAGE_FACET, self.column_lineage(manifest, plan));
+            output_facets["columnLineage"] = facet(COLUMN_LINEAGE_FACET, self.column_lineage(plan));
         }
         let mut output = json!({ "namespace": FILE_NAMESPACE, "name": output_name, "facets": output_facets });
         if let Some(rows) = result.and_then(|r| r.rows_written) {
@@ -193,39 +219,20 @@ impl Emitter {
         })
     }
 
-    /// A dataset's name (its absolute path) and schema fields.
+    /// A dataset's name and schema fields, for a node or source id of the manifest.
     fn dataset(&self, manifest: &Manifest, id: &str) -> Option<(String, Vec<Value>)> {
-        let fields = |columns: &Option<Vec<crate::manifest::PlannedColumn>>| -> Vec<Value> {
-            columns.iter().flatten().map(|c| json!({ "name": c.name, "type": c.data_type })).collect()
+        let columns = match manifest.nodes.get(id) {
+            Some(node) => &node.planned_columns,
+            None => &manifest.sources.get(id)?.planned_columns,
         };
-        if let Some(node) = manifest.nodes.get(id) {
-            let path = node.relation.split('.').fold(self.warehouse.clone(), |p, part| p.join(part));
-            return Some((path.to_string_lossy().into_owned(), fields(&node.planned_columns)));
-        }
-        let source = manifest.sources.get(id)?;
-        let path = match &source.path {
-            Some(path) => self.project_root.join(path).to_string_lossy().into_owned(),
-            None => source.relation.clone(),
-        };
-        Some((path, fields(&source.planned_columns)))
+        let fields = columns.iter().flatten().map(|c| json!({ "name": c.name, "type": c.data_type })).collect();
+        Some((self.name(id), fields))
     }
 
     /// The columnLineage facet's body: per output column its input fields, with OpenLineage's transformation
     /// types; the columns that only filter or join as dataset-level indirect inputs.
-    fn column_lineage(&self, manifest: &Manifest, plan: &datafusion::logical_expr::LogicalPlan) -> Value {
+    fn column_lineage(&self, plan: &datafusion::logical_expr::LogicalPlan) -> Value {
         let lineage = super::model_lineage(plan);
-        let relations: std::collections::BTreeMap<&str, &str> = manifest
-            .nodes
-            .values()
-            .map(|n| (n.relation.as_str(), n.unique_id.as_str()))
-            .chain(manifest.sources.values().map(|s| (s.relation.as_str(), s.unique_id.as_str())))
-            .collect();
-        let name_of = |relation: &str| {
-            relations
-                .get(relation)
-                .and_then(|id| self.dataset(manifest, id))
-                .map_or(relation.to_string(), |(name, _)| name)
-        };
         let mut fields = serde_json::Map::new();
         for (column, sources) in lineage.columns {
             let inputs: Vec<Value> = sources
@@ -238,7 +245,7 @@ impl Emitter {
                     };
                     json!({
                         "namespace": FILE_NAMESPACE,
-                        "name": name_of(&s.relation),
+                        "name": self.name(&s.relation),
                         "field": s.column,
                         "transformations": [{ "type": "DIRECT", "subtype": subtype }],
                     })
@@ -252,7 +259,7 @@ impl Emitter {
             .map(|(relation, column)| {
                 json!({
                     "namespace": FILE_NAMESPACE,
-                    "name": name_of(relation),
+                    "name": self.name(relation),
                     "field": column,
                     "transformations": [{ "type": "INDIRECT", "subtype": "FILTER", "description": "filter or join condition" }],
                 })
@@ -260,23 +267,6 @@ impl Emitter {
             .collect();
         json!({ "fields": fields, "dataset": dataset })
     }
-}
-
-/// The nodes and sources a node reads, looking through ephemeral models (inlined, so never a dataset).
-fn upstream_ids(manifest: &Manifest, node: &Node) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut stack: Vec<&str> = node.depends_on.nodes.iter().map(String::as_str).collect();
-    while let Some(id) = stack.pop() {
-        match manifest.nodes.get(id) {
-            Some(up) if up.materialized == crate::project::Materialization::Ephemeral => {
-                stack.extend(up.depends_on.nodes.iter().map(String::as_str));
-            }
-            _ if !found.iter().any(|f| f == id) => found.push(id.to_string()),
-            _ => {}
-        }
-    }
-    found.sort();
-    found
 }
 
 async fn deliver(transport: Transport, mut events: mpsc::UnboundedReceiver<Value>) -> Delivery {

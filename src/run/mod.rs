@@ -584,7 +584,7 @@ async fn upstream_rows(manifest: &Manifest, warehouse: &Warehouse, node: &Node) 
 }
 
 /// Upstreams of an edge's source, looking through ephemeral models (which never run).
-fn effective_upstreams<'a>(manifest: &'a Manifest, id: &'a str) -> Vec<&'a str> {
+pub(crate) fn effective_upstreams<'a>(manifest: &'a Manifest, id: &'a str) -> Vec<&'a str> {
     match manifest.nodes.get(id) {
         Some(node) if node.materialized == Materialization::Ephemeral => {
             node.depends_on.nodes.iter().flat_map(|up| effective_upstreams(manifest, up)).collect()

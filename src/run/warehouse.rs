@@ -57,6 +57,11 @@ pub struct CommitMeta {
     pub execute_time: Option<std::time::Duration>,
 }
 
+/// The folder of `relation`'s Delta table under the warehouse folder `root`: `<root>/<schema>/<name>`.
+pub fn relation_dir(root: &Path, relation: &str) -> PathBuf {
+    relation.split('.').fold(root.to_path_buf(), |path, part| path.join(part))
+}
+
 impl Warehouse {
     /// Opens (creating if needed) the warehouse at `root`; relative paths are made absolute.
     pub fn open(root: &Path) -> Result<Warehouse, RunError> {
@@ -71,7 +76,7 @@ impl Warehouse {
 
     /// `<warehouse>/<schema>/<name>` for a relation `schema.name`.
     pub fn table_dir(&self, relation: &str) -> PathBuf {
-        relation.split('.').fold(self.root.clone(), |path, part| path.join(part))
+        relation_dir(&self.root, relation)
     }
 
     pub(super) fn table_url(&self, relation: &str) -> Result<Url, RunError> {

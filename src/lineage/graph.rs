@@ -64,16 +64,7 @@ impl ProjectLineage {
         let id_of = |relation: &str| by_relation.get(relation).map_or(relation.to_string(), |id| id.to_string());
         let mut nodes = BTreeMap::new();
         for source in manifest.sources.values() {
-            let columns = source
-                .planned_columns
-                .iter()
-                .flatten()
-                .map(|c| LineageColumn {
-                    name: c.name.clone(),
-                    data_type: Some(c.data_type.clone()),
-                    sources: Vec::new(),
-                })
-                .collect();
+            let columns = without_sources(&source.planned_columns);
             nodes.insert(
                 source.unique_id.clone(),
                 LineageNode {
@@ -114,18 +105,7 @@ impl ProjectLineage {
                         .collect();
                     (columns, deciders)
                 }
-                None => (
-                    node.planned_columns
-                        .iter()
-                        .flatten()
-                        .map(|c| LineageColumn {
-                            name: c.name.clone(),
-                            data_type: Some(c.data_type.clone()),
-                            sources: Vec::new(),
-                        })
-                        .collect(),
-                    Vec::new(),
-                ),
+                None => (without_sources(&node.planned_columns), Vec::new()),
             };
             nodes.insert(
                 node.unique_id.clone(),
@@ -240,6 +220,16 @@ impl ProjectLineage {
             column => format!("{name}.{column}"),
         }
     }
+}
+
+/// Planned columns with their types and no known sources (sources, and models whose plan was not kept).
+fn without_sources(columns: &Option<Vec<crate::manifest::PlannedColumn>>) -> Vec<LineageColumn> {
+    let column = |c: &crate::manifest::PlannedColumn| LineageColumn {
+        name: c.name.clone(),
+        data_type: Some(c.data_type.clone()),
+        sources: Vec::new(),
+    };
+    columns.iter().flatten().map(column).collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -159,12 +159,8 @@ impl Emitter {
             body
         };
         // What the node reads, looking through ephemeral models (inlined, so never a dataset).
-        let upstreams: std::collections::BTreeSet<&str> = node
-            .depends_on
-            .nodes
-            .iter()
-            .flat_map(|up| crate::run::effective_upstreams(manifest, up))
-            .collect();
+        let upstreams: std::collections::BTreeSet<&str> =
+            node.depends_on.nodes.iter().flat_map(|up| crate::run::effective_upstreams(manifest, up)).collect();
         let inputs: Vec<Value> = upstreams
             .into_iter()
             .filter_map(|id| {

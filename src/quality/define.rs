@@ -341,6 +341,10 @@ pub fn test_nodes(
             let model = format!("{} as __pipe_model", node.relation);
             let quoted: Vec<String> = columns.iter().map(|c| quote(c)).collect();
             let mut checks: Vec<(String, String)> = Vec::new();
+            let any_null = || {
+                let tests: Vec<String> = quoted.iter().map(|c| format!("{c} is null")).collect();
+                format!("select * from {model} where {}", tests.join(" or "))
+            };
             match kind {
                 "not_null" | "primary_key" | "unique" if quoted.is_empty() => {
                     diagnostics.push(
@@ -352,10 +356,7 @@ pub fn test_nodes(
                     );
                     continue;
                 }
-                "not_null" => {
-                    let any_null: Vec<String> = quoted.iter().map(|c| format!("{c} is null")).collect();
-                    checks.push(("not_null".into(), format!("select * from {model} where {}", any_null.join(" or "))));
-                }
+                "not_null" => checks.push(("not_null".into(), any_null())),
                 "unique" | "primary_key" => {
                     let list = quoted.join(", ");
                     checks.push((
@@ -365,11 +366,7 @@ pub fn test_nodes(
                         ),
                     ));
                     if kind == "primary_key" {
-                        let any_null: Vec<String> = quoted.iter().map(|c| format!("{c} is null")).collect();
-                        checks.push((
-                            "primary_key_not_null".into(),
-                            format!("select * from {model} where {}", any_null.join(" or ")),
-                        ));
+                        checks.push(("primary_key_not_null".into(), any_null()));
                     }
                 }
                 "check" => {

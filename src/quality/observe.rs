@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use datafusion::arrow::array::{Array, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::array::{Array, Float64Array, Int64Array};
 use datafusion::prelude::SessionContext;
 
 use crate::run::results::RunResults;
@@ -109,10 +109,7 @@ pub async fn history(
     let batches = ctx.sql(&sql).await?.collect().await?;
     let mut history: BTreeMap<String, Vec<(Option<i64>, f64)>> = BTreeMap::new();
     for batch in &batches {
-        // Delta reads strings back as views.
-        let ids = datafusion::arrow::compute::cast(batch.column(0), &datafusion::arrow::datatypes::DataType::Utf8)
-            .map_err(|e| RunError::Warehouse(e.to_string()))?;
-        let ids = ids.as_any().downcast_ref::<StringArray>();
+        let ids = crate::run::runs::text_column(batch, 0);
         let rows = batch.column(1).as_any().downcast_ref::<Int64Array>();
         let seconds = batch.column(2).as_any().downcast_ref::<Float64Array>();
         let (Some(ids), Some(rows), Some(seconds)) = (ids, rows, seconds) else { continue };

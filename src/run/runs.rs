@@ -33,6 +33,13 @@ async fn append(warehouse: &Warehouse, relation: &str, batch: RecordBatch) -> Re
     Ok(())
 }
 
+/// Column `i` of a history batch as plain strings (Delta reads strings back as views, timestamps cast to text).
+pub(crate) fn text_column(batch: &RecordBatch, i: usize) -> Option<StringArray> {
+    let column =
+        datafusion::arrow::compute::cast(batch.column(i), &datafusion::arrow::datatypes::DataType::Utf8).ok()?;
+    column.as_any().downcast_ref::<StringArray>().cloned()
+}
+
 /// One node's result in one run, as `pipe.node_runs` holds it.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct NodeRun {
@@ -67,12 +74,7 @@ pub async fn node_history(
         },
     };
     for batch in frame.collect().await.unwrap_or_default() {
-        let text = |i: usize| {
-            let column =
-                datafusion::arrow::compute::cast(batch.column(i), &datafusion::arrow::datatypes::DataType::Utf8)
-                    .ok()?;
-            column.as_any().downcast_ref::<StringArray>().cloned()
-        };
+        let text = |i: usize| text_column(&batch, i);
         let (Some(ids), Some(runs), Some(at), Some(status)) = (text(0), text(1), text(2), text(3)) else { continue };
         let rows = batch.column(4).as_any().downcast_ref::<Int64Array>().cloned();
         let seconds = batch.column(5).as_any().downcast_ref::<Float64Array>().cloned();
@@ -107,12 +109,7 @@ pub async fn latest_tests(
     let sql = "select test, status, failures, cast(started_at as varchar) as at from pipe.test_runs order by at desc";
     let Ok(frame) = ctx.sql(sql).await else { return latest };
     for batch in frame.collect().await.unwrap_or_default() {
-        let text = |i: usize| {
-            let column =
-                datafusion::arrow::compute::cast(batch.column(i), &datafusion::arrow::datatypes::DataType::Utf8)
-                    .ok()?;
-            column.as_any().downcast_ref::<StringArray>().cloned()
-        };
+        let text = |i: usize| text_column(&batch, i);
         let (Some(tests), Some(status), Some(at)) = (text(0), text(1), text(3)) else { continue };
         let Some(failures) = batch.column(2).as_any().downcast_ref::<Int64Array>().cloned() else { continue };
         for i in 0..batch.num_rows() {

@@ -36,7 +36,13 @@
   }
   const $ = (id) => document.getElementById(id);
   const kindOf = (n) => (n.type === "source" ? "source" : n.type === "seed" ? "seed" : n.layer || "other");
-  const colour = (n) => getComputedStyle(document.documentElement).getPropertyValue("--" + kindOf(n)).trim() || "#4a74a8";
+  // One style lookup per kind, not per node drawn or listed.
+  const colours = new Map();
+  const colour = (n) => {
+    const kind = kindOf(n);
+    if (!colours.has(kind)) colours.set(kind, getComputedStyle(document.documentElement).getPropertyValue("--" + kind).trim() || "#4a74a8");
+    return colours.get(kind);
+  };
 
   // ---- graph walks ----
   function walk(start, next, depth) {

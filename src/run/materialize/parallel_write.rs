@@ -117,7 +117,8 @@ pub(super) async fn overwrite(
         }),
     );
     let properties = CommitProperties::default().with_metadata(metadata);
-    match existing {
+    let failed = |e: deltalake::DeltaTableError| RunError::Write { model: name.clone(), message: e.to_string() };
+    let written = match existing {
         Some(snapshot) => {
             let actions = removes.into_iter().chain(adds.into_iter().map(Action::Add)).collect();
             let operation = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };
@@ -125,19 +126,21 @@ pub(super) async fn overwrite(
                 .with_actions(actions)
                 .build(Some(snapshot as &dyn TableReference), table.log_store(), operation)
                 .await
-                .map_err(|e| RunError::Write { model: name.clone(), message: e.to_string() })?;
-        }
-        None => {
+                .map_err(failed)?;
+            // The handle moves on to the new version by reading the log entries after the one it holds.
+            let mut table = table.clone();
+            table.update_incremental(None).await.map_err(failed)?;
             table
-                .create()
-                .with_columns(delta_schema.fields().cloned())
-                .with_actions(adds.into_iter().map(Action::Add))
-                .with_commit_properties(properties)
-                .await
-                .map_err(|e| RunError::Write { model: name.clone(), message: e.to_string() })?;
         }
-    }
-    Ok(Some(cx.warehouse.table_for_write(&cx.node.relation).await?))
+        None => table
+            .create()
+            .with_columns(delta_schema.fields().cloned())
+            .with_actions(adds.into_iter().map(Action::Add))
+            .with_commit_properties(properties)
+            .await
+            .map_err(failed)?,
+    };
+    Ok(Some(written))
 }
 
 /// The Arrow schema of the files: Delta keeps timestamps in microseconds. `None` for types left to delta-rs.

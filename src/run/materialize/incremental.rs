@@ -82,7 +82,7 @@ impl Materialize for IncrementalMaterialization {
             return write_overwrite(cx, frame, started.elapsed()).await;
         };
         let sql = node.compiled_sql_incremental.as_deref().unwrap_or(&node.compiled_sql);
-        let frame = super::fold_scalar_subqueries(cx, plan(cx, sql).await?).await?;
+        let frame = fold_scalar_subqueries(cx, plan(cx, sql).await?).await?;
         let plan_time = started.elapsed();
         let started = Instant::now();
 
@@ -227,6 +227,67 @@ impl Materialize for IncrementalMaterialization {
             rows_read: None,
         })
     }
+}
+
+/// The frame with each uncorrelated scalar subquery of its filters computed first and put in as a literal, so
+/// that an incremental batch's `where ts > (select max(ts) from {{ this }})` prunes the upstream's files by
+/// their statistics (Delta's data skipping) instead of scanning all of them to compare each row.
+async fn fold_scalar_subqueries(cx: &ModelContext<'_>, frame: DataFrame) -> Result<DataFrame, RunError> {
+    use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, LogicalPlan, Subquery};
+    let query = |e| RunError::query(&cx.node.name, e);
+    let (state, plan) = frame.into_parts();
+    let mut subqueries: Vec<Subquery> = Vec::new();
+    plan.apply(|node| {
+        if let LogicalPlan::Filter(filter) = node {
+            filter.predicate.apply(|e| {
+                if let Expr::ScalarSubquery(sq) = e {
+                    if sq.outer_ref_columns.is_empty() && !subqueries.contains(sq) {
+                        subqueries.push(sq.clone());
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })?;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .map_err(query)?;
+    if subqueries.is_empty() {
+        return Ok(DataFrame::new(state, plan));
+    }
+    let mut values = Vec::with_capacity(subqueries.len());
+    for sq in &subqueries {
+        let batches = DataFrame::new(state.clone(), (*sq.subquery).clone()).collect().await.map_err(query)?;
+        let field = sq.subquery.schema().field(0).clone();
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let value = match batches.iter().find(|b| b.num_rows() > 0) {
+            Some(_) if rows > 1 => {
+                return Err(RunError::Query {
+                    model: cx.node.name.clone(),
+                    message: format!("a scalar subquery returned {rows} rows"),
+                })
+            }
+            Some(batch) => datafusion::common::ScalarValue::try_from_array(batch.column(0), 0).map_err(query)?,
+            None => datafusion::common::ScalarValue::try_from(field.data_type()).map_err(query)?,
+        };
+        values.push(value);
+    }
+    let folded = plan
+        .transform_up(|node| match node {
+            LogicalPlan::Filter(_) => node.map_expressions(|e| {
+                e.transform_up(|e| match &e {
+                    Expr::ScalarSubquery(sq) => match subqueries.iter().position(|s| s == sq) {
+                        Some(i) => Ok(Transformed::yes(datafusion::prelude::lit(values[i].clone()))),
+                        None => Ok(Transformed::no(e)),
+                    },
+                    _ => Ok(Transformed::no(e)),
+                })
+            }),
+            other => Ok(Transformed::no(other)),
+        })
+        .map_err(query)?
+        .data;
+    Ok(DataFrame::new(state, folded))
 }
 
 /// `incremental_predicates`: one SQL condition, or a list of them.

@@ -19,6 +19,7 @@ pub mod manifest;
 pub mod project;
 pub mod quality;
 pub mod run;
+pub mod secrets;
 pub mod sql;
 pub mod suggest;
 pub mod template;

@@ -61,6 +61,7 @@ pub(super) fn run(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
         watch: false,
         allow_breaking: false,
         interval: std::time::Duration::from_secs(10),
+        settle: None,
         openlineage_url: args.openlineage_url.clone(),
     };
     run_with(&build, Scope::Run, Some(Backfill { dry_run: args.dry_run }))

@@ -58,10 +58,22 @@ pub struct BuildArgs {
     /// How often `--watch` looks for new files, e.g. `10s`, `500ms`, `1m`.
     #[arg(long, default_value = "10s", value_parser = parse_interval)]
     pub interval: std::time::Duration,
+    /// A landed file is ingested once it has not changed for this long (before, it may still be being written),
+    /// e.g. `2s`; appended bytes are ingested later. Default: `2s` with `--watch`, else `0s`. A bronze model's
+    /// `settle_interval` config overrides it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub settle: Option<std::time::Duration>,
     /// Also POST each OpenLineage event to this collector (e.g. Marquez at `http://localhost:5000`); events are
     /// always written to `target/openlineage.ndjson`.
     #[arg(long, env = "OPENLINEAGE_URL")]
     pub openlineage_url: Option<String>,
+}
+
+impl BuildArgs {
+    /// How long a landed file must be unchanged before it is ingested.
+    pub(super) fn settle_interval(&self) -> std::time::Duration {
+        self.settle.unwrap_or(if self.watch { std::time::Duration::from_secs(2) } else { std::time::Duration::ZERO })
+    }
 }
 
 fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
@@ -316,9 +328,10 @@ impl Cycle<'_> {
             *done += 1;
             if json {
                 let mut stdout = std::io::stdout().lock();
-                let _ = writeln!(stdout, "{}", serde_json::to_string(result).unwrap_or_default());
+                let line = serde_json::to_string(result).unwrap_or_default();
+                let _ = writeln!(stdout, "{}", crate::secrets::mask(&line));
             } else {
-                let line = result_line(result, *done, total);
+                let line = crate::secrets::mask(&result_line(result, *done, total)).into_owned();
                 match &progress {
                     Some(bar) => {
                         bar.println(line);
@@ -330,6 +343,10 @@ impl Cycle<'_> {
         };
         let openlineage = {
             let _runtime = self.runtime.enter();
+            // A password in the collector's URL is a secret: masked wherever it would be printed.
+            if let Some(url) = &args.openlineage_url {
+                crate::secrets::mask_url(url);
+            }
             let transport = crate::lineage::openlineage::Transport::new(self.target, args.openlineage_url.as_deref());
             let project_dir = &args.project.project_dir;
             std::sync::Arc::new(crate::lineage::openlineage::Emitter::start(
@@ -359,7 +376,7 @@ impl Cycle<'_> {
                 progress: (!json).then(|| {
                     let bar = progress.clone();
                     run::Progress(std::sync::Arc::new(move |model: &str, message: &str| {
-                        let line = format!("             {model}: {message}");
+                        let line = crate::secrets::mask(&format!("             {model}: {message}")).into_owned();
                         match &bar {
                             Some(bar) => bar.println(line),
                             None => eprintln!("{line}"),
@@ -368,13 +385,16 @@ impl Cycle<'_> {
                 }),
                 skip_unchanged,
                 openlineage: Some(std::sync::Arc::clone(&openlineage)),
+                settle_interval: args.settle_interval(),
+                failpoints: super::failpoints(),
             },
         };
         let built = self.runtime.block_on(run::build(request, &on_result));
         let delivery = self.runtime.block_on(openlineage.close());
         if let (Some(url), true) = (&args.openlineage_url, delivery.failed > 0) {
             eprintln!(
-                "warning: OpenLineage collector {url}: {} of {} events not delivered ({}); all are in target/openlineage.ndjson",
+                "warning: OpenLineage collector {}: {} of {} events not delivered ({}); all are in target/openlineage.ndjson",
+                crate::secrets::mask_url(url),
                 delivery.failed,
                 delivery.events,
                 delivery.last_error.as_deref().unwrap_or("unknown error")

@@ -5,6 +5,21 @@
 //! its job (bad usage, an unreadable file, an internal error).
 //! **Architecture invariant:** only this module prints, reads environment variables or picks the exit code.
 
+/// Everything pipe prints passes through the secret masker (`crate::secrets`): these shadow the standard macros in
+/// `cli` and its submodules.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        let text = format!($($arg)*);
+        std::eprintln!("{}", crate::secrets::mask(&text));
+    }};
+}
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        let text = format!($($arg)*);
+        std::println!("{}", crate::secrets::mask(&text));
+    }};
+}
+
 mod backfill;
 mod build;
 mod docs;
@@ -197,7 +212,7 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PIPE_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("error,pipe=warn,deltalake_core=error,buoyant_kernel=off")
     });
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| MaskedStderr).try_init();
 }
 
 fn use_color() -> bool {
@@ -209,7 +224,8 @@ fn report(diagnostics: &[Diagnostic], sources: &SourceMap, format: DiagnosticFor
     let color = use_color();
     let mut stderr = std::io::stderr().lock();
     for diagnostic in diagnostics {
-        let _ = stderr.write_all(diagnostics::render(diagnostic, sources, format, color).as_bytes());
+        let text = diagnostics::render(diagnostic, sources, format, color);
+        let _ = stderr.write_all(crate::secrets::mask(&text).as_bytes());
         if format == DiagnosticFormat::Human {
             let _ = stderr.write_all(b"\n");
         }
@@ -233,13 +249,15 @@ pub(crate) fn parse_vars(text: Option<&str>) -> anyhow::Result<BTreeMap<String, 
 
 fn compile_options(args: &ProjectArgs) -> anyhow::Result<CompileOptions> {
     let now = chrono::Utc::now();
+    let env_vars: BTreeMap<String, String> = std::env::vars().collect();
+    crate::secrets::register(&env_vars);
     let plan_cache = if args.no_plan { PlanCache::default() } else { PlanCache::read(&plan_cache_path(args)) };
     Ok(CompileOptions {
         plan: !args.no_plan,
         plan_cache,
         keep_plans: false,
         vars: parse_vars(args.vars.as_deref())?,
-        env_vars: std::env::vars().collect(),
+        env_vars,
         run_started_at: now.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string(),
         invocation_id: uuid::Uuid::new_v4().to_string(),
         target_name: std::env::var("PIPE_TARGET").unwrap_or_else(|_| "dev".into()),
@@ -446,7 +464,7 @@ fn run_ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
 /// Writes data to stdout; a closed pipe (`pipe ls | head`) ends quietly.
 fn write_stdout(text: &str) {
     let mut stdout = std::io::stdout().lock();
-    if stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+    if stdout.write_all(crate::secrets::mask(text).as_bytes()).and_then(|()| stdout.flush()).is_err() {
         std::process::exit(0);
     }
 }
@@ -462,4 +480,26 @@ fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// Log lines on stderr with secrets masked (`crate::secrets`).
+struct MaskedStderr;
+
+impl Write for MaskedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(crate::secrets::mask(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Failures to inject, for tests only: `PIPE_FAILPOINTS=panic@<model>,...` (see `run::BuildOptions::failpoints`).
+fn failpoints() -> Vec<String> {
+    std::env::var("PIPE_FAILPOINTS")
+        .map(|v| v.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect())
+        .unwrap_or_default()
 }

@@ -37,10 +37,23 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
         .filter(|t| selected.as_ref().is_none_or(|ids| t.depends_on.nodes.iter().any(|d| ids.contains(d))))
         .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let outcomes = runtime.block_on(async {
+    let started_at = chrono::Utc::now();
+    let started = std::time::Instant::now();
+    let (outcomes, warehouse) = runtime.block_on(async {
         let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
-        Ok::<_, run::RunError>(run_tests(&ctx, Some(&warehouse), &tests, &[]).await)
+        Ok::<_, run::RunError>((run_tests(&ctx, Some(&warehouse), &tests, &[]).await, warehouse))
     })?;
+    // A test run joins the run history like a build: `pipe.runs` and `pipe.test_runs`.
+    let results = run::RunResults {
+        run_id: uuid::Uuid::new_v4().to_string(),
+        started_at: started_at.to_rfc3339(),
+        elapsed_seconds: started.elapsed().as_secs_f64(),
+        results: Vec::new(),
+        tests: outcomes.clone(),
+    };
+    if let Err(err) = runtime.block_on(run::runs::record(&warehouse, &results)) {
+        eprintln!("warning: test run not recorded in `pipe.test_runs`: {err}");
+    }
     let (mut passed, mut warned, mut failed) = (0, 0, 0);
     for (outcome, test) in outcomes.iter().zip(&tests) {
         let word = match outcome.status {
@@ -199,9 +212,10 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let (histories, freshness) = runtime.block_on(async {
+    let (histories, freshness, latest_tests) = runtime.block_on(async {
         let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
         let histories = run::runs::node_history(&ctx).await;
+        let latest_tests = run::runs::latest_tests(&ctx).await;
         let freshness = crate::quality::freshness::check(
             &manifest,
             &args.project.project_dir,
@@ -210,7 +224,7 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             chrono::Utc::now(),
         )
         .await;
-        Ok::<_, run::RunError>((histories, freshness))
+        Ok::<_, run::RunError>((histories, freshness, latest_tests))
     })?;
     let mut out = format!(
         "{:<32} {:<8} {:<19} {:>10} {:>8}  {:<28} {:<10} {}\n",
@@ -235,7 +249,16 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
             continue;
         };
         let last = &runs[0];
-        let (at, status, rows, seconds, failed) = (&last.at, &last.status, last.rows, &last.seconds, last.tests_failed);
+        let (at, status, rows, seconds) = (&last.at, &last.status, last.rows, &last.seconds);
+        // The model's tests whose latest outcome (from a build or `pipe test`) is a failure.
+        let failed = manifest
+            .tests
+            .values()
+            .filter(|t| t.attached_node.as_ref() == Some(id))
+            .filter(|t| {
+                latest_tests.get(&t.unique_id).is_some_and(|(status, _, _)| status == "fail" || status == "error")
+            })
+            .count();
         // The duration against the median of the runs before; where it changed, the first run of the new level.
         let mut before: Vec<f64> = runs.iter().skip(1).take(10).map(|r| r.seconds).collect();
         let trend = if before.len() < 3 {

@@ -1,6 +1,7 @@
 //! `pipe show <model>`, `pipe query "<sql>"`, `pipe history <model>` and `pipe diff <model>`: read the warehouse
 //! (every model and source registered), now or as of an earlier version.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
@@ -246,8 +247,10 @@ fn query_and_print(
         model: "query".into(),
         message: run::clean_datafusion_message(&e),
     };
+    let mut unreadable = BTreeMap::new();
     let batches = runtime.block_on(async {
-        let (ctx, warehouse, _source_errors) = run::open_session(manifest, &project.project_dir, None).await?;
+        let (ctx, warehouse, errors) = run::open_session(manifest, &project.project_dir, None).await?;
+        unreadable = errors;
         let sql = run::history::resolve_time_travel(sql, &ctx, &warehouse).await?;
         ctx.sql(&sql).await.map_err(query_error)?.collect().await.map_err(query_error)
     });
@@ -255,6 +258,10 @@ fn query_and_print(
         Ok(batches) => batches,
         Err(err) => {
             eprintln!("error: {err}");
+            // A table the query may have meant, left out because it cannot be read.
+            for message in unreadable.values() {
+                eprintln!("note: {message}");
+            }
             return Ok(ExitCode::from(1));
         }
     };

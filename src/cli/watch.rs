@@ -56,13 +56,24 @@ pub(super) fn watch(cycle: &Cycle<'_>) -> anyhow::Result<ExitCode> {
     let mut seen: BTreeMap<PathBuf, (u64, SystemTime)> = BTreeMap::new();
     let mut cycles = 0usize;
     let mut failed = false;
+    // A file changed within the settle interval may still be being written: it starts a cycle once it settles.
+    let settle = cycle.args.settle_interval();
+    let watching = Instant::now();
     while interrupts.load(Ordering::SeqCst) == 0 {
         let files = source_files(cycle);
+        let now = SystemTime::now();
+        let settled = |mtime: &SystemTime| now.duration_since(*mtime).unwrap_or_default() >= settle;
         let changed: Vec<(&PathBuf, SystemTime)> = files
             .iter()
-            .filter(|(path, meta)| seen.get(*path) != Some(meta))
+            .filter(|(path, meta)| seen.get(*path) != Some(meta) && settled(&meta.1))
             .map(|(p, (_, mtime))| (p, *mtime))
             .collect();
+        let unsettled = files.iter().any(|(path, meta)| seen.get(path) != Some(meta) && !settled(&meta.1));
+        // The first cycle waits (a bounded while) for the files being written as pipe starts.
+        if cycles == 0 && unsettled && watching.elapsed() < settle * 2 {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
         if changed.is_empty() && cycles > 0 {
             let slept = Instant::now();
             while slept.elapsed() < interval && interrupts.load(Ordering::SeqCst) == 0 {
@@ -99,7 +110,7 @@ pub(super) fn watch(cycle: &Cycle<'_>) -> anyhow::Result<ExitCode> {
             changed.len(),
             results.results.len()
         );
-        seen = files;
+        seen = files.into_iter().filter(|(_, meta)| settled(&meta.1)).collect();
     }
     eprintln!("Stopped after {cycles} cycle(s)");
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })

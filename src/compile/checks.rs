@@ -11,6 +11,38 @@ use crate::sql::{self, SqlOrigin};
 
 use super::{layer_of, ModelResult, EPHEMERAL_PREFIX};
 
+/// `schema`, `alias` and `database` name a relation: identifiers, never paths. A value that is not one is an error
+/// pointing at where the model's file writes it (else at the file, when a folder or YAML sets it).
+pub(super) fn check_relation_names(
+    model: &ModelFile,
+    text: &str,
+    config: &ConfigMap,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    for key in ["schema", "alias", "database"] {
+        let Some(value) = config.str_value(key) else { continue };
+        let problem = crate::project::name_problem(value)
+            .or_else(|| (key != "database" && value.contains('.')).then_some("it contains a `.`"));
+        let Some(problem) = problem else { continue };
+        let span = match text.find(value).filter(|_| !value.is_empty()) {
+            Some(at) => at..at + value.len(),
+            None => 0..0,
+        };
+        let label = if span.is_empty() { "configured in its folder or YAML" } else { "this value" };
+        diagnostics.push(
+            Diagnostic::error(
+                Code::InvalidConfig,
+                format!("`{key}` of model `{}` is not a valid name: {problem}", model.name),
+            )
+            .with_primary(model.file, span, label)
+            .with_note(format!("the value is {:?}", value))
+            .with_help(format!(
+                "`{key}` names a relation in the warehouse, not a path: use letters, digits and `_`, e.g. `{key}='analytics'`"
+            )),
+        );
+    }
+}
+
 pub(super) fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &mut Vec<Diagnostic>) {
     if let Some(materialized) = config.get("materialized") {
         if materialized.as_str().and_then(Materialization::parse).is_none() {

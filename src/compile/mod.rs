@@ -312,6 +312,7 @@ fn build_manifest(
         );
         let config = effective_config(model, &result.rendered);
         checks::check_config(model, &config, diagnostics);
+        checks::check_relation_names(model, &project.files.get(model.file).text, &config, diagnostics);
         let layer = layer_of(model, &config);
         let materialized =
             config.str_value("materialized").and_then(Materialization::parse).unwrap_or(Materialization::View);
@@ -427,6 +428,19 @@ fn build_manifest(
         let properties = seed.properties.clone().unwrap_or_default();
         let unique_id = seed_id(&seed.name);
         let schema = seed.config.str_value("schema").unwrap_or("seeds").to_string();
+        if let Some(problem) =
+            crate::project::name_problem(&schema).or_else(|| schema.contains('.').then_some("it contains a `.`"))
+        {
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidConfig,
+                    format!("`schema` of seed `{}` is not a valid name: {problem}", seed.name),
+                )
+                .with_note(format!("the value is {schema:?}, set in the project file or the seed's YAML"))
+                .with_help("`schema` names a schema in the warehouse, not a path: use letters, digits and `_`"),
+            );
+            continue;
+        }
         let seed_text = std::fs::read(project.root.join(&seed.path)).unwrap_or_default();
         nodes.insert(
             unique_id.clone(),

@@ -41,7 +41,8 @@ pub fn delta_versions(
 ) -> BTreeMap<String, (i64, String)> {
     let mut versions = BTreeMap::new();
     for relation in relations {
-        let log = crate::run::warehouse::relation_dir(warehouse, &relation).join("_delta_log");
+        let Ok(dir) = crate::run::warehouse::relation_dir(warehouse, &relation) else { continue };
+        let log = dir.join("_delta_log");
         let Ok(entries) = std::fs::read_dir(&log) else { continue };
         let latest = entries
             .filter_map(Result::ok)
@@ -152,7 +153,8 @@ pub fn write_site(dir: &Path, data: &Value) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let page = INDEX_HTML.replace("/*STYLE*/", STYLE_CSS).replace("/*APP*/", APP_JS);
     std::fs::write(dir.join("index.html"), page)?;
-    std::fs::write(dir.join("data.js"), format!("window.PIPE_DOCS = {};\n", script_safe_json(data)))
+    let data = script_safe_json(data);
+    std::fs::write(dir.join("data.js"), format!("window.PIPE_DOCS = {};\n", crate::secrets::mask(&data)))
 }
 
 /// JSON that can sit inside a `<script>`: `<`, `>` and `&` escaped as `\u003c`... (still the same JSON value), so

@@ -77,7 +77,8 @@ impl Emitter {
         let (project_root, warehouse) = (absolute(project_root), absolute(warehouse));
         let mut names = std::collections::BTreeMap::new();
         for node in manifest.nodes.values() {
-            let path = crate::run::warehouse::relation_dir(&warehouse, &node.relation).to_string_lossy().into_owned();
+            let Ok(dir) = crate::run::warehouse::relation_dir(&warehouse, &node.relation) else { continue };
+            let path = dir.to_string_lossy().into_owned();
             names.insert(node.relation.clone(), path.clone());
             names.insert(node.unique_id.clone(), path);
         }
@@ -281,7 +282,8 @@ async fn deliver(transport: Transport, mut events: mpsc::UnboundedReceiver<Value
     let mut failed_in_a_row = 0;
     while let Some(event) = events.recv().await {
         delivery.events += 1;
-        let body = serde_json::to_vec(&event).unwrap_or_default();
+        // The sql facet and error messages may hold a secret used through `env_var()`.
+        let body = crate::secrets::mask(&serde_json::to_string(&event).unwrap_or_default()).into_owned().into_bytes();
         if let Some(file) = file.as_mut() {
             let _ = file.write_all(&body).and_then(|_| file.write_all(b"\n"));
         }

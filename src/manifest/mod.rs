@@ -255,14 +255,16 @@ impl Manifest {
         for node in self.nodes.values().filter(|n| n.resource_type == NodeKind::Model) {
             let path = compiled.join(&node.path);
             expected.insert(path.clone());
-            if std::fs::read(&path).is_ok_and(|old| old == node.compiled_sql.as_bytes()) {
+            // Secrets used through `env_var()` are in the SQL that executes, never in a file.
+            let sql = crate::secrets::mask(&node.compiled_sql);
+            if std::fs::read(&path).is_ok_and(|old| old == sql.as_bytes()) {
                 continue;
             }
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
             let tmp = path.with_extension("sql.tmp");
-            std::fs::write(&tmp, &node.compiled_sql)?;
+            std::fs::write(&tmp, sql.as_bytes())?;
             std::fs::rename(&tmp, &path)?;
         }
         for entry in walkdir::WalkDir::new(&compiled).into_iter().filter_map(Result::ok) {
@@ -271,7 +273,7 @@ impl Manifest {
             }
         }
         let tmp = target.join("manifest.json.tmp");
-        std::fs::write(&tmp, self.to_json())?;
+        std::fs::write(&tmp, crate::secrets::mask(&self.to_json()).as_bytes())?;
         std::fs::rename(tmp, target.join("manifest.json"))
     }
 }

@@ -127,6 +127,30 @@ pub struct SeedFile {
     pub properties: Option<ModelProperties>,
 }
 
+/// Why `name` cannot be one part of a relation (a schema, a table name, an alias) or one folder or file name under
+/// the warehouse: `None` when it can. Relation names are identifiers, never paths.
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("it is empty");
+    }
+    if name == "." || name == ".." {
+        return Some("`.` and `..` name folders, not relations");
+    }
+    if name.contains(['/', '\\']) {
+        return Some("it contains a path separator");
+    }
+    if name.contains('\0') {
+        return Some("it contains a NUL character");
+    }
+    if name.chars().any(char::is_control) {
+        return Some("it contains a control character (a newline, a tab, ...)");
+    }
+    if name.len() > 200 {
+        return Some("it is longer than 200 bytes");
+    }
+    None
+}
+
 /// Loads the project at `root`. Returns `None` only when nothing could be loaded (no project file, or it does not
 /// parse); every other problem is a diagnostic next to a best-effort `Project`.
 pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {

@@ -1,14 +1,15 @@
 //! Running tests: count each test's failing rows in a DataFusion session, compare the count with the test's
 //! thresholds and severity, keep a sample of failing rows for the message, and store them when asked.
 
+use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Severity, TestNode};
 use crate::run::warehouse::Warehouse;
-use crate::sql::replace_relation;
 
 /// A failure-count condition as dbt writes it: `!=0`, `>10`, `>=5`, `=0`, `<3`, `<=2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,22 +59,44 @@ pub struct TestOutcome {
     pub seconds: f64,
 }
 
-/// Runs `tests` in `ctx`. `staged` maps relation names to the names of results not yet published, which the tests
-/// read instead (write-audit-publish). With a warehouse, failing rows of tests with `store_failures` are written
-/// to `pipe_audit.<test name>`.
+/// Runs `tests` in `ctx`. `staged` maps relation names to results not yet published, which the tests read under
+/// those names instead (write-audit-publish; the test's SQL is planned as written, in a session where the relation
+/// is the staged result). With a warehouse, failing rows of tests with `store_failures` are written to
+/// `pipe_audit.<test name>`.
 pub async fn run_tests(
     ctx: &SessionContext,
     warehouse: Option<&Warehouse>,
     tests: &[&TestNode],
-    staged: &[(String, String)],
+    staged: &[(String, Arc<dyn TableProvider>)],
 ) -> Vec<TestOutcome> {
+    let overlay;
+    let ctx = match staged.is_empty() {
+        true => ctx,
+        false => match crate::run::session::with_overrides(ctx, staged) {
+            Ok(session) => {
+                overlay = session;
+                &overlay
+            }
+            Err(err) => {
+                let message = Some(format!("the staged result could not be read: {err}"));
+                return tests
+                    .iter()
+                    .map(|test| TestOutcome {
+                        unique_id: test.unique_id.clone(),
+                        name: test.name.clone(),
+                        status: TestStatus::Error,
+                        failures: 0,
+                        message: message.clone(),
+                        seconds: 0.0,
+                    })
+                    .collect();
+            }
+        },
+    };
     let mut outcomes = Vec::new();
     for test in tests {
         let started = Instant::now();
-        let sql = staged
-            .iter()
-            .fold(test.compiled_sql.clone(), |sql, (relation, with)| replace_relation(&sql, relation, with));
-        let outcome = run_one(ctx, warehouse, test, &sql).await;
+        let outcome = run_one(ctx, warehouse, test, &test.compiled_sql).await;
         let (status, failures, message) = match outcome {
             Ok(done) => done,
             Err(message) => (TestStatus::Error, 0, Some(message)),

@@ -47,21 +47,53 @@ impl AsOf {
 
 impl Warehouse {
     /// The table for `relation` as it was at `as_of`: that version, or the latest version committed at or before
-    /// that time.
+    /// that time. A version past the last one, or a time before the table's first commit, is an error naming the
+    /// versions (and their times) that exist; it is checked against the log before any version is loaded.
     pub async fn load_as_of(&self, relation: &str, as_of: &AsOf) -> Result<DeltaTable, RunError> {
-        if !self.has_table(relation) {
+        let Some(latest) = self.load(relation).await? else {
             return Err(RunError::Warehouse(format!("`{relation}` is not a table in the warehouse")));
-        }
-        let url = self.table_url(relation)?;
-        let table = match as_of {
-            AsOf::Version(version) => {
-                let version = u64::try_from(*version)
-                    .map_err(|_| RunError::Warehouse(format!("no version {version} of `{relation}`")))?;
-                deltalake::open_table_with_version(url, version).await
-            }
-            AsOf::Timestamp(time) => deltalake::open_table_with_ds(url, time.to_rfc3339()).await,
         };
-        table.map_err(|e| RunError::Warehouse(format!("`{relation}` as of {}: {e}", as_of.label())))
+        let last = latest.version().map_or(0, |v| v as i64);
+        let version = match as_of {
+            AsOf::Version(version) if (0..=last).contains(version) => *version,
+            AsOf::Version(version) => {
+                return Err(RunError::Warehouse(format!(
+                    "`{relation}` has no version {version}: its versions are 0 to {last} (see `pipe history {}`)",
+                    relation.rsplit('.').next().unwrap_or(relation)
+                )))
+            }
+            AsOf::Timestamp(time) => {
+                // Commit times, newest first: the version is the newest committed at or before `time`.
+                let infos: Vec<_> = latest.history(None).try_collect().await?;
+                let times: Vec<(i64, Option<i64>)> =
+                    infos.iter().enumerate().map(|(offset, info)| (last - offset as i64, info.timestamp)).collect();
+                let wanted = time.timestamp_millis();
+                match times.iter().find(|(_, at)| at.is_some_and(|at| at <= wanted)) {
+                    Some((version, _)) => *version,
+                    None => {
+                        let show = |at: Option<i64>| {
+                            at.and_then(DateTime::from_timestamp_millis)
+                                .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
+                                .unwrap_or_else(|| "an unknown time".into())
+                        };
+                        let first = times.last().and_then(|(_, at)| *at);
+                        let newest = times.first().and_then(|(_, at)| *at);
+                        return Err(RunError::Warehouse(format!(
+                            "`{relation}` did not exist at {}: its first version (0) was committed at {}, its last ({last}) at {}",
+                            time.format("%Y-%m-%d %H:%M:%S UTC"),
+                            show(first),
+                            show(newest)
+                        )));
+                    }
+                }
+            }
+        };
+        if version == last {
+            return Ok(latest);
+        }
+        deltalake::open_table_with_version(self.table_url(relation)?, version as u64)
+            .await
+            .map_err(|e| RunError::Warehouse(format!("`{relation}` as of {}: {e}", as_of.label())))
     }
 }
 

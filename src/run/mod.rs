@@ -41,9 +41,10 @@ pub enum RunError {
     Source { source_name: String, message: String },
     #[error("{0}")]
     Unsupported(String),
-    /// An error-severity test failed on the model's new result, which was not published.
-    #[error("{0}")]
-    TestFailed(String),
+    /// An error-severity test failed on the model's new result, which was not published. `outcomes` holds every
+    /// test run on it (the failing ones too), for the results file and the run history.
+    #[error("{message}")]
+    TestFailed { message: String, outcomes: Vec<crate::quality::TestOutcome> },
     /// The result does not match the model's enforced contract; nothing was written.
     #[error("{0}")]
     Contract(String),
@@ -103,6 +104,11 @@ pub struct BuildOptions {
     pub skip_unchanged: bool,
     /// Receives an OpenLineage START and COMPLETE/FAIL event per model run.
     pub openlineage: Option<Arc<crate::lineage::openlineage::Emitter>>,
+    /// Bronze ingestion leaves landed files changed more recently than this for a later build: they may still be
+    /// being written (`--watch`'s `--settle`; a model's `settle_interval` overrides it).
+    pub settle_interval: std::time::Duration,
+    /// Failures the tests inject (`PIPE_FAILPOINTS`, read by `cli`): `panic@<model>` panics in that model's task.
+    pub failpoints: Vec<String>,
 }
 
 /// The note on a `table` model that `skip_unchanged` left as it was.
@@ -118,11 +124,20 @@ pub async fn count_rows(ctx: &SessionContext, sql: &str) -> datafusion::error::R
     Ok(count.unwrap_or(0).max(0) as u64)
 }
 
-/// A digest of what `node` reads: the Delta version of each upstream table (looking through views and ephemeral
-/// models to their own inputs) and the path, size and modification time of each source file.
+/// A digest of what `node` is computed from: its compiled SQL (so a changed `--vars` or `env_var()` value counts,
+/// which the logic checksum over the raw SQL does not see), the Delta version of each upstream table (looking
+/// through views and ephemeral models to their own inputs and compiled SQL) and the path, size and modification
+/// time of each source file.
 pub async fn input_fingerprint(manifest: &Manifest, warehouse: &Warehouse, project_root: &Path, node: &Node) -> String {
     use sha2::{Digest, Sha256};
-    let mut parts = Vec::new();
+    let sql_digest = |node: &Node| -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(node.compiled_sql.as_bytes());
+        hasher.update([0]);
+        hasher.update(node.compiled_sql_incremental.as_deref().unwrap_or_default().as_bytes());
+        hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+    };
+    let mut parts = vec![format!("sql={}", sql_digest(node))];
     let mut stack: Vec<&str> = node.depends_on.nodes.iter().map(String::as_str).collect();
     let mut seen = BTreeSet::new();
     while let Some(id) = stack.pop() {
@@ -132,6 +147,7 @@ pub async fn input_fingerprint(manifest: &Manifest, warehouse: &Warehouse, proje
         if let Some(upstream) = manifest.nodes.get(id) {
             match upstream.materialized {
                 Materialization::View | Materialization::Ephemeral if upstream.resource_type == NodeKind::Model => {
+                    parts.push(format!("{}: sql={}", upstream.relation, sql_digest(upstream)));
                     stack.extend(upstream.depends_on.nodes.iter().map(String::as_str));
                 }
                 _ => {
@@ -176,7 +192,9 @@ pub struct BuildRequest<'a> {
 }
 
 /// Opens the warehouse and a session with every source and every existing table and view registered: what
-/// `pipe query` and `pipe show` read, and the starting point of a build.
+/// `pipe query` and `pipe show` read, and the starting point of a build. The map returned holds, by unique id, the
+/// sources that could not be registered and the tables whose Delta log cannot be read, with why: one broken table
+/// fails what reads it, never the whole warehouse.
 pub async fn open_session(
     manifest: &Manifest,
     project_root: &Path,
@@ -197,14 +215,26 @@ pub async fn open_session(
         if node.materialized == Materialization::Ephemeral {
             continue;
         }
-        if let Some(table) = warehouse.load(&node.relation).await? {
+        let table = match warehouse.load(&node.relation).await {
+            Ok(table) => table,
+            Err(err) => {
+                source_errors.insert(node.unique_id.clone(), err.to_string());
+                continue;
+            }
+        };
+        if let Some(table) = table {
             ctx.register_table(node.relation.as_str(), warehouse.provider(&table).await?)?;
         } else if let Some(view) = warehouse.read_view(&node.relation) {
+            // The manifest's SQL when the stored view is its masked copy (the manifest's holds the secrets it uses).
+            let sql = match crate::secrets::mask(&node.compiled_sql) == view.sql.as_str() {
+                true => node.compiled_sql.clone(),
+                false => view.sql,
+            };
             // A stored view whose upstreams are gone cannot be planned; it is left unregistered.
-            if let Ok(frame) = ctx.sql(&view.sql).await {
+            if let Ok(frame) = ctx.sql(&sql).await {
                 ctx.register_table(
                     node.relation.as_str(),
-                    Arc::new(ViewTable::new(frame.logical_plan().clone(), Some(view.sql))),
+                    Arc::new(ViewTable::new(frame.logical_plan().clone(), Some(sql))),
                 )?;
             }
         }
@@ -212,13 +242,13 @@ pub async fn open_session(
     // Rows bronze ingestion set aside for breaking a source contract.
     for node in manifest.nodes.values() {
         let quarantine = format!("{}__quarantine", node.relation);
-        if let Some(table) = warehouse.load(&quarantine).await? {
+        if let Ok(Some(table)) = warehouse.load(&quarantine).await {
             ctx.register_table(quarantine.as_str(), warehouse.provider(&table).await?)?;
         }
     }
     // Run history.
     for relation in ["runs", "node_runs", "test_runs"].map(|t| format!("{}.{t}", runs::RUNS_SCHEMA)) {
-        if let Some(table) = warehouse.load(&relation).await? {
+        if let Ok(Some(table)) = warehouse.load(&relation).await {
             ctx.register_table(relation.as_str(), warehouse.provider(&table).await?)?;
         }
     }
@@ -231,7 +261,7 @@ pub async fn open_session(
     if let Ok(entries) = std::fs::read_dir(&audit_dir) {
         for entry in entries.filter_map(Result::ok) {
             let relation = format!("{}.{}", crate::quality::execute::AUDIT_SCHEMA, entry.file_name().to_string_lossy());
-            if let Some(table) = warehouse.load(&relation).await? {
+            if let Ok(Some(table)) = warehouse.load(&relation).await {
                 ctx.register_table(relation.as_str(), warehouse.provider(&table).await?)?;
             }
         }
@@ -286,6 +316,7 @@ pub async fn build(
     let mut ready: std::collections::VecDeque<&str> = runnable.iter().copied().filter(|id| waiting[id] == 0).collect();
     let mut results: BTreeMap<String, NodeResult> = BTreeMap::new();
     let mut running = tokio::task::JoinSet::new();
+    let mut tasks: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut stop = false;
 
     loop {
@@ -301,7 +332,8 @@ pub async fn build(
             let permit =
                 Arc::clone(&semaphore).acquire_owned().await.map_err(|e| RunError::Warehouse(e.to_string()))?;
             let project_root = request.project_root.to_path_buf();
-            running.spawn(async move {
+            let unique_id = node.unique_id.clone();
+            let handle = running.spawn(async move {
                 let lineage = shared.options.openlineage.as_ref().map(|e| (e, e.started(&shared.manifest, &node)));
                 let result =
                     run_node(&shared, &node, compute_once, failed_source, &project_root, file_source.as_ref()).await;
@@ -312,11 +344,29 @@ pub async fn build(
                 }
                 result
             });
+            tasks.insert(handle.id(), unique_id);
         }
-        let Some(joined) = running.join_next().await else {
+        let Some(joined) = running.join_next_with_id().await else {
             break;
         };
-        let result = joined.map_err(|e| RunError::Warehouse(format!("a model task failed: {e}")))?;
+        // A model task that panicked fails its node (descendants skipped); the rest of the build goes on.
+        let result = match joined {
+            Ok((_, result)) => result,
+            Err(err) => {
+                let Some(id) = tasks.get(&err.id()) else {
+                    return Err(RunError::Warehouse(format!("a model task failed: {err}")));
+                };
+                let reason = match err.try_into_panic() {
+                    Ok(payload) => panic_message(payload.as_ref()),
+                    Err(err) => err.to_string(),
+                };
+                NodeResult::error(
+                    &manifest.nodes[id.as_str()],
+                    format!("pipe failed inside this model (a panic: {reason}); nothing was published for it"),
+                    std::time::Duration::ZERO,
+                )
+            }
+        };
         on_result(&result);
         let id = result.unique_id.clone();
         let succeeded = result.status == NodeStatus::Success;
@@ -389,6 +439,15 @@ pub async fn build(
     })
 }
 
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => text.to_string(),
+        (_, Some(text)) => text.clone(),
+        _ => "no message".to_string(),
+    }
+}
+
 /// State every model task shares.
 struct Shared {
     ctx: SessionContext,
@@ -411,6 +470,9 @@ async fn run_node(
     if let Some(message) = failed_source {
         return NodeResult::error(node, message, started.elapsed());
     }
+    if shared.options.failpoints.iter().any(|f| f.strip_prefix("panic@") == Some(node.name.as_str())) {
+        panic!("failpoint panic@{}", node.name);
+    }
     let cx = materialize::ModelContext {
         node,
         session: &shared.ctx,
@@ -431,6 +493,7 @@ async fn run_node(
         manifest: &shared.manifest,
         tests: crate::quality::execute::audit_tests(&shared.manifest, &node.unique_id),
         accounting: Default::default(),
+        settle_interval: shared.options.settle_interval,
     };
     // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
     let warehouse = shared.warehouse.clone();
@@ -523,6 +586,12 @@ async fn run_node(
             result.timing.total_seconds = started.elapsed().as_secs_f64();
             result
         }
+        Err(RunError::TestFailed { message, outcomes }) => {
+            // The tests that refused the result are part of the node's result and of the run history.
+            let mut result = NodeResult::error(node, message, started.elapsed());
+            result.tests = outcomes;
+            result
+        }
         Err(err) => NodeResult::error(node, err.to_string(), started.elapsed()),
     }
 }
@@ -535,7 +604,7 @@ fn file_owner<'a>(
     project_root: &'a Path,
     node: &'a Node,
 ) -> impl Fn(&str) -> Option<String> + 'a {
-    let root = warehouse.table_dir("");
+    let root = warehouse.root().to_path_buf();
     let root = std::fs::canonicalize(&root).unwrap_or(root);
     let sources: Vec<(glob::Pattern, &str)> = manifest
         .sources

@@ -179,7 +179,7 @@ impl RunResults {
         std::fs::create_dir_all(target)?;
         let tmp = target.join("run_results.json.tmp");
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, text + "\n")?;
+        std::fs::write(&tmp, crate::secrets::mask(&text).into_owned() + "\n")?;
         std::fs::rename(tmp, target.join("run_results.json"))
     }
 }

@@ -139,9 +139,14 @@ pub async fn record(warehouse: &Warehouse, results: &RunResults) -> Result<(), R
     ])
     .map_err(|e| RunError::Warehouse(e.to_string()))?;
     append(warehouse, &format!("{RUNS_SCHEMA}.runs"), run).await?;
-    if results.results.is_empty() {
-        return Ok(());
+    if !results.results.is_empty() {
+        append(warehouse, &format!("{RUNS_SCHEMA}.node_runs"), node_runs(results, timestamp)?).await?;
     }
+    record_tests(warehouse, results, timestamp).await
+}
+
+/// `pipe.node_runs` rows for a run's node results.
+fn node_runs(results: &RunResults, timestamp: impl Fn(usize) -> ArrayRef) -> Result<RecordBatch, RunError> {
     let n = results.results.len();
     let text = |f: &dyn Fn(&super::NodeResult) -> Option<String>| -> ArrayRef {
         Arc::new(StringArray::from(results.results.iter().map(f).collect::<Vec<_>>()))
@@ -189,11 +194,18 @@ pub async fn record(warehouse: &Warehouse, results: &RunResults) -> Result<(), R
                 as ArrayRef,
             true,
         ),
-        ("message", text(&|r| r.message.clone()), true),
+        ("message", text(&|r| r.message.as_deref().map(|m| crate::secrets::mask(m).into_owned())), true),
     ])
     .map_err(|e| RunError::Warehouse(e.to_string()))?;
-    append(warehouse, &format!("{RUNS_SCHEMA}.node_runs"), nodes).await?;
+    Ok(nodes)
+}
 
+/// Appends a run's test outcomes to `pipe.test_runs`.
+async fn record_tests(
+    warehouse: &Warehouse,
+    results: &RunResults,
+    timestamp: impl Fn(usize) -> ArrayRef,
+) -> Result<(), RunError> {
     // Every test outcome of the run: those run with their model, and those run after the build.
     let tests: Vec<(&str, &crate::quality::TestOutcome)> = results
         .results

@@ -57,9 +57,26 @@ pub struct CommitMeta {
     pub execute_time: Option<std::time::Duration>,
 }
 
+/// `root` joined with `parts`, each checked to be one plain folder or file name (`crate::project::name_problem`):
+/// no path separator, `..`, NUL or control character can take a path the warehouse touches outside `root`. Every
+/// path under the warehouse is made here.
+pub fn join_inside(root: &Path, parts: &[&str]) -> Result<PathBuf, RunError> {
+    let mut path = root.to_path_buf();
+    for part in parts {
+        if let Some(problem) = crate::project::name_problem(part) {
+            return Err(RunError::Warehouse(format!(
+                "`{}` is not a relation name the warehouse can hold: {problem}",
+                parts.join(".").escape_debug()
+            )));
+        }
+        path.push(part);
+    }
+    Ok(path)
+}
+
 /// The folder of `relation`'s Delta table under the warehouse folder `root`: `<root>/<schema>/<name>`.
-pub fn relation_dir(root: &Path, relation: &str) -> PathBuf {
-    relation.split('.').fold(root.to_path_buf(), |path, part| path.join(part))
+pub fn relation_dir(root: &Path, relation: &str) -> Result<PathBuf, RunError> {
+    join_inside(root, &relation.split('.').collect::<Vec<_>>())
 }
 
 impl Warehouse {
@@ -74,13 +91,13 @@ impl Warehouse {
         &self.root
     }
 
-    /// `<warehouse>/<schema>/<name>` for a relation `schema.name`.
-    pub fn table_dir(&self, relation: &str) -> PathBuf {
+    /// `<warehouse>/<schema>/<name>` for a relation `schema.name`; an error for a name that is not one.
+    pub fn table_dir(&self, relation: &str) -> Result<PathBuf, RunError> {
         relation_dir(&self.root, relation)
     }
 
     pub(super) fn table_url(&self, relation: &str) -> Result<Url, RunError> {
-        let dir = self.table_dir(relation);
+        let dir = self.table_dir(relation)?;
         Url::from_directory_path(&dir)
             .map_err(|()| RunError::Warehouse(format!("not an absolute path: {}", dir.display())))
     }
@@ -88,7 +105,8 @@ impl Warehouse {
     /// Whether a Delta table exists for `relation`: its log holds at least one commit. A process killed while
     /// creating a table can leave a log folder without a commit, which is no table.
     pub fn has_table(&self, relation: &str) -> bool {
-        let Ok(entries) = std::fs::read_dir(self.table_dir(relation).join("_delta_log")) else { return false };
+        let Ok(dir) = self.table_dir(relation) else { return false };
+        let Ok(entries) = std::fs::read_dir(dir.join("_delta_log")) else { return false };
         entries.filter_map(Result::ok).any(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
@@ -100,9 +118,9 @@ impl Warehouse {
     /// one table at once (delta-rs does not detect two concurrent full overwrites as a conflict). The lock is the
     /// operating system's: a killed process releases it.
     pub fn lock(&self, relation: &str) -> Result<std::fs::File, RunError> {
-        let dir = self.root.join("_pipe").join("locks");
-        std::fs::create_dir_all(&dir).map_err(|e| RunError::io(&dir, e))?;
-        let path = dir.join(format!("{relation}.lock"));
+        let path = join_inside(&self.root, &["_pipe", "locks", &format!("{relation}.lock")])?;
+        let dir = path.parent().unwrap_or(&self.root);
+        std::fs::create_dir_all(dir).map_err(|e| RunError::io(dir, e))?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -113,21 +131,44 @@ impl Warehouse {
         Ok(file)
     }
 
-    /// The table for `relation`, loaded at its latest version; `None` when it does not exist yet.
+    /// The table for `relation`, loaded at its latest version; `None` when it does not exist yet. A log that
+    /// cannot be read is an error naming the table, what is wrong with its log and how to recover.
     pub async fn load(&self, relation: &str) -> Result<Option<DeltaTable>, RunError> {
         if !self.has_table(relation) {
             return Ok(None);
         }
-        let table = deltalake::open_table(self.table_url(relation)?).await?;
-        Ok(Some(table))
+        match deltalake::open_table(self.table_url(relation)?).await {
+            Ok(table) => Ok(Some(table)),
+            Err(err) => Err(self.broken(relation, &err)),
+        }
+    }
+
+    /// The error for a table whose log cannot be read: the commit files missing from it when that is the cause,
+    /// else the first line of Delta's error, with the ways to recover.
+    fn broken(&self, relation: &str, err: &deltalake::DeltaTableError) -> RunError {
+        let dir = self.table_dir(relation).unwrap_or_else(|_| self.root.clone());
+        let log = dir.join("_delta_log");
+        let missing = missing_commits(&log);
+        let cause = match missing.as_slice() {
+            [] => err.to_string().lines().next().unwrap_or_default().to_string(),
+            files => format!(
+                "its log is missing {}",
+                files.iter().map(|f| format!("`{}`", log.join(f).display())).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        RunError::Warehouse(format!(
+            "table `{relation}` cannot be read: {cause}\nto recover, restore the missing file(s) from a backup, or remove `{}` and rebuild it with `pipe build -s {} --full-refresh` (its history is then lost)",
+            dir.display(),
+            relation.rsplit('.').next().unwrap_or(relation)
+        ))
     }
 
     /// The table for `relation` to write to: loaded when it exists, else an empty handle that a write creates.
     pub async fn table_for_write(&self, relation: &str) -> Result<DeltaTable, RunError> {
-        let dir = self.table_dir(relation);
+        let dir = self.table_dir(relation)?;
         std::fs::create_dir_all(&dir).map_err(|e| RunError::io(&dir, e))?;
         if self.has_table(relation) {
-            return Ok(deltalake::open_table(self.table_url(relation)?).await?);
+            return deltalake::open_table(self.table_url(relation)?).await.map_err(|err| self.broken(relation, &err));
         }
         Ok(deltalake::DeltaTableBuilder::from_url(self.table_url(relation)?)?.build()?)
     }
@@ -169,7 +210,8 @@ impl Warehouse {
     }
 
     pub fn read_view(&self, relation: &str) -> Option<ViewDefinition> {
-        let text = std::fs::read_to_string(self.views_dir().join(format!("{relation}.json"))).ok()?;
+        let path = join_inside(&self.views_dir(), &[&format!("{relation}.json")]).ok()?;
+        let text = std::fs::read_to_string(path).ok()?;
         serde_json::from_str(&text).ok()
     }
 
@@ -177,10 +219,12 @@ impl Warehouse {
     pub fn write_view(&self, view: &ViewDefinition) -> Result<(), RunError> {
         let dir = self.views_dir();
         std::fs::create_dir_all(&dir).map_err(|e| RunError::io(&dir, e))?;
-        let path = dir.join(format!("{}.json", view.relation));
-        let tmp = dir.join(format!(".{}.json.{}", view.relation, std::process::id()));
+        let path = join_inside(&dir, &[&format!("{}.json", view.relation)])?;
+        let tmp = join_inside(&dir, &[&format!(".{}.json.{}", view.relation, std::process::id())])?;
+        // A secret in the view's SQL is masked here; the build plans views from the manifest's SQL, which holds it.
         let text = serde_json::to_string_pretty(view).map_err(|e| RunError::Warehouse(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(|e| RunError::io(&tmp, e))?;
+        let text = crate::secrets::mask(&text);
+        std::fs::write(&tmp, text.as_bytes()).map_err(|e| RunError::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| RunError::io(&path, e))
     }
 
@@ -192,5 +236,41 @@ impl Warehouse {
             (META_CHECKSUM.to_string(), serde_json::Value::String(checksum.to_string())),
             ("pipe.version".to_string(), serde_json::Value::String(env!("CARGO_PKG_VERSION").to_string())),
         ])
+    }
+}
+
+/// The commit files (`NNNNNNNNNNNNNNNNNNNN.json`) missing between the newest checkpoint (or version 0) and the
+/// newest commit of a Delta log folder.
+fn missing_commits(log: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(log) else { return Vec::new() };
+    let mut commits = std::collections::BTreeSet::new();
+    let mut checkpoint: Option<u64> = None;
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(version) = name.split('.').next().and_then(|v| v.parse::<u64>().ok()) else { continue };
+        if name.ends_with(".checkpoint.parquet") {
+            checkpoint = checkpoint.max(Some(version));
+        } else if name.ends_with(".json") && name.len() == 25 {
+            commits.insert(version);
+        }
+    }
+    let Some(&newest) = commits.last() else { return Vec::new() };
+    let first = checkpoint.map_or(0, |c| c + 1);
+    (first..=newest).filter(|v| !commits.contains(v)).map(|v| format!("{v:020}.json")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_joined_inside_the_warehouse_only() {
+        let root = Path::new("/w");
+        assert_eq!(relation_dir(root, "silver.orders").unwrap(), Path::new("/w/silver/orders"));
+        for relation in ["/tmp/x.orders", "silver./etc", "..", "silver...orders", "a\nb.c", "s.a\\b", "s.a\0b"] {
+            assert!(relation_dir(root, relation).is_err(), "{relation:?}");
+        }
+        assert!(join_inside(root, &["_pipe", "locks", "../../x.lock"]).is_err());
+        assert!(join_inside(root, &["_pipe", "locks", "silver.orders.lock"]).is_ok());
     }
 }

@@ -200,23 +200,6 @@ fn syntax_diagnostic(err: &ParserError, sql: &str, origin: &SqlOrigin<'_>) -> Di
     diagnostic.with_help("correct the SQL; `pipe compile` writes the rendered SQL under `target/compiled/`")
 }
 
-/// Replaces whole occurrences of `relation` in SQL: `raw.orders` but not `raw.orders_archive` or `xraw.orders`.
-pub fn replace_relation(sql: &str, relation: &str, with: &str) -> String {
-    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
-    let mut out = String::with_capacity(sql.len());
-    let mut rest = sql;
-    while let Some(pos) = rest.find(relation) {
-        let before = rest[..pos].chars().next_back();
-        let after = rest[pos + relation.len()..].chars().next();
-        let whole = !before.is_some_and(|c| is_ident(c) || c == '.') && !after.is_some_and(is_ident);
-        out.push_str(&rest[..pos]);
-        out.push_str(if whole { with } else { relation });
-        rest = &rest[pos + relation.len()..];
-    }
-    out.push_str(rest);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,14 +243,5 @@ mod tests {
             (Code::SqlSyntax, "SQL syntax error: Expected: an expression, found: =")
         );
         assert_eq!(err.primary.unwrap().span, sql.find("= 1").unwrap()..sql.find("= 1").unwrap() + 1);
-    }
-
-    #[test]
-    fn replaces_whole_relation_names_only() {
-        let sql = "select * from raw.orders o join raw.orders_archive a on true, xraw.orders, (raw.orders)";
-        assert_eq!(
-            replace_relation(sql, "raw.orders", "b.x"),
-            "select * from b.x o join raw.orders_archive a on true, xraw.orders, (b.x)"
-        );
     }
 }

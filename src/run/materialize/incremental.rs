@@ -19,7 +19,7 @@ use datafusion::prelude::DataFrame;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 
-use super::table::write_overwrite;
+use super::table::publish;
 use super::{column_list, plan, Materialize, ModelContext, Outcome};
 use crate::project::{ConfigExt, Materialization};
 use crate::run::RunError;
@@ -79,10 +79,10 @@ impl Materialize for IncrementalMaterialization {
         let Some(table) = existing.filter(|_| !cx.full_refresh) else {
             let frame = plan(cx, &node.compiled_sql).await?;
             super::check_contract(node, frame.schema().as_arrow())?;
-            return write_overwrite(cx, frame, started.elapsed()).await;
+            return publish(cx, frame, started.elapsed(), Vec::new()).await;
         };
         let sql = node.compiled_sql_incremental.as_deref().unwrap_or(&node.compiled_sql);
-        let frame = fold_scalar_subqueries(cx, plan(cx, sql).await?).await?;
+        let (frame, watermarks) = fold_scalar_subqueries(cx, plan(cx, sql).await?).await?;
         let plan_time = started.elapsed();
         let started = Instant::now();
 
@@ -114,8 +114,18 @@ impl Materialize for IncrementalMaterialization {
         let (batch, change) = apply_schema_change(node, batch, &target_schema)?;
         let merge_schema = change == SchemaChange::AddColumns;
         let schema = batch.schema();
-        // The batch's identity: a retried batch (the process died around its commit) is found and not applied twice.
-        let batch_id = batch_digest(&batch).map(|digest| format!("pipe.batch:{digest}"));
+        // The batch's identity: what it was computed from (the SQL, the versions of the tables and files it read, the
+        // watermark values) and its rows. A retried batch (the process died around its commit, the same command run
+        // again on the same inputs) is found and not applied twice; a new batch with equal rows, computed from new
+        // inputs, is applied. A batch that reads no table or file at all has nothing to tell a retry by: applied.
+        let batch_id = match node.depends_on.nodes.is_empty() {
+            true => None,
+            false => {
+                let inputs = crate::run::input_fingerprint(cx.manifest, cx.warehouse, cx.project_root, node).await;
+                batch_digest(&batch)
+                    .map(|rows| format!("pipe.batch:{}", batch_identity(sql, &inputs, &watermarks, &rows)))
+            }
+        };
         if let Some(id) = &batch_id {
             if table.snapshot()?.transaction_version(table.log_store().as_ref(), id.clone()).await?.is_some() {
                 let commit = cx.warehouse.last_commit(&table).await?;
@@ -232,7 +242,8 @@ impl Materialize for IncrementalMaterialization {
 /// The frame with each uncorrelated scalar subquery of its filters computed first and put in as a literal, so
 /// that an incremental batch's `where ts > (select max(ts) from {{ this }})` prunes the upstream's files by
 /// their statistics (Delta's data skipping) instead of scanning all of them to compare each row.
-async fn fold_scalar_subqueries(cx: &ModelContext<'_>, frame: DataFrame) -> Result<DataFrame, RunError> {
+/// Also returns the values put in (the batch's watermarks), as text.
+async fn fold_scalar_subqueries(cx: &ModelContext<'_>, frame: DataFrame) -> Result<(DataFrame, Vec<String>), RunError> {
     use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
     use datafusion::logical_expr::{Expr, LogicalPlan, Subquery};
     let query = |e| RunError::query(&cx.node.name, e);
@@ -253,7 +264,7 @@ async fn fold_scalar_subqueries(cx: &ModelContext<'_>, frame: DataFrame) -> Resu
     })
     .map_err(query)?;
     if subqueries.is_empty() {
-        return Ok(DataFrame::new(state, plan));
+        return Ok((DataFrame::new(state, plan), Vec::new()));
     }
     let mut values = Vec::with_capacity(subqueries.len());
     for sq in &subqueries {
@@ -287,7 +298,22 @@ async fn fold_scalar_subqueries(cx: &ModelContext<'_>, frame: DataFrame) -> Resu
         })
         .map_err(query)?
         .data;
-    Ok(DataFrame::new(state, folded))
+    let watermarks = values.iter().map(ToString::to_string).collect();
+    Ok((DataFrame::new(state, folded), watermarks))
+}
+
+/// A batch's identity: a digest over the SQL it was computed with, the fingerprint of its inputs
+/// (`run::input_fingerprint`), its watermark values and the digest of its rows.
+fn batch_identity(sql: &str, inputs: &str, watermarks: &[String], rows: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in [sql, inputs].into_iter().chain(watermarks.iter().map(String::as_str)).chain([rows]) {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest: String = hasher.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
+    // The row count stays readable in front.
+    format!("{}-{digest}", rows.split('-').next().unwrap_or("0"))
 }
 
 /// `incremental_predicates`: one SQL condition, or a list of them.

@@ -1,10 +1,14 @@
-//! Bronze ingestion: a bronze `incremental` model over one file source reads each raw file exactly once.
+//! Bronze ingestion: a bronze `incremental` model over one file source reads each byte of each raw file exactly
+//! once.
 //!
-//! The model's SQL runs once per new file, with the source replaced by that file alone, and pipe adds
-//! `_pipe_source_file`, `_pipe_loaded_at` and `_pipe_batch_id` to its rows. All new files' rows are appended in one
-//! Delta commit that also records, per file, a Delta application transaction (`pipe.file:<path>`): the ledger of
-//! ingested files is committed atomically with the rows, so a file is never ingested twice, whether the previous
-//! attempt crashed before or after writing data files.
+//! The model's SQL runs once per new file (or new piece of a file), with the source being that file alone, and pipe
+//! adds `_pipe_source_file`, `_pipe_loaded_at` and `_pipe_batch_id` to its rows. All new rows are appended in one
+//! Delta commit that also records the ledger of what was read (`ledger.rs`: per file the bytes ingested, a digest
+//! of them and its size and modification time, as Delta application transactions): the ledger is committed
+//! atomically with the rows, so nothing is ingested twice, whether the previous attempt crashed before or after
+//! writing data files. A file appended to since has its new bytes ingested (CSV and JSON lines); one rewritten in
+//! place is reported, never silently ignored nor read twice; one changed within the settle interval (the model's
+//! `settle_interval`, `--watch`'s `--settle`) may still be being written and waits for a later build.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,36 +16,36 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
-use datafusion::datasource::listing::{ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{ListingTable, ListingTableConfig};
 use datafusion::prelude::lit;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
 
+use super::ledger::{self, FileState, LandedFile};
 use super::{ModelContext, Outcome};
 use crate::manifest::SourceNode;
 use crate::project::ConfigExt;
 use crate::run::RunError;
-use crate::sql::{replace_relation, source_schema};
+use crate::sql::source_schema;
 
-/// Schema the per-file batch tables are registered in.
-pub const BATCH_SCHEMA: &str = "__pipe_batch";
-
-fn app_id(relative_path: &str) -> String {
-    format!("pipe.file:{relative_path}")
+/// The settle interval of a bronze model: its `settle_interval` config (e.g. `5s`), else the build's.
+fn settle_interval(cx: &ModelContext<'_>) -> Result<std::time::Duration, RunError> {
+    match cx.node.config.str_value("settle_interval") {
+        Some(text) => humantime::parse_duration(text).map_err(|e| {
+            RunError::Unsupported(format!(
+                "`settle_interval` of `{}` is not a duration such as `5s`: {e}",
+                cx.node.name
+            ))
+        }),
+        None => Ok(cx.settle_interval),
+    }
 }
 
-/// The files a source's path or glob matches, relative to the project root, sorted.
-fn source_files(project_root: &Path, pattern: &str) -> Result<Vec<String>, RunError> {
-    let absolute = project_root.join(pattern).to_string_lossy().to_string();
-    let paths = glob::glob(&absolute).map_err(|e| RunError::Warehouse(format!("bad path `{pattern}`: {e}")))?;
-    let mut files: Vec<String> = paths
-        .filter_map(Result::ok)
-        .filter(|p| p.is_file())
-        .map(|p| p.strip_prefix(project_root).unwrap_or(&p).to_string_lossy().replace('\\', "/"))
-        .collect();
-    files.sort();
-    Ok(files)
+/// A piece of a landed file to ingest: its bytes from `from` to the size it was listed with.
+struct Piece {
+    file: LandedFile,
+    from: u64,
 }
 
 pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result<Outcome, RunError> {
@@ -51,32 +55,62 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
     let (Some(pattern), Some(format)) = (&source.path, source.format) else {
         return Err(err("no path or format".into()));
     };
-    let files = source_files(cx.project_root, pattern)?;
+    let files = ledger::landed_files(cx.project_root, pattern)?;
     let existing = cx.warehouse.load(&node.relation).await?.filter(|_| !cx.full_refresh);
-    let mut new_files = Vec::new();
+    let settle = settle_interval(cx)?;
+    let now = std::time::SystemTime::now();
+    let mut pieces = Vec::new();
+    let mut settling = Vec::new();
+    let mut warnings = Vec::new();
     for file in &files {
-        let ingested = match &existing {
-            Some(table) => {
-                table.snapshot()?.transaction_version(table.log_store().as_ref(), app_id(file)).await?.is_some()
-            }
-            None => false,
+        // A file changed within the settle interval may still be being written: left for a later build.
+        if now.duration_since(file.modified).unwrap_or_default() < settle {
+            settling.push(file.key.clone());
+            continue;
+        }
+        let state = match &existing {
+            Some(table) => ledger::state(table, file).await?,
+            None => FileState::New,
         };
-        if !ingested {
-            new_files.push(file.clone());
+        match state {
+            FileState::Unchanged => {}
+            FileState::New => pieces.push(Piece { file: file.clone(), from: 0 }),
+            // Line formats take the appended bytes as new rows; a Parquet file is whole or not at all.
+            FileState::Appended { from } if format != crate::project::SourceFormat::Parquet => {
+                pieces.push(Piece { file: file.clone(), from })
+            }
+            FileState::Appended { from } => warnings.push(format!(
+                "warning: `{}` changed after it was ingested (it grew from {from} bytes; a Parquet file cannot be appended to): its new content was NOT ingested; land new data as a new file, or rebuild `{}` with `--full-refresh`",
+                file.key, node.name
+            )),
+            FileState::Rewritten(why) => warnings.push(format!(
+                "warning: `{}` changed after it was ingested ({why}): its new content was NOT ingested; land new data as a new file, or rebuild `{}` with `--full-refresh`",
+                file.key, node.name
+            )),
         }
     }
-    if new_files.is_empty() {
+    let mut notes = warnings;
+    if !settling.is_empty() {
+        notes.push(format!(
+            "{} file(s) changed within the last {} and may still be being written, left for a later build: {}",
+            settling.len(),
+            humantime::format_duration(settle),
+            settling.join(", ")
+        ));
+    }
+    if pieces.is_empty() {
         let (version, provider) = match &existing {
             Some(table) => {
                 (Some(cx.warehouse.last_commit(table).await?.version), Some(cx.warehouse.provider(table).await?))
             }
             None => (None, None),
         };
+        notes.insert(0, format!("no new files ({} already ingested)", files.len() - settling.len()));
         return Ok(Outcome {
             rows_written: Some(0),
             delta_version: version,
             provider,
-            note: Some(format!("no new files ({} already ingested)", files.len())),
+            note: Some(notes.join("\n")),
             ..Outcome::default()
         });
     }
@@ -87,114 +121,82 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         .await
         .map_err(err)?;
     let loaded_at = ScalarValue::TimestampMicrosecond(Some(chrono::Utc::now().timestamp_micros()), Some("UTC".into()));
-    let declared = source.declared_types();
     // With declared types, each file is read as it is (CSV as text, JSON with the types its values have), and a
     // value that does not hold its declared type is found row by row (the source contract) rather than failing the
     // whole read.
-    let checked = !declared.is_empty()
-        && matches!(
-            format,
-            crate::project::SourceFormat::Csv
-                | crate::project::SourceFormat::Json
-                | crate::project::SourceFormat::Parquet
-        );
+    let checked = contract_checked(source);
     let quarantine_mode = node.config.str_value("on_contract_violation") == Some("quarantine");
-    let mut quarantined: Vec<RecordBatch> = Vec::new();
+    // Per piece of a file: the rows that broke the source contract.
+    let mut quarantined: Vec<(String, Vec<RecordBatch>)> = Vec::new();
     // Rows read from the new files as they are, before the source contract splits them (checked files only; an
     // unchecked file is scanned by the model's query, which counts it).
     let mut read_from_files: u64 = 0;
     let mut batches: Vec<RecordBatch> = Vec::new();
-    for (i, file) in new_files.iter().enumerate() {
-        let (file_url, file_listing) =
-            source_schema::listing(cx.project_root, file, format, &source.options).map_err(err)?;
-        let file_url: ListingTableUrl = file_url;
-        let table_name = format!("{BATCH_SCHEMA}.{}_{i}", node.name);
-        if checked {
-            // CSV is read as text; JSON and Parquet with the types their values (or the file's schema) have.
-            let raw_schema = if format != crate::project::SourceFormat::Csv {
-                let undeclared = std::collections::BTreeMap::new();
-                source_schema::infer(&cx.session.state(), &file_url, &file_listing, file, &undeclared)
-                    .await
-                    .map_err(err)?
-            } else {
-                Arc::new(datafusion::arrow::datatypes::Schema::new(
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| datafusion::arrow::datatypes::Field::new(f.name(), DataType::Utf8, true))
-                        .collect::<Vec<_>>(),
-                ))
-            };
-            let config = ListingTableConfig::new(file_url).with_listing_options(file_listing).with_schema(raw_schema);
-            let raw_name = format!("{BATCH_SCHEMA}.{}_{i}_raw", node.name);
-            cx.session.register_table(raw_name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
-            let split = split_by_contract(cx, &raw_name, &schema, &declared, file, &loaded_at).await;
-            let _ = cx.session.deregister_table(raw_name.as_str());
-            let (good, bad, good_rows) = split?;
-            read_from_files += good_rows + bad.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-            if !bad.is_empty() && !quarantine_mode {
-                let shown = datafusion::arrow::util::pretty::pretty_format_batches(&bad)
-                    .map(|t| t.to_string())
-                    .unwrap_or_default();
-                let count: usize = bad.iter().map(RecordBatch::num_rows).sum();
-                return Err(RunError::Contract(format!(
-                    "`{file}`: {count} row(s) break the contract of source `{}`; nothing was ingested:\n{shown}\nset `on_contract_violation: quarantine` on `{}` to ingest the other rows and keep these aside",
-                    source.relation, node.name
-                )));
-            }
-            quarantined.extend(bad);
-            cx.session.register_table(table_name.as_str(), good)?;
-        } else {
-            let config =
-                ListingTableConfig::new(file_url).with_listing_options(file_listing).with_schema(Arc::clone(&schema));
-            cx.session.register_table(table_name.as_str(), Arc::new(ListingTable::try_new(config)?))?;
+    let mut transactions = Vec::new();
+    let pieces_dir = cx.warehouse.root().join("_pipe").join("pieces").join(cx.run_id);
+    let header = format == crate::project::SourceFormat::Csv
+        && source.options.get("header").and_then(serde_json::Value::as_bool).unwrap_or(true);
+    let extension = match format {
+        crate::project::SourceFormat::Json => "json",
+        crate::project::SourceFormat::Parquet => "parquet",
+        _ => "csv",
+    };
+    for (i, piece) in pieces.iter().enumerate() {
+        let file = &piece.file;
+        let copy = pieces_dir.join(format!("{i}.{extension}"));
+        // An appended tail is read from a copy of exactly its bytes (with the CSV header); a whole file is read in
+        // place, and again from a copy of exactly the bytes listed when it changed while it was read.
+        let mut path = file.path.clone();
+        if piece.from > 0 {
+            ledger::copy_piece(&file.path, piece.from, file.size, header, &copy).map_err(|e| RunError::io(&copy, e))?;
+            path = copy.clone();
         }
-        let sql = replace_relation(&node.compiled_sql, &source.relation, &table_name);
-        let result = async {
-            let frame = super::plan(cx, &sql).await?;
-            let frame = frame
-                .with_column("_pipe_source_file", lit(file.as_str()))
-                .and_then(|f| f.with_column("_pipe_loaded_at", lit(loaded_at.clone())))
-                .and_then(|f| f.with_column("_pipe_batch_id", lit(cx.run_id)))
-                .map_err(|e| RunError::query(&node.name, e))?;
-            frame.collect().await.map_err(|e| RunError::query(&node.name, e))
+        let mut read = read_file(cx, source, &schema, &path, &file.key, &loaded_at).await?;
+        if piece.from == 0 && file.changed_since_listed() {
+            ledger::copy_piece(&file.path, 0, file.size, header, &copy).map_err(|e| RunError::io(&copy, e))?;
+            read = read_file(cx, source, &schema, &copy, &file.key, &loaded_at).await?;
         }
-        .await;
-        let _ = cx.session.deregister_table(table_name.as_str());
-        batches.extend(result?);
+        let _ = std::fs::remove_file(&copy);
+        let (rows, bad, read_rows) = read;
+        read_from_files += read_rows;
+        if !bad.is_empty() && !quarantine_mode {
+            let shown =
+                datafusion::arrow::util::pretty::pretty_format_batches(&bad).map(|t| t.to_string()).unwrap_or_default();
+            let count: usize = bad.iter().map(RecordBatch::num_rows).sum();
+            let _ = std::fs::remove_dir_all(&pieces_dir);
+            return Err(RunError::Contract(format!(
+                "`{}`: {count} row(s) break the contract of source `{}`; nothing was ingested:\n{shown}\nset `on_contract_violation: quarantine` on `{}` to ingest the other rows and keep these aside",
+                file.key, source.relation, node.name
+            )));
+        }
+        quarantined.push((ledger::piece_id(&file.key, piece.from), bad));
+        batches.extend(rows);
+        transactions.extend(ledger::transactions(file, file.size)?);
     }
+    let _ = std::fs::remove_dir_all(&pieces_dir);
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     // Rows that break the source contract go, unmodified and with the reason, to a quarantine table next to the
     // bronze table, before the bronze commit: a crash in between re-reads the file, and the quarantine's own
     // per-file transactions keep it from being written twice.
-    let quarantine_rows: usize = quarantined.iter().map(RecordBatch::num_rows).sum();
+    let quarantine_rows: usize = quarantined.iter().flat_map(|(_, bad)| bad).map(RecordBatch::num_rows).sum();
     let quarantine_relation = format!("{}__quarantine", node.relation);
     if quarantine_rows > 0 {
         let table = cx.warehouse.table_for_write(&quarantine_relation).await?;
-        let mut fresh = Vec::new();
-        for file in &new_files {
+        let mut keep = Vec::new();
+        let mut pieces_taken = Vec::new();
+        for (id, bad) in quarantined {
             let done = match table.version() {
                 Some(_) => {
-                    table.snapshot()?.transaction_version(table.log_store().as_ref(), app_id(file)).await?.is_some()
+                    table.snapshot()?.transaction_version(table.log_store().as_ref(), id.clone()).await?.is_some()
                 }
                 None => false,
             };
             if !done {
-                fresh.push(file.clone());
+                keep.extend(bad);
+                pieces_taken.push(Transaction::new(id, 1));
             }
         }
-        let keep: Vec<RecordBatch> = quarantined
-            .into_iter()
-            .filter(|b| {
-                let files = b.column_by_name("_pipe_source_file");
-                let file = files.and_then(|c| {
-                    c.as_any().downcast_ref::<datafusion::arrow::array::StringArray>().map(|a| a.value(0).to_string())
-                });
-                file.is_some_and(|f| fresh.contains(&f))
-            })
-            .collect();
         if !keep.is_empty() {
-            let transactions = fresh.iter().map(|f| Transaction::new(app_id(f), 1)).collect();
             let mode = if table.version().is_some() { SaveMode::Append } else { SaveMode::Overwrite };
             table
                 .write(keep)
@@ -203,14 +205,13 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
                 .with_commit_properties(
                     CommitProperties::default()
                         .with_metadata(cx.commit_metadata())
-                        .with_application_transactions(transactions),
+                        .with_application_transactions(pieces_taken),
                 )
                 .await
                 .map_err(|e| RunError::write(&node.name, e))?;
         }
     }
     let metadata = cx.commit_metadata();
-    let transactions = new_files.iter().map(|f| Transaction::new(app_id(f), 1)).collect();
     let commit = CommitProperties::default().with_metadata(metadata).with_application_transactions(transactions);
     let (table, mode) = match existing {
         Some(table) => (table, SaveMode::Append),
@@ -229,12 +230,20 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         rows_written: Some(rows as u64),
         delta_version: Some(commit.version),
         provider: Some(cx.warehouse.provider(&table).await?),
-        note: Some(match quarantine_rows {
-            0 => format!("ingested {} new file(s)", new_files.len()),
-            n => format!(
-                "ingested {} new file(s); {n} row(s) broke the source contract and went to `{quarantine_relation}`",
-                new_files.len()
-            ),
+        note: Some({
+            let whole = pieces.iter().filter(|p| p.from == 0).count();
+            let mut note = format!("ingested {whole} new file(s)");
+            match pieces.len() - whole {
+                0 => {}
+                n => note.push_str(&format!(" and the bytes appended to {n} file(s) since they were ingested")),
+            }
+            if quarantine_rows > 0 {
+                note.push_str(&format!(
+                    "; {quarantine_rows} row(s) broke the source contract and went to `{quarantine_relation}`"
+                ));
+            }
+            notes.insert(0, note);
+            notes.join("\n")
         }),
         plan_time: std::time::Duration::ZERO,
         write_time: started.elapsed(),
@@ -244,84 +253,140 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
     })
 }
 
+/// Whether a source's files are read as they are and split by its declared types (the source contract).
+fn contract_checked(source: &SourceNode) -> bool {
+    !source.declared_types().is_empty()
+        && matches!(
+            source.format,
+            Some(
+                crate::project::SourceFormat::Csv
+                    | crate::project::SourceFormat::Json
+                    | crate::project::SourceFormat::Parquet
+            )
+        )
+}
+
+/// Reads one file (or a copy of a piece of it) through the model's query, planned as written in a session where
+/// the source is this file alone, with pipe's columns added. Returns the rows, the rows that broke the source
+/// contract (with the reason), and the rows read from the file (contract-checked files only; else 0).
+async fn read_file(
+    cx: &ModelContext<'_>,
+    source: &SourceNode,
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    path: &Path,
+    key: &str,
+    loaded_at: &ScalarValue,
+) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>, u64), RunError> {
+    let node = cx.node;
+    let err = |message: String| RunError::Source { source_name: source.relation.clone(), message };
+    let format = source.format.ok_or_else(|| err("no format".into()))?;
+    let shown = path.to_string_lossy();
+    let (url, listing) = source_schema::listing(cx.project_root, &shown, format, &source.options).map_err(err)?;
+    let (table, bad, read): (Arc<dyn datafusion::catalog::TableProvider>, Vec<RecordBatch>, u64) =
+        if contract_checked(source) {
+            // CSV is read as text; JSON and Parquet with the types their values (or the file's schema) have.
+            let raw_schema = if format != crate::project::SourceFormat::Csv {
+                let undeclared = std::collections::BTreeMap::new();
+                source_schema::infer(&cx.session.state(), &url, &listing, key, &undeclared).await.map_err(err)?
+            } else {
+                Arc::new(datafusion::arrow::datatypes::Schema::new(
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| datafusion::arrow::datatypes::Field::new(f.name(), DataType::Utf8, true))
+                        .collect::<Vec<_>>(),
+                ))
+            };
+            let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(raw_schema);
+            let raw = Arc::new(ListingTable::try_new(config)?);
+            let declared = source.declared_types();
+            let (good, bad, good_rows) = split_by_contract(cx, raw, schema, &declared, key, loaded_at).await?;
+            let read = good_rows + bad.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            (good, bad, read)
+        } else {
+            let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(Arc::clone(schema));
+            (Arc::new(ListingTable::try_new(config)?), Vec::new(), 0)
+        };
+    let session = crate::run::session::with_overrides(cx.session, &[(source.relation.clone(), table)])?;
+    let frame = super::plan_in(cx, &session, &node.compiled_sql).await?;
+    let frame = frame
+        .with_column("_pipe_source_file", lit(key))
+        .and_then(|f| f.with_column("_pipe_loaded_at", lit(loaded_at.clone())))
+        .and_then(|f| f.with_column("_pipe_batch_id", lit(cx.run_id)))
+        .map_err(|e| RunError::query(&node.name, e))?;
+    let rows = frame.collect().await.map_err(|e| RunError::query(&node.name, e))?;
+    Ok((rows, bad, read))
+}
+
 /// Splits a file read as text into the rows that hold their declared types (cast to them, as the source's
 /// schema) and the rows that do not (as read, with `_pipe_reason`, `_pipe_source_file`, `_pipe_loaded_at`).
+/// Built as expressions over the file's table: a declared type is an Arrow type here, never SQL text.
 async fn split_by_contract(
     cx: &ModelContext<'_>,
-    raw: &str,
+    raw: Arc<dyn datafusion::catalog::TableProvider>,
     schema: &datafusion::arrow::datatypes::SchemaRef,
     declared: &std::collections::BTreeMap<String, String>,
     file: &str,
     loaded_at: &ScalarValue,
 ) -> Result<(Arc<dyn datafusion::catalog::TableProvider>, Vec<RecordBatch>, u64), RunError> {
+    use datafusion::functions::string::expr_fn::concat;
+    use datafusion::logical_expr::{cast, try_cast, when, Expr};
+    use datafusion::prelude::ident;
     let query = |e| RunError::query(&cx.node.name, e);
-    let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
-    let mut broken = Vec::new();
-    let mut reasons = Vec::new();
-    for (column, data_type) in declared {
-        if schema.field_with_name(column).is_err() {
+    let raw_schema = raw.schema();
+    let mut broken: Vec<Expr> = Vec::new();
+    let mut reasons: Vec<Expr> = Vec::new();
+    for (column, declared_type) in declared {
+        let (Ok(field), true) = (schema.field_with_name(column), raw_schema.field_with_name(column).is_ok()) else {
             continue;
+        };
+        if source_schema::arrow_type(declared_type).is_none() {
+            return Err(RunError::Contract(format!(
+                "source column `{column}` declares the type {declared_type:?}, which pipe does not know; use a SQL type such as `bigint`, `double`, `decimal(10, 2)`, `varchar`, `date` or `timestamp`"
+            )));
         }
-        if cx.session.table_provider(raw).await.map_err(query)?.schema().field_with_name(column).is_err() {
-            continue;
-        }
-        let c = quote(column);
-        let bad = format!("({c} is not null and try_cast({c} as {data_type}) is null)");
-        reasons.push(format!(
-            "case when {bad} then '{}: ' || {c} || ' is not {data_type}; ' else '' end",
-            column.replace('\'', "''")
-        ));
+        let bad = ident(column).is_not_null().and(try_cast(ident(column), field.data_type().clone()).is_null());
+        let reason = concat(vec![
+            lit(format!("{column}: ")),
+            cast(ident(column), DataType::Utf8),
+            lit(format!(" is not {declared_type}; ")),
+        ]);
+        reasons.push(when(bad.clone(), reason).otherwise(lit("")).map_err(query)?);
         broken.push(bad);
     }
-    let any_broken = if broken.is_empty() { "false".to_string() } else { broken.join(" or ") };
+    let any_broken = broken.into_iter().reduce(Expr::or).unwrap_or(lit(false));
+    let frame = cx.session.read_table(raw).map_err(query)?;
     // A JSON file may lack a field the source has: it reads as null, as it would with the source's schema.
-    let raw_schema = cx.session.table_provider(raw).await.map_err(query)?.schema();
-    let casts: Vec<String> = schema
+    let casts: Vec<Expr> = schema
         .fields()
         .iter()
         .map(|f| {
-            let value = if raw_schema.field_with_name(f.name()).is_ok() { quote(f.name()) } else { "null".into() };
-            format!("cast({value} as {}) as {}", sql_type(f.data_type()), quote(f.name()))
+            let value = match raw_schema.field_with_name(f.name()) {
+                Ok(_) => ident(f.name()),
+                Err(_) => lit(ScalarValue::Null),
+            };
+            cast(value, f.data_type().clone()).alias(f.name())
         })
         .collect();
-    let good_sql = format!("select {} from {raw} where not ({any_broken})", casts.join(", "));
-    let good = cx.session.sql(&good_sql).await.map_err(query)?;
+    let good = frame
+        .clone()
+        .filter(datafusion::logical_expr::not(any_broken.clone()))
+        .and_then(|f| f.select(casts))
+        .map_err(query)?;
     let good_schema = Arc::new(good.schema().as_arrow().clone());
     let good_rows = good.collect().await.map_err(query)?;
     let good_count = good_rows.iter().map(|b| b.num_rows() as u64).sum();
     let good: Arc<dyn datafusion::catalog::TableProvider> =
         Arc::new(datafusion::datasource::MemTable::try_new(good_schema, vec![good_rows]).map_err(query)?);
-    let reason = if reasons.is_empty() { "''".to_string() } else { format!("concat({})", reasons.join(", ")) };
-    let bad_sql = format!("select *, {reason} as _pipe_reason from {raw} where {any_broken}");
-    let bad = cx
-        .session
-        .sql(&bad_sql)
-        .await
-        .map_err(query)?
-        .with_column("_pipe_source_file", lit(file))
+    let reason = if reasons.is_empty() { lit("") } else { concat(reasons) };
+    let bad = frame
+        .filter(any_broken)
+        .and_then(|f| f.with_column("_pipe_reason", reason))
+        .and_then(|f| f.with_column("_pipe_source_file", lit(file)))
         .and_then(|f| f.with_column("_pipe_loaded_at", lit(loaded_at.clone())))
         .map_err(query)?
         .collect()
         .await
         .map_err(query)?;
     Ok((good, bad.into_iter().filter(|b| b.num_rows() > 0).collect(), good_count))
-}
-
-/// A SQL type name for an Arrow type the source schema holds.
-fn sql_type(data_type: &DataType) -> String {
-    match data_type {
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "varchar".into(),
-        DataType::Int64 => "bigint".into(),
-        DataType::Int32 => "int".into(),
-        DataType::Int16 => "smallint".into(),
-        DataType::Int8 => "tinyint".into(),
-        DataType::Float64 => "double".into(),
-        DataType::Float32 => "real".into(),
-        DataType::Boolean => "boolean".into(),
-        DataType::Date32 | DataType::Date64 => "date".into(),
-        DataType::Timestamp(_, None) => "timestamp".into(),
-        DataType::Timestamp(_, Some(_)) => "timestamptz".into(),
-        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("decimal({p}, {s})"),
-        other => other.to_string(),
-    }
 }

@@ -236,7 +236,8 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
     };
     let partitions = super::column_list(node.config.get("partition_by"));
     let mut rows_written = 0u64;
-    let mut plan_time = started.elapsed();
+    let mut tests = None;
+    let plan_time = started.elapsed();
     let write_started = Instant::now();
     let existing_table = existing.clone();
     let mut table = existing;
@@ -251,27 +252,12 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
     };
     let note = match batch_plan {
         BatchPlan::Whole { start, end, batches } => {
+            // One result replacing the table: written, audited and published like a `table`.
             let frame = plan(cx, &slice_query(start, end)).await?;
-            plan_time = started.elapsed();
-            let target = cx.warehouse.table_for_write(&node.relation).await?;
-            let commit = CommitProperties::default()
-                .with_metadata(metadata.clone())
-                .with_application_transactions(vec![ledger(end, None)]);
-            let mut write = target
-                .write(Vec::new())
-                .with_writer_properties(super::writer_properties(node))
-                .with_input_plan(frame.logical_plan().clone())
-                .with_session_state(std::sync::Arc::new(cx.session.state()))
-                .with_save_mode(SaveMode::Overwrite)
-                .with_schema_mode(deltalake::operations::write::SchemaMode::Overwrite)
-                .with_commit_properties(commit);
-            if !partitions.is_empty() {
-                write = write.with_partition_columns(partitions.clone());
-            }
-            let written = write.await.map_err(|e| RunError::write(&node.name, e))?;
-            rows_written += cx.warehouse.last_commit(&written).await?.rows_added.unwrap_or(0);
-            table = Some(written);
-            format!("{batches} batches from {} in one commit", sql_time(start))
+            let plan_time = started.elapsed();
+            let mut outcome = super::table::publish(cx, frame, plan_time, vec![ledger(end, None)]).await?;
+            outcome.note = Some(format!("microbatch: {batches} batches from {} in one commit", sql_time(start)));
+            return Ok(outcome);
         }
         BatchPlan::Slices(batches) => {
             // Independent slices are computed two at a time; their commits land one after the other, in order,
@@ -314,6 +300,12 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
                     .with_application_transactions(transactions);
                 let predicate = config.replace_predicate(*start, *end);
                 let has_table = target.version().is_some();
+                // Write-audit-publish: the model's tests run on the table as it will be with this slice replaced,
+                // before the slice is committed; a failing one leaves the table at its version.
+                if !cx.attached_tests().is_empty() {
+                    let result = slice_result(cx, has_table.then_some(&target), &rows, &predicate).await?;
+                    tests = Some(cx.audit(result).await?);
+                }
                 let mut write = target
                     .write(rows)
                     .with_writer_properties(super::writer_properties(node))
@@ -362,9 +354,39 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
         plan_time,
         write_time: write_started.elapsed(),
         execute_time,
-        tests: None,
+        tests,
         rows_read: None,
     })
+}
+
+/// The table as it will be once a slice's `rows` replace what `predicate` selects: the rows outside the slice
+/// (those for which the predicate is not true, as Delta's `replaceWhere` keeps them), cast to the slice's columns,
+/// then the slice.
+async fn slice_result(
+    cx: &ModelContext<'_>,
+    target: Option<&DeltaTable>,
+    rows: &[datafusion::arrow::record_batch::RecordBatch],
+    predicate: &str,
+) -> Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>, RunError> {
+    use datafusion::logical_expr::{col, is_not_true, ExprSchemable};
+    let query = |e| RunError::query(&cx.node.name, e);
+    let schema =
+        rows.first().map(|b| b.schema()).ok_or_else(|| RunError::Warehouse("a slice without a schema".into()))?;
+    let slice = datafusion::datasource::MemTable::try_new(std::sync::Arc::clone(&schema), vec![rows.to_vec()])
+        .map_err(query)?;
+    let slice = cx.session.read_table(std::sync::Arc::new(slice)).map_err(query)?;
+    let Some(target) = target else { return Ok(slice.into_view()) };
+    let old = cx.session.read_table(cx.warehouse.provider(target).await?).map_err(query)?;
+    let kept = old.clone().filter(is_not_true(old.parse_sql_expr(predicate).map_err(query)?)).map_err(query)?;
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            Ok(col(format!("\"{}\"", field.name())).cast_to(field.data_type(), kept.schema())?.alias(field.name()))
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()
+        .map_err(query)?;
+    Ok(kept.select(columns).and_then(|k| k.union(slice)).map_err(query)?.into_view())
 }
 
 /// Rows of the upstream tables that record their load time (`_pipe_loaded_at`, bronze ingestion) and declare an

@@ -3,6 +3,7 @@
 
 mod incremental;
 mod ingest;
+mod ledger;
 pub mod microbatch;
 mod parallel_write;
 mod seed;
@@ -21,7 +22,6 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
 
-pub use ingest::BATCH_SCHEMA;
 pub use seed::SeedLoad;
 
 use deltalake::parquet::basic::{Compression, ZstdLevel};
@@ -62,6 +62,9 @@ pub struct ModelContext<'a> {
     pub tests: Vec<&'a TestNode>,
     /// Collects the executed plans of the model's own query, for its row accounting.
     pub accounting: Arc<crate::run::accounting::RowAccounting>,
+    /// Bronze ingestion leaves files changed more recently than this for a later build (a model's
+    /// `settle_interval` overrides it).
+    pub settle_interval: Duration,
 }
 
 impl ModelContext<'_> {
@@ -138,26 +141,23 @@ impl ModelContext<'_> {
         let history = crate::quality::observe::history(self.warehouse, self.run_id).await?;
         let runs = history.get(&self.node.unique_id).map(Vec::as_slice).unwrap_or_default();
         match crate::quality::observe::rows_anomaly(&self.node.relation, runs, rows) {
-            Some(anomaly) => Err(RunError::TestFailed(format!(
-                "{anomaly}\nthe new result was not published; the table keeps its previous version"
-            ))),
+            Some(anomaly) => Err(RunError::TestFailed {
+                message: format!("{anomaly}\nthe new result was not published; the table keeps its previous version"),
+                outcomes: Vec::new(),
+            }),
             None => Ok(()),
         }
     }
 
     pub async fn audit(&self, new_result: Arc<dyn TableProvider>) -> Result<Vec<TestOutcome>, RunError> {
         let tests = self.attached_tests();
-        let staged = self.staged_relation();
-        let _ = self.session.deregister_table(staged.as_str());
-        self.session.register_table(staged.as_str(), new_result)?;
         let outcomes = crate::quality::run_tests(
             self.session,
             Some(self.warehouse),
             tests,
-            &[(self.node.relation.clone(), staged.clone())],
+            &[(self.node.relation.clone(), new_result)],
         )
         .await;
-        let _ = self.session.deregister_table(staged.as_str());
         let failed: Vec<String> = outcomes
             .iter()
             .zip(tests)
@@ -168,10 +168,13 @@ impl ModelContext<'_> {
             .map(|(o, _)| format!("test `{}` failed: {}", o.name, o.message.as_deref().unwrap_or("")))
             .collect();
         if !failed.is_empty() {
-            return Err(RunError::TestFailed(format!(
-                "{}\nthe new result was not published; the table keeps its previous version",
-                failed.join("\n")
-            )));
+            return Err(RunError::TestFailed {
+                message: format!(
+                    "{}\nthe new result was not published; the table keeps its previous version",
+                    failed.join("\n")
+                ),
+                outcomes,
+            });
         }
         Ok(outcomes)
     }
@@ -233,7 +236,13 @@ pub(crate) fn column_list(value: Option<&serde_json::Value>) -> Vec<String> {
 
 /// Plans a model's SQL to be executed, under the model's row accounting (`run::accounting`).
 pub(crate) async fn plan(cx: &ModelContext<'_>, sql: &str) -> Result<DataFrame, RunError> {
-    Ok(accounted(cx, plan_query(cx, sql).await?))
+    plan_in(cx, cx.session, sql).await
+}
+
+/// `plan` in another session than the build's (one where some relations are other tables:
+/// `run::session::with_overrides`).
+pub(crate) async fn plan_in(cx: &ModelContext<'_>, session: &SessionContext, sql: &str) -> Result<DataFrame, RunError> {
+    Ok(accounted(cx, plan_query_in(cx, session, sql).await?))
 }
 
 /// `frame` under the model's row accounting.
@@ -246,13 +255,17 @@ pub(crate) fn accounted(cx: &ModelContext<'_>, frame: DataFrame) -> DataFrame {
 /// compile's plan when its inputs still have the schemas it was planned against. Not accounted: for a plan other
 /// queries inline (a view), where the accounting node would stop their filters and projections at it.
 pub(crate) async fn plan_query(cx: &ModelContext<'_>, sql: &str) -> Result<DataFrame, RunError> {
+    plan_query_in(cx, cx.session, sql).await
+}
+
+async fn plan_query_in(cx: &ModelContext<'_>, session: &SessionContext, sql: &str) -> Result<DataFrame, RunError> {
     if let Some(plan) = cx.compiled_plan.filter(|_| sql == cx.node.compiled_sql) {
-        if let Some(plan) = rebind(cx.session, plan).await {
+        if let Some(plan) = rebind(session, plan).await {
             cx.plan_reused.store(true, std::sync::atomic::Ordering::Relaxed);
-            return Ok(DataFrame::new(cx.session.state(), plan));
+            return Ok(DataFrame::new(session.state(), plan));
         }
     }
-    cx.session.sql(sql).await.map_err(|e| RunError::query(&cx.node.name, e))
+    session.sql(sql).await.map_err(|e| RunError::query(&cx.node.name, e))
 }
 
 /// `plan` with its scans bound to the session's tables instead of the compile's empty ones; `None` when a table is

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use datafusion::prelude::CsvReadOptions;
 
-use super::table::write_overwrite;
+use super::table::publish;
 use super::{ModelContext, Outcome};
 use crate::run::RunError;
 
@@ -34,6 +34,6 @@ impl SeedLoad {
             .read_csv(path.to_string_lossy().as_ref(), CsvReadOptions::new().has_header(true))
             .await
             .map_err(|e| RunError::query(&node.name, e))?;
-        write_overwrite(cx, frame, started.elapsed()).await
+        publish(cx, frame, started.elapsed(), Vec::new()).await
     }
 }

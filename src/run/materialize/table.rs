@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::Transaction;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 
@@ -26,56 +27,75 @@ impl Materialize for TableMaterialization {
         let frame = plan(cx, &cx.node.compiled_sql).await?;
         let plan_time = started.elapsed();
         super::check_contract(cx.node, frame.schema().as_arrow())?;
-        let anomalies_fail = cx.node.config.str_value("anomaly_severity") == Some("error");
-        if cx.attached_tests().is_empty() && !anomalies_fail {
-            return write_overwrite(cx, frame, plan_time).await;
-        }
-        // Write-audit-publish: the result is written to a staging table, tested there, and published (one commit
-        // to the model's table) only when no error-severity test fails.
-        let staged = cx.staged_relation();
-        let staging = cx.warehouse.table_for_write(&staged).await?;
-        let staging = staging
-            .write(Vec::new())
-            .with_writer_properties(super::writer_properties(cx.node))
-            .with_input_plan(frame.logical_plan().clone())
-            .with_session_state(Arc::new(cx.session.state()))
-            .with_save_mode(SaveMode::Overwrite)
-            .with_schema_mode(SchemaMode::Overwrite)
-            .await
-            .map_err(|e| RunError::write(&cx.node.name, e))?;
-        let provider = cx.warehouse.provider(&staging).await?;
-        let published = async {
-            if anomalies_fail {
-                cx.refuse_anomalous_rows(crate::run::warehouse::Warehouse::row_count(&staging)?).await?;
-            }
-            let tests = cx.audit(Arc::clone(&provider)).await?;
-            let staged_rows = cx.session.read_table(provider).map_err(|e| RunError::query(&cx.node.name, e))?;
-            let mut outcome = write_overwrite(cx, staged_rows, plan_time).await?;
-            outcome.tests = Some(tests);
-            Ok(outcome)
-        }
-        .await;
-        // Published or refused, the staged copy has served its purpose.
-        let dir = cx.warehouse.table_dir(&staged);
-        if let Err(err) = std::fs::remove_dir_all(&dir) {
-            tracing::warn!("staged result {} not removed: {err}", dir.display());
-        }
-        published
+        publish(cx, frame, plan_time, Vec::new()).await
     }
 }
 
-/// Replaces the table's contents with the frame's rows in one commit.
-pub(super) async fn write_overwrite(
+/// Write-audit-publish of a whole result, for every path that replaces a table with a query's rows (a `table`, an
+/// incremental model's first build or `--full-refresh`, a microbatch model's first build, a seed): with tests (or
+/// `anomaly_severity: error`) the result is written to a staging table, tested there, and published (one commit to
+/// the model's table, carrying `transactions`) only when no error-severity test fails; else nothing of it is
+/// published and the table keeps its version.
+pub(super) async fn publish(
     cx: &ModelContext<'_>,
     frame: datafusion::prelude::DataFrame,
     plan_time: std::time::Duration,
+    transactions: Vec<Transaction>,
+) -> Result<Outcome, RunError> {
+    let anomalies_fail = cx.node.config.str_value("anomaly_severity") == Some("error");
+    if cx.attached_tests().is_empty() && !anomalies_fail {
+        return write_overwrite(cx, frame, plan_time, transactions).await;
+    }
+    let staged = cx.staged_relation();
+    let staging = cx.warehouse.table_for_write(&staged).await?;
+    let staging = staging
+        .write(Vec::new())
+        .with_writer_properties(super::writer_properties(cx.node))
+        .with_input_plan(frame.logical_plan().clone())
+        .with_session_state(Arc::new(cx.session.state()))
+        .with_save_mode(SaveMode::Overwrite)
+        .with_schema_mode(SchemaMode::Overwrite)
+        .await
+        .map_err(|e| RunError::write(&cx.node.name, e))?;
+    let provider = cx.warehouse.provider(&staging).await?;
+    let published = async {
+        if anomalies_fail {
+            cx.refuse_anomalous_rows(crate::run::warehouse::Warehouse::row_count(&staging)?).await?;
+        }
+        let tests = cx.audit(Arc::clone(&provider)).await?;
+        let staged_rows = cx.session.read_table(provider).map_err(|e| RunError::query(&cx.node.name, e))?;
+        let mut outcome = write_overwrite(cx, staged_rows, plan_time, transactions).await?;
+        outcome.tests = Some(tests);
+        Ok(outcome)
+    }
+    .await;
+    // Published or refused, the staged copy has served its purpose.
+    match cx.warehouse.table_dir(&staged) {
+        Ok(dir) => {
+            if let Err(err) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!("staged result {} not removed: {err}", dir.display());
+            }
+        }
+        Err(err) => tracing::warn!("staged result not removed: {err}"),
+    }
+    published
+}
+
+/// Replaces the table's contents with the frame's rows in one commit.
+/// `transactions` (Delta application transactions: a ledger) are committed with the rows.
+async fn write_overwrite(
+    cx: &ModelContext<'_>,
+    frame: datafusion::prelude::DataFrame,
+    plan_time: std::time::Duration,
+    transactions: Vec<Transaction>,
 ) -> Result<Outcome, RunError> {
     let started = Instant::now();
     let relation = &cx.node.relation;
     let table = cx.warehouse.table_for_write(relation).await?;
     let metadata = cx.commit_metadata();
     let partitions = super::column_list(cx.node.config.get("partition_by"));
-    if partitions.is_empty() {
+    // pipe's parallel writers commit rows and metadata; a ledger goes through delta-rs's write.
+    if partitions.is_empty() && transactions.is_empty() {
         if let Some(table) = super::parallel_write::overwrite(cx, &table, frame.clone(), metadata.clone()).await? {
             return outcome(cx, &table, plan_time, started).await;
         }
@@ -89,7 +109,9 @@ pub(super) async fn write_overwrite(
         .with_session_state(Arc::new(cx.session.state()))
         .with_save_mode(SaveMode::Overwrite)
         .with_schema_mode(SchemaMode::Overwrite)
-        .with_commit_properties(CommitProperties::default().with_metadata(metadata))
+        .with_commit_properties(
+            CommitProperties::default().with_metadata(metadata).with_application_transactions(transactions),
+        )
         .await
         .map_err(|e| RunError::write(&cx.node.name, e))?;
     outcome(cx, &table, plan_time, started).await

@@ -72,9 +72,13 @@ impl SourceMap {
         id
     }
 
+    /// The file of `id`; an empty placeholder for an id this map never gave (a diagnostic rendered against the
+    /// wrong map shows no code frame rather than ending the process).
     pub fn get(&self, id: FileId) -> &SourceFile {
-        // FileIds are only minted by `add` on this map, so the index exists.
-        &self.files[id.0 as usize]
+        static MISSING: std::sync::OnceLock<SourceFile> = std::sync::OnceLock::new();
+        self.files
+            .get(id.0 as usize)
+            .unwrap_or_else(|| MISSING.get_or_init(|| SourceFile::new(PathBuf::from("<unknown file>"), Arc::from(""))))
     }
 
     pub fn find(&self, path: &Path) -> Option<FileId> {

@@ -35,8 +35,8 @@ pub struct BackfillArgs {
     /// Print the batches that would be rewritten and the input rows they read, and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Models run at once (default: the number of cores).
-    #[arg(long)]
+    /// Models run at once, 1 to 256 (default: the number of cores).
+    #[arg(long, value_parser = super::parse_threads)]
     pub threads: Option<usize>,
     /// Also POST each OpenLineage event to this collector.
     #[arg(long, env = "OPENLINEAGE_URL")]

@@ -24,8 +24,8 @@ pub struct BuildArgs {
     pub project: ProjectArgs,
     #[command(flatten)]
     pub select: SelectArgs,
-    /// Models run at once (default: the number of cores).
-    #[arg(long)]
+    /// Models run at once, 1 to 256 (default: the number of cores).
+    #[arg(long, value_parser = super::parse_threads)]
     pub threads: Option<usize>,
     /// Stop starting new models after the first failure; what did not start is skipped.
     #[arg(long)]
@@ -76,17 +76,20 @@ impl BuildArgs {
     }
 }
 
+/// The shortest `--interval`: below it `--watch` would only poll the disk.
+const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not an interval such as `10s`"))?;
-    match unit {
-        "ms" => Ok(std::time::Duration::from_millis(number)),
-        "" | "s" => Ok(std::time::Duration::from_secs(number)),
-        "m" => Ok(std::time::Duration::from_secs(number * 60)),
-        _ => Err(format!("`{text}` is not an interval such as `10s`, `500ms` or `1m`")),
+    let interval = match text.parse::<u64>() {
+        Ok(seconds) => std::time::Duration::from_secs(seconds),
+        Err(_) => humantime::parse_duration(text)
+            .map_err(|_| format!("`{text}` is not an interval such as `10s`, `500ms` or `1m`"))?,
+    };
+    if interval < MIN_INTERVAL {
+        return Err(format!("`{text}` is shorter than the shortest interval, 100ms"));
     }
+    Ok(interval)
 }
 
 fn parse_event_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
@@ -214,7 +217,7 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
         }
     }
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(threads.max(2)).enable_all().build()?;
+    let runtime = super::runtime(Some(threads))?;
     let backfill_id = match &backfill {
         None => None,
         Some(spec) => {

@@ -69,7 +69,7 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<Result<PathBuf, ExitCode>> {
     let manifest = compilation.manifest.as_ref().expect("a compile without errors has a manifest");
     let warehouse_dir = args.project.project_dir.join(&manifest.project.warehouse);
     let facts = if warehouse_dir.is_dir() {
-        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let runtime = super::runtime(None)?;
         let facts = runtime.block_on(async {
             let (ctx, warehouse, _) = crate::run::open_session(manifest, &args.project.project_dir, None).await?;
             let freshness = crate::quality::freshness::check(

@@ -43,9 +43,22 @@ pub(super) fn run(args: &InitArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(2));
     }
     let name = match &args.name {
-        Some(name) => name.clone(),
+        Some(name) if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => name.clone(),
+        Some(name) => {
+            eprintln!(
+                "error: {name:?} is not a project name: use letters, digits and `_` (it names the project in YAML and in OpenLineage)"
+            );
+            return Ok(ExitCode::from(2));
+        }
         None => project_name(dir),
     };
+    if dir.to_string_lossy().chars().any(char::is_control) {
+        eprintln!(
+            "error: {:?} is not a folder name pipe creates: it holds a control character",
+            dir.display().to_string()
+        );
+        return Ok(ExitCode::from(2));
+    }
     for (path, text) in FILES {
         let full = dir.join(path);
         if let Some(parent) = full.parent() {

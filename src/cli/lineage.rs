@@ -8,7 +8,6 @@ use clap::Args;
 
 use super::{compile_options, report, target_dir, write_stdout, ProjectArgs};
 use crate::compile::{compile, Compilation, CompileOptions, PlanCache};
-use crate::diagnostics::SourceMap;
 use crate::lineage::graph::{render, ColumnRef, Direction, Format, ProjectLineage};
 
 #[derive(Debug, Args)]
@@ -41,8 +40,7 @@ pub(super) fn project_lineage(
     let options =
         CompileOptions { keep_plans: true, plan: true, plan_cache: PlanCache::default(), ..compile_options(project)? };
     let compilation = compile(&project.project_dir, &options);
-    let empty = SourceMap::default();
-    let sources = compilation.project.as_ref().map_or(&empty, |p| &p.files);
+    let sources = compilation.sources();
     if report(&compilation.diagnostics, sources, project.diagnostics, Some("compile")) {
         return Ok(Err(ExitCode::from(1)));
     }

@@ -7,16 +7,20 @@
 
 /// Everything pipe prints passes through the secret masker (`crate::secrets`): these shadow the standard macros in
 /// `cli` and its submodules.
+/// They never panic on a closed stream (`pipe build 2>&1 | head -1`).
 macro_rules! eprintln {
     ($($arg:tt)*) => {{
         let text = format!($($arg)*);
-        std::eprintln!("{}", crate::secrets::mask(&text));
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr().lock(),
+            format!("{}\n", crate::secrets::mask(&text)).as_bytes(),
+        );
     }};
 }
 macro_rules! println {
     ($($arg:tt)*) => {{
         let text = format!($($arg)*);
-        std::println!("{}", crate::secrets::mask(&text));
+        crate::cli::write_stdout(&format!("{text}\n"));
     }};
 }
 
@@ -174,8 +178,54 @@ pub struct ExplainArgs {
 }
 
 /// Runs the CLI and returns the process exit code.
+/// Stack of every thread pipe parses, renders or plans on: deep expressions (thousands of terms, dozens of nested
+/// `CASE`s) recurse deeply in sqlparser and DataFusion, and must plan or fail with a message, never overflow.
+pub const STACK_SIZE: usize = 256 << 20;
+
+/// The most models run at once, and the most threads asked of the operating system.
+pub const MAX_THREADS: usize = 256;
+
+/// `--threads`: 1 to `MAX_THREADS`.
+pub(crate) fn parse_threads(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_THREADS).contains(&n) => Ok(n),
+        _ => Err(format!("`{text}` is not a thread count from 1 to {MAX_THREADS}")),
+    }
+}
+
 pub fn main() -> ExitCode {
+    // The command runs on a thread with a large stack; rayon's workers get the same.
+    let _ = rayon::ThreadPoolBuilder::new().stack_size(STACK_SIZE).build_global();
+    match std::thread::Builder::new().name("pipe".into()).stack_size(STACK_SIZE).spawn(run_main) {
+        Ok(thread) => thread.join().unwrap_or_else(|_| ExitCode::from(2)),
+        Err(_) => run_main(),
+    }
+}
+
+/// A tokio runtime for a command: `threads` workers (at least 2, at most the cores), each with a large stack.
+pub(crate) fn runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.unwrap_or(cores).clamp(2, cores.max(2)))
+        .thread_stack_size(STACK_SIZE)
+        .enable_all()
+        .build()
+}
+
+fn run_main() -> ExitCode {
     init_logging();
+    // A panic is pipe's bug, never the user's: one line saying so, without Rust's backtrace hint. A panic inside
+    // a model's task fails that model (`run::build`), and the build goes on.
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
+        eprintln!("internal error in pipe{location}: {message}");
+    }));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compile(args) => run_compile(&args),
@@ -281,8 +331,7 @@ fn compile_reported_with(
 ) -> anyhow::Result<Result<(Compilation, Manifest), ExitCode>> {
     let options = CompileOptions { keep_plans, ..compile_options(args)? };
     let mut compilation = compile(&args.project_dir, &options);
-    let empty = SourceMap::default();
-    let sources = compilation.project.as_ref().map_or(&empty, |p| &p.files);
+    let sources = compilation.sources();
     let failed = report(&compilation.diagnostics, sources, args.diagnostics, Some("compile"));
     match compilation.manifest.take() {
         Some(manifest) if !failed => {
@@ -462,7 +511,7 @@ fn run_ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Writes data to stdout; a closed pipe (`pipe ls | head`) ends quietly.
-fn write_stdout(text: &str) {
+pub(crate) fn write_stdout(text: &str) {
     let mut stdout = std::io::stdout().lock();
     if stdout.write_all(crate::secrets::mask(text).as_bytes()).and_then(|()| stdout.flush()).is_err() {
         std::process::exit(0);

@@ -36,7 +36,7 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
         .values()
         .filter(|t| selected.as_ref().is_none_or(|ids| t.depends_on.nodes.iter().any(|d| ids.contains(d))))
         .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = super::runtime(None)?;
     let started_at = chrono::Utc::now();
     let started = std::time::Instant::now();
     let (outcomes, warehouse) = runtime.block_on(async {
@@ -102,7 +102,7 @@ pub(super) fn freshness(args: &FreshnessArgs) -> anyhow::Result<ExitCode> {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = super::runtime(None)?;
     let results = runtime.block_on(async {
         let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
         Ok::<_, run::RunError>(check(&manifest, &args.project.project_dir, &ctx, &warehouse, chrono::Utc::now()).await)
@@ -211,7 +211,7 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = super::runtime(None)?;
     let (histories, freshness, latest_tests) = runtime.block_on(async {
         let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
         let histories = run::runs::node_history(&ctx).await;

@@ -126,7 +126,7 @@ pub(super) fn history(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
         Ok(node) => node,
         Err(code) => return Ok(code),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = super::runtime(None)?;
     let versions = runtime.block_on(async {
         let warehouse = Warehouse::open(&args.project.project_dir.join(&manifest.project.warehouse))?;
         run::history::history(&warehouse, &node.relation, args.limit).await
@@ -183,7 +183,7 @@ pub(super) fn diff(args: &DiffArgs) -> anyhow::Result<ExitCode> {
         (Err(code), _) | (_, Err(code)) => return Ok(code),
     };
     let unique_key = crate::run::materialize::column_list(node.config.get("unique_key"));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = super::runtime(None)?;
     let result = runtime.block_on(async {
         let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
         let Some(latest) = warehouse.load(&node.relation).await? else {
@@ -242,7 +242,7 @@ fn query_and_print(
     sql: &str,
     output: TableFormat,
 ) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = super::runtime(None)?;
     let query_error = |e: datafusion::error::DataFusionError| run::RunError::Query {
         model: "query".into(),
         message: run::clean_datafusion_message(&e),
@@ -252,11 +252,19 @@ fn query_and_print(
         let (ctx, warehouse, errors) = run::open_session(manifest, &project.project_dir, None).await?;
         unreadable = errors;
         let sql = run::history::resolve_time_travel(sql, &ctx, &warehouse).await?;
-        ctx.sql(&sql).await.map_err(query_error)?.collect().await.map_err(query_error)
+        let frame = ctx.sql(&sql).await.map_err(query_error)?;
+        // An empty result still has its columns: the header is printed.
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let mut batches = frame.collect().await.map_err(query_error)?;
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            batches = vec![RecordBatch::new_empty(schema)];
+        }
+        Ok::<_, run::RunError>(batches)
     });
     let batches = match batches {
         Ok(batches) => batches,
         Err(err) => {
+            let err = missing_table_message(manifest, &err.to_string());
             eprintln!("error: {err}");
             // A table the query may have meant, left out because it cannot be read.
             for message in unreadable.values() {
@@ -267,6 +275,34 @@ fn query_and_print(
     };
     write_stdout(&format_batches(&batches, output)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// DataFusion's "table 'datafusion.silver.x' not found", said in the project's terms: a model not built yet, an
+/// ephemeral model (no table), or no such relation (with the closest one).
+fn missing_table_message(manifest: &Manifest, message: &str) -> String {
+    let Some(rest) = message.split("table '").nth(1) else { return message.to_string() };
+    let Some((name, _)) = rest.split_once("' not found") else { return message.to_string() };
+    let relation = name.strip_prefix("datafusion.").unwrap_or(name);
+    let relation = relation.strip_prefix("public.").unwrap_or(relation);
+    let ephemeral = relation.strip_prefix(crate::compile::EPHEMERAL_PREFIX);
+    if let Some(node) = manifest.nodes.values().find(|n| n.relation == relation || Some(n.name.as_str()) == ephemeral) {
+        if node.materialized == crate::project::Materialization::Ephemeral {
+            return format!(
+                "`{}` is ephemeral: it is inlined into the models that read it and has no table; query one of its readers, or make it a `view`",
+                node.name
+            );
+        }
+        return format!("`{}` is not built yet: run `pipe build -s {}` first", node.relation, node.name);
+    }
+    let known = manifest
+        .nodes
+        .values()
+        .map(|n| n.relation.as_str())
+        .chain(manifest.sources.values().map(|s| s.relation.as_str()));
+    match crate::suggest::did_you_mean(relation, known) {
+        Some(close) => format!("no table `{relation}` in the project or the warehouse; did you mean `{close}`?"),
+        None => format!("no table `{relation}` in the project or the warehouse (`pipe ls` lists the models)"),
+    }
 }
 
 /// Renders record batches as a text table, CSV with a header, or a JSON array of objects.

@@ -43,6 +43,9 @@ pub(super) fn check_relation_names(
     }
 }
 
+/// The most batches a microbatch model's first build may compute (`run`'s own bound is the same).
+const MAX_MICROBATCHES: i64 = 100_000;
+
 pub(super) fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &mut Vec<Diagnostic>) {
     if let Some(materialized) = config.get("materialized") {
         if materialized.as_str().and_then(Materialization::parse).is_none() {
@@ -102,11 +105,30 @@ pub(super) fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &
             }
         }
         if let Some(begin) = config.str_value("begin") {
-            if crate::project::parse_utc_time(begin).is_err() {
-                diagnostics.push(invalid(
+            match crate::project::parse_utc_time(begin) {
+                Err(_) => diagnostics.push(invalid(
                     format!("`begin: {begin}` of microbatch model `{}` is not a time", model.name),
                     "write it like `2026-01-01` or `2026-01-01 10:00:00` (UTC)",
-                ));
+                )),
+                Ok(at) => {
+                    // The first build computes every batch since `begin`: a begin centuries ago is a typo.
+                    let hours = (chrono::Utc::now() - at).num_hours();
+                    let per_batch = match config.str_value("batch_size") {
+                        Some("day") => 24,
+                        Some("month") => 24 * 28,
+                        _ => 1,
+                    };
+                    if hours / per_batch > MAX_MICROBATCHES {
+                        diagnostics.push(invalid(
+                            format!(
+                                "`begin: {begin}` of microbatch model `{}` is about {} batches ago, more than the {MAX_MICROBATCHES} a build runs",
+                                model.name,
+                                hours / per_batch
+                            ),
+                            "set `begin` to when the model's data starts, or use a larger `batch_size`",
+                        ));
+                    }
+                }
             }
         }
         if let Some(lateness) = config.str_value("allowed_lateness") {

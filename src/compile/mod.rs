@@ -51,6 +51,8 @@ pub use select::SelectableGraph;
 /// The outcome of a compile: what was built, and everything found on the way.
 pub struct Compilation {
     pub project: Option<Project>,
+    /// The files read when there is no project (its project file did not load): the diagnostics point into them.
+    pub files: crate::diagnostics::SourceMap,
     /// Present when there are no errors.
     pub manifest: Option<Manifest>,
     pub diagnostics: Vec<Diagnostic>,
@@ -61,6 +63,13 @@ pub struct Compilation {
     pub render_times: BTreeMap<String, Duration>,
     /// With `keep_plans`: per model unique id, the analyzed logical plan of its compiled SQL.
     pub plans: HashMap<String, LogicalPlan>,
+}
+
+impl Compilation {
+    /// The files the diagnostics point into.
+    pub fn sources(&self) -> &crate::diagnostics::SourceMap {
+        self.project.as_ref().map_or(&self.files, |p| &p.files)
+    }
 }
 
 /// Prefix of the CTE an ephemeral model is inlined as.
@@ -76,28 +85,32 @@ struct ModelResult {
 pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
     let _span = tracing::info_span!("compile").entered();
     let (project, mut diagnostics) = project::load_project(root);
-    let Some(project) = project else {
-        if diagnostics.is_empty() {
-            diagnostics.push(
-                Diagnostic::error(
-                    Code::ProjectNotFound,
-                    format!("no `pipe.yml` or `dbt_project.yml` in `{}`", root.display()),
-                )
-                .with_help(
-                    "run pipe from a project folder, pass `--project-dir`, or create a project with `pipe init`",
-                ),
-            );
+    let project = match project {
+        Ok(project) => project,
+        Err(files) => {
+            if diagnostics.is_empty() {
+                diagnostics.push(
+                    Diagnostic::error(
+                        Code::ProjectNotFound,
+                        format!("no `pipe.yml` or `dbt_project.yml` in `{}`", root.display()),
+                    )
+                    .with_help(
+                        "run pipe from a project folder, pass `--project-dir`, or create a project with `pipe init`",
+                    ),
+                );
+            }
+            let (plan_cache, plan_stats) = (PlanCache::default(), PlanStats::default());
+            return Compilation {
+                project: None,
+                files,
+                manifest: None,
+                diagnostics,
+                plan_cache,
+                plan_stats,
+                render_times: BTreeMap::new(),
+                plans: HashMap::new(),
+            };
         }
-        let (plan_cache, plan_stats) = (PlanCache::default(), PlanStats::default());
-        return Compilation {
-            project: None,
-            manifest: None,
-            diagnostics,
-            plan_cache,
-            plan_stats,
-            render_times: BTreeMap::new(),
-            plans: HashMap::new(),
-        };
     };
     let mut origins = BTreeMap::new();
     let mut render_times = BTreeMap::new();
@@ -114,7 +127,16 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
     }
     sort_diagnostics(&mut diagnostics, &project.files);
     let manifest = if has_errors(&diagnostics) { None } else { manifest };
-    Compilation { project: Some(project), manifest, diagnostics, plan_cache, plan_stats, render_times, plans }
+    Compilation {
+        project: Some(project),
+        files: Default::default(),
+        manifest,
+        diagnostics,
+        plan_cache,
+        plan_stats,
+        render_times,
+        plans,
+    }
 }
 
 /// Models with an enforced contract: the planned output against the declared columns, every difference listed.

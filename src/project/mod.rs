@@ -151,14 +151,15 @@ pub fn name_problem(name: &str) -> Option<&'static str> {
     None
 }
 
-/// Loads the project at `root`. Returns `None` only when nothing could be loaded (no project file, or it does not
-/// parse); every other problem is a diagnostic next to a best-effort `Project`.
-pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {
+/// Loads the project at `root`. Returns the files read instead of a project only when nothing could be loaded (no
+/// project file, or it does not parse: the diagnostics point into those files); every other problem is a
+/// diagnostic next to a best-effort `Project`.
+pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let mut files = SourceMap::default();
 
     let Some((project_file, config)) = read_project_file(root, &mut files, &mut diagnostics) else {
-        return (None, diagnostics);
+        return (Err(files), diagnostics);
     };
 
     let model_entries = discover(root, &config.model_paths, &["sql"]);
@@ -222,6 +223,18 @@ pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {
         };
         let file = files.add(rel.clone(), text);
         let name = Path::new(&rel).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        // A model's name is its relation's table name: an identifier, never a path nor `schema.table`.
+        if let Some(problem) = name_problem(&name).or_else(|| name.contains('.').then_some("it contains a `.`")) {
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidConfig,
+                    format!("model file `{rel}` does not give a valid model name: {problem}"),
+                )
+                .with_primary(file, 0..0, "this model")
+                .with_help("rename the file: a model's name is its file name, made of letters, digits and `_`"),
+            );
+            continue;
+        }
         let folders = folders_under(&rel, &config.model_paths);
         let folder_layer = folders.first().and_then(|f| Layer::parse(f));
         let folder_refs: Vec<&str> = folders.iter().map(String::as_str).collect();
@@ -293,7 +306,7 @@ pub fn load_project(root: &Path) -> (Option<Project>, Vec<Diagnostic>) {
         seeds,
         test_files,
     };
-    (Some(project), diagnostics)
+    (Ok(project), diagnostics)
 }
 
 fn read_project_file(
@@ -329,6 +342,21 @@ fn read_project_file(
             return None;
         }
     };
+    // The config trees map folders to configs; anything else would be ignored without a word.
+    for (key, tree) in [("models", &raw.models), ("seeds", &raw.seeds)] {
+        if let Some(value) = tree.as_ref().filter(|v| !v.is_object() && !v.is_null()) {
+            let span = properties::find_key(&file.text, key, 0).unwrap_or(0..0);
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::YamlSyntax,
+                    format!("`{key}:` in `{file_name}` must be a mapping, not {value}"),
+                )
+                .with_primary(file_id, span, "here")
+                .with_help(format!("map folders to configs, e.g. `{key}:\n  silver:\n    +materialized: table`")),
+            );
+            return None;
+        }
+    }
     for key in raw.other.keys() {
         if DBT_ONLY_KEYS.contains(&key.as_str()) {
             continue;
@@ -359,7 +387,9 @@ fn yaml_diagnostic(file_id: FileId, file: &crate::diagnostics::SourceFile, err: 
     if let Some(idx) = message.find(" at line ") {
         message.truncate(idx);
     }
-    let message = message.lines().next().unwrap_or_default().trim().to_string();
+    let message = message.lines().next().unwrap_or_default().trim();
+    // serde-saphyr's advice is about its own options, not the user's file.
+    let message = message.split(", set DuplicateKeyPolicy").next().unwrap_or(message).to_string();
     let offset = err.location().map(|loc| file.offset_of(loc.line() as usize, loc.column() as usize)).unwrap_or(0);
     Diagnostic::error(Code::YamlSyntax, format!("invalid YAML in `{}`: {message}", file.display_path()))
         .with_primary(file_id, offset..offset + 1, "here")
@@ -448,7 +478,12 @@ fn read_text(path: &Path) -> Result<String, String> {
     if meta.len() > MAX_FILE_BYTES {
         return Err(format!("file is larger than {} MiB", MAX_FILE_BYTES / 1024 / 1024));
     }
-    std::fs::read_to_string(path).map_err(|e| e.to_string())
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    // A byte order mark (editors on Windows write one) is not part of the text.
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
 }
 
 impl Project {

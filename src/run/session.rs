@@ -25,7 +25,8 @@ pub fn new_session(manifest: &Manifest, memory_limit: Option<usize>) -> Result<S
         .with_default_catalog_and_schema("datafusion", "public")
         // delta-rs disables hash-join IN-list pushdown: it can panic on dictionary-encoded join keys.
         .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_size", 0)
-        .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values", 0);
+        .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values", 0)
+        .set_usize("datafusion.sql_parser.recursion_limit", crate::sql::RECURSION_LIMIT);
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = memory_limit {
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));

@@ -57,13 +57,38 @@ pub fn clean_message(text: &str) -> String {
     while let Some(rest) = prefixes.iter().find_map(|p| text.strip_prefix(p)) {
         text = rest;
     }
-    text.trim().to_string()
+    // DataFusion asks for bug reports on errors it labels internal; the user's query is what to fix here.
+    let noise = ["bug in DataFusion", "filing a bug report", "issue tracker", "Internal error"];
+    if !noise.iter().any(|n| text.contains(n)) {
+        return text.trim().to_string();
+    }
+    let mut text: String =
+        text.split_inclusive(". ").filter(|sentence| !noise.iter().any(|n| sentence.contains(n))).collect();
+    for noise in ["Internal error: ", "This issue was likely caused by a bug in DataFusion's code."] {
+        text = text.replace(noise, "");
+    }
+    let text = text.trim().trim_end_matches('.').to_string();
+    // `No function matches the given name and argument types 'sum(Timestamp(ns))'`.
+    if let Some(rest) = text.split("No function matches the given name and argument types '").nth(1) {
+        if let Some((call, _)) = rest.split_once('\'') {
+            if let Some((name, args)) = call.split_once('(') {
+                let args = args.strip_suffix(')').unwrap_or(args);
+                return format!("`{name}` does not take arguments of type ({args}); cast them to types it takes");
+            }
+        }
+    }
+    text
 }
+
+/// How deeply expressions may nest (sqlparser's default, 50, rejects 48 nested `CASE`s). pipe parses and plans on
+/// threads with a large stack (`cli::STACK_SIZE`), so a deeper query plans or fails with a message.
+pub const RECURSION_LIMIT: usize = 1_000;
 
 /// Parses one model's rendered SQL: exactly one query, or a diagnostic.
 pub fn analyze(sql: &str, origin: &SqlOrigin<'_>) -> Result<AnalyzedModel, Diagnostic> {
     let dialect = GenericDialect {};
     let statements = Parser::new(&dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
         .try_with_sql(sql)
         .and_then(|mut parser| parser.parse_statements())
         .map_err(|err| syntax_diagnostic(&err, sql, origin))?;
@@ -92,10 +117,73 @@ pub fn analyze(sql: &str, origin: &SqlOrigin<'_>) -> Result<AnalyzedModel, Diagn
             .with_help("a model is a `select`; pipe creates and writes the table itself"));
         }
     };
-    let mut collector =
-        RelationCollector { sql, line_starts: line_starts(sql), relations: Vec::new(), ctes: BTreeSet::new() };
+    let mut collector = RelationCollector {
+        sql,
+        line_starts: line_starts(sql),
+        relations: Vec::new(),
+        ctes: BTreeSet::new(),
+        aggregate_positions: Vec::new(),
+    };
     let _ = query.visit(&mut collector);
+    if let Some((position, item, span)) = collector.aggregate_positions.into_iter().next() {
+        let (span, _) = map_span(origin, span);
+        return Err(Diagnostic::error(
+            Code::PlanError,
+            format!(
+                "`GROUP BY {position}` points at `{item}`, an aggregate: a group cannot be keyed by its own aggregate"
+            ),
+        )
+        .with_primary(origin.file_id, span, "this position")
+        .with_help("group by the positions (or names) of the columns that are not aggregated"));
+    }
     Ok(AnalyzedModel { relations: collector.relations, ctes: collector.ctes })
+}
+
+/// Aggregate functions a `GROUP BY` position must not point at.
+const AGGREGATES: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "array_agg",
+    "string_agg",
+    "listagg",
+    "median",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "bool_and",
+    "bool_or",
+    "any_value",
+    "approx_distinct",
+    "approx_median",
+    "approx_percentile_cont",
+    "min_by",
+    "max_by",
+    "arg_min",
+    "arg_max",
+    "first_value",
+    "last_value",
+];
+
+/// Whether `expr` holds an aggregate function call (not a window function).
+fn has_aggregate(expr: &datafusion::sql::sqlparser::ast::Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::{visit_expressions, Expr};
+    visit_expressions(expr, |e| match e {
+        Expr::Function(f) if f.over.is_none() => {
+            let name = f.name.0.last().map(|p| p.to_string().to_lowercase()).unwrap_or_default();
+            match AGGREGATES.contains(&name.trim_matches('"')) {
+                true => ControlFlow::Break(()),
+                false => ControlFlow::Continue(()),
+            }
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 struct RelationCollector<'a> {
@@ -103,15 +191,38 @@ struct RelationCollector<'a> {
     line_starts: Vec<usize>,
     relations: Vec<RelationRef>,
     ctes: BTreeSet<String>,
+    /// `GROUP BY n` where the n-th select item is an aggregate: (n, the item, the span of `n`).
+    aggregate_positions: Vec<(u64, String, Range<usize>)>,
 }
 
 impl Visitor for RelationCollector<'_> {
     type Break = ();
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        use datafusion::sql::sqlparser::ast::{Expr, GroupByExpr, SelectItem, SetExpr, Spanned, Value};
         if let Some(with) = &query.with {
             for cte in &with.cte_tables {
                 self.ctes.insert(cte.alias.name.value.to_lowercase());
+            }
+        }
+        if let SetExpr::Select(select) = query.body.as_ref() {
+            if let GroupByExpr::Expressions(keys, _) = &select.group_by {
+                for key in keys {
+                    let Expr::Value(value) = key else { continue };
+                    let Value::Number(text, _) = &value.value else { continue };
+                    let Ok(position) = text.parse::<u64>() else { continue };
+                    let item = select.projection.get((position as usize).wrapping_sub(1));
+                    let expr = match item {
+                        Some(SelectItem::UnnamedExpr(expr)) | Some(SelectItem::ExprWithAlias { expr, .. }) => expr,
+                        _ => continue,
+                    };
+                    if has_aggregate(expr) {
+                        let span = key.span();
+                        let start = location_offset(self.sql, &self.line_starts, span.start);
+                        let end = location_offset(self.sql, &self.line_starts, span.end);
+                        self.aggregate_positions.push((position, expr.to_string(), start..end.max(start + 1)));
+                    }
+                }
             }
         }
         ControlFlow::Continue(())

@@ -53,6 +53,9 @@ impl StaticPlanner {
     pub fn new() -> StaticPlanner {
         let mut config = SessionConfig::new();
         config.options_mut().sql_parser.collect_spans = true;
+        if let Ok(limit) = datafusion::common::config::ConfigNonZeroUsize::try_new(super::RECURSION_LIMIT) {
+            config.options_mut().sql_parser.recursion_limit = limit;
+        }
         let state = SessionStateBuilder::new().with_default_features().with_config(config).build();
         let table_functions = state.table_functions().clone();
         StaticPlanner { state, table_functions }
@@ -67,8 +70,11 @@ impl StaticPlanner {
     /// them to the warehouse's tables instead of planning the SQL again.
     pub fn plan_logical(&self, sql: &str, inputs: &HashMap<String, SchemaRef>) -> Result<LogicalPlan, PlanError> {
         let dialect = GenericDialect {};
-        let statement =
-            Parser::new(&dialect).try_with_sql(sql).and_then(|mut p| p.parse_statement()).map_err(|e| PlanError {
+        let statement = Parser::new(&dialect)
+            .with_recursion_limit(super::RECURSION_LIMIT)
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_statement())
+            .map_err(|e| PlanError {
                 message: e.to_string(),
                 location: None,
                 unknown_column: None,

@@ -66,8 +66,46 @@ pub fn listing(
         SourceFormat::Delta => return Err("a Delta source is read through the Delta log, not listed".into()),
     };
     let location = project_root.join(path).to_string_lossy().to_string();
+    if format == SourceFormat::Parquet {
+        // A file that is not Parquet (a truncated upload, a wrong extension) is named here: the Parquet reader
+        // given a footer that points outside the file does not fail cleanly.
+        for file in glob::glob(&location).into_iter().flatten().filter_map(Result::ok).filter(|p| p.is_file()) {
+            if let Some(problem) = parquet_problem(&file) {
+                let shown = file.strip_prefix(project_root).unwrap_or(&file).display().to_string();
+                return Err(format!("`{shown}` is not a Parquet file: {problem}"));
+            }
+        }
+    }
     let url = ListingTableUrl::parse(&location).map_err(|e| e.to_string())?;
     Ok((url, ListingOptions::new(file_format).with_file_extension(extension)))
+}
+
+/// Why a file cannot be Parquet, from its size, magic bytes and footer length: `None` when it may be.
+fn parquet_problem(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(err) => return Some(err.to_string()),
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len < 12 {
+        return Some(format!("it is {len} bytes, shorter than the smallest Parquet file"));
+    }
+    let mut head = [0u8; 4];
+    let mut tail = [0u8; 8];
+    let read =
+        file.read_exact(&mut head).and_then(|()| file.seek(SeekFrom::End(-8))).and_then(|_| file.read_exact(&mut tail));
+    if let Err(err) = read {
+        return Some(err.to_string());
+    }
+    if &head != b"PAR1" || &tail[4..] != b"PAR1" {
+        return Some("it does not start and end with Parquet's `PAR1` marker".into());
+    }
+    let footer = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]) as u64;
+    if footer + 12 > len {
+        return Some(format!("its footer claims {footer} bytes, more than the file holds ({len} bytes)"));
+    }
+    None
 }
 
 /// The schema of the files behind `url`, with `declared` types (column name -> SQL type) applied by name; every
@@ -79,12 +117,15 @@ pub async fn infer(
     path: &str,
     declared: &BTreeMap<String, String>,
 ) -> Result<SchemaRef, String> {
-    let inferred = listing
-        .infer_schema(session, url)
-        .await
-        .map_err(|e| format!("cannot read `{path}`: {}", e.strip_backtrace()))?;
+    let inferred = listing.infer_schema(session, url).await.map_err(|e| {
+        let text = e.strip_backtrace();
+        match text.contains("No files found at") {
+            true => format!("no file matches `{path}`"),
+            false => format!("cannot read `{path}`: {}", crate::sql::clean_message(&text)),
+        }
+    })?;
     if inferred.fields().is_empty() {
-        return Err(format!("no files match `{path}`"));
+        return Err(format!("`{path}` has no columns: its files are empty (a CSV file needs a header line)"));
     }
     Ok(Arc::new(apply_declared_types(&inferred, declared)))
 }

@@ -94,6 +94,10 @@ pub struct Renderer {
     macros: MacroSet,
 }
 
+/// The instructions one render may run: far more than any real model and its macros take (the example project's
+/// largest render takes a few thousand).
+pub const RENDER_FUEL: u64 = 50_000_000;
+
 impl Renderer {
     /// Builds the environment. Macro files that do not parse are reported and left out.
     pub fn new(context: Arc<RenderContext>, macro_files: &[(FileId, &SourceFile)]) -> (Renderer, Vec<Diagnostic>) {
@@ -102,6 +106,8 @@ impl Renderer {
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_keep_trailing_newline(true);
         env.set_recursion_limit(200);
+        // A bound on the work of one render, so a runaway loop ends in a diagnostic instead of a hang.
+        env.set_fuel(Some(RENDER_FUEL));
         let (macros, macro_source) = MacroSet::collect(macro_files);
         if let Err(err) = env.add_template_owned(MACROS_TEMPLATE, macro_source) {
             diagnostics.push(macros.diagnostic_for(&err, macro_files));
@@ -203,6 +209,12 @@ fn template_error(
 ) -> Diagnostic {
     let detail = err.detail().unwrap_or("").to_string();
     match err.kind() {
+        ErrorKind::OutOfFuel => Diagnostic::error(
+            Code::JinjaRender,
+            format!("the template ran more than {RENDER_FUEL} instructions and was stopped"),
+        )
+        .with_primary(file_id, span, "while rendering this")
+        .with_help("look for a loop that never ends or runs far longer than meant (nested `range()`s)"),
         ErrorKind::SyntaxError | ErrorKind::UnknownBlock | ErrorKind::BadEscape => {
             Diagnostic::error(Code::JinjaSyntax, format!("Jinja syntax error: {detail}"))
                 .with_primary(file_id, span, "the template does not parse here")
@@ -273,10 +285,21 @@ fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContex
     });
     env.add_function("config", |args: Rest<JValue>, kwargs: Kwargs| -> Result<String, minijinja::Error> {
         let mut config = ConfigMap::new();
-        if let Some(first) = args.first() {
-            // `config({'materialized': 'table'})`: a mapping as the only positional argument.
-            if let Ok(Value::Object(map)) = serde_json::to_value(first) {
-                config.extend(map);
+        // `config({'materialized': 'table'})`: a mapping as the only positional argument.
+        match (args.first(), args.len()) {
+            (None, _) => {}
+            (Some(first), 1) if matches!(serde_json::to_value(first), Ok(Value::Object(_))) => {
+                if let Ok(Value::Object(map)) = serde_json::to_value(first) {
+                    config.extend(map);
+                }
+            }
+            (Some(first), _) => {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!(
+                        "config() takes keyword arguments, like `config(materialized='table')`, or one mapping; it was given {first}"
+                    ),
+                ))
             }
         }
         for key in kwargs.args() {

@@ -26,6 +26,12 @@ use crate::manifest::Node;
 use crate::project::ConfigExt;
 use crate::run::RunError;
 
+/// A batch's event-time range, `[start, end)`.
+pub type Batch = (DateTime<Utc>, DateTime<Utc>);
+
+/// The most batches one run of a microbatch model lists: an hourly model over eleven years.
+pub const MAX_BATCHES: i64 = 100_000;
+
 /// How many slices are computed at once (their commits stay in order).
 const SLICES_AT_ONCE: usize = 2;
 
@@ -124,7 +130,31 @@ impl MicrobatchConfig {
     }
 
     /// The slices `[start, end)` from the batch holding `from` up to `to`.
-    pub fn batches(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    /// `batches`, refused before any is listed when there would be more than `MAX_BATCHES` of them.
+    pub fn checked_batches(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<Batch>, RunError> {
+        let start = self.batch_size.floor(from.max(self.begin));
+        let hours = (to - start).num_hours().max(0);
+        let count = match self.batch_size {
+            BatchSize::Hour => hours,
+            BatchSize::Day => hours / 24,
+            BatchSize::Month => hours / (24 * 28),
+        };
+        if count > MAX_BATCHES {
+            let unit = match self.batch_size {
+                BatchSize::Hour => "hour",
+                BatchSize::Day => "day",
+                BatchSize::Month => "month",
+            };
+            return Err(RunError::Unsupported(format!(
+                "the range from {} to {} holds about {count} batches of one {unit}, more than the {MAX_BATCHES} pipe runs at once; narrow `--start`/`--end` (or `--event-time-start`/`--event-time-end`) or use a larger `batch_size`",
+                sql_time(start),
+                sql_time(to),
+            )));
+        }
+        Ok(self.batches(from, to))
+    }
+
+    pub fn batches(&self, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<Batch> {
         let mut batches = Vec::new();
         let mut start = self.batch_size.floor(from.max(self.begin));
         while start < to {
@@ -178,10 +208,10 @@ pub async fn batch_plan(
         Some(table) if !full_refresh => table,
         _ if window.start.is_none() => {
             let start = config.batch_size.floor(config.begin);
-            return Ok(BatchPlan::Whole { start, end, batches: config.batches(start, end).len() });
+            return Ok(BatchPlan::Whole { start, end, batches: config.checked_batches(start, end)?.len() });
         }
         // An explicit range over a table that does not exist yet: written batch by batch all the same.
-        _ => return Ok(BatchPlan::Slices(config.batches(window.start.unwrap_or(config.begin), end))),
+        _ => return Ok(BatchPlan::Slices(config.checked_batches(window.start.unwrap_or(config.begin), end)?)),
     };
     let snapshot = table.snapshot()?;
     let log_store = table.log_store();
@@ -202,7 +232,7 @@ pub async fn batch_plan(
             }
         }
     };
-    let mut batches = config.batches(from, end);
+    let mut batches = config.checked_batches(from, end)?;
     if let Some(id) = &window.backfill {
         let mut pending = Vec::new();
         for batch in batches {

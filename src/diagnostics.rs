@@ -101,6 +101,7 @@ pub enum Code {
     YamlSyntax,
     YamlUnknownKey,
     InvalidConfig,
+    NotSupported,
     JinjaSyntax,
     JinjaUndefined,
     JinjaRender,
@@ -120,12 +121,13 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 21] = [
+    pub const ALL: [Code; 22] = [
         Code::ProjectNotFound,
         Code::Io,
         Code::YamlSyntax,
         Code::YamlUnknownKey,
         Code::InvalidConfig,
+        Code::NotSupported,
         Code::JinjaSyntax,
         Code::JinjaUndefined,
         Code::JinjaRender,
@@ -152,6 +154,7 @@ impl Code {
             Code::YamlSyntax => "P0101",
             Code::YamlUnknownKey => "P0102",
             Code::InvalidConfig => "P0103",
+            Code::NotSupported => "P0104",
             Code::JinjaSyntax => "P0201",
             Code::JinjaUndefined => "P0202",
             Code::JinjaRender => "P0203",
@@ -179,6 +182,7 @@ impl Code {
             Code::YamlSyntax => "yaml-syntax",
             Code::YamlUnknownKey => "yaml-unknown-key",
             Code::InvalidConfig => "invalid-config",
+            Code::NotSupported => "not-supported",
             Code::JinjaSyntax => "jinja-syntax",
             Code::JinjaUndefined => "jinja-undefined",
             Code::JinjaRender => "jinja-render",
@@ -204,8 +208,9 @@ impl Code {
             Code::ProjectNotFound => "No `pipe.yml` (or `dbt_project.yml`) was found in the project directory.\nFix: run pipe from the project root, pass `--project-dir`, or create one with `pipe init`.",
             Code::Io => "A project file could not be read.\nFix: check that the file exists and is readable.",
             Code::YamlSyntax => "A YAML file does not parse, or a value has the wrong type (for example a list where a mapping is expected).\nFix: correct the YAML at the reported line.",
-            Code::YamlUnknownKey => "A YAML key is not one pipe knows. It is ignored, which usually hides a typo (`descripton`).\nFix: correct or remove the key.",
+            Code::YamlUnknownKey => "A YAML key is not one pipe knows. It is ignored, which usually hides a typo (`descripton`).\nFix: correct or remove the key; the message names the closest known key, or lists the keys known there.",
             Code::InvalidConfig => "A config value is not valid, such as an unknown materialization or layer.\nFix: use one of the values the message lists.",
+            Code::NotSupported => "The project uses a dbt feature pipe does not run yet (snapshots, unit tests, packages, ...). The rest of the project compiles and builds; what uses the feature is left out, and the message says which.\nFix: nothing in the project; the feature comes in a later pipe.",
             Code::JinjaSyntax => "A model or macro is not valid Jinja, e.g. an unclosed `{{` or `{% if %}`.\nFix: correct the template at the reported position.",
             Code::JinjaUndefined => "A template uses a variable, macro or `var()` that is not defined.\nFix: define the macro under `macros/`, the var in `pipe.yml` or `--vars`, or give `var()` a default.",
             Code::JinjaRender => "Rendering a template failed, for example a macro raised an error or a function got the wrong arguments.\nFix: follow the message at the reported position.",

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod compile;
 pub mod diagnostics;
 pub mod docs;
+pub mod files;
 pub mod graph;
 pub mod lineage;
 pub mod manifest;

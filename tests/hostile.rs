@@ -283,3 +283,55 @@ fn hostile_inputs_end_in_a_diagnostic() {
     assert!(failures.is_empty(), "{} of {count} cases failed:\n{}", failures.len(), failures.join("\n\n"));
     eprintln!("{count} hostile cases: no panic, no hang, each with its diagnostic");
 }
+
+/// Compiles of one project at once (an editor's and a terminal's) all succeed: `target/` is written atomically.
+#[test]
+fn concurrent_compiles_all_succeed() {
+    let dir = support::example_project();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            let root = dir.path().to_path_buf();
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| {
+                        let output = support::pipe(&root, &["compile", "--no-plan"]);
+                        (output.status.code(), support::text(&output.stderr))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for child in children {
+        for (code, stderr) in child.join().unwrap() {
+            assert_eq!(code, Some(0), "{stderr}");
+        }
+    }
+    let leftovers: Vec<_> = walkdir::WalkDir::new(dir.path().join("target"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// A property file describing 4,000 models (with columns and tests) loads: the YAML budget is sized for real
+/// projects, and entries are found in one pass over the file.
+#[test]
+fn a_property_file_of_four_thousand_models_compiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("models/silver")).unwrap();
+    std::fs::write(root.join("pipe.yml"), "name: big\n").unwrap();
+    let mut yaml = String::from("models:\n");
+    for i in 0..4000 {
+        yaml.push_str(&format!(
+            "  - name: m{i}\n    description: model {i}\n    columns:\n      - name: id\n        tests: [not_null, unique]\n      - name: v\n        description: value\n"
+        ));
+        std::fs::write(root.join(format!("models/silver/m{i}.sql")), "select 1 as id, 2 as v\n").unwrap();
+    }
+    std::fs::write(root.join("models/schema.yml"), yaml).unwrap();
+    let output = support::pipe(root, &["compile", "--no-plan"]);
+    let stderr = support::text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("Compiled 4000 models, 8000 tests"), "{stderr}");
+}

@@ -48,7 +48,10 @@ pub(super) fn project_lineage(
     let lineage = ProjectLineage::build(manifest, &compilation.plans);
     let target = target_dir(&compilation, project);
     std::fs::create_dir_all(&target)?;
-    std::fs::write(target.join("lineage.json"), serde_json::to_string_pretty(&lineage)? + "\n")?;
+    crate::files::write_atomic(
+        &target.join("lineage.json"),
+        (serde_json::to_string_pretty(&lineage)? + "\n").as_bytes(),
+    )?;
     Ok(Ok((compilation, lineage)))
 }
 

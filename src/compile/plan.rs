@@ -34,9 +34,7 @@ impl PlanCache {
     }
 
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string(self).map_err(std::io::Error::other)?)?;
-        std::fs::rename(tmp, path)
+        crate::files::write_atomic(path, serde_json::to_string(self).map_err(std::io::Error::other)?.as_bytes())
     }
 }
 

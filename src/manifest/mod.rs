@@ -263,17 +263,18 @@ impl Manifest {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            let tmp = path.with_extension("sql.tmp");
-            std::fs::write(&tmp, sql.as_bytes())?;
-            std::fs::rename(&tmp, &path)?;
+            crate::files::write_atomic(&path, sql.as_bytes())?;
         }
         for entry in walkdir::WalkDir::new(&compiled).into_iter().filter_map(Result::ok) {
-            if entry.file_type().is_file() && !expected.contains(entry.path()) {
-                std::fs::remove_file(entry.path())?;
+            // Another pipe process's write in progress is not stale; a file already gone is fine.
+            let in_progress = entry.file_name().to_string_lossy().ends_with(".tmp");
+            if entry.file_type().is_file() && !expected.contains(entry.path()) && !in_progress {
+                match std::fs::remove_file(entry.path()) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                    _ => {}
+                }
             }
         }
-        let tmp = target.join("manifest.json.tmp");
-        std::fs::write(&tmp, crate::secrets::mask(&self.to_json()).as_bytes())?;
-        std::fs::rename(tmp, target.join("manifest.json"))
+        crate::files::write_atomic(&target.join("manifest.json"), crate::secrets::mask(&self.to_json()).as_bytes())
     }
 }

@@ -106,6 +106,21 @@ pub(crate) struct RawProjectConfig {
     pub other: BTreeMap<String, Value>,
 }
 
+/// The project keys pipe reads (as written in the file).
+pub(crate) const PROJECT_KEYS: &[&str] = &[
+    "name",
+    "model-paths",
+    "macro-paths",
+    "seed-paths",
+    "test-paths",
+    "target-path",
+    "warehouse",
+    "vars",
+    "layer-rules",
+    "models",
+    "seeds",
+];
+
 /// dbt project keys pipe accepts and does not use; they are not reported as unknown.
 pub(crate) const DBT_ONLY_PROJECT_KEYS: &[&str] = &[
     "version",

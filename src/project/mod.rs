@@ -194,9 +194,23 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
                 continue;
             }
         };
-        properties::check_unknown_keys(file_id, file, &props, &mut diagnostics);
+        let entries = properties::entry_offsets(&file.text);
+        properties::check_unknown_keys(file_id, file, &props, &entries, &mut diagnostics);
         for model in props.models {
-            let at = properties::find_entry(&file.text, &model.name);
+            let at = entries.get(&model.name).copied().unwrap_or(0);
+            // Two entries for one model: dbt refuses this, and keeping either would drop the other's tests.
+            if let Some((first_file, first_at, _)) = model_props.get(&model.name) {
+                let first = files.get(*first_file);
+                let (line, _) = first.line_col(*first_at);
+                diagnostics.push(
+                    Diagnostic::error(Code::DuplicateModel, format!("model `{}` is described twice", model.name))
+                        .with_primary(file_id, at..at + 4, "second entry")
+                        .with_secondary(*first_file, *first_at..*first_at + 4, "first entry")
+                        .with_note(format!("the first is in `{}` line {line}", first.display_path()))
+                        .with_help("merge the two entries into one"),
+                );
+                continue;
+            }
             model_props.insert(model.name.clone(), (file_id, at, model));
         }
         for seed in props.seeds {
@@ -255,6 +269,48 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
             properties: props.map(|(_, _, p)| p.clone()),
             properties_at: props.map(|(f, at, _)| (*f, *at)),
         });
+    }
+
+    // An entry describing a model no file defines: dbt warns, since its tests and docs then go nowhere. Past a
+    // few, one warning names them all (a code frame each would bury everything else).
+    let model_names: std::collections::HashSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    let unmatched: Vec<(&String, &(FileId, usize, ModelProperties))> =
+        model_props.iter().filter(|(name, _)| !model_names.contains(name.as_str())).collect();
+    if unmatched.len() > 10 {
+        let shown: Vec<&str> = unmatched.iter().take(10).map(|(name, _)| name.as_str()).collect();
+        diagnostics.push(Diagnostic::warning(
+            Code::YamlUnknownKey,
+            format!(
+                "{} property entries describe models no file defines (their entries are not used): {}, ...",
+                unmatched.len(),
+                shown.join(", ")
+            ),
+        ));
+    } else {
+        for (name, (file_id, at, _)) in unmatched {
+            let diagnostic = Diagnostic::warning(
+                Code::YamlUnknownKey,
+                format!("`{name}` is described here but no model is named `{name}`; its entry is not used"),
+            )
+            .with_primary(*file_id, *at..*at + 4, "no such model");
+            diagnostics.push(match crate::suggest::did_you_mean(name, model_names.iter().copied()) {
+                Some(close) => diagnostic.with_help(format!("did you mean `{close}`?")),
+                None => diagnostic.with_help("rename the entry to a model's file name, or remove it"),
+            });
+        }
+    }
+    // dbt features pipe does not run yet, said once each rather than left silent.
+    for (path, feature) in [
+        ("snapshots", "snapshots (`snapshots/`) are not supported by pipe yet: the folder is not read"),
+        ("packages.yml", "packages (`packages.yml`) are not supported by pipe yet: no package is installed or read"),
+        (
+            "dependencies.yml",
+            "packages (`dependencies.yml`) are not supported by pipe yet: no package is installed or read",
+        ),
+    ] {
+        if root.join(path).exists() {
+            diagnostics.push(Diagnostic::warning(Code::NotSupported, feature.to_string()));
+        }
     }
 
     let mut macro_files = Vec::new();
@@ -362,10 +418,16 @@ fn read_project_file(
             continue;
         }
         let span = properties::find_key(&file.text, key, 0).unwrap_or(0..0);
-        diagnostics.push(
+        let known = config::PROJECT_KEYS.iter().chain(DBT_ONLY_KEYS).copied();
+        let diagnostic =
             Diagnostic::warning(Code::YamlUnknownKey, format!("unknown key `{key}` in `{file_name}`; it is ignored"))
-                .with_primary(file_id, span, "not a known project key"),
-        );
+                .with_primary(file_id, span, "not a known project key");
+        diagnostics.push(match crate::suggest::did_you_mean(key, known) {
+            Some(close) => diagnostic.with_help(format!("did you mean `{close}`?")),
+            None => {
+                diagnostic.with_help(format!("the project keys pipe reads are {}", config::PROJECT_KEYS.join(", ")))
+            }
+        });
     }
     Some((file_id, ProjectConfig::from_raw(raw, file_name)))
 }
@@ -377,7 +439,13 @@ fn parse_yaml<T: serde::de::DeserializeOwned>(text: &str) -> Result<Option<T>, s
     if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
         return Ok(None);
     }
-    serde_saphyr::from_str::<T>(text).map(Some)
+    // A budget that keeps alias bombs out yet lets a property file describe thousands of models.
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_events = 50_000_000;
+    budget.max_nodes = 20_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    serde_saphyr::from_str_with_options::<T>(text, options).map(Some)
 }
 
 fn yaml_diagnostic(file_id: FileId, file: &crate::diagnostics::SourceFile, err: &serde_saphyr::Error) -> Diagnostic {

@@ -179,22 +179,109 @@ pub(crate) fn find_entry(text: &str, name: &str) -> usize {
     0
 }
 
+/// dbt keys pipe does not run yet: reported as such, never as a spelling mistake.
+const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
+    ("unit_tests", "unit tests"),
+    ("snapshots", "snapshots"),
+    ("exposures", "exposures"),
+    ("metrics", "metrics"),
+    ("semantic_models", "semantic models"),
+    ("saved_queries", "saved queries"),
+    ("analyses", "analyses"),
+    ("groups", "groups"),
+    ("macros", "macro properties"),
+    ("versions", "model versions"),
+];
+
+/// The keys each kind of entry knows, for did-you-mean.
+const FILE_KEYS: &[&str] = &["version", "models", "sources", "seeds"];
+const MODEL_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "config",
+    "columns",
+    "tests",
+    "data_tests",
+    "constraints",
+    "meta",
+    "docs",
+    "access",
+    "group",
+];
+const COLUMN_KEYS: &[&str] =
+    &["name", "description", "data_type", "tests", "data_tests", "constraints", "meta", "tags", "quote"];
+const SOURCE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "schema",
+    "database",
+    "loader",
+    "freshness",
+    "loaded_at_field",
+    "meta",
+    "tags",
+    "config",
+    "tables",
+];
+const TABLE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "identifier",
+    "format",
+    "path",
+    "options",
+    "columns",
+    "freshness",
+    "loaded_at_field",
+    "meta",
+    "tags",
+    "tests",
+    "data_tests",
+    "external",
+];
+
 fn unknown(
     file_id: FileId,
     file: &SourceFile,
     anchor: usize,
     keys: &BTreeMap<String, Value>,
     what: &str,
+    known: &[&str],
     out: &mut Vec<Diagnostic>,
 ) {
     for key in keys.keys() {
         let span = find_key(&file.text, key, anchor).unwrap_or(anchor..anchor);
-        out.push(
+        if let Some((_, feature)) = NOT_SUPPORTED_YET.iter().find(|(k, _)| k == key) {
+            out.push(
+                Diagnostic::warning(
+                    Code::NotSupported,
+                    format!("`{key}:` in {what}: {feature} are not supported by pipe yet; these entries are not used"),
+                )
+                .with_primary(file_id, span, "not supported yet"),
+            );
+            continue;
+        }
+        let diagnostic =
             Diagnostic::warning(Code::YamlUnknownKey, format!("unknown key `{key}` in {what}; it is ignored"))
-                .with_primary(file_id, span, "not a known key")
-                .with_help("check the spelling; `pipe explain P0102` lists where keys are documented"),
-        );
+                .with_primary(file_id, span, "not a known key");
+        out.push(match crate::suggest::did_you_mean(key, known.iter().copied()) {
+            Some(close) => diagnostic.with_help(format!("did you mean `{close}`?")),
+            None => diagnostic.with_help(format!("the keys known here are {}", known.join(", "))),
+        });
     }
+}
+
+/// Where each entry's `name:` key first appears in a property file, by name, found in one pass.
+pub(crate) fn entry_offsets(text: &str) -> std::collections::HashMap<String, usize> {
+    let mut offsets = std::collections::HashMap::new();
+    let mut search = 0;
+    while let Some(span) = find_key(text, "name", search) {
+        let rest = text[span.end..].trim_start_matches([' ', ':', '\t', '"', '\'']);
+        let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-').collect();
+        offsets.entry(name).or_insert(span.start);
+        search = span.end;
+    }
+    offsets
 }
 
 /// Reports every unknown key of a parsed property file.
@@ -202,34 +289,31 @@ pub(crate) fn check_unknown_keys(
     file_id: FileId,
     file: &SourceFile,
     props: &PropertiesFile,
+    entries: &std::collections::HashMap<String, usize>,
     out: &mut Vec<Diagnostic>,
 ) {
-    unknown(file_id, file, 0, &props.other, "a property file", out);
+    unknown(file_id, file, 0, &props.other, "a property file", FILE_KEYS, out);
+    let at = |name: &str| entries.get(name).copied().unwrap_or(0);
     for model in props.models.iter().chain(&props.seeds) {
-        let at = find_entry(&file.text, &model.name);
-        unknown(file_id, file, at, &model.other, &format!("model `{}`", model.name), out);
+        let at = at(&model.name);
+        unknown(file_id, file, at, &model.other, &format!("model `{}`", model.name), MODEL_KEYS, out);
         for column in &model.columns {
             let col_at = find_entry(&file.text[at..], &column.name) + at;
-            unknown(file_id, file, col_at, &column.other, &format!("column `{}.{}`", model.name, column.name), out);
+            let what = format!("column `{}.{}`", model.name, column.name);
+            unknown(file_id, file, col_at, &column.other, &what, COLUMN_KEYS, out);
         }
     }
     for source in &props.sources {
-        let at = find_entry(&file.text, &source.name);
-        unknown(file_id, file, at, &source.other, &format!("source `{}`", source.name), out);
+        let at = at(&source.name);
+        unknown(file_id, file, at, &source.other, &format!("source `{}`", source.name), SOURCE_KEYS, out);
         for table in &source.tables {
             let table_at = find_entry(&file.text[at..], &table.name) + at;
-            unknown(
-                file_id,
-                file,
-                table_at,
-                &table.other,
-                &format!("source table `{}.{}`", source.name, table.name),
-                out,
-            );
+            let what = format!("source table `{}.{}`", source.name, table.name);
+            unknown(file_id, file, table_at, &table.other, &what, TABLE_KEYS, out);
             for column in &table.columns {
                 let col_at = find_entry(&file.text[table_at..], &column.name) + table_at;
                 let what = format!("column `{}.{}.{}`", source.name, table.name, column.name);
-                unknown(file_id, file, col_at, &column.other, &what, out);
+                unknown(file_id, file, col_at, &column.other, &what, COLUMN_KEYS, out);
             }
         }
     }

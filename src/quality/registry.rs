@@ -253,9 +253,7 @@ pub fn register(
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let tmp = target.with_extension(format!("json.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_string_pretty(&all).map_err(std::io::Error::other)?)?;
-    std::fs::rename(tmp, target)?;
+    crate::files::write_atomic(&target, serde_json::to_string_pretty(&all).map_err(std::io::Error::other)?.as_bytes())?;
     Ok(Some(version))
 }
 

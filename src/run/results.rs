@@ -177,9 +177,8 @@ impl RunResults {
 
     pub fn write(&self, target: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(target)?;
-        let tmp = target.join("run_results.json.tmp");
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, crate::secrets::mask(&text).into_owned() + "\n")?;
-        std::fs::rename(tmp, target.join("run_results.json"))
+        let text = crate::secrets::mask(&text).into_owned() + "\n";
+        crate::files::write_atomic(&target.join("run_results.json"), text.as_bytes())
     }
 }

@@ -192,3 +192,37 @@ fn a_failing_model_sends_fail_and_a_collector_that_is_down_is_a_warning() {
     let start = events.iter().find(|e| e["job"]["name"] == "gld_broken" && e["eventType"] == "START").unwrap();
     assert_eq!(start["run"]["runId"], fail["run"]["runId"]);
 }
+
+/// A collector that answers each request after 3 seconds: the build waits at most `--openlineage-deadline` for it
+/// once its models are done, says how many events it left, and every event is still in the file.
+#[test]
+fn a_slow_collector_holds_the_end_of_a_build_no_longer_than_the_deadline() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 65536];
+                while let Ok(n) = std::io::Read::read(&mut stream, &mut buffer) {
+                    if n == 0 {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_secs(3));
+                    let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                }
+            });
+        }
+    });
+    let dir = example_project();
+    let started = std::time::Instant::now();
+    let output = pipe(dir.path(), &["build", "--openlineage-url", &url, "--openlineage-deadline", "1s"]);
+    let elapsed = started.elapsed();
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("left undelivered when the 1s delivery deadline passed"), "{stderr}");
+    // 22 events at 3 s each would be over a minute; the wait after the build is bounded by the deadline.
+    assert!(elapsed < std::time::Duration::from_secs(45), "{elapsed:?}: {stderr}");
+    let file = std::fs::read_to_string(dir.path().join("target/openlineage.ndjson")).unwrap();
+    assert_eq!(file.lines().count(), 22, "every event is in the file");
+}

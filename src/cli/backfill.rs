@@ -63,6 +63,7 @@ pub(super) fn run(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
         interval: std::time::Duration::from_secs(10),
         settle: None,
         openlineage_url: args.openlineage_url.clone(),
+        openlineage_deadline: std::time::Duration::from_secs(10),
     };
     run_with(&build, Scope::Run, Some(Backfill { dry_run: args.dry_run }))
 }

@@ -67,6 +67,51 @@ pub struct BuildArgs {
     /// always written to `target/openlineage.ndjson`.
     #[arg(long, env = "OPENLINEAGE_URL")]
     pub openlineage_url: Option<String>,
+    /// How long the build waits, once its models are done, for the collector to take the events still queued;
+    /// past it they are only in `target/openlineage.ndjson`.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub openlineage_deadline: std::time::Duration,
+}
+
+/// `pipe seed`: only the flags that mean something for seeds.
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Seeds loaded at once, 1 to 256 (default: the number of cores).
+    #[arg(long, value_parser = super::parse_threads)]
+    pub threads: Option<usize>,
+    /// Load every seed again, changed or not.
+    #[arg(long)]
+    pub full_refresh: bool,
+    /// Output for people (`text`) or machines (`json`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl SeedArgs {
+    /// The build that loads the selected seeds.
+    pub(super) fn build_args(&self) -> BuildArgs {
+        BuildArgs {
+            project: self.project.clone(),
+            select: self.select.clone(),
+            threads: self.threads,
+            fail_fast: false,
+            full_refresh: self.full_refresh,
+            memory_limit: None,
+            log_format: self.log_format,
+            event_time_start: None,
+            event_time_end: None,
+            watch: false,
+            allow_breaking: false,
+            interval: std::time::Duration::from_secs(10),
+            settle: None,
+            openlineage_url: None,
+            openlineage_deadline: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 impl BuildArgs {
@@ -393,10 +438,17 @@ impl Cycle<'_> {
             },
         };
         let built = self.runtime.block_on(run::build(request, &on_result));
-        let delivery = self.runtime.block_on(openlineage.close());
+        let delivery = self.runtime.block_on(openlineage.close(args.openlineage_deadline));
         if let (Some(url), true) = (&args.openlineage_url, delivery.failed > 0) {
+            let left = match delivery.left_at_deadline {
+                0 => String::new(),
+                n => format!(
+                    "; {n} left undelivered when the {} delivery deadline passed",
+                    humantime::format_duration(args.openlineage_deadline)
+                ),
+            };
             eprintln!(
-                "warning: OpenLineage collector {}: {} of {} events not delivered ({}); all are in target/openlineage.ndjson",
+                "warning: OpenLineage collector {}: {} of {} events not delivered ({}{left}); all are in target/openlineage.ndjson",
                 crate::secrets::mask_url(url),
                 delivery.failed,
                 delivery.events,

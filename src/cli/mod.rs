@@ -71,7 +71,7 @@ pub enum Command {
     /// Run models (not seeds) into the warehouse.
     Run(build::BuildArgs),
     /// Load the CSV seeds into the warehouse.
-    Seed(build::BuildArgs),
+    Seed(build::SeedArgs),
     /// Print a model's rows.
     Show(query::ShowArgs),
     /// Run SQL over the warehouse and print the result.
@@ -233,7 +233,7 @@ fn run_main() -> ExitCode {
         Command::Init(args) => init::run(&args),
         Command::Build(args) => build::run(&args, build::Scope::Build),
         Command::Run(args) => build::run(&args, build::Scope::Run),
-        Command::Seed(args) => build::run(&args, build::Scope::Seed),
+        Command::Seed(args) => build::run(&args.build_args(), build::Scope::Seed),
         Command::Show(args) => query::show(&args),
         Command::Query(args) => query::query(&args),
         Command::History(args) => query::history(&args),

@@ -4,7 +4,15 @@ use std::path::{Component, Path, PathBuf};
 
 /// Serves the files under `dir` until the process ends; `ready` is told the bound port (useful with port 0).
 pub fn serve(dir: &Path, port: u16, ready: impl FnOnce(u16)) -> anyhow::Result<()> {
-    let server = tiny_http::Server::http(("127.0.0.1", port)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let server = tiny_http::Server::http(("127.0.0.1", port)).map_err(|e| {
+        let text = e.to_string();
+        match text.contains("in use") {
+            true => anyhow::anyhow!(
+                "port {port} on 127.0.0.1 is already in use; pass `--port` with another port, or `--port 0` for any free one"
+            ),
+            false => anyhow::anyhow!("cannot listen on 127.0.0.1:{port}: {text}"),
+        }
+    })?;
     let bound = server.server_addr().to_ip().map_or(port, |a| a.port());
     ready(bound);
     for request in server.incoming_requests() {

@@ -5,7 +5,7 @@
 //! a collector that is down costs a warning, never the build.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -55,6 +55,8 @@ pub struct Delivery {
     pub events: usize,
     pub posted: usize,
     pub failed: usize,
+    /// Of `failed`, the events not sent because the delivery deadline after the build had passed.
+    pub left_at_deadline: usize,
     pub last_error: Option<String>,
 }
 
@@ -62,6 +64,8 @@ pub struct Delivery {
 #[derive(Debug)]
 pub struct Emitter {
     sender: Mutex<Option<mpsc::UnboundedSender<Value>>>,
+    /// Set by `close`: past it, events are only written to the file.
+    deadline: Arc<Mutex<Option<tokio::time::Instant>>>,
     task: Mutex<Option<tokio::task::JoinHandle<Delivery>>>,
     namespace: String,
     /// Each model's, seed's and source's dataset name (an absolute path), by unique id and by relation.
@@ -72,7 +76,8 @@ impl Emitter {
     /// Starts the delivery task on the current tokio runtime, for the datasets of `manifest`.
     pub fn start(transport: Transport, manifest: &Manifest, project_root: &Path, warehouse: &Path) -> Emitter {
         let (sender, receiver) = mpsc::unbounded_channel();
-        let task = tokio::spawn(deliver(transport, receiver));
+        let deadline = Arc::new(Mutex::new(None));
+        let task = tokio::spawn(deliver(transport, receiver, Arc::clone(&deadline)));
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let (project_root, warehouse) = (absolute(project_root), absolute(warehouse));
         let mut names = std::collections::BTreeMap::new();
@@ -92,6 +97,7 @@ impl Emitter {
         }
         Emitter {
             sender: Mutex::new(Some(sender)),
+            deadline,
             task: Mutex::new(Some(task)),
             namespace: manifest.project.name.clone(),
             names,
@@ -135,7 +141,10 @@ impl Emitter {
     }
 
     /// Stops accepting events and waits for every emitted one to be delivered (or given up on).
-    pub async fn close(&self) -> Delivery {
+    /// Waits for the events still queued, at most `deadline` more: past it, the rest are written to the file only
+    /// (a slow collector never holds the end of a build by its latency times the events).
+    pub async fn close(&self, deadline: Duration) -> Delivery {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now() + deadline);
         drop(self.sender.lock().unwrap_or_else(|e| e.into_inner()).take());
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         match task {
@@ -266,7 +275,13 @@ impl Emitter {
     }
 }
 
-async fn deliver(transport: Transport, mut events: mpsc::UnboundedReceiver<Value>) -> Delivery {
+async fn deliver(
+    transport: Transport,
+    mut events: mpsc::UnboundedReceiver<Value>,
+    deadline: Arc<Mutex<Option<tokio::time::Instant>>>,
+) -> Delivery {
+    let deadline = || *deadline.lock().unwrap_or_else(|e| e.into_inner());
+    let passed = || deadline().is_some_and(|at| tokio::time::Instant::now() >= at);
     use std::io::Write as _;
     let mut delivery = Delivery::default();
     let mut file = match std::fs::OpenOptions::new().create(true).append(true).open(&transport.file) {
@@ -292,19 +307,31 @@ async fn deliver(transport: Transport, mut events: mpsc::UnboundedReceiver<Value
             delivery.failed += 1;
             continue;
         }
+        if passed() {
+            delivery.failed += 1;
+            delivery.left_at_deadline += 1;
+            continue;
+        }
         let mut attempt = 0;
         loop {
-            let sent = client
-                .post(url)
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send()
-                .await
-                .map_err(|e| e.to_string())
-                .and_then(|r| match r.status().is_success() {
-                    true => Ok(()),
-                    false => Err(format!("HTTP {}", r.status())),
-                });
+            let post =
+                client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone()).send();
+            let sent = match deadline() {
+                Some(at) => match tokio::time::timeout_at(at, post).await {
+                    Ok(sent) => sent.map_err(|e| e.to_string()),
+                    Err(_) => Err("the delivery deadline passed".to_string()),
+                },
+                None => post.await.map_err(|e| e.to_string()),
+            };
+            let sent = sent.and_then(|r| match r.status().is_success() {
+                true => Ok(()),
+                false => Err(format!("HTTP {}", r.status())),
+            });
+            if sent.is_err() && passed() {
+                delivery.failed += 1;
+                delivery.left_at_deadline += 1;
+                break;
+            }
             match sent {
                 Ok(()) => {
                     delivery.posted += 1;

@@ -84,4 +84,27 @@ fn manifest_is_byte_identical_across_compiles() {
     let first = compile(root, &options()).manifest.expect("example project compiles").to_json();
     let second = compile(root, &options()).manifest.expect("example project compiles").to_json();
     assert_eq!(first, second);
+    // The same project in another folder, compiled at another time by another invocation: the same bytes (no
+    // absolute path, clock or run id in the manifest).
+    let elsewhere = tempfile::tempdir().unwrap();
+    for entry in walkdir::WalkDir::new(root).into_iter().filter_map(Result::ok) {
+        let relative = entry.path().strip_prefix(root).unwrap();
+        let top = relative.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+        if !matches!(top.as_deref(), None | Some("pipe.yml" | "models" | "macros" | "seeds" | "data" | "checks")) {
+            continue;
+        }
+        let to = elsewhere.path().join(relative);
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+    let later = CompileOptions {
+        run_started_at: "2031-06-15 12:34:56".into(),
+        invocation_id: "11111111-2222-3333-4444-555555555555".into(),
+        ..options()
+    };
+    let third = compile(elsewhere.path(), &later).manifest.expect("the copy compiles").to_json();
+    assert_eq!(first, third);
 }

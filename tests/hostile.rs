@@ -335,3 +335,33 @@ fn a_property_file_of_four_thousand_models_compiles() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("Compiled 4000 models, 8000 tests"), "{stderr}");
 }
+
+/// `pipe query ... | head -1` and `pipe build 2>&1 | head -1`: output to a closed pipe ends pipe quietly, never in a
+/// panic.
+#[test]
+fn a_closed_output_pipe_is_no_panic() {
+    use std::io::BufRead;
+    let dir = support::example_project();
+    for (args, stderr_side) in
+        [(vec!["query", "select * from range(300000)", "-o", "csv"], false), (vec!["build"], true)]
+    {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pipe"));
+        command.args(&args).current_dir(dir.path()).env("NO_COLOR", "1");
+        let mut child = if stderr_side {
+            command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap()
+        } else {
+            command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null()).spawn().unwrap()
+        };
+        {
+            let stream: Box<dyn std::io::Read> = match stderr_side {
+                true => Box::new(child.stderr.take().unwrap()),
+                false => Box::new(child.stdout.take().unwrap()),
+            };
+            let mut first = String::new();
+            std::io::BufReader::new(stream).read_line(&mut first).unwrap();
+            assert!(!first.is_empty(), "{args:?}");
+        }
+        let status = child.wait().unwrap();
+        assert!(status.code().is_some_and(|c| c != 101 && c != 134), "{args:?}: {status:?}");
+    }
+}

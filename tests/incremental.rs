@@ -399,3 +399,50 @@ fn an_anomalous_batch_is_refused_before_it_is_applied() {
     assert_eq!(versions(), before, "the batch was not applied");
     assert_eq!(rows(dir.path()).lines().count(), 1 + 3 + 5 * 2);
 }
+
+fn query_csv(dir: &Path, sql: &str) -> String {
+    let output = pipe(dir, &["query", sql, "-o", "csv"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    text(&output.stdout)
+}
+
+/// `merge_update_columns`: a matched row takes only those columns from the batch.
+#[test]
+fn merge_update_columns_update_only_those_columns() {
+    let dir = project("unique_key='id', merge_update_columns=['name']");
+    build(dir.path());
+    std::fs::write(dir.path().join("data/updates/2.csv"), SECOND_BATCH).unwrap();
+    build(dir.path());
+    let sql = "select id, name, cast(updated_at as varchar) as updated_at from silver.customers order by id";
+    assert_eq!(
+        query_csv(dir.path(), sql),
+        "id,name,updated_at\n1,ada2,2026-01-01T10:00:00\n2,bo,2026-01-01T11:00:00\n3,cy,2026-01-02T09:00:00\n4,dee,2026-01-03T11:00:00\n",
+        "id 1 took the new name and kept its old updated_at; id 4 was inserted whole"
+    );
+}
+
+/// `merge_exclude_columns`: a matched row takes every column from the batch but those.
+#[test]
+fn merge_exclude_columns_keep_those_columns() {
+    let dir = project("unique_key='id', merge_exclude_columns=['day']");
+    build(dir.path());
+    std::fs::write(dir.path().join("data/updates/2.csv"), "id,day,name,updated_at\n1,d9,ada3,2026-01-05 10:00:00\n")
+        .unwrap();
+    build(dir.path());
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada3\n2,d1,bo\n3,d2,cy\n");
+}
+
+/// `incremental_predicates` narrow the target rows the merge matches: a key outside them is not matched, so its
+/// batch row is inserted (as in dbt, where the predicates are the user's promise about the batch).
+#[test]
+fn incremental_predicates_narrow_the_rows_a_merge_matches() {
+    let dir = project("unique_key='id', incremental_predicates=[\"target.day = 'd1'\"]");
+    build(dir.path());
+    std::fs::write(
+        dir.path().join("data/updates/2.csv"),
+        "id,day,name,updated_at\n1,d1,ada2,2026-01-05 10:00:00\n3,d2,cy2,2026-01-05 11:00:00\n",
+    )
+    .unwrap();
+    build(dir.path());
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n3,d2,cy2\n");
+}

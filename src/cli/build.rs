@@ -504,7 +504,7 @@ impl Cycle<'_> {
             let _ = writeln!(std::io::stdout().lock(), "{summary}");
         } else {
             let rows: u64 = results.results.iter().filter_map(|r| r.rows_written).sum();
-            eprintln!("{}", stage_accounting(&results));
+            eprintln!("{}", stage_accounting(&results, skip_unchanged));
             eprintln!(
                 "Done in {:.2}s: {ok} succeeded, {errors} failed, {skipped} skipped; {rows} rows written",
                 results.elapsed_seconds
@@ -515,7 +515,9 @@ impl Cycle<'_> {
 }
 
 /// Rows written per stage, bronze -> silver -> gold, and per model with the rows of the tables it read.
-fn stage_accounting(results: &run::RunResults) -> String {
+/// With `watching` (`--watch`, where each cycle follows new files), the end-to-end latency too: in a one-off build
+/// the input files' age says how old the data is, not how fast pipe was (that is `pipe freshness`).
+fn stage_accounting(results: &run::RunResults, watching: bool) -> String {
     let mut lines = Vec::new();
     let mut stages = Vec::new();
     for layer in ["bronze", "silver", "gold"] {
@@ -551,7 +553,7 @@ fn stage_accounting(results: &run::RunResults) -> String {
         return String::new();
     }
     let latencies: Vec<f64> = results.results.iter().filter_map(|r| r.latency_seconds).collect();
-    if let Some(worst) = latencies.iter().copied().reduce(f64::max) {
+    if let Some(worst) = latencies.iter().copied().reduce(f64::max).filter(|_| watching) {
         lines.push(format!("  end-to-end latency (newest input file -> gold committed): up to {worst:.1}s"));
     }
     format!("Rows by stage: {}\n{}", stages.join(" -> "), lines.join("\n"))

@@ -320,17 +320,15 @@ pub async fn build(
     let mut stop = false;
 
     loop {
-        while let Some(id) = ready.pop_front() {
-            if stop {
-                break;
-            }
+        // A node starts only when a slot is free, so `--fail-fast` stops every node that has not started.
+        while let Some(&id) = ready.front().filter(|_| !stop) {
+            let Ok(permit) = Arc::clone(&semaphore).try_acquire_owned() else { break };
+            ready.pop_front();
             let node = manifest.nodes[id].clone();
             let failed_source = node.depends_on.nodes.iter().find_map(|d| source_errors.get(d).cloned());
             let compute_once = node.materialized == Materialization::View && readers.get(id).copied().unwrap_or(0) >= 2;
             let file_source = crate::manifest::file_ingest_source(manifest, &node).cloned();
             let shared = Arc::clone(&shared);
-            let permit =
-                Arc::clone(&semaphore).acquire_owned().await.map_err(|e| RunError::Warehouse(e.to_string()))?;
             let project_root = request.project_root.to_path_buf();
             let unique_id = node.unique_id.clone();
             let handle = running.spawn(async move {

@@ -12,6 +12,7 @@
 //! base: small                      (start from a small project: a CSV source `raw.items`, `bronze.brz_items`)
 //! before: build                    (a command run first, its outcome not checked; any number)
 //! remove: warehouse/x/_delta_log/00000000000000000000.json  (a path removed after the `before` commands)
+//! corrupt: warehouse/x/*.parquet   (files, by glob, overwritten with garbage after the `before` commands)
 //! env: NAME=value                  (any number)
 //! timeout: 30                      (seconds; default 60)
 //! --- models/a.sql                 (a file, its text up to the next `--- ` line)
@@ -37,6 +38,7 @@ struct Case {
     env: Vec<(String, String)>,
     base: bool,
     remove: Vec<String>,
+    corrupt: Vec<String>,
     timeout: Duration,
     files: Vec<(String, Vec<u8>)>,
 }
@@ -138,6 +140,7 @@ fn parse(name: &str, text: &str) -> Case {
             "timeout" => case.timeout = Duration::from_secs(value.parse().unwrap()),
             "base" if value == "small" => case.base = true,
             "remove" => case.remove.push(value.to_string()),
+            "corrupt" => case.corrupt.push(value.to_string()),
             other => panic!("{name}: unknown directive `{other}`"),
         }
     }
@@ -213,6 +216,12 @@ fn check(case: &Case) -> Result<(), String> {
     for path in &case.remove {
         let path = dir.path().join(path);
         let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+    }
+    for pattern in &case.corrupt {
+        let pattern = dir.path().join(pattern).to_string_lossy().into_owned();
+        for path in glob::glob(&pattern).unwrap().filter_map(Result::ok) {
+            std::fs::write(path, b"not parquet at all").unwrap();
+        }
     }
     let (code, output) = run_bounded(dir.path(), case, &case.args)?;
     let mut problems = Vec::new();

@@ -69,6 +69,10 @@ impl RunError {
 
     pub fn write(model: &str, err: deltalake::DeltaTableError) -> RunError {
         let text = err.to_string();
+        // The query feeding the write failed reading its input: that is the error, not the write.
+        if text.contains("Failed to fetch metadata for file ") {
+            return RunError::Query { model: model.to_string(), message: crate::sql::clean_message(&text) };
+        }
         let mut message = text.as_str();
         for prefix in ["Generic DeltaTable error: ", "Arrow error: ", "Error during planning: "] {
             message = message.strip_prefix(prefix).unwrap_or(message);

@@ -57,6 +57,14 @@ pub fn clean_message(text: &str) -> String {
     while let Some(rest) = prefixes.iter().find_map(|p| text.strip_prefix(p)) {
         text = rest;
     }
+    // A data file that is not Parquet (corrupt, truncated, overwritten): name it and say how to recover.
+    if let Some(rest) = text.split("Failed to fetch metadata for file ").nth(1) {
+        let path = rest.split(": ").next().unwrap_or(rest).trim();
+        return format!(
+            "the data file `/{}` cannot be read: it is not valid Parquet (corrupt or truncated); restore it from a backup, or rebuild its table with `pipe build -s <model> --full-refresh`",
+            path.trim_start_matches('/')
+        );
+    }
     // DataFusion asks for bug reports on errors it labels internal; the user's query is what to fix here.
     let noise = ["bug in DataFusion", "filing a bug report", "issue tracker", "Internal error"];
     if !noise.iter().any(|n| text.contains(n)) {

@@ -80,10 +80,12 @@ pub(super) async fn overwrite(
     let mut writers = tokio::task::JoinSet::new();
     for mut stream in streams {
         let (store, config, rows) = (store.clone(), config.clone(), Arc::clone(&rows));
+        let model = name.clone();
         writers.spawn(async move {
             let mut writer = DeltaWriter::new(store, config);
             while let Some(batch) = stream.next().await {
-                let batch = batch.map_err(|e| RunError::Warehouse(e.to_string()))?;
+                // The query failed (reading its input, computing a row): a query error, not a write error.
+                let batch = batch.map_err(|e| RunError::query(&model, e))?;
                 rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 writer.write(&batch).await.map_err(|e| RunError::Warehouse(e.to_string()))?;
             }
@@ -96,7 +98,10 @@ pub(super) async fn overwrite(
             Ok(Ok(files)) => adds.extend(files),
             Ok(Err(err)) => {
                 writers.abort_all();
-                return Err(RunError::Write { model: name.clone(), message: err.to_string() });
+                return Err(match err {
+                    RunError::Query { .. } => err,
+                    other => RunError::Write { model: name.clone(), message: other.to_string() },
+                });
             }
             Err(err) => return Err(RunError::Warehouse(format!("a writer task failed: {err}"))),
         }

@@ -374,3 +374,42 @@ fn a_closed_output_pipe_is_no_panic() {
         assert!(status.code().is_some_and(|c| c != 101 && c != 134), "{args:?}: {status:?}");
     }
 }
+
+/// A warehouse on a full disk, then on a read-only one (a real tmpfs, mounted by the test: CI runs as root): every
+/// write fails with the cause said plainly, nothing is committed half, and nothing panics.
+#[test]
+fn a_full_or_read_only_disk_fails_writes_plainly() {
+    struct Mount(std::path::PathBuf);
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let mount_point = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=120k", "tmpfs"])
+        .arg(mount_point.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "this test mounts a small tmpfs and needs root, as CI has");
+    let _mount = Mount(mount_point.path().to_path_buf());
+    let dir = support::example_project();
+    let config = std::fs::read_to_string(dir.path().join("pipe.yml")).unwrap();
+    let config: String = config.lines().filter(|l| !l.starts_with("warehouse:")).map(|l| format!("{l}\n")).collect();
+    let warehouse = mount_point.path().join("wh");
+    std::fs::write(dir.path().join("pipe.yml"), format!("{config}warehouse: {}\n", warehouse.display())).unwrap();
+    // The first build fits; the full refresh finds the disk full.
+    support::pipe(dir.path(), &["build"]);
+    let output = support::pipe(dir.path(), &["build", "--full-refresh"]);
+    let stderr = support::text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the disk holding the warehouse is full (No space left on device)"), "{stderr}");
+    assert!(!stderr.contains("internal error") && !stderr.contains("panicked"), "{stderr}");
+    let remount = std::process::Command::new("mount").args(["-o", "remount,ro"]).arg(mount_point.path()).status();
+    assert!(remount.unwrap().success());
+    let output = support::pipe(dir.path(), &["build", "--full-refresh"]);
+    let stderr = support::text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Read-only file system"), "{stderr}");
+    assert!(!stderr.contains("internal error") && !stderr.contains("panicked"), "{stderr}");
+}

@@ -236,3 +236,58 @@ fn late_events_within_allowed_lateness_update_their_window_and_later_ones_are_re
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert_eq!(hourly(), "h,clicks\n9,1\n10,2\n11,2\n12,1\n13,1\n");
 }
+
+/// `pipe.hop` and `pipe.session` run on real rows: each event lands in every sliding window that holds it, and a
+/// session ends when its key is quiet for longer than the gap.
+#[test]
+fn hop_and_session_windows_compute_their_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for folder in ["data", "models/bronze", "models/silver"] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    std::fs::write(root.join("pipe.yml"), "name: windows\n").unwrap();
+    std::fs::write(
+        root.join("models/sources.yml"),
+        "sources:\n  - name: raw\n    tables:\n      - name: clicks\n        format: csv\n        path: data/clicks.csv\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("data/clicks.csv"),
+        "user_id,ts\n1,2026-01-01 10:00:00\n1,2026-01-01 10:10:00\n2,2026-01-01 10:05:00\n1,2026-01-01 11:00:00\n1,2026-01-01 10:40:00\n2,2026-01-01 10:40:00\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("models/bronze/brz_clicks.sql"),
+        "{{ config(materialized='table') }}\nselect user_id, cast(ts as timestamp) as ts from {{ source('raw', 'clicks') }}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("models/silver/slv_hops.sql"),
+        "{{ config(materialized='table') }}\nselect cast(window_start as varchar) as window_start, count(*) as n\nfrom (select {{ pipe.hop('ts', '1 hour', '30 minutes') }} as window_start from {{ ref('brz_clicks') }} where user_id = 1)\ngroup by 1\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("models/silver/slv_sessions.sql"),
+        "{{ config(materialized='table') }}\nselect user_id, session_id, count(*) as clicks, cast(min(session_start) as varchar) as started\nfrom {{ pipe.session(ref('brz_clicks'), 'ts', 'user_id', '30 minutes') }} as s\ngroup by 1, 2\n",
+    )
+    .unwrap();
+    let output = pipe(root, &["build"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let query = |sql: &str| {
+        let output = pipe(root, &["query", sql, "-o", "csv"]);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        text(&output.stdout)
+    };
+    // User 1 clicks at 10:00, 10:10, 10:40, 11:00; one-hour windows every 30 minutes.
+    assert_eq!(
+        query("select window_start, n from silver.slv_hops order by 1"),
+        "window_start,n\n2026-01-01T09:30:00,2\n2026-01-01T10:00:00,3\n2026-01-01T10:30:00,2\n2026-01-01T11:00:00,1\n"
+    );
+    // User 1: 10:00, 10:10, then 30 minutes quiet to 10:40 (not more than the gap), then 11:00: one session of 4.
+    // User 2: 10:05, then 35 minutes quiet (more than the gap): two sessions.
+    assert_eq!(
+        query("select user_id, clicks, started from silver.slv_sessions order by 1, 3"),
+        "user_id,clicks,started\n1,4,2026-01-01T10:00:00\n2,1,2026-01-01T10:05:00\n2,1,2026-01-01T10:40:00\n"
+    );
+}

@@ -224,6 +224,14 @@ fn run_main() -> ExitCode {
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_default();
         let location = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
+        // A library's background task that panics as the disk fills (object_store's "Already shut down") is
+        // caught by tokio; the write it served fails with the real cause, which the model's result names.
+        let ours = info.location().is_some_and(|l| l.file().starts_with("src/"));
+        let worker = std::thread::current().name().is_some_and(|n| n.starts_with("tokio-r"));
+        if !ours && worker {
+            tracing::debug!("panic in a library task{location}: {message}");
+            return;
+        }
         eprintln!("internal error in pipe{location}: {message}");
     }));
     let cli = Cli::parse();

@@ -68,7 +68,12 @@ impl RunError {
     }
 
     pub fn write(model: &str, err: deltalake::DeltaTableError) -> RunError {
-        let text = err.to_string();
+        RunError::write_text(model, &err.to_string())
+    }
+
+    /// `write` from an error's text.
+    pub fn write_text(model: &str, text: &str) -> RunError {
+        let text = text.to_string();
         // The query feeding the write failed reading its input: that is the error, not the write.
         if text.contains("Failed to fetch metadata for file ") {
             return RunError::Query { model: model.to_string(), message: crate::sql::clean_message(&text) };
@@ -77,7 +82,18 @@ impl RunError {
         for prefix in ["Generic DeltaTable error: ", "Arrow error: ", "Error during planning: "] {
             message = message.strip_prefix(prefix).unwrap_or(message);
         }
-        RunError::Write { model: model.to_string(), message: message.to_string() }
+        RunError::Write { model: model.to_string(), message: io_cause(message).unwrap_or(message).to_string() }
+    }
+}
+
+/// The operating system's reason behind a failed write, said plainly: a full or read-only disk.
+fn io_cause(text: &str) -> Option<&'static str> {
+    if text.contains("No space left on device") {
+        Some("the disk holding the warehouse is full (No space left on device); nothing was committed")
+    } else if text.contains("Read-only file system") {
+        Some("the warehouse is on a read-only file system; nothing was committed")
+    } else {
+        None
     }
 }
 

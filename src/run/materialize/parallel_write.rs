@@ -100,7 +100,7 @@ pub(super) async fn overwrite(
                 writers.abort_all();
                 return Err(match err {
                     RunError::Query { .. } => err,
-                    other => RunError::Write { model: name.clone(), message: other.to_string() },
+                    other => RunError::write_text(name, &other.to_string()),
                 });
             }
             Err(err) => return Err(RunError::Warehouse(format!("a writer task failed: {err}"))),
@@ -122,7 +122,7 @@ pub(super) async fn overwrite(
         }),
     );
     let properties = CommitProperties::default().with_metadata(metadata);
-    let failed = |e: deltalake::DeltaTableError| RunError::Write { model: name.clone(), message: e.to_string() };
+    let failed = |e: deltalake::DeltaTableError| RunError::write(name, e);
     let written = match existing {
         Some(snapshot) => {
             let actions = removes.into_iter().chain(adds.into_iter().map(Action::Add)).collect();

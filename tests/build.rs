@@ -231,3 +231,35 @@ fn filters_on_a_view_reach_the_scans_under_it() {
     assert_eq!(part_a["rows_written"], 3);
     assert_eq!(part_a["rows_in"], serde_json::json!({"main.items": 3}), "only partition a is scanned: {part_a}");
 }
+
+/// A view read by two models is computed once for the run (said on its line), and both readers get its rows.
+#[test]
+fn a_view_read_by_two_models_is_computed_once() {
+    let dir = example_project();
+    let root = dir.path();
+    std::fs::write(
+        root.join("models/silver/slv_big_orders.sql"),
+        "{{ config(materialized='view') }}\nselect order_id, amount from {{ ref('slv_orders') }} where amount > 20\n",
+    )
+    .unwrap();
+    for (name, sql) in [
+        ("gld_big_count", "select count(*) as n from {{ ref('slv_big_orders') }}"),
+        ("gld_big_total", "select sum(amount) as total from {{ ref('slv_big_orders') }}"),
+    ] {
+        std::fs::write(
+            root.join(format!("models/gold/{name}.sql")),
+            format!("{{{{ config(materialized='table') }}}}\n{sql}\n"),
+        )
+        .unwrap();
+    }
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let line =
+        stderr.lines().skip_while(|l| !l.contains("silver.slv_big_orders")).take(2).collect::<Vec<_>>().join("\n");
+    assert!(line.contains("computed once for this run"), "{line}");
+    let count = pipe(root, &["query", "select n from gold.gld_big_count", "-o", "csv"]);
+    let direct = pipe(root, &["query", "select count(*) as n from silver.slv_orders where amount > 20", "-o", "csv"]);
+    assert_eq!(text(&count.stdout), text(&direct.stdout));
+    assert_ne!(text(&count.stdout), "n\n0\n", "the filter keeps some orders");
+}

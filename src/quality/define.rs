@@ -289,10 +289,23 @@ pub fn test_nodes(
         let sql = match sql {
             Ok(sql) => sql,
             Err(message) => {
-                diagnostics.push(
-                    Diagnostic::error(Code::InvalidConfig, format!("test `{}` on `{relation}`: {message}", test.test))
-                        .with_help(format!("declared in `{path}`; built-in tests: {}", BUILT_IN.join(", "))),
-                );
+                let diagnostic =
+                    Diagnostic::error(Code::InvalidConfig, format!("test `{}` on `{relation}`: {message}", test.test));
+                // Point at the test's name in the property YAML that declares it, when that is a model's entry.
+                let entry = manifest
+                    .nodes
+                    .get(&attached)
+                    .and_then(|node| project.models.iter().find(|m| m.name == node.name).and_then(|m| m.properties_at));
+                let located = entry.and_then(|(file, at)| {
+                    let text = &project.files.get(file).text;
+                    let found = text.get(at..)?.find(test.test.as_str())? + at;
+                    Some((file, found..found + test.test.len()))
+                });
+                let built_in = format!("built-in tests: {}", BUILT_IN.join(", "));
+                diagnostics.push(match located {
+                    Some((file, span)) => diagnostic.with_primary(file, span, "declared here").with_help(built_in),
+                    None => diagnostic.with_help(format!("declared in `{path}`; {built_in}")),
+                });
                 continue;
             }
         };

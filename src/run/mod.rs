@@ -610,7 +610,22 @@ async fn run_node(
             result.tests = outcomes;
             result
         }
-        Err(err) => NodeResult::error(node, err.to_string(), started.elapsed()),
+        Err(err) => NodeResult::error(node, raced(&shared.warehouse, &err.to_string()), started.elapsed()),
+    }
+}
+
+/// A query that failed on "table '...' not found" for a relation that exists now was racing another build that
+/// created it while this one ran: said so, rather than DataFusion's words.
+fn raced(warehouse: &Warehouse, message: &str) -> String {
+    let Some((name, _)) = message.split("table '").nth(1).and_then(|rest| rest.split_once("' not found")) else {
+        return message.to_string();
+    };
+    let relation = name.strip_prefix("datafusion.").unwrap_or(name);
+    match warehouse.has_table(relation) || warehouse.read_view(relation).is_some() {
+        true => format!(
+            "`{relation}` was created by another build while this one ran, so this build had not registered it; run the build again"
+        ),
+        false => format!("`{relation}` is not in the warehouse: build it first (`pipe build -s +<model>`)"),
     }
 }
 

@@ -127,8 +127,17 @@ pub struct BuildOptions {
     /// Bronze ingestion leaves landed files changed more recently than this for a later build: they may still be
     /// being written (`--watch`'s `--settle`; a model's `settle_interval` overrides it).
     pub settle_interval: std::time::Duration,
-    /// Failures the tests inject (`PIPE_FAILPOINTS`, read by `cli`): `panic@<model>` panics in that model's task.
+    /// Failures the tests inject (`PIPE_FAILPOINTS`, read by `cli`): `panic@<model>` panics in that model's task;
+    /// `abort@<model>:before-commit` ends the process once the model's data files are written, before its commit;
+    /// `abort@<model>:after-commit` right after its commit, before the run's results and history are written.
     pub failpoints: Vec<String>,
+}
+
+/// Ends the process at once (as a kill would) when `abort@<model>:<moment>` is among the failpoints.
+pub(crate) fn abort_at(failpoints: &[String], model: &str, moment: &str) {
+    if failpoints.iter().any(|f| f.strip_prefix("abort@").and_then(|f| f.split_once(':')) == Some((model, moment))) {
+        std::process::abort();
+    }
 }
 
 /// The note on a `table` model that `skip_unchanged` left as it was.
@@ -512,6 +521,7 @@ async fn run_node(
         tests: crate::quality::execute::audit_tests(&shared.manifest, &node.unique_id),
         accounting: Default::default(),
         settle_interval: shared.options.settle_interval,
+        failpoints: &shared.options.failpoints,
     };
     // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
     let warehouse = shared.warehouse.clone();
@@ -549,6 +559,9 @@ async fn run_node(
             None => Ok(materialize::Outcome::default()),
         }
     };
+    if outcome.is_ok() {
+        abort_at(&shared.options.failpoints, &node.name, "after-commit");
+    }
     let outcome = outcome.and_then(|outcome| {
         if let Some(provider) = &outcome.provider {
             // Downstream models of this run read the new version; the old registration is replaced.

@@ -65,6 +65,8 @@ pub struct ModelContext<'a> {
     /// Bronze ingestion leaves files changed more recently than this for a later build (a model's
     /// `settle_interval` overrides it).
     pub settle_interval: Duration,
+    /// Failures the tests inject (`run::BuildOptions::failpoints`).
+    pub failpoints: &'a [String],
 }
 
 impl ModelContext<'_> {

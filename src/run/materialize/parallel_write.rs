@@ -122,6 +122,7 @@ pub(super) async fn overwrite(
         }),
     );
     let properties = CommitProperties::default().with_metadata(metadata);
+    crate::run::abort_at(cx.failpoints, name, "before-commit");
     let failed = |e: deltalake::DeltaTableError| RunError::write(name, e);
     let written = match existing {
         Some(snapshot) => {

@@ -277,7 +277,8 @@ pub async fn diff(
         model: relation.to_string(),
         message: super::clean_datafusion_message(&e),
     };
-    for (name, as_of) in [("__pipe_diff_from", from), ("__pipe_diff_to", to)] {
+    // The newer version first: a `--to` past the log is the error to report, not the version before it.
+    for (name, as_of) in [("__pipe_diff_to", to), ("__pipe_diff_from", from)] {
         let table = warehouse.load_as_of(relation, as_of).await?;
         let _ = ctx.deregister_table(name);
         ctx.register_table(name, warehouse.provider(&table).await?)?;

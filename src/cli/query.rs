@@ -280,10 +280,7 @@ fn query_and_print(
 /// DataFusion's "table 'datafusion.silver.x' not found", said in the project's terms: a model not built yet, an
 /// ephemeral model (no table), or no such relation (with the closest one).
 fn missing_table_message(manifest: &Manifest, message: &str) -> String {
-    let Some(rest) = message.split("table '").nth(1) else { return message.to_string() };
-    let Some((name, _)) = rest.split_once("' not found") else { return message.to_string() };
-    let relation = name.strip_prefix("datafusion.").unwrap_or(name);
-    let relation = relation.strip_prefix("public.").unwrap_or(relation);
+    let Some(relation) = run::missing_table(message) else { return message.to_string() };
     let ephemeral = relation.strip_prefix(crate::compile::EPHEMERAL_PREFIX);
     if let Some(node) = manifest.nodes.values().find(|n| n.relation == relation || Some(n.name.as_str()) == ephemeral) {
         if node.materialized == crate::project::Materialization::Ephemeral {

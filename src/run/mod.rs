@@ -627,13 +627,17 @@ async fn run_node(
     }
 }
 
+/// The relation DataFusion's "table 'datafusion.silver.x' not found" names (`silver.x`), if the message is that.
+pub fn missing_table(message: &str) -> Option<&str> {
+    let (name, _) = message.split("table '").nth(1)?.split_once("' not found")?;
+    let relation = name.strip_prefix("datafusion.").unwrap_or(name);
+    Some(relation.strip_prefix("public.").unwrap_or(relation))
+}
+
 /// A query that failed on "table '...' not found" for a relation that exists now was racing another build that
 /// created it while this one ran: said so, rather than DataFusion's words.
 fn raced(warehouse: &Warehouse, message: &str) -> String {
-    let Some((name, _)) = message.split("table '").nth(1).and_then(|rest| rest.split_once("' not found")) else {
-        return message.to_string();
-    };
-    let relation = name.strip_prefix("datafusion.").unwrap_or(name);
+    let Some(relation) = missing_table(message) else { return message.to_string() };
     match warehouse.has_table(relation) || warehouse.read_view(relation).is_some() {
         true => format!(
             "`{relation}` was created by another build while this one ran, so this build had not registered it; run the build again"

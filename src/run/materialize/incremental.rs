@@ -445,13 +445,11 @@ async fn new_result(
     batch: RecordBatch,
     replace_by: &[String],
 ) -> Result<DataFrame, RunError> {
-    use datafusion::common::ScalarValue;
-    use datafusion::logical_expr::{col, lit, ExprSchemable, JoinType};
+    use datafusion::logical_expr::JoinType;
     let node = cx.node;
     let query = |e| RunError::query(&node.name, e);
     let schema = batch.schema();
     let old = cx.session.read_table(cx.warehouse.provider(table).await?).map_err(query)?;
-    let existing: Vec<String> = old.schema().fields().iter().map(|f| f.name().clone()).collect();
     let batch_frame = batch_frame(cx, &schema, batch, &node.name)?;
     let kept = if replace_by.is_empty() {
         old
@@ -460,20 +458,7 @@ async fn new_result(
         let batch_keys = batch_frame.clone().select_columns(&keys).map_err(query)?.distinct().map_err(query)?;
         old.join(batch_keys, JoinType::LeftAnti, &keys, &keys, None).map_err(query)?
     };
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|field| {
-            let name = field.name();
-            if existing.contains(name) {
-                Ok(col(format!("\"{name}\"")).cast_to(field.data_type(), kept.schema())?.alias(name))
-            } else {
-                Ok(lit(ScalarValue::try_from(field.data_type())?).alias(name))
-            }
-        })
-        .collect::<datafusion::error::Result<Vec<_>>>()
-        .map_err(query)?;
-    kept.select(columns).map_err(query)?.union(batch_frame).map_err(query)
+    super::kept_then_batch(kept, &schema, batch_frame).map_err(query)
 }
 
 fn batch_frame(

@@ -398,7 +398,7 @@ async fn slice_result(
     rows: &[datafusion::arrow::record_batch::RecordBatch],
     predicate: &str,
 ) -> Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>, RunError> {
-    use datafusion::logical_expr::{col, is_not_true, ExprSchemable};
+    use datafusion::logical_expr::is_not_true;
     let query = |e| RunError::query(&cx.node.name, e);
     let schema =
         rows.first().map(|b| b.schema()).ok_or_else(|| RunError::Warehouse("a slice without a schema".into()))?;
@@ -408,15 +408,7 @@ async fn slice_result(
     let Some(target) = target else { return Ok(slice.into_view()) };
     let old = cx.session.read_table(cx.warehouse.provider(target).await?).map_err(query)?;
     let kept = old.clone().filter(is_not_true(old.parse_sql_expr(predicate).map_err(query)?)).map_err(query)?;
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|field| {
-            Ok(col(format!("\"{}\"", field.name())).cast_to(field.data_type(), kept.schema())?.alias(field.name()))
-        })
-        .collect::<datafusion::error::Result<Vec<_>>>()
-        .map_err(query)?;
-    Ok(kept.select(columns).and_then(|k| k.union(slice)).map_err(query)?.into_view())
+    Ok(super::kept_then_batch(kept, &schema, slice).map_err(query)?.into_view())
 }
 
 /// Rows of the upstream tables that record their load time (`_pipe_loaded_at`, bronze ingestion) and declare an

@@ -236,6 +236,29 @@ pub(crate) fn column_list(value: Option<&serde_json::Value>) -> Vec<String> {
     }
 }
 
+/// A table as it will be once a batch is applied: the `kept` old rows, cast to the batch's columns (a column the
+/// table lacks is null for them), then the batch's rows.
+pub(crate) fn kept_then_batch(
+    kept: DataFrame,
+    schema: &datafusion::arrow::datatypes::Schema,
+    batch: DataFrame,
+) -> datafusion::error::Result<DataFrame> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::{col, lit, ExprSchemable};
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            let name = field.name();
+            match kept.schema().has_column_with_unqualified_name(name) {
+                true => Ok(col(format!("\"{name}\"")).cast_to(field.data_type(), kept.schema())?.alias(name)),
+                false => Ok(lit(ScalarValue::try_from(field.data_type())?).alias(name)),
+            }
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    kept.select(columns)?.union(batch)
+}
+
 /// Plans a model's SQL to be executed, under the model's row accounting (`run::accounting`).
 pub(crate) async fn plan(cx: &ModelContext<'_>, sql: &str) -> Result<DataFrame, RunError> {
     plan_in(cx, cx.session, sql).await

@@ -383,3 +383,21 @@ fn a_five_thousand_model_site_draws_neighbourhoods() {
     assert!(info.as_str().unwrap().contains("step(s) around it"), "{info}");
     assert_eq!(browser.eval("document.querySelector('#viewport .node.focus').dataset.id"), json!("model.big.m02500"));
 }
+
+/// A client that opens hundreds of connections and sends nothing costs the server a fixed number of threads, and the
+/// site answers again once they are gone.
+#[test]
+fn idle_connections_cost_a_fixed_number_of_threads() {
+    let dir = example_project();
+    let (server, url) = serve(dir.path());
+    let address = url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let idle: Vec<std::net::TcpStream> = (0..300).filter_map(|_| std::net::TcpStream::connect(&address).ok()).collect();
+    assert!(idle.len() >= 100, "connections were accepted");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.0.id())).unwrap();
+    let threads: usize =
+        status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap();
+    assert!(threads < 40, "{threads} threads for {} idle connections", idle.len());
+    drop(idle);
+    assert!(http_get(&url, "/").starts_with("HTTP/1.1 200"), "the page is served after the idle clients leave");
+}

@@ -193,9 +193,50 @@ pub(crate) fn parse_threads(text: &str) -> Result<usize, String> {
     }
 }
 
+/// The most memory rendering templates may add to the process. No real model's render comes near it; a template that
+/// doubles a string in a loop passes it within a second (fuel counts instructions, and each doubling is one).
+pub const RENDER_MEMORY: u64 = 2 << 30;
+
+/// Stops the process with a compile error when renders grow it by more than `RENDER_MEMORY`, naming the file. A
+/// render cannot be interrupted from outside and minijinja has no allocation limit, so exiting is the one bound
+/// there is; nothing has been written yet at render time (the manifest is written after, atomically).
+fn watch_render_memory() {
+    let watch = || {
+        let mut baseline: Option<u64> = None;
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            let rendering = crate::template::rendering_now();
+            let Some(file) = rendering.first() else {
+                baseline = None;
+                continue;
+            };
+            let Some(resident) = resident_bytes() else { return };
+            let start = *baseline.get_or_insert(resident);
+            if resident > start + RENDER_MEMORY {
+                eprintln!(
+                    "error[P0203]: rendering {file} used more than {} GiB of memory and was stopped\n  help: look \
+                     for a string or list that grows in a loop (`{{% set ns.s = ns.s ~ ns.s %}}`)",
+                    RENDER_MEMORY >> 30
+                );
+                std::process::exit(1);
+            }
+        }
+    };
+    let _ = std::thread::Builder::new().name("pipe-render-memory".into()).spawn(watch);
+}
+
+/// The process's resident memory, where the platform tells it (Linux's `VmRSS` in `/proc/self/status`).
+fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
+}
+
 pub fn main() -> ExitCode {
     // The command runs on a thread with a large stack; rayon's workers get the same.
     let _ = rayon::ThreadPoolBuilder::new().stack_size(STACK_SIZE).build_global();
+    watch_render_memory();
     match std::thread::Builder::new().name("pipe".into()).stack_size(STACK_SIZE).spawn(run_main) {
         Ok(thread) => thread.join().unwrap_or_else(|_| ExitCode::from(2)),
         Err(_) => run_main(),

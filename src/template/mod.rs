@@ -15,7 +15,7 @@ mod offsets;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use minijinja::value::{Kwargs, Rest, Value as JValue};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
@@ -88,6 +88,38 @@ fn with_capture<R>(f: impl FnOnce(&mut Capture) -> R) -> Option<R> {
     CAPTURE.with(|c| c.borrow_mut().as_mut().map(f))
 }
 
+/// Files being rendered right now. Fuel bounds a template's instructions, not its memory: `{% set ns.s = ns.s ~ ns.s %}`
+/// in a 40-step loop asks for a terabyte in 40 instructions, and minijinja has no allocation limit. A caller that
+/// watches the process's memory (the CLI) reads this to stop such a render and name the file.
+static RENDERING: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The files being rendered at this moment, in the order their renders started.
+pub fn rendering_now() -> Vec<String> {
+    RENDERING.lock().map(|r| r.clone()).unwrap_or_default()
+}
+
+/// Marks `name` as being rendered until dropped.
+struct Rendering(String);
+
+impl Rendering {
+    fn start(name: &str) -> Rendering {
+        if let Ok(mut names) = RENDERING.lock() {
+            names.push(name.to_string());
+        }
+        Rendering(name.to_string())
+    }
+}
+
+impl Drop for Rendering {
+    fn drop(&mut self) {
+        if let Ok(mut names) = RENDERING.lock() {
+            if let Some(at) = names.iter().position(|n| *n == self.0) {
+                names.remove(at);
+            }
+        }
+    }
+}
+
 /// The shared environment plus the macro catalogue.
 pub struct Renderer {
     env: Environment<'static>,
@@ -147,6 +179,7 @@ impl Renderer {
             target => minijinja::context! { name => &context.target_name, schema => "main", type => "pipe" },
         };
         let render = |incremental: bool| -> Result<(String, Capture), minijinja::Error> {
+            let _rendering = Rendering::start(&name);
             CAPTURE.with(|c| *c.borrow_mut() = Some(Capture { incremental, ..Capture::default() }));
             let result = self.env.render_named_str(&name, &source, ctx.clone());
             let capture = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();

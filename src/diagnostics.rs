@@ -324,7 +324,8 @@ pub fn has_errors(diagnostics: &[Diagnostic]) -> bool {
     diagnostics.iter().any(Diagnostic::is_error)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// How diagnostics are printed (the CLI's `--diagnostics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiagnosticFormat {
     /// Code frames for people.
     Human,

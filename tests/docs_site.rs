@@ -3,6 +3,9 @@
 //! page, types a selection, checks what the page shows, that user text stays text, and saves a screenshot under
 //! `target/`.
 
+// Chromium is driven over its DevTools pipe on fds 3 and 4, which takes `pipe2` and `dup2` (libc) in the child.
+#![allow(unsafe_code)]
+
 mod support;
 
 use std::fs::File;

@@ -88,9 +88,20 @@ pub(super) async fn dry_run(
     window: &EventTimeWindow,
 ) -> anyhow::Result<ExitCode> {
     let (ctx, warehouse, _) = run::open_session(manifest, &project.project_dir, None).await?;
-    let count = |sql: String| {
+    // Rows of `relation`, under the slice's filter when there is one.
+    let count = |relation: String, slice: Option<(MicrobatchConfig, DateTime<Utc>, DateTime<Utc>)>| {
         let ctx = &ctx;
-        async move { run::count_rows(ctx, &sql).await.ok() }
+        async move {
+            let frame = ctx.table(relation.as_str()).await.ok()?;
+            let frame = match slice {
+                Some((config, start, end)) => {
+                    let predicate = config.slice_in(start, end, frame.schema());
+                    frame.filter(predicate).ok()?
+                }
+                None => frame,
+            };
+            frame.count().await.ok().map(|n| n as u64)
+        }
     };
     let mut out = String::new();
     let (mut total_batches, mut total_rows) = (0usize, 0u64);
@@ -130,11 +141,11 @@ pub(super) async fn dry_run(
                                 lookback: 0,
                                 allowed_lateness: None,
                             };
-                            format!(" where {}", config.slice_predicate(start, end))
+                            Some((config, start, end))
                         }
-                        _ => String::new(),
+                        _ => None,
                     };
-                    rows += count(format!("select count(*) from {relation}{filter}")).await.unwrap_or(0);
+                    rows += count(relation.clone(), filter).await.unwrap_or(0);
                 }
                 rows
             }

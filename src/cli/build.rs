@@ -432,7 +432,7 @@ impl Cycle<'_> {
                     }))
                 }),
                 skip_unchanged,
-                openlineage: Some(std::sync::Arc::clone(&openlineage)),
+                events: Some(std::sync::Arc::clone(&openlineage) as std::sync::Arc<dyn crate::run::BuildEvents>),
                 settle_interval: args.settle_interval(),
                 failpoints: super::failpoints(),
             },
@@ -470,7 +470,7 @@ impl Cycle<'_> {
         }
         // Anomalies against the run history (an error for models with `anomaly_severity: error`), then this run
         // joins the history.
-        let warehouse = run::warehouse::Warehouse::open(&args.project.project_dir.join(&manifest.project.warehouse))?;
+        let warehouse = crate::warehouse::Warehouse::open(&args.project.project_dir.join(&manifest.project.warehouse))?;
         let anomalies = match self.runtime.block_on(crate::quality::observe::detect(&warehouse, &results)) {
             Ok(anomalies) => anomalies,
             Err(err) => {
@@ -494,7 +494,7 @@ impl Cycle<'_> {
             }
         }
         results.write(self.target)?;
-        if let Err(err) = self.runtime.block_on(run::runs::record(&warehouse, &results)) {
+        if let Err(err) = self.runtime.block_on(crate::warehouse::runs::record(&warehouse, &results)) {
             eprintln!("warning: run not recorded in `pipe.runs`: {err}");
         }
         let (ok, errors, skipped) =

@@ -84,8 +84,8 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<Result<PathBuf, ExitCode>> {
             .map(|f| (f.name, (format!("{:?}", f.status).to_lowercase(), f.detail)))
             .collect();
             Ok::<_, crate::run::RunError>(WarehouseFacts {
-                history: crate::run::runs::node_history(&ctx).await,
-                tests: crate::run::runs::latest_tests(&ctx).await,
+                history: crate::warehouse::runs::node_history(&ctx).await,
+                tests: crate::warehouse::runs::latest_tests(&ctx).await,
                 freshness,
                 versions: delta_versions(&warehouse_dir, manifest.nodes.values().map(|n| n.relation.clone())),
             })

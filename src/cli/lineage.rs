@@ -84,3 +84,18 @@ pub(super) fn run(args: &LineageArgs) -> anyhow::Result<ExitCode> {
     write_stdout(&render(&lineage, &start, direction, &edges, args.format));
     Ok(ExitCode::SUCCESS)
 }
+
+impl clap::ValueEnum for Format {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Format::Text, Format::Json, Format::Dot, Format::Mermaid]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self {
+            Format::Text => "text",
+            Format::Json => "json",
+            Format::Dot => "dot",
+            Format::Mermaid => "mermaid",
+        }))
+    }
+}

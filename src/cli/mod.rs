@@ -233,6 +233,24 @@ fn resident_bytes() -> Option<u64> {
     Some(kib << 10)
 }
 
+// The library's option enums, as the CLI's flag values: the library does not depend on clap.
+impl clap::ValueEnum for DiagnosticFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[DiagnosticFormat::Human, DiagnosticFormat::Short, DiagnosticFormat::Json]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        use clap::builder::PossibleValue;
+        Some(match self {
+            DiagnosticFormat::Human => PossibleValue::new("human").help("Code frames for people"),
+            DiagnosticFormat::Short => {
+                PossibleValue::new("short").help("One `file:line:col: severity[code]: message` line per diagnostic")
+            }
+            DiagnosticFormat::Json => PossibleValue::new("json").help("One JSON object per line"),
+        })
+    }
+}
+
 pub fn main() -> ExitCode {
     // The command runs on a thread with a large stack; rayon's workers get the same.
     let _ = rayon::ThreadPoolBuilder::new().stack_size(STACK_SIZE).build_global();

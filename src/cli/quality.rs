@@ -51,7 +51,7 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
         results: Vec::new(),
         tests: outcomes.clone(),
     };
-    if let Err(err) = runtime.block_on(run::runs::record(&warehouse, &results)) {
+    if let Err(err) = runtime.block_on(crate::warehouse::runs::record(&warehouse, &results)) {
         eprintln!("warning: test run not recorded in `pipe.test_runs`: {err}");
     }
     let (mut passed, mut warned, mut failed, mut errored) = (0, 0, 0, 0);
@@ -219,8 +219,8 @@ pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
     let runtime = super::runtime(None)?;
     let (histories, freshness, latest_tests) = runtime.block_on(async {
         let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
-        let histories = run::runs::node_history(&ctx).await;
-        let latest_tests = run::runs::latest_tests(&ctx).await;
+        let histories = crate::warehouse::runs::node_history(&ctx).await;
+        let latest_tests = crate::warehouse::runs::latest_tests(&ctx).await;
         let freshness = crate::quality::freshness::check(
             &manifest,
             &args.project.project_dir,

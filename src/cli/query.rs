@@ -13,7 +13,7 @@ use super::{compile_reported, write_stdout, ProjectArgs};
 use crate::manifest::{Manifest, Node};
 use crate::run;
 use crate::run::history::AsOf;
-use crate::run::warehouse::Warehouse;
+use crate::warehouse::Warehouse;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TableFormat {

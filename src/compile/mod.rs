@@ -5,6 +5,8 @@
 //! of diagnostics; the manifest is produced only when no error was found, so no partial output is ever written.
 
 mod checks;
+pub mod contract;
+pub mod define;
 mod ephemeral;
 mod plan;
 mod select;
@@ -145,10 +147,10 @@ fn check_contracts(
     origins: &BTreeMap<String, plan::ModelOrigin>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    for node in manifest.nodes.values().filter(|n| crate::quality::contract::enforced(n)) {
+    for node in manifest.nodes.values().filter(|n| crate::compile::contract::enforced(n)) {
         let Some(columns) = &node.planned_columns else { continue };
         let schema = manifest::PlannedColumn::to_schema(columns);
-        let differences = crate::quality::contract::differences(node, &schema);
+        let differences = crate::compile::contract::differences(node, &schema);
         if differences.is_empty() {
             continue;
         }
@@ -562,7 +564,7 @@ fn build_manifest(
         order,
         tests: BTreeMap::new(),
     };
-    manifest.tests = crate::quality::test_nodes(project, &manifest, &renderer, &context, diagnostics);
+    manifest.tests = crate::compile::define::test_nodes(project, &manifest, &renderer, &context, diagnostics);
     Some(manifest)
 }
 

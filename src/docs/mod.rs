@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::lineage::graph::ProjectLineage;
 use crate::manifest::Manifest;
-use crate::run::runs::NodeRun;
+use crate::warehouse::runs::NodeRun;
 
 const INDEX_HTML: &str = include_str!("site/index.html");
 const APP_JS: &str = include_str!("site/app.js");
@@ -41,7 +41,7 @@ pub fn delta_versions(
 ) -> BTreeMap<String, (i64, String)> {
     let mut versions = BTreeMap::new();
     for relation in relations {
-        let Ok(dir) = crate::run::warehouse::relation_dir(warehouse, &relation) else { continue };
+        let Ok(dir) = crate::warehouse::relation_dir(warehouse, &relation) else { continue };
         let log = dir.join("_delta_log");
         let Ok(entries) = std::fs::read_dir(&log) else { continue };
         let latest = entries

@@ -262,7 +262,7 @@ impl Edge {
 }
 
 /// Output formats of `pipe lineage`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Text,
     Json,

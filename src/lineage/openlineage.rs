@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::manifest::{Manifest, Node};
-use crate::run::results::{NodeResult, NodeStatus};
+use crate::warehouse::results::{NodeResult, NodeStatus};
 
 pub const SPEC_URL: &str = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent";
 pub const PRODUCER: &str = concat!("urn:pipe:", env!("CARGO_PKG_VERSION"));
@@ -82,7 +82,7 @@ impl Emitter {
         let (project_root, warehouse) = (absolute(project_root), absolute(warehouse));
         let mut names = std::collections::BTreeMap::new();
         for node in manifest.nodes.values() {
-            let Ok(dir) = crate::run::warehouse::relation_dir(&warehouse, &node.relation) else { continue };
+            let Ok(dir) = crate::warehouse::relation_dir(&warehouse, &node.relation) else { continue };
             let path = dir.to_string_lossy().into_owned();
             names.insert(node.relation.clone(), path.clone());
             names.insert(node.unique_id.clone(), path);
@@ -115,31 +115,6 @@ impl Emitter {
         }
     }
 
-    /// The START event of a model's run; returns the run id its COMPLETE or FAIL repeats.
-    pub fn started(&self, manifest: &Manifest, node: &Node) -> String {
-        let run_id = uuid::Uuid::new_v4().to_string();
-        let event = self.event("START", &run_id, manifest, node, None, None);
-        self.emit(event);
-        run_id
-    }
-
-    /// The COMPLETE (or FAIL) event of the run `run_id`, with the output's column lineage from `plan`.
-    pub fn finished(
-        &self,
-        run_id: &str,
-        manifest: &Manifest,
-        node: &Node,
-        result: &NodeResult,
-        plan: Option<&datafusion::logical_expr::LogicalPlan>,
-    ) {
-        let event_type = match result.status {
-            NodeStatus::Success => "COMPLETE",
-            _ => "FAIL",
-        };
-        let event = self.event(event_type, run_id, manifest, node, Some(result), plan);
-        self.emit(event);
-    }
-
     /// Stops accepting events and waits for every emitted one to be delivered (or given up on).
     /// Waits for the events still queued, at most `deadline` more: past it, the rest are written to the file only
     /// (a slow collector never holds the end of a build by its latency times the events).
@@ -170,7 +145,7 @@ impl Emitter {
         };
         // What the node reads, looking through ephemeral models (inlined, so never a dataset).
         let upstreams: std::collections::BTreeSet<&str> =
-            node.depends_on.nodes.iter().flat_map(|up| crate::run::effective_upstreams(manifest, up)).collect();
+            node.depends_on.nodes.iter().flat_map(|up| crate::manifest::effective_upstreams(manifest, up)).collect();
         let inputs: Vec<Value> = upstreams
             .into_iter()
             .filter_map(|id| {
@@ -353,4 +328,31 @@ async fn deliver(
         }
     }
     delivery
+}
+
+impl crate::run::BuildEvents for Emitter {
+    /// The START event of a model's run; returns the run id its COMPLETE or FAIL repeats.
+    fn started(&self, manifest: &Manifest, node: &Node) -> String {
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let event = self.event("START", &run_id, manifest, node, None, None);
+        self.emit(event);
+        run_id
+    }
+
+    /// The COMPLETE (or FAIL) event of the run `run_id`, with the output's column lineage from `plan`.
+    fn finished(
+        &self,
+        run_id: &str,
+        manifest: &Manifest,
+        node: &Node,
+        result: &NodeResult,
+        plan: Option<&datafusion::logical_expr::LogicalPlan>,
+    ) {
+        let event_type = match result.status {
+            NodeStatus::Success => "COMPLETE",
+            _ => "FAIL",
+        };
+        let event = self.event(event_type, run_id, manifest, node, Some(result), plan);
+        self.emit(event);
+    }
 }

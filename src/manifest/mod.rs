@@ -278,3 +278,13 @@ impl Manifest {
         crate::files::write_atomic(&target.join("manifest.json"), crate::secrets::mask(&self.to_json()).as_bytes())
     }
 }
+
+/// Upstreams of an edge's source, looking through ephemeral models (which never run).
+pub fn effective_upstreams<'a>(manifest: &'a Manifest, id: &'a str) -> Vec<&'a str> {
+    match manifest.nodes.get(id) {
+        Some(node) if node.materialized == crate::project::Materialization::Ephemeral => {
+            node.depends_on.nodes.iter().flat_map(|up| effective_upstreams(manifest, up)).collect()
+        }
+        _ => vec![id],
+    }
+}

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
-use serde::{Deserialize, Serialize};
 
 use crate::manifest::{Severity, TestNode};
-use crate::run::warehouse::Warehouse;
+pub use crate::warehouse::results::{TestOutcome, TestStatus};
+use crate::warehouse::Warehouse;
 
 /// A failure-count condition as dbt writes it: `!=0`, `>10`, `>=5`, `=0`, `<3`, `<=2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,27 +38,6 @@ impl Threshold {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TestStatus {
-    Pass,
-    Warn,
-    Fail,
-    /// The test's query could not run.
-    Error,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TestOutcome {
-    pub unique_id: String,
-    pub name: String,
-    pub status: TestStatus,
-    pub failures: u64,
-    /// For a failing test: how many rows and a sample of them; for an error, what went wrong.
-    pub message: Option<String>,
-    pub seconds: f64,
-}
-
 /// Runs `tests` in `ctx`. `staged` maps relation names to results not yet published, which the tests read under
 /// those names instead (write-audit-publish; the test's SQL is planned as written, in a session where the relation
 /// is the staged result). With a warehouse, failing rows of tests with `store_failures` are written to
@@ -72,7 +51,7 @@ pub async fn run_tests(
     let overlay;
     let ctx = match staged.is_empty() {
         true => ctx,
-        false => match crate::run::session::with_overrides(ctx, staged) {
+        false => match crate::warehouse::with_overrides(ctx, staged) {
             Ok(session) => {
                 overlay = session;
                 &overlay
@@ -119,9 +98,9 @@ async fn run_one(
     test: &TestNode,
     sql: &str,
 ) -> Result<(TestStatus, u64, Option<String>), String> {
-    let error = |e: datafusion::error::DataFusionError| crate::run::clean_datafusion_message(&e);
+    let error = |e: datafusion::error::DataFusionError| crate::warehouse::clean_datafusion_message(&e);
     let count_sql = format!("select count(*) from ({sql}) as __pipe_failures");
-    let failures = crate::run::count_rows(ctx, &count_sql).await.map_err(error)?;
+    let failures = crate::warehouse::count_rows(ctx, &count_sql).await.map_err(error)?;
     let threshold = |text: &str| Threshold::parse(text).unwrap_or(Threshold { op: "!=", count: 0 });
     let status = if threshold(&test.error_if).matches(failures) && test.severity == Severity::Error {
         TestStatus::Fail
@@ -171,7 +150,7 @@ pub fn audit_tests<'m>(manifest: &'m crate::manifest::Manifest, node: &str) -> V
 }
 
 /// The schema failing rows are stored in.
-pub const AUDIT_SCHEMA: &str = "pipe_audit";
+pub use crate::warehouse::AUDIT_SCHEMA;
 
 async fn store_failures(
     ctx: &SessionContext,

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::manifest::Manifest;
 use crate::project::ConfigExt;
-use crate::run::warehouse::Warehouse;
+use crate::warehouse::Warehouse;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FreshnessStatus {

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use datafusion::arrow::array::{Array, Float64Array, Int64Array};
 use datafusion::prelude::SessionContext;
 
-use crate::run::results::RunResults;
-use crate::run::runs::RUNS_SCHEMA;
-use crate::run::warehouse::Warehouse;
-use crate::run::{NodeStatus, RunError};
+use crate::warehouse::results::NodeStatus;
+use crate::warehouse::results::RunResults;
+use crate::warehouse::runs::RUNS_SCHEMA;
+use crate::warehouse::RunError;
+use crate::warehouse::Warehouse;
 
 /// Runs of history needed before a value is judged.
 pub const MIN_HISTORY: usize = 5;
@@ -109,7 +110,7 @@ pub async fn history(
     let batches = ctx.sql(&sql).await?.collect().await?;
     let mut history: BTreeMap<String, Vec<(Option<i64>, f64)>> = BTreeMap::new();
     for batch in &batches {
-        let ids = crate::run::runs::text_column(batch, 0);
+        let ids = crate::warehouse::runs::text_column(batch, 0);
         let rows = batch.column(1).as_any().downcast_ref::<Int64Array>();
         let seconds = batch.column(2).as_any().downcast_ref::<Float64Array>();
         let (Some(ids), Some(rows), Some(seconds)) = (ids, rows, seconds) else { continue };

@@ -15,8 +15,8 @@ use datafusion::sql::sqlparser::parser::Parser;
 use deltalake::DeltaTable;
 use futures::TryStreamExt;
 
-use super::warehouse::{Warehouse, META_CHECKSUM, META_MODEL, META_RUN_ID};
 use super::RunError;
+use crate::warehouse::{Warehouse, META_CHECKSUM, META_MODEL, META_RUN_ID};
 
 /// A point in a table's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +129,7 @@ pub async fn history(warehouse: &Warehouse, relation: &str, limit: usize) -> Res
     }
     for (offset, info) in infos.iter().enumerate() {
         let version = latest - offset as i64;
-        let metric = |key: &str| super::warehouse::operation_metric(info, key);
+        let metric = |key: &str| crate::warehouse::operation_metric(info, key);
         let text = |key: &str| info.info.get(key).and_then(|v| v.as_str()).map(str::to_string);
         let now = rows.get(&version).copied().unwrap_or(0);
         let before = if version == 0 { 0 } else { rows.get(&(version - 1)).copied().unwrap_or(0) };
@@ -290,7 +290,7 @@ pub async fn diff(
     let sides =
         "create view __pipe_diff_removed as select * from __pipe_diff_from except all select * from __pipe_diff_to";
     ctx.sql(sides).await.map_err(query)?;
-    let count = |sql: String| async move { super::count_rows(ctx, &sql).await.map_err(query) };
+    let count = |sql: String| async move { crate::warehouse::count_rows(ctx, &sql).await.map_err(query) };
     // A row of one side whose key is on the other side changed: each side is joined with the other side's keys.
     let keys: Vec<String> = unique_key.iter().map(|k| format!("\"{k}\"")).collect();
     let side = |name: &str, other: &str| -> (String, &'static str) {

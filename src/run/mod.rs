@@ -10,14 +10,11 @@ pub mod accounting;
 pub mod dedupe;
 pub mod history;
 pub mod materialize;
-pub mod results;
-pub mod runs;
 pub mod session;
 pub mod sources;
-pub mod warehouse;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,80 +24,9 @@ use tokio::sync::Semaphore;
 
 use crate::manifest::{Manifest, Node, NodeKind};
 use crate::project::Materialization;
-pub use results::{NodeResult, NodeStatus, RunResults, Timing};
-use warehouse::Warehouse;
-
-/// Why a node or a run failed.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("{message}")]
-    Query { model: String, message: String },
-    #[error("writing the Delta table failed: {message}")]
-    Write { model: String, message: String },
-    #[error("source `{source_name}`: {message}")]
-    Source { source_name: String, message: String },
-    #[error("{0}")]
-    Unsupported(String),
-    /// An error-severity test failed on the model's new result, which was not published. `outcomes` holds every
-    /// test run on it (the failing ones too), for the results file and the run history.
-    #[error("{message}")]
-    TestFailed { message: String, outcomes: Vec<crate::quality::TestOutcome> },
-    /// The result does not match the model's enforced contract; nothing was written.
-    #[error("{0}")]
-    Contract(String),
-    #[error("warehouse: {0}")]
-    Warehouse(String),
-    #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
-    #[error("DataFusion: {0}")]
-    DataFusion(#[from] datafusion::error::DataFusionError),
-    #[error("Delta: {0}")]
-    Delta(#[from] deltalake::DeltaTableError),
-}
-
-impl RunError {
-    pub fn io(path: &Path, err: std::io::Error) -> RunError {
-        RunError::Io { path: path.to_path_buf(), message: err.to_string() }
-    }
-
-    pub fn query(model: &str, err: datafusion::error::DataFusionError) -> RunError {
-        RunError::Query { model: model.to_string(), message: clean_datafusion_message(&err) }
-    }
-
-    pub fn write(model: &str, err: deltalake::DeltaTableError) -> RunError {
-        RunError::write_text(model, &err.to_string())
-    }
-
-    /// `write` from an error's text.
-    pub fn write_text(model: &str, text: &str) -> RunError {
-        let text = text.to_string();
-        // The query feeding the write failed reading its input: that is the error, not the write.
-        if text.contains("Failed to fetch metadata for file ") {
-            return RunError::Query { model: model.to_string(), message: crate::sql::clean_message(&text) };
-        }
-        let mut message = text.as_str();
-        for prefix in ["Generic DeltaTable error: ", "Arrow error: ", "Error during planning: "] {
-            message = message.strip_prefix(prefix).unwrap_or(message);
-        }
-        RunError::Write { model: model.to_string(), message: io_cause(message).unwrap_or(message).to_string() }
-    }
-}
-
-/// The operating system's reason behind a failed write, said plainly: a full or read-only disk.
-fn io_cause(text: &str) -> Option<&'static str> {
-    if text.contains("No space left on device") {
-        Some("the disk holding the warehouse is full (No space left on device); nothing was committed")
-    } else if text.contains("Read-only file system") {
-        Some("the warehouse is on a read-only file system; nothing was committed")
-    } else {
-        None
-    }
-}
-
-/// DataFusion's error text without its internal prefixes and backtrace.
-pub fn clean_datafusion_message(err: &datafusion::error::DataFusionError) -> String {
-    crate::sql::clean_message(&err.strip_backtrace())
-}
+pub use crate::warehouse::results::{NodeResult, NodeStatus, RunResults, Timing};
+use crate::warehouse::Warehouse;
+pub use crate::warehouse::{clean_datafusion_message, RunError};
 
 /// How a build runs.
 #[derive(Debug, Clone)]
@@ -122,8 +48,8 @@ pub struct BuildOptions {
     /// Leave a `table` model as it is when its logic and the versions of everything it reads are those its last
     /// version was written from (`--watch`).
     pub skip_unchanged: bool,
-    /// Receives an OpenLineage START and COMPLETE/FAIL event per model run.
-    pub openlineage: Option<Arc<crate::lineage::openlineage::Emitter>>,
+    /// Told as each model starts and finishes (OpenLineage's START and COMPLETE/FAIL events).
+    pub events: Option<Arc<dyn BuildEvents>>,
     /// Bronze ingestion leaves landed files changed more recently than this for a later build: they may still be
     /// being written (`--watch`'s `--settle`; a model's `settle_interval` overrides it).
     pub settle_interval: std::time::Duration,
@@ -133,25 +59,32 @@ pub struct BuildOptions {
     pub failpoints: Vec<String>,
 }
 
+/// Told as each node of a build starts and finishes; `lineage::openlineage::Emitter` implements it. The build calls
+/// it from the node's task, so an implementation queues its work and returns.
+pub trait BuildEvents: Send + Sync + std::fmt::Debug {
+    /// `node` starts; the returned token is handed back to `finished` (OpenLineage's run id).
+    fn started(&self, manifest: &Manifest, node: &Node) -> String;
+
+    /// `node` finished with `result`; `plan` is the compile's analyzed plan of its query, when there is one.
+    fn finished(
+        &self,
+        token: &str,
+        manifest: &Manifest,
+        node: &Node,
+        result: &NodeResult,
+        plan: Option<&datafusion::logical_expr::LogicalPlan>,
+    );
+}
+
 /// Ends the process at once (as a kill would) when `abort@<model>:<moment>` is among the failpoints.
 pub(crate) fn abort_at(failpoints: &[String], model: &str, moment: &str) {
     if failpoints.iter().any(|f| f.strip_prefix("abort@").and_then(|f| f.split_once(':')) == Some((model, moment))) {
-        std::process::abort();
+        std::process::abort(); // tidy: allow(exit) a failpoint ends the process as a kill would
     }
 }
 
 /// The note on a `table` model that `skip_unchanged` left as it was.
 pub const UNCHANGED_INPUTS_NOTE: &str = "inputs unchanged: not rebuilt";
-
-/// The single count of a `select count(*) ...` query (0 for no row).
-pub async fn count_rows(ctx: &SessionContext, sql: &str) -> datafusion::error::Result<u64> {
-    let batches = ctx.sql(sql).await?.collect().await?;
-    let count = batches
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .and_then(|b| b.column(0).as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0)));
-    Ok(count.unwrap_or(0).max(0) as u64)
-}
 
 /// A digest of what `node` is computed from: its compiled SQL (so a changed `--vars` or `env_var()` value counts,
 /// which the logic checksum over the raw SQL does not see), the Delta version of each upstream table (looking
@@ -276,20 +209,20 @@ pub async fn open_session(
         }
     }
     // Run history.
-    for relation in ["runs", "node_runs", "test_runs"].map(|t| format!("{}.{t}", runs::RUNS_SCHEMA)) {
+    for relation in ["runs", "node_runs", "test_runs"].map(|t| format!("{}.{t}", crate::warehouse::RUNS_SCHEMA)) {
         if let Ok(Some(table)) = warehouse.load(&relation).await {
             ctx.register_table(relation.as_str(), warehouse.provider(&table).await?)?;
         }
     }
     // The schema registry, as `pipe.schemas`: one row per column of every registered version.
     if let Some(schemas) = crate::quality::registry::as_table(warehouse.root()) {
-        ctx.register_table(format!("{}.schemas", runs::RUNS_SCHEMA).as_str(), schemas)?;
+        ctx.register_table(format!("{}.schemas", crate::warehouse::RUNS_SCHEMA).as_str(), schemas)?;
     }
     // Failing rows stored by tests with `store_failures`.
-    let audit_dir = warehouse.root().join(crate::quality::execute::AUDIT_SCHEMA);
+    let audit_dir = warehouse.root().join(crate::warehouse::AUDIT_SCHEMA);
     if let Ok(entries) = std::fs::read_dir(&audit_dir) {
         for entry in entries.filter_map(Result::ok) {
-            let relation = format!("{}.{}", crate::quality::execute::AUDIT_SCHEMA, entry.file_name().to_string_lossy());
+            let relation = format!("{}.{}", crate::warehouse::AUDIT_SCHEMA, entry.file_name().to_string_lossy());
             if let Ok(Some(table)) = warehouse.load(&relation).await {
                 ctx.register_table(relation.as_str(), warehouse.provider(&table).await?)?;
             }
@@ -323,7 +256,7 @@ pub async fn build(
     for (up, down) in &manifest.edges {
         *readers.entry(up.as_str()).or_default() += 1;
         // Edges through ephemeral models connect their upstreams to their readers.
-        for up in effective_upstreams(manifest, up) {
+        for up in crate::manifest::effective_upstreams(manifest, up) {
             if selected.contains(up) && selected.contains(down.as_str()) {
                 parents.entry(down.as_str()).or_default().insert(up);
                 children.entry(up).or_default().push(down.as_str());
@@ -361,13 +294,13 @@ pub async fn build(
             let project_root = request.project_root.to_path_buf();
             let unique_id = node.unique_id.clone();
             let handle = running.spawn(async move {
-                let lineage = shared.options.openlineage.as_ref().map(|e| (e, e.started(&shared.manifest, &node)));
+                let lineage = shared.options.events.as_ref().map(|e| (e, e.started(&shared.manifest, &node)));
                 let result =
                     run_node(&shared, &node, compute_once, failed_source, &project_root, file_source.as_ref()).await;
                 drop(permit);
-                if let Some((emitter, run_id)) = lineage {
+                if let Some((events, token)) = lineage {
                     let plan = shared.options.plans.get(&node.unique_id);
-                    emitter.finished(&run_id, &shared.manifest, &node, &result, plan);
+                    events.finished(&token, &shared.manifest, &node, &result, plan);
                 }
                 result
             });
@@ -574,7 +507,7 @@ async fn run_node(
     match outcome {
         Ok(outcome) => {
             let render = shared.options.render_times.get(&node.unique_id).copied().unwrap_or_default();
-            let mut result = NodeResult::success(node, &outcome, started.elapsed(), render);
+            let mut result = outcome.result(node, started.elapsed(), render);
             result.plan_reused = cx.plan_reused.load(std::sync::atomic::Ordering::Relaxed);
             // Views (a definition), seeds, bronze ingestion and microbatch slices are tested once published.
             let attached = cx.attached_tests();
@@ -700,16 +633,6 @@ async fn upstream_rows(manifest: &Manifest, warehouse: &Warehouse, node: &Node) 
         }
     }
     rows
-}
-
-/// Upstreams of an edge's source, looking through ephemeral models (which never run).
-pub(crate) fn effective_upstreams<'a>(manifest: &'a Manifest, id: &'a str) -> Vec<&'a str> {
-    match manifest.nodes.get(id) {
-        Some(node) if node.materialized == Materialization::Ephemeral => {
-            node.depends_on.nodes.iter().flat_map(|up| effective_upstreams(manifest, up)).collect()
-        }
-        _ => vec![id],
-    }
 }
 
 fn descendants<'a>(id: &'a str, children: &HashMap<&'a str, Vec<&'a str>>) -> Vec<&'a str> {

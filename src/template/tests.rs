@@ -1,3 +1,5 @@
+//! Unit tests of rendering: refs, sources, config, macros, errors and their positions.
+
 use super::*;
 use crate::diagnostics::SourceMap;
 

@@ -15,6 +15,7 @@ use std::time::Instant;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::datasource::MemTable;
+use datafusion::logical_expr::Expr;
 use datafusion::prelude::DataFrame;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
@@ -28,16 +29,6 @@ pub struct IncrementalMaterialization;
 
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A SQL literal for a value displayed by Arrow, for `replaceWhere` predicates.
-fn literal(batch: &RecordBatch, column: usize, row: usize) -> Result<String, RunError> {
-    let array = batch.column(column);
-    if array.is_null(row) {
-        return Ok("NULL".into());
-    }
-    let text = array_value_to_string(array, row).map_err(|e| RunError::Warehouse(e.to_string()))?;
-    Ok(if array.data_type().is_numeric() { text } else { format!("'{}'", text.replace('\'', "''")) })
 }
 
 #[async_trait::async_trait]
@@ -218,7 +209,7 @@ impl Materialize for IncrementalMaterialization {
                     .with_session_state(session)
                     .with_save_mode(SaveMode::Overwrite)
                     .with_schema_mode_opt(merge_schema)
-                    .with_replace_where(predicate.as_str())
+                    .with_replace_where(predicate)
                     .with_commit_properties(commit)
                     .await
                     .map_err(|e| RunError::write(&node.name, e))?
@@ -504,8 +495,9 @@ fn check_unique_keys(model: &str, batch: &RecordBatch, keys: &[String]) -> Resul
     Ok(())
 }
 
-/// `(c1, c2) IN (...)` written as ORs of equalities over the distinct values of `columns` in a non-empty batch.
-fn replace_predicate(batch: &RecordBatch, columns: &[String]) -> Result<String, RunError> {
+/// `(c1, c2) IN (...)` as an expression: ORs of equalities (or `IS NULL`s) over the distinct values of `columns` in
+/// a non-empty batch, each value a literal of its column's type (Delta casts it to the table's type).
+fn replace_predicate(batch: &RecordBatch, columns: &[String]) -> Result<Expr, RunError> {
     let mut indexes = Vec::new();
     for column in columns {
         indexes.push(
@@ -515,18 +507,23 @@ fn replace_predicate(batch: &RecordBatch, columns: &[String]) -> Result<String, 
                 .map_err(|_| RunError::Unsupported(format!("column `{column}` is not in the batch")))?,
         );
     }
-    let mut terms = std::collections::BTreeSet::new();
+    // Keyed by the term's text, so each distinct combination of values is one term, in a stable order.
+    let mut terms = std::collections::BTreeMap::new();
     for row in 0..batch.num_rows() {
         let mut parts = Vec::new();
         for (column, &index) in columns.iter().zip(&indexes) {
-            let value = literal(batch, index, row)?;
-            parts.push(if value == "NULL" {
-                format!("{} IS NULL", quote(column))
+            let name = Expr::Column(datafusion::common::Column::new_unqualified(column));
+            let array = batch.column(index);
+            parts.push(if array.is_null(row) {
+                name.is_null()
             } else {
-                format!("{} = {value}", quote(column))
+                let value = datafusion::common::ScalarValue::try_from_array(array, row)
+                    .map_err(|e| RunError::Warehouse(e.to_string()))?;
+                name.eq(Expr::Literal(value, None))
             });
         }
-        terms.insert(format!("({})", parts.join(" AND ")));
+        let term = datafusion::logical_expr::utils::conjunction(parts).unwrap_or(Expr::Literal(true.into(), None));
+        terms.insert(term.to_string(), term);
     }
-    Ok(terms.into_iter().collect::<Vec<_>>().join(" OR "))
+    Ok(datafusion::logical_expr::utils::disjunction(terms.into_values()).unwrap_or(Expr::Literal(false.into(), None)))
 }

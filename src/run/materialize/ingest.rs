@@ -307,7 +307,7 @@ async fn read_file(
             let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(Arc::clone(schema));
             (Arc::new(ListingTable::try_new(config)?), Vec::new(), 0)
         };
-    let session = crate::run::session::with_overrides(cx.session, &[(source.relation.clone(), table)])?;
+    let session = crate::warehouse::with_overrides(cx.session, &[(source.relation.clone(), table)])?;
     let frame = super::plan_in(cx, &session, &node.compiled_sql).await?;
     let frame = frame
         .with_column("_pipe_source_file", lit(key))

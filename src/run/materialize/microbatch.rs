@@ -21,7 +21,11 @@ use deltalake::protocol::SaveMode;
 use deltalake::DeltaTable;
 use futures::StreamExt;
 
-use super::{plan, ModelContext, Outcome};
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::logical_expr::Expr;
+
+use super::{accounted, plan_query, ModelContext, Outcome};
 use crate::manifest::Node;
 use crate::project::ConfigExt;
 use crate::run::RunError;
@@ -165,18 +169,38 @@ impl MicrobatchConfig {
         batches
     }
 
-    /// `event_time` in `[start, end)`, as SQL.
-    pub fn slice_predicate(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> String {
-        let column = format!("\"{}\"", self.event_time.replace('"', "\"\""));
-        format!("{column} >= TIMESTAMP '{}' AND {column} < TIMESTAMP '{}'", sql_time(start), sql_time(end))
+    /// `event_time` in `[start, end)`, as an expression whose bounds are literals of the column's own type
+    /// (`column_type`): the same instants for a timestamp of any unit or time zone.
+    pub fn slice_expr(&self, start: DateTime<Utc>, end: DateTime<Utc>, column_type: &DataType) -> Expr {
+        let column = Expr::Column(Column::new_unqualified(&self.event_time));
+        column.clone().gt_eq(time_literal(start, column_type)).and(column.lt(time_literal(end, column_type)))
     }
 
-    /// The same slice as a Delta `replaceWhere` predicate: delta-rs records it in the commit as text, which it
-    /// cannot do for `TIMESTAMP` literals, so the bounds are strings cast by comparison with the column.
-    fn replace_predicate(&self, start: DateTime<Utc>, end: DateTime<Utc>) -> String {
-        let column = format!("\"{}\"", self.event_time.replace('"', "\"\""));
-        format!("{column} >= '{}' AND {column} < '{}'", sql_time(start), sql_time(end))
+    /// `slice_expr` for the column of that name in `schema` (a naive timestamp when the schema has no such column,
+    /// which the query's planning then reports).
+    pub fn slice_in(&self, start: DateTime<Utc>, end: DateTime<Utc>, schema: &datafusion::common::DFSchema) -> Expr {
+        let naive = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        let column_type = schema.field_with_unqualified_name(&self.event_time).map_or(naive, |f| f.data_type().clone());
+        self.slice_expr(start, end, &column_type)
     }
+}
+
+/// `at` as a literal of `data_type` when that is a timestamp (its unit and time zone; a naive timestamp holds the
+/// UTC wall-clock time), else as a naive nanosecond timestamp that planning coerces to the column (a date).
+fn time_literal(at: DateTime<Utc>, data_type: &DataType) -> Expr {
+    let nanos = at.timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let value = match data_type {
+        DataType::Timestamp(TimeUnit::Second, tz) => ScalarValue::TimestampSecond(Some(at.timestamp()), tz.clone()),
+        DataType::Timestamp(TimeUnit::Millisecond, tz) => {
+            ScalarValue::TimestampMillisecond(Some(at.timestamp_millis()), tz.clone())
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+            ScalarValue::TimestampMicrosecond(Some(at.timestamp_micros()), tz.clone())
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, tz) => ScalarValue::TimestampNanosecond(Some(nanos), tz.clone()),
+        _ => ScalarValue::TimestampNanosecond(Some(nanos), None),
+    };
+    Expr::Literal(value, None)
 }
 
 pub use crate::project::parse_duration;
@@ -258,8 +282,16 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
     let existing = cx.warehouse.load(&node.relation).await?;
     let batch_plan = batch_plan(&config, existing.as_ref(), cx.event_time, cx.full_refresh).await?;
     let metadata = cx.commit_metadata();
-    let slice_query = |start, end| {
-        format!("select * from ({}) as __pipe_batch where {}", node.compiled_sql, config.slice_predicate(start, end))
+    // A slice is the model's own plan (the compile's, when its inputs are unchanged) under a filter on
+    // `event_time`, which DataFusion pushes down to the scans where the column comes straight from an input.
+    let slice = |start, end| {
+        let config = &config;
+        async move {
+            let frame = plan_query(cx, &node.compiled_sql).await?;
+            let predicate = config.slice_in(start, end, frame.schema());
+            let frame = frame.filter(predicate).map_err(|e| RunError::query(&node.name, e))?;
+            Ok::<_, RunError>(accounted(cx, frame))
+        }
     };
     let ledger = |end: DateTime<Utc>, covered: Option<i64>| {
         Transaction::new(LEDGER_APP_ID, covered.unwrap_or(i64::MIN).max(end.timestamp()))
@@ -283,7 +315,7 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
     let note = match batch_plan {
         BatchPlan::Whole { start, end, batches } => {
             // One result replacing the table: written, audited and published like a `table`.
-            let frame = plan(cx, &slice_query(start, end)).await?;
+            let frame = slice(start, end).await?;
             let plan_time = started.elapsed();
             let mut outcome = super::table::publish(cx, frame, plan_time, vec![ledger(end, None)]).await?;
             outcome.note = Some(format!("microbatch: {batches} batches from {} in one commit", sql_time(start)));
@@ -294,9 +326,9 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
             // so the ledger never records a slice before the ones it follows.
             let computed = futures::stream::iter(batches.iter().copied())
                 .map(|(start, end)| {
-                    let sql = slice_query(start, end);
+                    let frame = slice(start, end);
                     async move {
-                        let frame = plan(cx, &sql).await?;
+                        let frame = frame.await?;
                         let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
                         let mut rows = frame.collect().await.map_err(|e| RunError::query(&node.name, e))?;
                         if rows.is_empty() {
@@ -328,7 +360,14 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
                 let commit = CommitProperties::default()
                     .with_metadata(metadata.clone())
                     .with_application_transactions(transactions);
-                let predicate = config.replace_predicate(*start, *end);
+                let predicate = match rows.first() {
+                    Some(batch) => {
+                        let schema = datafusion::common::DFSchema::try_from(batch.schema().as_ref().clone())
+                            .map_err(|e| RunError::query(&node.name, e))?;
+                        config.slice_in(*start, *end, &schema)
+                    }
+                    None => config.slice_in(*start, *end, &datafusion::common::DFSchema::empty()),
+                };
                 let has_table = target.version().is_some();
                 // Write-audit-publish: the model's tests run on the table as it will be with this slice replaced,
                 // before the slice is committed; a failing one leaves the table at its version.
@@ -342,7 +381,7 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
                     .with_session_state(std::sync::Arc::new(cx.session.state()))
                     .with_commit_properties(commit);
                 write = if has_table {
-                    write.with_save_mode(SaveMode::Overwrite).with_replace_where(predicate.as_str())
+                    write.with_save_mode(SaveMode::Overwrite).with_replace_where(predicate.clone())
                 } else {
                     write.with_save_mode(SaveMode::Append).with_partition_columns(partitions.clone())
                 };
@@ -396,7 +435,7 @@ async fn slice_result(
     cx: &ModelContext<'_>,
     target: Option<&DeltaTable>,
     rows: &[datafusion::arrow::record_batch::RecordBatch],
-    predicate: &str,
+    predicate: &Expr,
 ) -> Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>, RunError> {
     use datafusion::logical_expr::is_not_true;
     let query = |e| RunError::query(&cx.node.name, e);
@@ -407,7 +446,7 @@ async fn slice_result(
     let slice = cx.session.read_table(std::sync::Arc::new(slice)).map_err(query)?;
     let Some(target) = target else { return Ok(slice.into_view()) };
     let old = cx.session.read_table(cx.warehouse.provider(target).await?).map_err(query)?;
-    let kept = old.clone().filter(is_not_true(old.parse_sql_expr(predicate).map_err(query)?)).map_err(query)?;
+    let kept = old.filter(is_not_true(predicate.clone())).map_err(query)?;
     Ok(super::kept_then_batch(kept, &schema, slice).map_err(query)?.into_view())
 }
 
@@ -433,7 +472,7 @@ async fn late_rows(cx: &ModelContext<'_>, target: &DeltaTable, before: DateTime<
             last.to_rfc3339(),
             sql_time(before)
         );
-        late += crate::run::count_rows(cx.session, &sql).await.map_err(|e| RunError::query(&cx.node.name, e))?;
+        late += crate::warehouse::count_rows(cx.session, &sql).await.map_err(|e| RunError::query(&cx.node.name, e))?;
     }
     Ok(late)
 }
@@ -462,9 +501,16 @@ mod tests {
         assert_eq!(BatchSize::Month.next(at("2026-01-01")), at("2026-02-01"));
         assert_eq!(BatchSize::Month.floor(at("2026-03-17 08:00:00")), at("2026-03-01"));
         assert_eq!(BatchSize::Hour.floor(at("2026-03-17 08:59:59")), at("2026-03-17 08:00:00"));
+        // The bounds are literals of the column's type: the same instants in any unit and time zone.
+        let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
         assert_eq!(
-            config.slice_predicate(at("2026-01-01"), at("2026-01-02")),
-            "\"ts\" >= TIMESTAMP '2026-01-01 00:00:00' AND \"ts\" < TIMESTAMP '2026-01-02 00:00:00'"
+            config.slice_expr(at("2026-01-01"), at("2026-01-02"), &utc).to_string(),
+            "ts >= TimestampMicrosecond(1767225600000000, Some(\"UTC\")) AND ts < TimestampMicrosecond(1767312000000000, Some(\"UTC\"))"
+        );
+        let naive = DataType::Timestamp(TimeUnit::Nanosecond, None);
+        assert_eq!(
+            config.slice_expr(at("2026-01-01"), at("2026-01-02"), &naive).to_string(),
+            "ts >= TimestampNanosecond(1767225600000000000, None) AND ts < TimestampNanosecond(1767312000000000000, None)"
         );
     }
 }

@@ -27,7 +27,6 @@ pub use seed::SeedLoad;
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;
 
-use super::warehouse::Warehouse;
 use super::RunError;
 use crate::manifest::Node;
 use crate::manifest::TestNode;
@@ -35,6 +34,8 @@ use crate::project::ConfigExt;
 use crate::project::Materialization;
 use crate::quality::{TestOutcome, TestStatus};
 use crate::run::accounting::account;
+use crate::warehouse::results::{NodeResult, NodeStatus, Timing};
+use crate::warehouse::Warehouse;
 
 /// What a materialization needs to run one model.
 pub struct ModelContext<'a> {
@@ -74,7 +75,7 @@ impl ModelContext<'_> {
     pub fn commit_metadata(&self) -> std::collections::HashMap<String, serde_json::Value> {
         let mut metadata = Warehouse::commit_metadata(self.run_id, &self.node.unique_id, &self.node.checksum);
         if let Some(inputs) = &self.inputs {
-            metadata.insert(crate::run::warehouse::META_INPUTS.to_string(), serde_json::Value::String(inputs.clone()));
+            metadata.insert(crate::warehouse::META_INPUTS.to_string(), serde_json::Value::String(inputs.clone()));
         }
         metadata
     }
@@ -100,12 +101,32 @@ pub struct Outcome {
     pub rows_read: Option<std::collections::BTreeMap<String, u64>>,
 }
 
+impl Outcome {
+    /// The node's result for the run's results and history.
+    pub fn result(&self, node: &Node, elapsed: Duration, render: Duration) -> NodeResult {
+        let execute = self.execute_time.unwrap_or_default().min(self.write_time);
+        NodeResult {
+            rows_written: self.rows_written,
+            delta_version: self.delta_version,
+            timing: Timing {
+                render_seconds: render.as_secs_f64(),
+                plan_seconds: self.plan_time.as_secs_f64(),
+                execute_seconds: execute.as_secs_f64(),
+                commit_seconds: (self.write_time - execute).as_secs_f64(),
+                total_seconds: elapsed.as_secs_f64(),
+            },
+            message: self.note.clone(),
+            ..NodeResult::base(node, NodeStatus::Success)
+        }
+    }
+}
+
 /// With an enforced contract: the result's columns against the declared ones, before anything is written.
 pub(super) fn check_contract(node: &Node, schema: &datafusion::arrow::datatypes::Schema) -> Result<(), RunError> {
-    if !crate::quality::contract::enforced(node) {
+    if !crate::compile::contract::enforced(node) {
         return Ok(());
     }
-    let differences = crate::quality::contract::differences(node, schema);
+    let differences = crate::compile::contract::differences(node, schema);
     if differences.is_empty() {
         return Ok(());
     }
@@ -117,7 +138,7 @@ pub(super) fn check_contract(node: &Node, schema: &datafusion::arrow::datatypes:
 }
 
 /// The schema staged results are registered in while their tests run.
-pub const STAGING_SCHEMA: &str = "_pipe_staging";
+pub use crate::warehouse::STAGING_SCHEMA;
 
 impl ModelContext<'_> {
     /// The tests declared on this model (or seed) that read nothing but it, its ancestors and sources: they can
@@ -265,7 +286,7 @@ pub(crate) async fn plan(cx: &ModelContext<'_>, sql: &str) -> Result<DataFrame, 
 }
 
 /// `plan` in another session than the build's (one where some relations are other tables:
-/// `run::session::with_overrides`).
+/// `warehouse::with_overrides`).
 pub(crate) async fn plan_in(cx: &ModelContext<'_>, session: &SessionContext, sql: &str) -> Result<DataFrame, RunError> {
     Ok(accounted(cx, plan_query_in(cx, session, sql).await?))
 }

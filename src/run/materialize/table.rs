@@ -60,7 +60,7 @@ pub(super) async fn publish(
     let provider = cx.warehouse.provider(&staging).await?;
     let published = async {
         if anomalies_fail {
-            cx.refuse_anomalous_rows(crate::run::warehouse::Warehouse::row_count(&staging)?).await?;
+            cx.refuse_anomalous_rows(crate::warehouse::Warehouse::row_count(&staging)?).await?;
         }
         let tests = cx.audit(Arc::clone(&provider)).await?;
         let staged_rows = cx.session.read_table(provider).map_err(|e| RunError::query(&cx.node.name, e))?;

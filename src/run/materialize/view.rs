@@ -12,8 +12,8 @@ use datafusion::datasource::MemTable;
 
 use super::{accounted, plan_query, Materialize, ModelContext, Outcome};
 use crate::project::Materialization;
-use crate::run::warehouse::ViewDefinition;
 use crate::run::RunError;
+use crate::warehouse::ViewDefinition;
 
 pub struct ViewMaterialization;
 

@@ -15,7 +15,20 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::RunError;
+mod error;
+pub mod results;
+pub mod runs;
+pub mod session;
+
+pub use error::{clean_datafusion_message, RunError};
+pub use session::{count_rows, with_overrides};
+
+/// Schemas pipe keeps for itself in every session and warehouse: staged results awaiting their audit, stored
+/// failing rows of tests, and the run history.
+pub const STAGING_SCHEMA: &str = "_pipe_staging";
+pub const AUDIT_SCHEMA: &str = "pipe_audit";
+pub use runs::RUNS_SCHEMA;
+pub const RESERVED_SCHEMAS: [&str; 3] = [STAGING_SCHEMA, AUDIT_SCHEMA, RUNS_SCHEMA];
 
 /// A number from a commit's `operationMetrics`; Delta writers report them as numbers or as strings.
 pub fn operation_metric(info: &deltalake::kernel::CommitInfo, key: &str) -> Option<u64> {

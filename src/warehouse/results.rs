@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::materialize::Outcome;
 use crate::manifest::Node;
-use crate::quality::{TestOutcome, TestStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -71,7 +69,7 @@ pub struct NodeResult {
 }
 
 impl NodeResult {
-    fn base(node: &Node, status: NodeStatus) -> NodeResult {
+    pub fn base(node: &Node, status: NodeStatus) -> NodeResult {
         let materialized = match node.resource_type {
             crate::manifest::NodeKind::Seed => "seed".to_string(),
             crate::manifest::NodeKind::Model => node.materialized.as_str().to_string(),
@@ -94,23 +92,6 @@ impl NodeResult {
             layer: node.layer.map(|l| l.as_str().to_string()),
             latency_seconds: None,
             message: None,
-        }
-    }
-
-    pub fn success(node: &Node, outcome: &Outcome, elapsed: Duration, render: Duration) -> NodeResult {
-        let execute = outcome.execute_time.unwrap_or_default().min(outcome.write_time);
-        NodeResult {
-            rows_written: outcome.rows_written,
-            delta_version: outcome.delta_version,
-            timing: Timing {
-                render_seconds: render.as_secs_f64(),
-                plan_seconds: outcome.plan_time.as_secs_f64(),
-                execute_seconds: execute.as_secs_f64(),
-                commit_seconds: (outcome.write_time - execute).as_secs_f64(),
-                total_seconds: elapsed.as_secs_f64(),
-            },
-            message: outcome.note.clone(),
-            ..NodeResult::base(node, NodeStatus::Success)
         }
     }
 
@@ -181,4 +162,26 @@ impl RunResults {
         let text = crate::secrets::mask(&text).into_owned() + "\n";
         crate::files::write_atomic(&target.join("run_results.json"), text.as_bytes())
     }
+}
+
+/// What one test found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestStatus {
+    Pass,
+    Warn,
+    Fail,
+    /// The test's query could not run.
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestOutcome {
+    pub unique_id: String,
+    pub name: String,
+    pub status: TestStatus,
+    pub failures: u64,
+    /// For a failing test: how many rows and a sample of them; for an error, what went wrong.
+    pub message: Option<String>,
+    pub seconds: f64,
 }

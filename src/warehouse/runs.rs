@@ -10,8 +10,8 @@ use datafusion::arrow::array::{
 use deltalake::protocol::SaveMode;
 
 use super::results::RunResults;
-use super::warehouse::Warehouse;
 use super::RunError;
+use super::Warehouse;
 
 /// The schema run history lives in.
 pub const RUNS_SCHEMA: &str = "pipe";
@@ -132,9 +132,9 @@ pub async fn record(warehouse: &Warehouse, results: &RunResults) -> Result<(), R
         ("run_id", Arc::new(StringArray::from(vec![results.run_id.clone()])) as ArrayRef, true),
         ("started_at", timestamp(1), true),
         ("elapsed_seconds", Arc::new(Float64Array::from(vec![results.elapsed_seconds])) as ArrayRef, true),
-        ("succeeded", Arc::new(Int64Array::from(vec![count(super::NodeStatus::Success)])) as ArrayRef, true),
-        ("failed", Arc::new(Int64Array::from(vec![count(super::NodeStatus::Error)])) as ArrayRef, true),
-        ("skipped", Arc::new(Int64Array::from(vec![count(super::NodeStatus::Skipped)])) as ArrayRef, true),
+        ("succeeded", Arc::new(Int64Array::from(vec![count(super::results::NodeStatus::Success)])) as ArrayRef, true),
+        ("failed", Arc::new(Int64Array::from(vec![count(super::results::NodeStatus::Error)])) as ArrayRef, true),
+        ("skipped", Arc::new(Int64Array::from(vec![count(super::results::NodeStatus::Skipped)])) as ArrayRef, true),
         ("rows_written", Arc::new(Int64Array::from(vec![rows])) as ArrayRef, true),
     ])
     .map_err(|e| RunError::Warehouse(e.to_string()))?;
@@ -148,10 +148,10 @@ pub async fn record(warehouse: &Warehouse, results: &RunResults) -> Result<(), R
 /// `pipe.node_runs` rows for a run's node results.
 fn node_runs(results: &RunResults, timestamp: impl Fn(usize) -> ArrayRef) -> Result<RecordBatch, RunError> {
     let n = results.results.len();
-    let text = |f: &dyn Fn(&super::NodeResult) -> Option<String>| -> ArrayRef {
+    let text = |f: &dyn Fn(&super::results::NodeResult) -> Option<String>| -> ArrayRef {
         Arc::new(StringArray::from(results.results.iter().map(f).collect::<Vec<_>>()))
     };
-    let count = |f: &dyn Fn(&super::NodeResult) -> Option<u64>| -> ArrayRef {
+    let count = |f: &dyn Fn(&super::results::NodeResult) -> Option<u64>| -> ArrayRef {
         Arc::new(Int64Array::from(results.results.iter().map(|r| f(r).map(|v| v as i64)).collect::<Vec<_>>()))
     };
     let nodes = RecordBatch::try_from_iter_with_nullable(vec![
@@ -183,7 +183,7 @@ fn node_runs(results: &RunResults, timestamp: impl Fn(usize) -> ArrayRef) -> Res
                 results
                     .results
                     .iter()
-                    .map(|r| r.tests.iter().filter(|t| t.status != crate::quality::TestStatus::Pass).count() as i64)
+                    .map(|r| r.tests.iter().filter(|t| t.status != super::results::TestStatus::Pass).count() as i64)
                     .collect::<Vec<_>>(),
             )) as ArrayRef,
             true,
@@ -207,7 +207,7 @@ async fn record_tests(
     timestamp: impl Fn(usize) -> ArrayRef,
 ) -> Result<(), RunError> {
     // Every test outcome of the run: those run with their model, and those run after the build.
-    let tests: Vec<(&str, &crate::quality::TestOutcome)> = results
+    let tests: Vec<(&str, &super::results::TestOutcome)> = results
         .results
         .iter()
         .flat_map(|r| r.tests.iter().map(move |t| (r.unique_id.as_str(), t)))
@@ -217,7 +217,7 @@ async fn record_tests(
         return Ok(());
     }
     let n = tests.len();
-    let column = |f: &dyn Fn(&(&str, &crate::quality::TestOutcome)) -> Option<String>| -> ArrayRef {
+    let column = |f: &dyn Fn(&(&str, &super::results::TestOutcome)) -> Option<String>| -> ArrayRef {
         Arc::new(StringArray::from(tests.iter().map(f).collect::<Vec<_>>()))
     };
     let batch = RecordBatch::try_from_iter_with_nullable(vec![

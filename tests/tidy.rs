@@ -9,6 +9,9 @@
 //!   the process (`process::exit`, `process::abort`). A line may be let through with a `tidy: allow(<rule>)`
 //!   comment saying why (the build's test failpoints abort the process on purpose).
 //! - **No library module depends on clap.**
+//! - **Config is typed before the build**: from `warehouse` up (the build, tests, lineage, docs), no code looks a
+//!   model's config or a source's options up by key (`.config.get(`, `.str_value(`, `.options.get(`); it reads
+//!   the `settings` the compile parsed (`project::settings`).
 
 use std::path::{Path, PathBuf};
 
@@ -115,6 +118,9 @@ const OUTSIDE: &[(&str, &str)] = &[
     ("clap", "clap::"),
 ];
 
+/// Config lookups by key, which the layers from `warehouse` up must not make.
+const CONFIG_LOOKUPS: &[&str] = &[".config.get(", ".str_value(", ".options.get("];
+
 /// Checks one file; `relative` is its path under `src/`.
 fn check_file(relative: &str, text: &str) -> Vec<Violation> {
     let mut violations = Vec::new();
@@ -140,6 +146,19 @@ fn check_file(relative: &str, text: &str) -> Vec<Violation> {
                     format!("`{module}` imports `crate::{imported}`, a layer above it (see LAYERS and docs/ARCHITECTURE.md)"),
                 )),
                 None => {}
+            }
+        }
+        let typed_config = LAYERS.iter().position(|m| *m == "warehouse").is_some_and(|w| rank >= w);
+        if typed_config && module != "cli" {
+            for lookup in CONFIG_LOOKUPS {
+                if code.contains(lookup) && !line.contains("tidy: allow(config)") {
+                    violations.push(violation(
+                        index + 1,
+                        format!(
+                            "`{lookup}` in `{module}`: read the typed `settings` the compile parsed, not a config key"
+                        ),
+                    ));
+                }
             }
         }
         if module == "cli" {
@@ -235,6 +254,13 @@ fn planted_violations_are_caught() {
         // The same line is the CLI's to write.
         assert!(check_file("cli/mod.rs", &text).is_empty(), "{planted}");
     }
+
+    let lookup = "//! Run.\nfn f(node: &Node) -> bool {\n    node.config.str_value(\"anomaly_severity\") == Some(\"error\")\n}\n";
+    let found = check_file("run/materialize/table.rs", lookup);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].message.contains("typed `settings`"));
+    // The compile is where config is parsed.
+    assert!(check_file("compile/checks.rs", lookup).is_empty());
 
     // Allowed with a reason; mentioned in a comment; a longer name that only ends like a rule word.
     let allowed = "//! Run.\nfn f() {\n    std::process::abort(); // tidy: allow(exit) failpoint\n}\n";

@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 use super::build::{run_with, Backfill, BuildArgs, LogFormat, Scope};
 use super::{write_stdout, ProjectArgs, SelectArgs};
 use crate::manifest::{Manifest, NodeKind};
-use crate::project::ConfigExt;
 use crate::run;
 use crate::run::materialize::microbatch::{batch_plan, parse_time, BatchPlan, EventTimeWindow, MicrobatchConfig};
 
@@ -117,10 +116,10 @@ pub(super) async fn dry_run(
             .iter()
             .filter_map(|up| {
                 if let Some(upstream) = manifest.nodes.get(up) {
-                    Some((upstream.relation.clone(), upstream.config.str_value("event_time").map(str::to_string)))
+                    Some((upstream.relation.clone(), upstream.settings.event_time.clone()))
                 } else {
                     manifest.sources.get(up).map(|s| {
-                        let event_time = s.options.get("event_time").and_then(|v| v.as_str()).map(str::to_string);
+                        let event_time = s.settings.event_time.clone();
                         (s.relation.clone(), event_time)
                     })
                 }
@@ -150,7 +149,7 @@ pub(super) async fn dry_run(
                 rows
             }
         };
-        let is_microbatch = node.config.str_value("incremental_strategy") == Some("microbatch");
+        let is_microbatch = node.settings.microbatch.is_some();
         if !is_microbatch {
             let rows = read(None).await;
             total_rows += rows;

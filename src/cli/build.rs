@@ -480,11 +480,8 @@ impl Cycle<'_> {
         };
         for anomaly in &anomalies {
             let Some(result) = results.results.iter_mut().find(|r| r.relation == anomaly.relation) else { continue };
-            let severity = manifest.nodes.get(&result.unique_id).and_then(|n| {
-                use crate::project::ConfigExt;
-                n.config.str_value("anomaly_severity").map(str::to_string)
-            });
-            if severity.as_deref() == Some("error") {
+            let severity = manifest.nodes.get(&result.unique_id).map(|n| n.settings.anomaly_severity);
+            if severity == Some(crate::project::settings::AnomalySeverity::Error) {
                 result.status = NodeStatus::Error;
                 let before = result.message.take().map(|m| format!("{m}\n")).unwrap_or_default();
                 result.message = Some(format!("{before}{anomaly}"));

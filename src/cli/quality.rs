@@ -160,7 +160,7 @@ pub(super) fn schema(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
         .nodes
         .values()
         .find(|n| n.name == args.name)
-        .map(|n| (n.relation.clone(), n.planned_columns.clone(), n.config.get("schema_compatibility").cloned()))
+        .map(|n| (n.relation.clone(), n.planned_columns.clone(), Some(n.settings.schema_compatibility)))
         .or_else(|| {
             manifest
                 .sources
@@ -189,8 +189,9 @@ pub(super) fn schema(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
                 None => (format!("registered version {} (the only one)", latest.version), Vec::new()),
             },
         };
-    let mode = mode.and_then(|m| m.as_str().map(str::to_string)).unwrap_or_else(|| "backward".into());
-    let breaking = registry::breaking(&mode, &changes);
+    let mode = mode.unwrap_or_default();
+    let breaking = registry::breaking(mode, &changes);
+    let mode = mode.as_str();
     let mut out = format!("{relation}: {label}\n");
     if changes.is_empty() {
         out.push_str("  no changes\n");

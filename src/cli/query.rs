@@ -182,7 +182,7 @@ pub(super) fn diff(args: &DiffArgs) -> anyhow::Result<ExitCode> {
         (Ok(from), Ok(to)) => (from, to),
         (Err(code), _) | (_, Err(code)) => return Ok(code),
     };
-    let unique_key = crate::run::materialize::column_list(node.config.get("unique_key"));
+    let unique_key = node.settings.unique_key.clone();
     let runtime = super::runtime(None)?;
     let result = runtime.block_on(async {
         let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::diagnostics::{Code, Diagnostic, FileId, SourceFile};
 use crate::graph::NodeId;
 use crate::manifest::{Node, NodeKind, SourceNode};
+use crate::project::settings::{IncrementalStrategy, ModelSettings, OnSchemaChange, SettingProblem};
 use crate::project::{ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ModelFile, Project};
 use crate::sql::{self, SqlOrigin};
 
@@ -46,147 +47,71 @@ pub(super) fn check_relation_names(
 /// The most batches a microbatch model's first build may compute (`run`'s own bound is the same).
 const MAX_MICROBATCHES: i64 = 100_000;
 
-pub(super) fn check_config(model: &ModelFile, config: &ConfigMap, diagnostics: &mut Vec<Diagnostic>) {
+pub(super) fn check_config(
+    model: &ModelFile,
+    config: &ConfigMap,
+    settings: &ModelSettings,
+    problems: Vec<SettingProblem>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let invalid = |message: String, help: &str| {
+        Diagnostic::error(Code::InvalidConfig, message)
+            .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+            .with_help(help.to_string())
+    };
     if let Some(materialized) = config.get("materialized") {
         if materialized.as_str().and_then(Materialization::parse).is_none() {
-            diagnostics.push(
-                Diagnostic::error(
-                    Code::InvalidConfig,
-                    format!("unknown materialization {materialized} on model `{}`", model.name),
-                )
-                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
-                .with_help("use one of `view`, `table`, `ephemeral`, `incremental`"),
-            );
+            diagnostics.push(invalid(
+                format!("unknown materialization {materialized} on model `{}`", model.name),
+                "use one of `view`, `table`, `ephemeral`, `incremental`",
+            ));
         }
     }
     if let Some(layer) = config.get("layer") {
         if layer.as_str().and_then(Layer::parse).is_none() {
-            diagnostics.push(
-                Diagnostic::error(Code::InvalidConfig, format!("unknown layer {layer} on model `{}`", model.name))
-                    .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
-                    .with_help("use one of `bronze`, `silver`, `gold`"),
-            );
-        }
-    }
-    // Bronze is append-only: a strategy that updates, deletes or replaces rows would lose raw data.
-    let layer = layer_of(model, config);
-    if layer == Some(Layer::Bronze) && config.str_value("materialized") == Some("incremental") {
-        let strategy = config.str_value("incremental_strategy").unwrap_or(if config.contains_key("unique_key") {
-            "merge"
-        } else {
-            "append"
-        });
-        if strategy != "append" {
-            diagnostics.push(
-                Diagnostic::error(
-                    Code::InvalidConfig,
-                    format!(
-                        "bronze model `{}` uses incremental strategy `{strategy}`; bronze is append-only",
-                        model.name
-                    ),
-                )
-                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
-                .with_help("use `incremental_strategy='append'` in bronze, and deduplicate or merge in silver"),
-            );
-        }
-    }
-    if config.str_value("incremental_strategy") == Some("microbatch") {
-        let invalid = |message: String, help: &str| {
-            Diagnostic::error(Code::InvalidConfig, message)
-                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
-                .with_help(help.to_string())
-        };
-        for (key, example) in [("event_time", "event_time='ordered_at'"), ("begin", "begin='2026-01-01'")] {
-            if config.str_value(key).is_none() {
-                diagnostics.push(invalid(
-                    format!("microbatch model `{}` has no `{key}`", model.name),
-                    &format!("add `{example}` to its config"),
-                ));
-            }
-        }
-        if let Some(begin) = config.str_value("begin") {
-            match crate::project::parse_utc_time(begin) {
-                Err(_) => diagnostics.push(invalid(
-                    format!("`begin: {begin}` of microbatch model `{}` is not a time", model.name),
-                    "write it like `2026-01-01` or `2026-01-01 10:00:00` (UTC)",
-                )),
-                Ok(at) => {
-                    // The first build computes every batch since `begin`: a begin centuries ago is a typo.
-                    let hours = (chrono::Utc::now() - at).num_hours();
-                    let per_batch = match config.str_value("batch_size") {
-                        Some("day") => 24,
-                        Some("month") => 24 * 28,
-                        _ => 1,
-                    };
-                    if hours / per_batch > MAX_MICROBATCHES {
-                        diagnostics.push(invalid(
-                            format!(
-                                "`begin: {begin}` of microbatch model `{}` is about {} batches ago, more than the {MAX_MICROBATCHES} a build runs",
-                                model.name,
-                                hours / per_batch
-                            ),
-                            "set `begin` to when the model's data starts, or use a larger `batch_size`",
-                        ));
-                    }
-                }
-            }
-        }
-        if let Some(lateness) = config.str_value("allowed_lateness") {
-            if crate::project::parse_duration(lateness).is_none() {
-                diagnostics.push(invalid(
-                    format!("`allowed_lateness: {lateness}` of microbatch model `{}` is not a duration", model.name),
-                    "write it like `2 hours` or `1 day`",
-                ));
-            }
-        }
-        if !matches!(config.str_value("batch_size"), Some("hour" | "day" | "month")) {
             diagnostics.push(invalid(
-                format!("microbatch model `{}` needs `batch_size` `hour`, `day` or `month`", model.name),
-                "add `batch_size='day'` to its config",
+                format!("unknown layer {layer} on model `{}`", model.name),
+                "use one of `bronze`, `silver`, `gold`",
             ));
         }
     }
-    if let Some(mode) = config.str_value("on_contract_violation") {
-        if !["fail", "quarantine"].contains(&mode) {
-            diagnostics.push(
-                Diagnostic::error(
-                    Code::InvalidConfig,
-                    format!("unknown `on_contract_violation: {mode}` on model `{}`", model.name),
-                )
-                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
-                .with_help("use `fail` (the default) or `quarantine`"),
-            );
+    for problem in problems {
+        diagnostics.push(invalid(problem.message, &problem.help));
+    }
+    // Bronze is append-only: a strategy that updates, deletes or replaces rows would lose raw data.
+    let layer = layer_of(model, config);
+    let incremental = config.str_value("materialized") == Some("incremental");
+    if let (Some(Layer::Bronze), true, Some(strategy)) = (layer, incremental, settings.incremental_strategy) {
+        if strategy != IncrementalStrategy::Append {
+            diagnostics.push(invalid(
+                format!(
+                    "bronze model `{}` uses incremental strategy `{}`; bronze is append-only",
+                    model.name,
+                    strategy.as_str()
+                ),
+                "use `incremental_strategy='append'` in bronze, and deduplicate or merge in silver",
+            ));
         }
     }
-    if let Some(codec) = config.str_value("parquet_compression") {
-        if !crate::project::PARQUET_COMPRESSIONS.contains(&codec) {
-            diagnostics.push(
-                Diagnostic::error(
-                    Code::InvalidConfig,
-                    format!("unknown `parquet_compression: {codec}` on model `{}`", model.name),
-                )
-                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
-                .with_help("use one of `lz4`, `snappy`, `zstd`, `none`"),
-            );
+    if let Some(microbatch) = &settings.microbatch {
+        // The first build computes every batch since `begin`: a begin centuries ago is a typo.
+        let batches = (chrono::Utc::now() - microbatch.begin).num_hours() / microbatch.batch_size.hours();
+        if batches > MAX_MICROBATCHES {
+            let begin = config.str_value("begin").unwrap_or_default();
+            diagnostics.push(invalid(
+                format!(
+                    "`begin: {begin}` of microbatch model `{}` is about {batches} batches ago, more than the {MAX_MICROBATCHES} a build runs",
+                    model.name
+                ),
+                "set `begin` to when the model's data starts, or use a larger `batch_size`",
+            ));
         }
     }
-    if let Some(mode) = config.str_value("on_schema_change") {
-        let bronze_sync = mode == "sync_all_columns" && layer == Some(Layer::Bronze);
-        if !["ignore", "fail", "append_new_columns", "sync_all_columns"].contains(&mode) || bronze_sync {
-            let help = if bronze_sync {
-                "bronze keeps every column it ever ingested; use `append_new_columns`"
-            } else {
-                "use one of `ignore`, `fail`, `append_new_columns`, `sync_all_columns`"
-            };
-            diagnostics.push(
-                Diagnostic::error(
-                    Code::InvalidConfig,
-                    format!("unsupported `on_schema_change: {mode}` on model `{}`", model.name),
-                )
-                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
-                .with_help(help),
-            );
-        }
+    if settings.on_schema_change == OnSchemaChange::SyncAllColumns && layer == Some(Layer::Bronze) {
+        diagnostics.push(invalid(
+            format!("unsupported `on_schema_change: sync_all_columns` on model `{}`", model.name),
+            "bronze keeps every column it ever ingested; use `append_new_columns`",
+        ));
     }
 }
 

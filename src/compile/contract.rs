@@ -7,7 +7,7 @@ use crate::manifest::Node;
 
 /// Whether the node's contract is enforced.
 pub fn enforced(node: &Node) -> bool {
-    node.config.get("contract").and_then(|c| c.get("enforced")).and_then(serde_json::Value::as_bool).unwrap_or(false)
+    node.settings.contract_enforced
 }
 
 /// Whether a declared SQL type names `actual`: type families as warehouses write them (`bigint`, `varchar`,

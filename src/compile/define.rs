@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::diagnostics::{Code, Diagnostic};
-use crate::manifest::{DependsOn, Manifest, Severity, TestNode};
+use crate::manifest::{DependsOn, Manifest, Severity, TestNode, Threshold};
 use crate::project::Project;
 use crate::template::{RenderContext, Renderer};
 
@@ -214,8 +214,15 @@ fn severity_of(config: &serde_json::Map<String, Value>) -> Severity {
     }
 }
 
-fn text_config(config: &serde_json::Map<String, Value>, key: &str) -> String {
-    config.get(key).and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| "!=0".into())
+/// `warn_if` or `error_if`: dbt's `!=0` when absent; `Err` with the message when it does not parse.
+fn threshold_config(config: &serde_json::Map<String, Value>, key: &str) -> Result<Threshold, String> {
+    match config.get(key) {
+        None => Ok(Threshold::default()),
+        Some(value) => value
+            .as_str()
+            .and_then(Threshold::parse)
+            .ok_or_else(|| format!("`{key}: {value}` is not a failure-count condition such as `!=0`, `>10` or `>=5`")),
+    }
 }
 
 /// A test as declared: (attached unique id, relation, column, the YAML value, the file declaring it).
@@ -286,8 +293,10 @@ pub fn test_nodes(
         } else {
             custom_sql(project, renderer, context, manifest, &test, &relation, column.as_deref(), &mut depends)
         };
-        let sql = match sql {
-            Ok(sql) => sql,
+        let thresholds = threshold_config(&test.config, "warn_if")
+            .and_then(|warn| Ok((warn, threshold_config(&test.config, "error_if")?)));
+        let (sql, warn_if, error_if) = match sql.and_then(|sql| thresholds.map(|t| (sql, t))) {
+            Ok((sql, (warn_if, error_if))) => (sql, warn_if, error_if),
             Err(message) => {
                 let diagnostic =
                     Diagnostic::error(Code::InvalidConfig, format!("test `{}` on `{relation}`: {message}", test.test));
@@ -328,8 +337,8 @@ pub fn test_nodes(
                 attached_node: Some(attached),
                 column_name: column,
                 severity: severity_of(&test.config),
-                warn_if: text_config(&test.config, "warn_if"),
-                error_if: text_config(&test.config, "error_if"),
+                warn_if,
+                error_if,
                 store_failures: test.config.get("store_failures").and_then(Value::as_bool).unwrap_or(false),
                 compiled_sql: sql,
                 depends_on: DependsOn { nodes: depends, macros: Vec::new() },
@@ -416,8 +425,8 @@ pub fn test_nodes(
                         attached_node: Some(node.unique_id.clone()),
                         column_name: column.map(str::to_string),
                         severity: Severity::Error,
-                        warn_if: "!=0".into(),
-                        error_if: "!=0".into(),
+                        warn_if: Threshold::default(),
+                        error_if: Threshold::default(),
                         store_failures: false,
                         compiled_sql: sql,
                         depends_on: DependsOn { nodes: vec![node.unique_id.clone()], macros: Vec::new() },
@@ -470,8 +479,20 @@ pub fn test_nodes(
                 attached_node: (depends.len() == 1).then(|| depends[0].clone()),
                 column_name: None,
                 severity: severity_of(&config),
-                warn_if: text_config(&config, "warn_if"),
-                error_if: text_config(&config, "error_if"),
+                warn_if: threshold_config(&config, "warn_if").unwrap_or_else(|message| {
+                    diagnostics.push(Diagnostic::error(
+                        Code::InvalidConfig,
+                        format!("singular test `{}`: {message}", file.name),
+                    ));
+                    Threshold::default()
+                }),
+                error_if: threshold_config(&config, "error_if").unwrap_or_else(|message| {
+                    diagnostics.push(Diagnostic::error(
+                        Code::InvalidConfig,
+                        format!("singular test `{}`: {message}", file.name),
+                    ));
+                    Threshold::default()
+                }),
                 store_failures: config.get("store_failures").and_then(Value::as_bool).unwrap_or(false),
                 compiled_sql: rendered.sql.trim().trim_end_matches(';').to_string(),
                 depends_on: DependsOn {

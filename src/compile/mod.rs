@@ -335,7 +335,8 @@ fn build_manifest(
             },
         );
         let config = effective_config(model, &result.rendered);
-        checks::check_config(model, &config, diagnostics);
+        let (settings, problems) = crate::project::ModelSettings::parse(&model.name, &config);
+        checks::check_config(model, &config, &settings, problems, diagnostics);
         checks::check_relation_names(model, &project.files.get(model.file).text, &config, diagnostics);
         let layer = layer_of(model, &config);
         let materialized =
@@ -444,6 +445,7 @@ fn build_manifest(
                 renderer.macros(),
             ),
             config,
+            settings,
         };
         nodes.insert(unique_id, node);
     }
@@ -466,6 +468,17 @@ fn build_manifest(
             continue;
         }
         let seed_text = std::fs::read(project.root.join(&seed.path)).unwrap_or_default();
+        let (settings, problems) = crate::project::ModelSettings::parse(&seed.name, &seed.config);
+        for problem in problems {
+            diagnostics.push(
+                Diagnostic::error(
+                    Code::InvalidConfig,
+                    problem.message.replace("of model", "of seed").replace("on model", "on seed"),
+                )
+                .with_note("set in the project file or the seed's YAML")
+                .with_help(problem.help),
+            );
+        }
         nodes.insert(
             unique_id.clone(),
             Node {
@@ -480,6 +493,7 @@ fn build_manifest(
                 tags: seed.config.tags(),
                 description: properties.description.clone(),
                 config: seed.config.clone(),
+                settings,
                 raw_sql: String::new(),
                 compiled_sql: String::new(),
                 compiled_sql_incremental: None,
@@ -498,6 +512,15 @@ fn build_manifest(
         .iter()
         .map(|s| {
             let unique_id = source_id(&s.source_name, &s.table_name);
+            let relation = format!("{}.{}", s.source_name, s.table_name);
+            let (settings, problems) = crate::project::SourceSettings::parse(&relation, &s.options);
+            for problem in problems {
+                diagnostics.push(
+                    Diagnostic::error(Code::InvalidConfig, problem.message)
+                        .with_note(format!("declared in `{}`", project.files.get(s.file).display_path()))
+                        .with_help(problem.help),
+                );
+            }
             let node = SourceNode {
                 unique_id: unique_id.clone(),
                 source_name: s.source_name.clone(),
@@ -506,6 +529,7 @@ fn build_manifest(
                 format: s.format,
                 path: s.path.clone(),
                 options: s.options.clone(),
+                settings,
                 description: s.description.clone(),
                 columns: columns_of(&s.columns),
                 planned_columns: None,

@@ -71,7 +71,7 @@ fn input_schemas(
             let schema = if format == SourceFormat::Delta {
                 read_delta_schema(project_root, path).await
             } else {
-                match source_schema::listing(project_root, path, format, &source.options) {
+                match source_schema::listing(project_root, path, format, &source.settings) {
                     Ok((url, listing)) => {
                         source_schema::infer(&state, &url, &listing, path, &source.declared_types()).await
                     }
@@ -90,7 +90,12 @@ fn input_schemas(
         }
         for node in manifest.nodes.values().filter(|n| n.resource_type == NodeKind::Seed) {
             let declared = node.columns.values().filter_map(|c| Some((c.name.clone(), c.data_type.clone()?))).collect();
-            let listed = source_schema::listing(project_root, &node.path, SourceFormat::Csv, &BTreeMap::new());
+            let listed = source_schema::listing(
+                project_root,
+                &node.path,
+                SourceFormat::Csv,
+                &crate::project::SourceSettings::default(),
+            );
             if let Ok((url, listing)) = listed {
                 if let Ok(schema) = source_schema::infer(&state, &url, &listing, &node.path, &declared).await {
                     schemas.insert(node.relation.to_lowercase(), stored_schema(&schema));

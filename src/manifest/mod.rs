@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::project::{ConfigMap, Layer, Materialization, SourceFormat};
 
 /// Bumped whenever a field changes meaning or is removed.
-pub const MANIFEST_VERSION: u32 = 1;
+pub const MANIFEST_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -56,9 +56,9 @@ pub struct TestNode {
     pub attached_node: Option<String>,
     pub column_name: Option<String>,
     pub severity: Severity,
-    /// Failure-count conditions, as dbt writes them (`!=0`, `>10`, `>=5`).
-    pub warn_if: String,
-    pub error_if: String,
+    /// Failure-count conditions, as dbt writes them (`!=0`, `>10`, `>=5`), parsed at compile.
+    pub warn_if: Threshold,
+    pub error_if: Threshold,
     /// Write the failing rows to `pipe_audit.<test name>` in the warehouse.
     pub store_failures: bool,
     /// The query returning the failing rows.
@@ -66,6 +66,60 @@ pub struct TestNode {
     pub depends_on: DependsOn,
     /// The file that declares the test.
     pub path: String,
+}
+
+/// A failure-count condition as dbt writes it: `!=0`, `>10`, `>=5`, `=0`, `<3`, `<=2`.
+/// Stored in the manifest as that text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threshold {
+    op: &'static str,
+    count: u64,
+}
+
+impl Threshold {
+    pub fn parse(text: &str) -> Option<Threshold> {
+        let text = text.trim();
+        let op = ["!=", ">=", "<=", "==", "=", ">", "<"].into_iter().find(|op| text.starts_with(op))?;
+        let count = text[op.len()..].trim().parse().ok()?;
+        Some(Threshold { op, count })
+    }
+
+    pub fn matches(&self, failures: u64) -> bool {
+        match self.op {
+            "!=" => failures != self.count,
+            ">=" => failures >= self.count,
+            "<=" => failures <= self.count,
+            ">" => failures > self.count,
+            "<" => failures < self.count,
+            _ => failures == self.count,
+        }
+    }
+}
+
+impl Default for Threshold {
+    /// dbt's default for both `warn_if` and `error_if`: any failing row.
+    fn default() -> Threshold {
+        Threshold { op: "!=", count: 0 }
+    }
+}
+
+impl std::fmt::Display for Threshold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.op, self.count)
+    }
+}
+
+impl Serialize for Threshold {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Threshold {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Threshold, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Threshold::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a threshold")))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,7 +152,10 @@ pub struct Node {
     pub materialized: Materialization,
     pub tags: Vec<String>,
     pub description: Option<String>,
+    /// The config as written (merged from folders, YAML and `config()`), for `meta`, docs and selection.
     pub config: ConfigMap,
+    /// The same config parsed into types at compile: what the build reads.
+    pub settings: crate::project::ModelSettings,
     pub raw_sql: String,
     /// SQL with refs resolved and ephemeral models inlined as CTEs (the full-refresh variant).
     pub compiled_sql: String,
@@ -172,7 +229,10 @@ pub struct SourceNode {
     pub format: Option<SourceFormat>,
     /// Path or glob of the raw files, relative to the project root.
     pub path: Option<String>,
+    /// The other keys of the source table's YAML entry, as written.
     pub options: BTreeMap<String, Value>,
+    /// The reading options among them, typed at compile: what the build reads.
+    pub settings: crate::project::SourceSettings,
     pub description: Option<String>,
     pub columns: BTreeMap<String, Column>,
     /// Columns read from the files with declared types applied; `None` when the files could not be read.

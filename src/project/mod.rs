@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod properties;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub use config::{
     PARQUET_COMPRESSIONS,
 };
 pub use properties::{ColumnProperties, ModelProperties, SourceProperties, SourceTableProperties};
+pub use settings::{ModelSettings, SourceSettings};
 
 use crate::diagnostics::{Code, Diagnostic, FileId, SourceMap};
 use properties::PropertiesFile;

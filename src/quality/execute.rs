@@ -11,32 +11,7 @@ use crate::manifest::{Severity, TestNode};
 pub use crate::warehouse::results::{TestOutcome, TestStatus};
 use crate::warehouse::Warehouse;
 
-/// A failure-count condition as dbt writes it: `!=0`, `>10`, `>=5`, `=0`, `<3`, `<=2`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Threshold {
-    op: &'static str,
-    count: u64,
-}
-
-impl Threshold {
-    pub fn parse(text: &str) -> Option<Threshold> {
-        let text = text.trim();
-        let op = ["!=", ">=", "<=", "==", "=", ">", "<"].into_iter().find(|op| text.starts_with(op))?;
-        let count = text[op.len()..].trim().parse().ok()?;
-        Some(Threshold { op, count })
-    }
-
-    pub fn matches(&self, failures: u64) -> bool {
-        match self.op {
-            "!=" => failures != self.count,
-            ">=" => failures >= self.count,
-            "<=" => failures <= self.count,
-            ">" => failures > self.count,
-            "<" => failures < self.count,
-            _ => failures == self.count,
-        }
-    }
-}
+pub use crate::manifest::Threshold;
 
 /// Runs `tests` in `ctx`. `staged` maps relation names to results not yet published, which the tests read under
 /// those names instead (write-audit-publish; the test's SQL is planned as written, in a session where the relation
@@ -99,12 +74,11 @@ async fn run_one(
     sql: &str,
 ) -> Result<(TestStatus, u64, Option<String>), String> {
     let error = |e: datafusion::error::DataFusionError| crate::warehouse::clean_datafusion_message(&e);
-    let count_sql = format!("select count(*) from ({sql}) as __pipe_failures");
-    let failures = crate::warehouse::count_rows(ctx, &count_sql).await.map_err(error)?;
-    let threshold = |text: &str| Threshold::parse(text).unwrap_or(Threshold { op: "!=", count: 0 });
-    let status = if threshold(&test.error_if).matches(failures) && test.severity == Severity::Error {
+    let failing = ctx.sql(sql).await.map_err(error)?;
+    let failures = failing.clone().count().await.map_err(error)? as u64;
+    let status = if test.error_if.matches(failures) && test.severity == Severity::Error {
         TestStatus::Fail
-    } else if threshold(&test.warn_if).matches(failures) || threshold(&test.error_if).matches(failures) {
+    } else if test.warn_if.matches(failures) || test.error_if.matches(failures) {
         TestStatus::Warn
     } else {
         TestStatus::Pass
@@ -112,8 +86,7 @@ async fn run_one(
     if failures == 0 {
         return Ok((status, 0, None));
     }
-    let sample = ctx.sql(&format!("select * from ({sql}) as __pipe_failures limit 3")).await.map_err(error)?;
-    let sample = sample.collect().await.map_err(error)?;
+    let sample = failing.limit(0, Some(3)).map_err(error)?.collect().await.map_err(error)?;
     let shown =
         datafusion::arrow::util::pretty::pretty_format_batches(&sample).map(|t| t.to_string()).unwrap_or_default();
     let mut message = format!("{failures} failing row(s); first ones:\n{shown}");

@@ -8,7 +8,6 @@ use datafusion::prelude::SessionContext;
 use serde_json::Value;
 
 use crate::manifest::Manifest;
-use crate::project::ConfigExt;
 use crate::warehouse::Warehouse;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +120,7 @@ pub async fn check(
         results.push(judge(format!("source {}", source.relation), newest, warn, error, now));
     }
     for node in manifest.nodes.values() {
-        let Some(every) = node.config.str_value("expect_every").and_then(crate::project::parse_duration) else {
+        let Some(every) = node.settings.expect_every else {
             continue;
         };
         let newest = match warehouse.load(&node.relation).await {

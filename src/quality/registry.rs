@@ -4,6 +4,7 @@
 //! `none`); a breaking change stops the build unless the model's `version` config changed or `--allow-breaking` is
 //! given. A source whose columns drifted is reported even when the change is compatible.
 
+use crate::project::settings::SchemaCompatibility;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::datatypes::DataType;
@@ -116,7 +117,7 @@ pub fn changes(old: &[PlannedColumn], new: &[PlannedColumn]) -> Vec<Change> {
 /// retyped, no not-null column added, no column that may now be null. `forward`: rows written under the old schema
 /// still fit the new one: no not-null column added, no type changed or widened, no column becoming not-null.
 /// `full`: both. `none`: anything goes.
-pub fn breaking(mode: &str, changes: &[Change]) -> Vec<Change> {
+pub fn breaking(mode: SchemaCompatibility, changes: &[Change]) -> Vec<Change> {
     let backward = |c: &Change| {
         matches!(
             c,
@@ -138,10 +139,10 @@ pub fn breaking(mode: &str, changes: &[Change]) -> Vec<Change> {
     changes
         .iter()
         .filter(|c| match mode {
-            "none" => false,
-            "forward" => forward(c),
-            "full" => backward(c) || forward(c),
-            _ => backward(c),
+            SchemaCompatibility::None => false,
+            SchemaCompatibility::Forward => forward(c),
+            SchemaCompatibility::Full => backward(c) || forward(c),
+            SchemaCompatibility::Backward => backward(c),
         })
         .cloned()
         .collect()
@@ -162,21 +163,20 @@ pub fn versions(warehouse: &Path, relation: &str) -> Vec<SchemaVersion> {
 /// The registry's verdict on a model about to be built: the breaking changes from its latest registered schema
 /// under its `schema_compatibility`, unless its `version` config changed since.
 pub fn check_model(warehouse: &Path, node: &crate::manifest::Node) -> Option<(String, Vec<Change>)> {
-    use crate::project::ConfigExt;
     let columns = node.planned_columns.as_ref()?;
     let latest = versions(warehouse, &node.relation).pop()?;
     let model_version = model_version(node);
     if latest.model_version != model_version {
         return None;
     }
-    let mode = node.config.str_value("schema_compatibility").unwrap_or("backward").to_string();
-    let breaking = breaking(&mode, &changes(&latest.columns, columns));
-    (!breaking.is_empty()).then_some((mode, breaking))
+    let mode = node.settings.schema_compatibility;
+    let breaking = breaking(mode, &changes(&latest.columns, columns));
+    (!breaking.is_empty()).then_some((mode.as_str().to_string(), breaking))
 }
 
 /// A model's `version` config, as text.
 pub fn model_version(node: &crate::manifest::Node) -> Option<String> {
-    node.config.get("version").map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+    node.settings.version.clone()
 }
 
 /// One column of one registered version, a row of `pipe.schemas`.
@@ -291,10 +291,22 @@ mod tests {
         ];
         for (case, new, backward_ok, forward_ok) in cases {
             let changes = changes(&base, &new);
-            assert_eq!(breaking("backward", &changes).is_empty(), backward_ok, "backward: {case}: {changes:?}");
-            assert_eq!(breaking("forward", &changes).is_empty(), forward_ok, "forward: {case}: {changes:?}");
-            assert_eq!(breaking("full", &changes).is_empty(), backward_ok && forward_ok, "full: {case}");
-            assert!(breaking("none", &changes).is_empty());
+            assert_eq!(
+                breaking(SchemaCompatibility::Backward, &changes).is_empty(),
+                backward_ok,
+                "backward: {case}: {changes:?}"
+            );
+            assert_eq!(
+                breaking(SchemaCompatibility::Forward, &changes).is_empty(),
+                forward_ok,
+                "forward: {case}: {changes:?}"
+            );
+            assert_eq!(
+                breaking(SchemaCompatibility::Full, &changes).is_empty(),
+                backward_ok && forward_ok,
+                "full: {case}"
+            );
+            assert!(breaking(SchemaCompatibility::None, &changes).is_empty());
         }
     }
 }

@@ -30,7 +30,7 @@ pub async fn register_source(ctx: &SessionContext, project_root: &Path, source: 
         let url = url::Url::from_directory_path(dir).map_err(|()| err("not an absolute path".into()))?;
         deltalake::open_table(url).await?.table_provider().await?
     } else {
-        let (url, listing) = source_schema::listing(project_root, path, format, &source.options).map_err(err)?;
+        let (url, listing) = source_schema::listing(project_root, path, format, &source.settings).map_err(err)?;
         let schema =
             source_schema::infer(&ctx.state(), &url, &listing, path, &source.declared_types()).await.map_err(err)?;
         let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(schema);

@@ -52,14 +52,13 @@ pub fn listing(
     project_root: &Path,
     path: &str,
     format: SourceFormat,
-    options: &BTreeMap<String, serde_json::Value>,
+    settings: &crate::project::SourceSettings,
 ) -> Result<(ListingTableUrl, ListingOptions), String> {
-    let option = |key: &str| options.get(key);
     let (file_format, extension): (Arc<dyn FileFormat>, &str) = match format {
         SourceFormat::Csv => {
-            let delimiter = option("delimiter").and_then(|v| v.as_str()).and_then(|s| s.bytes().next()).unwrap_or(b',');
-            let header = option("header").and_then(|v| v.as_bool()).unwrap_or(true);
-            (Arc::new(CsvFormat::default().with_has_header(header).with_delimiter(delimiter)), ".csv")
+            let format =
+                CsvFormat::default().with_has_header(settings.header).with_delimiter(settings.delimiter_byte());
+            (Arc::new(format), ".csv")
         }
         SourceFormat::Json => (Arc::new(JsonFormat::default()), ".json"),
         SourceFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),

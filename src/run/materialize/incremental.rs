@@ -21,8 +21,9 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 
 use super::table::publish;
-use super::{column_list, plan, Materialize, ModelContext, Outcome};
-use crate::project::{ConfigExt, Materialization};
+use super::{plan, Materialize, ModelContext, Outcome};
+use crate::project::settings::{IncrementalStrategy, OnSchemaChange};
+use crate::project::Materialization;
 use crate::run::RunError;
 
 pub struct IncrementalMaterialization;
@@ -42,27 +43,13 @@ impl Materialize for IncrementalMaterialization {
             return super::ingest::ingest(cx, source).await;
         }
         let node = cx.node;
-        let keys = column_list(node.config.get("unique_key"));
-        let strategy =
-            node.config.str_value("incremental_strategy").unwrap_or(if keys.is_empty() { "append" } else { "merge" });
-        if strategy == "microbatch" {
+        let settings = &node.settings;
+        let keys = settings.unique_key.clone();
+        let partitions = settings.partition_by.clone();
+        // The compile checked the strategy and its keys; a model without one is appended to, as in dbt.
+        let strategy = settings.incremental_strategy.unwrap_or(IncrementalStrategy::Append);
+        if strategy == IncrementalStrategy::Microbatch {
             return super::microbatch::run(cx).await;
-        }
-        if !["append", "merge", "delete+insert", "insert_overwrite"].contains(&strategy) {
-            return Err(RunError::Unsupported(format!(
-                "incremental strategy `{strategy}` on `{}` is not available; use `append`, `merge`, `delete+insert`, `insert_overwrite` or `microbatch`",
-                node.name
-            )));
-        }
-        if matches!(strategy, "merge" | "delete+insert") && keys.is_empty() {
-            return Err(RunError::Unsupported(format!("strategy `{strategy}` on `{}` needs `unique_key`", node.name)));
-        }
-        let partitions = column_list(node.config.get("partition_by"));
-        if strategy == "insert_overwrite" && partitions.is_empty() {
-            return Err(RunError::Unsupported(format!(
-                "strategy `insert_overwrite` on `{}` needs `partition_by`",
-                node.name
-            )));
         }
 
         let existing = cx.warehouse.load(&node.relation).await?;
@@ -98,7 +85,7 @@ impl Materialize for IncrementalMaterialization {
                 rows_read: None,
             });
         }
-        if !keys.is_empty() && strategy != "append" {
+        if !keys.is_empty() && strategy != IncrementalStrategy::Append {
             check_unique_keys(&node.name, &batch, &keys)?;
         }
         let target_schema = cx.warehouse.provider(&table).await?.schema();
@@ -138,8 +125,8 @@ impl Materialize for IncrementalMaterialization {
         cx.refuse_anomalous_rows(batch.num_rows() as u64).await?;
         // Write-audit-publish: the model's tests run on the table as it will be, before the batch is applied.
         let replace_by = match strategy {
-            "append" => Vec::new(),
-            "insert_overwrite" => partitions.clone(),
+            IncrementalStrategy::Append => Vec::new(),
+            IncrementalStrategy::InsertOverwrite => partitions.clone(),
             _ => keys.clone(),
         };
         let tests = match cx.attached_tests().is_empty() {
@@ -153,23 +140,22 @@ impl Materialize for IncrementalMaterialization {
         let rows = batch.num_rows() as u64;
         let table = match strategy {
             _ if change == SchemaChange::Sync => sync_all_columns(cx, &table, batch, &replace_by, commit).await?,
-            "merge" => {
+            IncrementalStrategy::Merge => {
                 let source = batch_frame(cx, &schema, batch.clone(), &node.name)?;
                 // `incremental_predicates` narrow the target rows a merge considers (e.g. `target.day = source.day`
                 // on a table partitioned by `day`), so only the files they select are read and rewritten.
                 let predicate = keys
                     .iter()
                     .map(|k| format!("target.{} = source.{}", quote(k), quote(k)))
-                    .chain(incremental_predicates(node).into_iter().map(|p| format!("({p})")))
+                    .chain(node.settings.incremental_predicates.iter().map(|p| format!("({p})")))
                     .collect::<Vec<_>>()
                     .join(" AND ");
                 let all: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-                let mut update_columns = match column_list(node.config.get("merge_update_columns")) {
-                    list if !list.is_empty() => list,
+                let mut update_columns = match &node.settings.merge_update_columns {
+                    list if !list.is_empty() => list.clone(),
                     _ => all.iter().filter(|c| !keys.contains(c)).cloned().collect(),
                 };
-                let exclude = column_list(node.config.get("merge_exclude_columns"));
-                update_columns.retain(|c| !exclude.contains(c));
+                update_columns.retain(|c| !node.settings.merge_exclude_columns.contains(c));
                 let builder = table
                     .merge(source, predicate.as_str())
                     .with_writer_properties(super::writer_properties(node))
@@ -190,7 +176,7 @@ impl Materialize for IncrementalMaterialization {
                 })?;
                 builder.await.map_err(|e| RunError::write(&node.name, e))?.0
             }
-            "append" => table
+            IncrementalStrategy::Append => table
                 .write(vec![batch])
                 .with_writer_properties(super::writer_properties(node))
                 .with_session_state(session)
@@ -201,7 +187,7 @@ impl Materialize for IncrementalMaterialization {
                 .map_err(|e| RunError::write(&node.name, e))?,
             _ => {
                 // delete+insert replaces rows by key; insert_overwrite replaces partitions. Both are one commit.
-                let columns = if strategy == "delete+insert" { &keys } else { &partitions };
+                let columns = if strategy == IncrementalStrategy::DeleteInsert { &keys } else { &partitions };
                 let predicate = replace_predicate(&batch, columns)?;
                 table
                     .write(vec![batch])
@@ -220,7 +206,7 @@ impl Materialize for IncrementalMaterialization {
             rows_written: Some(rows),
             delta_version: Some(commit.version),
             provider: Some(cx.warehouse.provider(&table).await?),
-            note: Some(format!("{strategy}: {rows} rows in the batch")),
+            note: Some(format!("{}: {rows} rows in the batch", strategy.as_str())),
             plan_time,
             write_time: started.elapsed(),
             execute_time: commit.execute_time,
@@ -307,15 +293,6 @@ fn batch_identity(sql: &str, inputs: &str, watermarks: &[String], rows: &str) ->
     format!("{}-{digest}", rows.split('-').next().unwrap_or("0"))
 }
 
-/// `incremental_predicates`: one SQL condition, or a list of them.
-fn incremental_predicates(node: &crate::manifest::Node) -> Vec<String> {
-    match node.config.get("incremental_predicates") {
-        Some(serde_json::Value::String(predicate)) => vec![predicate.clone()],
-        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-        _ => Vec::new(),
-    }
-}
-
 /// A digest of a batch's rows that does not depend on their order: the sum of the rows' SHA-256 digests in the
 /// Arrow row format, with the row count. `None` for column types the row format cannot hold.
 fn batch_digest(batch: &RecordBatch) -> Option<String> {
@@ -368,23 +345,24 @@ fn apply_schema_change(
     if added.is_empty() && removed.is_empty() {
         return Ok((batch, SchemaChange::None));
     }
-    let mode = node.config.str_value("on_schema_change").unwrap_or("ignore");
+    let mode = node.settings.on_schema_change;
     let describe = || {
         let list = |names: &[String]| if names.is_empty() { "none".to_string() } else { names.join(", ") };
         format!("new columns: {}; missing columns: {}", list(&added), list(&removed))
     };
     match mode {
-        "append_new_columns" => Ok((batch, SchemaChange::AddColumns)),
-        "sync_all_columns" => Ok((batch, SchemaChange::Sync)),
-        "ignore" if removed.is_empty() => {
+        OnSchemaChange::AppendNewColumns => Ok((batch, SchemaChange::AddColumns)),
+        OnSchemaChange::SyncAllColumns => Ok((batch, SchemaChange::Sync)),
+        OnSchemaChange::Ignore if removed.is_empty() => {
             let keep: Vec<usize> =
                 (0..batch_schema.fields().len()).filter(|&i| !added.contains(batch_schema.field(i).name())).collect();
             let projected = batch.project(&keep).map_err(|e| RunError::Warehouse(e.to_string()))?;
             Ok((projected, SchemaChange::None))
         }
         _ => Err(RunError::Unsupported(format!(
-            "the batch's columns differ from the table's ({}); `on_schema_change: {mode}` refuses this: set `append_new_columns` or run with `--full-refresh`",
-            describe()
+            "the batch's columns differ from the table's ({}); `on_schema_change: {}` refuses this: set `append_new_columns` or run with `--full-refresh`",
+            describe(),
+            if mode == OnSchemaChange::Fail { "fail" } else { "ignore" }
         ))),
     }
 }
@@ -412,7 +390,7 @@ async fn sync_all_columns(
 ) -> Result<deltalake::DeltaTable, RunError> {
     let node = cx.node;
     let rows = new_result(cx, table, batch, replace_by).await?;
-    let partitions = column_list(node.config.get("partition_by"));
+    let partitions = node.settings.partition_by.clone();
     let mut write = table
         .clone()
         .write(Vec::new())

@@ -25,21 +25,12 @@ use deltalake::protocol::SaveMode;
 use super::ledger::{self, FileState, LandedFile};
 use super::{ModelContext, Outcome};
 use crate::manifest::SourceNode;
-use crate::project::ConfigExt;
 use crate::run::RunError;
 use crate::sql::source_schema;
 
 /// The settle interval of a bronze model: its `settle_interval` config (e.g. `5s`), else the build's.
-fn settle_interval(cx: &ModelContext<'_>) -> Result<std::time::Duration, RunError> {
-    match cx.node.config.str_value("settle_interval") {
-        Some(text) => humantime::parse_duration(text).map_err(|e| {
-            RunError::Unsupported(format!(
-                "`settle_interval` of `{}` is not a duration such as `5s`: {e}",
-                cx.node.name
-            ))
-        }),
-        None => Ok(cx.settle_interval),
-    }
+fn settle_interval(cx: &ModelContext<'_>) -> std::time::Duration {
+    cx.node.settings.settle_interval.unwrap_or(cx.settle_interval)
 }
 
 /// A piece of a landed file to ingest: its bytes from `from` to the size it was listed with.
@@ -57,7 +48,7 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
     };
     let files = ledger::landed_files(cx.project_root, pattern)?;
     let existing = cx.warehouse.load(&node.relation).await?.filter(|_| !cx.full_refresh);
-    let settle = settle_interval(cx)?;
+    let settle = settle_interval(cx);
     let now = std::time::SystemTime::now();
     let mut pieces = Vec::new();
     let mut settling = Vec::new();
@@ -116,7 +107,7 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
     }
 
     // One schema for every file: the one the source is registered with, read over the whole glob.
-    let (url, listing) = source_schema::listing(cx.project_root, pattern, format, &source.options).map_err(err)?;
+    let (url, listing) = source_schema::listing(cx.project_root, pattern, format, &source.settings).map_err(err)?;
     let schema = source_schema::infer(&cx.session.state(), &url, &listing, pattern, &source.declared_types())
         .await
         .map_err(err)?;
@@ -125,7 +116,8 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
     // value that does not hold its declared type is found row by row (the source contract) rather than failing the
     // whole read.
     let checked = contract_checked(source);
-    let quarantine_mode = node.config.str_value("on_contract_violation") == Some("quarantine");
+    let quarantine_mode =
+        node.settings.on_contract_violation == crate::project::settings::OnContractViolation::Quarantine;
     // Per piece of a file: the rows that broke the source contract.
     let mut quarantined: Vec<(String, Vec<RecordBatch>)> = Vec::new();
     // Rows read from the new files as they are, before the source contract splits them (checked files only; an
@@ -134,8 +126,7 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
     let mut batches: Vec<RecordBatch> = Vec::new();
     let mut transactions = Vec::new();
     let pieces_dir = cx.warehouse.root().join("_pipe").join("pieces").join(cx.run_id);
-    let header = format == crate::project::SourceFormat::Csv
-        && source.options.get("header").and_then(serde_json::Value::as_bool).unwrap_or(true);
+    let header = format == crate::project::SourceFormat::Csv && source.settings.header;
     let extension = match format {
         crate::project::SourceFormat::Json => "json",
         crate::project::SourceFormat::Parquet => "parquet",
@@ -281,7 +272,7 @@ async fn read_file(
     let err = |message: String| RunError::Source { source_name: source.relation.clone(), message };
     let format = source.format.ok_or_else(|| err("no format".into()))?;
     let shown = path.to_string_lossy();
-    let (url, listing) = source_schema::listing(cx.project_root, &shown, format, &source.options).map_err(err)?;
+    let (url, listing) = source_schema::listing(cx.project_root, &shown, format, &source.settings).map_err(err)?;
     let (table, bad, read): (Arc<dyn datafusion::catalog::TableProvider>, Vec<RecordBatch>, u64) =
         if contract_checked(source) {
             // CSV is read as text; JSON and Parquet with the types their values (or the file's schema) have.

@@ -14,7 +14,7 @@
 
 use std::time::Instant;
 
-use chrono::{DateTime, Datelike, Duration as TimeDelta, Months, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Duration as TimeDelta, Utc};
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::Transaction;
 use deltalake::protocol::SaveMode;
@@ -27,7 +27,6 @@ use datafusion::logical_expr::Expr;
 
 use super::{accounted, plan_query, ModelContext, Outcome};
 use crate::manifest::Node;
-use crate::project::ConfigExt;
 use crate::run::RunError;
 
 /// A batch's event-time range, `[start, end)`.
@@ -51,50 +50,7 @@ pub struct EventTimeWindow {
     pub backfill: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchSize {
-    Hour,
-    Day,
-    Month,
-}
-
-impl BatchSize {
-    fn parse(text: &str) -> Option<BatchSize> {
-        match text {
-            "hour" => Some(BatchSize::Hour),
-            "day" => Some(BatchSize::Day),
-            "month" => Some(BatchSize::Month),
-            _ => None,
-        }
-    }
-
-    /// The start of the batch holding `at`.
-    pub fn floor(self, at: DateTime<Utc>) -> DateTime<Utc> {
-        let date = at.date_naive();
-        let start = match self {
-            BatchSize::Hour => date.and_hms_opt(at.hour(), 0, 0),
-            BatchSize::Day => date.and_hms_opt(0, 0, 0),
-            BatchSize::Month => date.with_day(1).and_then(|d| d.and_hms_opt(0, 0, 0)),
-        };
-        start.map_or(at, |s| Utc.from_utc_datetime(&s))
-    }
-
-    pub fn next(self, start: DateTime<Utc>) -> DateTime<Utc> {
-        match self {
-            BatchSize::Hour => start + TimeDelta::hours(1),
-            BatchSize::Day => start + TimeDelta::days(1),
-            BatchSize::Month => start.checked_add_months(Months::new(1)).unwrap_or(start),
-        }
-    }
-
-    fn back(self, start: DateTime<Utc>, batches: u32) -> DateTime<Utc> {
-        match self {
-            BatchSize::Hour => start - TimeDelta::hours(batches.into()),
-            BatchSize::Day => start - TimeDelta::days(batches.into()),
-            BatchSize::Month => start.checked_sub_months(Months::new(batches)).unwrap_or(start),
-        }
-    }
-}
+pub use crate::project::settings::BatchSize;
 
 /// A microbatch model's settings.
 #[derive(Debug, Clone)]
@@ -109,28 +65,20 @@ pub struct MicrobatchConfig {
 
 impl MicrobatchConfig {
     pub fn of(node: &Node) -> Result<MicrobatchConfig, RunError> {
-        let missing = |key: &str, example: &str| {
-            RunError::Unsupported(format!("microbatch model `{}` needs `{key}` (e.g. {example})", node.name))
-        };
-        let event_time =
-            node.config.str_value("event_time").ok_or_else(|| missing("event_time", "`event_time='ts'`"))?;
-        let begin = node.config.str_value("begin").ok_or_else(|| missing("begin", "`begin='2026-01-01'`"))?;
-        let begin = parse_time(begin).map_err(|e| RunError::Unsupported(format!("`begin` of `{}`: {e}", node.name)))?;
-        let size = node.config.str_value("batch_size").ok_or_else(|| missing("batch_size", "`batch_size='day'`"))?;
-        let batch_size = BatchSize::parse(size).ok_or_else(|| {
-            RunError::Unsupported(format!("`batch_size` of `{}` is `{size}`: use `hour`, `day` or `month`", node.name))
+        // The compile checked every key; a manifest without them was not made by this compile.
+        let settings = node.settings.microbatch.as_ref().ok_or_else(|| {
+            RunError::Unsupported(format!(
+                "microbatch model `{}` has no microbatch settings in the manifest",
+                node.name
+            ))
         })?;
-        let lookback = node.config.get("lookback").and_then(serde_json::Value::as_u64).unwrap_or(1) as u32;
-        let allowed_lateness = match node.config.str_value("allowed_lateness") {
-            None => None,
-            Some(text) => Some(parse_duration(text).ok_or_else(|| {
-                RunError::Unsupported(format!(
-                    "`allowed_lateness` of `{}` is `{text}`: write it like `2 hours` or `1 day`",
-                    node.name
-                ))
-            })?),
-        };
-        Ok(MicrobatchConfig { event_time: event_time.to_string(), begin, batch_size, lookback, allowed_lateness })
+        Ok(MicrobatchConfig {
+            event_time: settings.event_time.clone(),
+            begin: settings.begin,
+            batch_size: settings.batch_size,
+            lookback: settings.lookback,
+            allowed_lateness: settings.allowed_lateness,
+        })
     }
 
     /// The slices `[start, end)` from the batch holding `from` up to `to`.
@@ -296,7 +244,7 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
     let ledger = |end: DateTime<Utc>, covered: Option<i64>| {
         Transaction::new(LEDGER_APP_ID, covered.unwrap_or(i64::MIN).max(end.timestamp()))
     };
-    let partitions = super::column_list(node.config.get("partition_by"));
+    let partitions = node.settings.partition_by.clone();
     let mut rows_written = 0u64;
     let mut tests = None;
     let plan_time = started.elapsed();
@@ -461,7 +409,7 @@ async fn late_rows(cx: &ModelContext<'_>, target: &DeltaTable, before: DateTime<
     let mut late = 0;
     for id in &cx.node.depends_on.nodes {
         let Some(upstream) = cx.manifest.nodes.get(id) else { continue };
-        let Some(event_time) = upstream.config.str_value("event_time") else { continue };
+        let Some(event_time) = upstream.settings.event_time.as_deref() else { continue };
         let Ok(provider) = cx.session.table_provider(upstream.relation.as_str()).await else { continue };
         if provider.schema().field_with_name("_pipe_loaded_at").is_err() {
             continue;

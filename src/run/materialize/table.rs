@@ -10,7 +10,6 @@ use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 
 use super::{plan, Materialize, ModelContext, Outcome};
-use crate::project::ConfigExt;
 use crate::project::Materialization;
 use crate::run::RunError;
 
@@ -42,7 +41,7 @@ pub(super) async fn publish(
     plan_time: std::time::Duration,
     transactions: Vec<Transaction>,
 ) -> Result<Outcome, RunError> {
-    let anomalies_fail = cx.node.config.str_value("anomaly_severity") == Some("error");
+    let anomalies_fail = cx.node.settings.anomaly_severity == crate::project::settings::AnomalySeverity::Error;
     if cx.attached_tests().is_empty() && !anomalies_fail {
         return write_overwrite(cx, frame, plan_time, transactions).await;
     }
@@ -93,7 +92,7 @@ async fn write_overwrite(
     let relation = &cx.node.relation;
     let table = cx.warehouse.table_for_write(relation).await?;
     let metadata = cx.commit_metadata();
-    let partitions = super::column_list(cx.node.config.get("partition_by"));
+    let partitions = cx.node.settings.partition_by.clone();
     // pipe's parallel writers commit rows and metadata; a ledger goes through delta-rs's write.
     if partitions.is_empty() && transactions.is_empty() {
         if let Some(table) = super::parallel_write::overwrite(cx, &table, frame.clone(), metadata.clone()).await? {

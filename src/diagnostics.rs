@@ -93,145 +93,116 @@ pub enum Severity {
     Warning,
 }
 
-/// Stable diagnostic codes. The number never changes meaning; `pipe explain <code>` prints `explanation`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Code {
-    ProjectNotFound,
-    Io,
-    YamlSyntax,
-    YamlUnknownKey,
-    InvalidConfig,
-    NotSupported,
-    JinjaSyntax,
-    JinjaUndefined,
-    JinjaRender,
-    SqlSyntax,
-    NotAQuery,
-    PlanError,
-    ContractViolation,
-    RefNotFound,
-    SourceNotFound,
-    DuplicateModel,
-    Cycle,
-    LayerViolation,
-    HiddenDependency,
-    SelectorInvalid,
-    SelectorNoMatch,
-    StateMissing,
+/// The diagnostic and run error codes: one row per code (ruff's one-definition-per-rule habit), from which the
+/// enum, `Code::ALL`, `id`, `name` and `explanation` are generated. The number never changes meaning; `pipe explain
+/// <code>` prints the explanation. P00xx project, P01xx config, P02xx templates, P03xx SQL, P04xx graph, P05xx
+/// selection (all at compile); P06xx the build (`warehouse::RunError::code`).
+macro_rules! codes {
+    ($($variant:ident = $id:literal, $name:literal, $explanation:literal;)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The short, stable identifier printed in brackets, e.g. `P0201`.
+            pub fn id(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $id,)*
+                }
+            }
+
+            /// The kebab-case name, e.g. `ref-not-found`.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $name,)*
+                }
+            }
+
+            /// What the diagnostic means, why it matters and how to fix it.
+            pub fn explanation(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $explanation,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    ProjectNotFound = "P0001", "project-not-found",
+        "No `pipe.yml` (or `dbt_project.yml`) was found in the project directory.\nFix: run pipe from the project root, pass `--project-dir`, or create one with `pipe init`.";
+    Io = "P0002", "io-error",
+        "A project file could not be read.\nFix: check that the file exists and is readable.";
+    YamlSyntax = "P0101", "yaml-syntax",
+        "A YAML file does not parse, or a value has the wrong type (for example a list where a mapping is expected).\nFix: correct the YAML at the reported line.";
+    YamlUnknownKey = "P0102", "yaml-unknown-key",
+        "A YAML key is not one pipe knows. It is ignored, which usually hides a typo (`descripton`).\nFix: correct or remove the key; the message names the closest known key, or lists the keys known there.";
+    InvalidConfig = "P0103", "invalid-config",
+        "A config value is not valid, such as an unknown materialization or layer.\nFix: use one of the values the message lists.";
+    NotSupported = "P0104", "not-supported",
+        "The project uses a dbt feature pipe does not run yet (snapshots, unit tests, packages, ...). The rest of the project compiles and builds; what uses the feature is left out, and the message says which.\nFix: nothing in the project; the feature comes in a later pipe.";
+    JinjaSyntax = "P0201", "jinja-syntax",
+        "A model or macro is not valid Jinja, e.g. an unclosed `{{` or `{% if %}`.\nFix: correct the template at the reported position.";
+    JinjaUndefined = "P0202", "jinja-undefined",
+        "A template uses a variable, macro or `var()` that is not defined.\nFix: define the macro under `macros/`, the var in `pipe.yml` or `--vars`, or give `var()` a default.";
+    JinjaRender = "P0203", "jinja-render",
+        "Rendering a template failed, for example a macro raised an error or a function got the wrong arguments.\nFix: follow the message at the reported position.";
+    SqlSyntax = "P0301", "sql-syntax",
+        "The SQL a model renders to does not parse.\nFix: correct the SQL; the position points at the model file where the parser stopped.";
+    NotAQuery = "P0302", "not-a-query",
+        "A model must be exactly one query (`select` or `with ... select`). DDL, DML and several statements are not allowed: pipe owns the writes.\nFix: keep only the query; pipe materializes it.";
+    HiddenDependency = "P0303", "hidden-dependency",
+        "A model reads a table that is not a `ref()`, a `source()` or a CTE, so pipe cannot order it in the graph.\nFix: replace the table name with `{{ ref('...') }}` or `{{ source('...', '...') }}`.";
+    PlanError = "P0304", "plan-error",
+        "DataFusion cannot plan the model against its inputs' schemas: an unknown column, an ambiguous name, a type mismatch or an unknown function. Compile type-checks every model this way before anything runs.\nFix: correct the query (see the suggestion); `--no-plan` skips type-checking.";
+    ContractViolation = "P0305", "contract-violation",
+        "A model with `contract: {enforced: true}` must produce exactly its declared columns, with the declared types: compile compares the declared columns with the planned output and lists every difference, column by column; the build checks it again before writing.\nFix: change the query or the declared columns (and bump the model's version if consumers rely on them).";
+    RefNotFound = "P0401", "ref-not-found",
+        "`ref('name')` names a model that does not exist.\nFix: correct the name (see the suggestion) or add the model.";
+    SourceNotFound = "P0402", "source-not-found",
+        "`source('s', 't')` names a source table not declared in any `sources:` YAML.\nFix: declare it under `sources:` in a YAML file under `models/`.";
+    DuplicateModel = "P0403", "duplicate-model",
+        "Two model files have the same name; refs to it would be ambiguous.\nFix: rename or remove one of them.";
+    Cycle = "P0404", "cycle",
+        "Models depend on each other in a loop, so no order can build them.\nFix: break the loop by removing one of the listed refs.";
+    LayerViolation = "P0405", "layer-violation",
+        "A model reads from a layer its layer may not read. Bronze reads only sources; silver reads bronze or silver; gold reads silver or gold.\nFix: read through the proper layer, or set `layer-rules: warn|off` in `pipe.yml`.";
+    SelectorInvalid = "P0501", "selector-invalid",
+        "A `--select`/`--exclude` expression does not parse or uses an unknown method.\nFix: use the dbt selector grammar: names, globs, `+m`, `m+`, `@m`, `tag:`, `layer:`, `path:`, `config.<key>:`, `source:`, `state:`.";
+    SelectorNoMatch = "P0502", "selector-no-match",
+        "A selector matched no node.\nFix: check the spelling; `pipe ls` lists what exists.";
+    StateMissing = "P0503", "state-missing",
+        "`state:` selection needs a previous manifest, given with `--state <dir>`.\nFix: pass `--state` pointing at a previous `target/` folder.";
+    QueryFailed = "P0601", "query-failed",
+        "A model's query failed while the build ran it: a value that does not cast, a division by zero, an input file that cannot be read, memory exhausted.\nFix: follow the message; `pipe query` runs the model's compiled SQL (in `target/compiled/`) to try it alone.";
+    WriteFailed = "P0602", "write-failed",
+        "Writing or committing a model's Delta table failed (a full or read-only disk, a conflicting commit, a schema the table cannot take). Nothing was committed: the table is at its previous version.\nFix: follow the message, free the disk or resolve the conflict, and build again.";
+    SourceFailed = "P0603", "source-failed",
+        "A source could not be read or registered for the build (a missing file, a bad format, a value that breaks the source contract). Models reading it are skipped; the rest build.\nFix: correct the landed file or the source's declaration.";
+    BatchRefused = "P0604", "batch-refused",
+        "The model's config cannot be applied to what the query produced: an incremental batch with two rows for one `unique_key`, columns that changed under `on_schema_change: fail`, a microbatch or backfill range too large.\nFix: follow the message: deduplicate the batch, change `on_schema_change`, or `--full-refresh`.";
+    TestsFailed = "P0605", "tests-failed",
+        "An error-severity test failed on a model's new result, so the result was not published (write-audit-publish): the table keeps its previous version and the model's descendants are skipped.\nFix: fix the data or the model; the failing rows are in the message (and in `pipe_audit.<test>` with `store_failures`).";
+    ContractFailed = "P0606", "contract-failed",
+        "A model's result did not match its enforced contract when it was built; nothing was written.\nFix: change the query or the declared columns.";
+    WarehouseError = "P0607", "warehouse-error",
+        "The warehouse could not be read or written as pipe expects: a table whose Delta log is broken or missing commits, a relation name that is not a plain name, a table that does not exist (yet), a version or time outside a table's history.\nFix: follow the message; a broken table can be rebuilt with `--full-refresh` of its model.";
+    RunIo = "P0608", "run-io",
+        "A file the build reads or writes (run results, locks, landed files, the schema registry) could not be read or written.\nFix: check the path in the message and its permissions.";
+    BreakingSchema = "P0609", "breaking-schema",
+        "A model's planned columns change in a way its `schema_compatibility` (`backward` by default) does not allow, compared with the schema last registered for it; the build stops before anything runs.\nFix: bump the model's `version` config, set its `schema_compatibility`, or build with `--allow-breaking`.";
+    Anomaly = "P0610", "anomaly",
+        "A model's row count is outside its normal range in the run history (median +- 3 scaled MADs of its last 20 runs); with `anomaly_severity: error` its result is refused.\nFix: check the data that arrived; if the change is expected, it becomes the norm after a few runs, or set `anomaly_severity: warn`.";
+    Internal = "P0699", "internal",
+        "Something pipe expects never to happen did (a task that failed to join, a plan without a schema). It is pipe's bug, not the project's.\nFix: report it with the message; rerunning the build is safe (every write is atomic).";
 }
 
 impl Code {
-    pub const ALL: [Code; 22] = [
-        Code::ProjectNotFound,
-        Code::Io,
-        Code::YamlSyntax,
-        Code::YamlUnknownKey,
-        Code::InvalidConfig,
-        Code::NotSupported,
-        Code::JinjaSyntax,
-        Code::JinjaUndefined,
-        Code::JinjaRender,
-        Code::SqlSyntax,
-        Code::NotAQuery,
-        Code::PlanError,
-        Code::ContractViolation,
-        Code::RefNotFound,
-        Code::SourceNotFound,
-        Code::DuplicateModel,
-        Code::Cycle,
-        Code::LayerViolation,
-        Code::HiddenDependency,
-        Code::SelectorInvalid,
-        Code::SelectorNoMatch,
-        Code::StateMissing,
-    ];
-
-    /// The short, stable identifier printed in brackets, e.g. `P0201`.
-    pub fn id(self) -> &'static str {
-        match self {
-            Code::ProjectNotFound => "P0001",
-            Code::Io => "P0002",
-            Code::YamlSyntax => "P0101",
-            Code::YamlUnknownKey => "P0102",
-            Code::InvalidConfig => "P0103",
-            Code::NotSupported => "P0104",
-            Code::JinjaSyntax => "P0201",
-            Code::JinjaUndefined => "P0202",
-            Code::JinjaRender => "P0203",
-            Code::SqlSyntax => "P0301",
-            Code::NotAQuery => "P0302",
-            Code::HiddenDependency => "P0303",
-            Code::PlanError => "P0304",
-            Code::ContractViolation => "P0305",
-            Code::RefNotFound => "P0401",
-            Code::SourceNotFound => "P0402",
-            Code::DuplicateModel => "P0403",
-            Code::Cycle => "P0404",
-            Code::LayerViolation => "P0405",
-            Code::SelectorInvalid => "P0501",
-            Code::SelectorNoMatch => "P0502",
-            Code::StateMissing => "P0503",
-        }
-    }
-
-    /// The kebab-case name, e.g. `ref-not-found`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Code::ProjectNotFound => "project-not-found",
-            Code::Io => "io-error",
-            Code::YamlSyntax => "yaml-syntax",
-            Code::YamlUnknownKey => "yaml-unknown-key",
-            Code::InvalidConfig => "invalid-config",
-            Code::NotSupported => "not-supported",
-            Code::JinjaSyntax => "jinja-syntax",
-            Code::JinjaUndefined => "jinja-undefined",
-            Code::JinjaRender => "jinja-render",
-            Code::SqlSyntax => "sql-syntax",
-            Code::NotAQuery => "not-a-query",
-            Code::HiddenDependency => "hidden-dependency",
-            Code::PlanError => "plan-error",
-            Code::ContractViolation => "contract-violation",
-            Code::RefNotFound => "ref-not-found",
-            Code::SourceNotFound => "source-not-found",
-            Code::DuplicateModel => "duplicate-model",
-            Code::Cycle => "cycle",
-            Code::LayerViolation => "layer-violation",
-            Code::SelectorInvalid => "selector-invalid",
-            Code::SelectorNoMatch => "selector-no-match",
-            Code::StateMissing => "state-missing",
-        }
-    }
-
-    /// What the diagnostic means, why it matters and how to fix it.
-    pub fn explanation(self) -> &'static str {
-        match self {
-            Code::ProjectNotFound => "No `pipe.yml` (or `dbt_project.yml`) was found in the project directory.\nFix: run pipe from the project root, pass `--project-dir`, or create one with `pipe init`.",
-            Code::Io => "A project file could not be read.\nFix: check that the file exists and is readable.",
-            Code::YamlSyntax => "A YAML file does not parse, or a value has the wrong type (for example a list where a mapping is expected).\nFix: correct the YAML at the reported line.",
-            Code::YamlUnknownKey => "A YAML key is not one pipe knows. It is ignored, which usually hides a typo (`descripton`).\nFix: correct or remove the key; the message names the closest known key, or lists the keys known there.",
-            Code::InvalidConfig => "A config value is not valid, such as an unknown materialization or layer.\nFix: use one of the values the message lists.",
-            Code::NotSupported => "The project uses a dbt feature pipe does not run yet (snapshots, unit tests, packages, ...). The rest of the project compiles and builds; what uses the feature is left out, and the message says which.\nFix: nothing in the project; the feature comes in a later pipe.",
-            Code::JinjaSyntax => "A model or macro is not valid Jinja, e.g. an unclosed `{{` or `{% if %}`.\nFix: correct the template at the reported position.",
-            Code::JinjaUndefined => "A template uses a variable, macro or `var()` that is not defined.\nFix: define the macro under `macros/`, the var in `pipe.yml` or `--vars`, or give `var()` a default.",
-            Code::JinjaRender => "Rendering a template failed, for example a macro raised an error or a function got the wrong arguments.\nFix: follow the message at the reported position.",
-            Code::SqlSyntax => "The SQL a model renders to does not parse.\nFix: correct the SQL; the position points at the model file where the parser stopped.",
-            Code::NotAQuery => "A model must be exactly one query (`select` or `with ... select`). DDL, DML and several statements are not allowed: pipe owns the writes.\nFix: keep only the query; pipe materializes it.",
-            Code::HiddenDependency => "A model reads a table that is not a `ref()`, a `source()` or a CTE, so pipe cannot order it in the graph.\nFix: replace the table name with `{{ ref('...') }}` or `{{ source('...', '...') }}`.",
-            Code::PlanError => "DataFusion cannot plan the model against its inputs' schemas: an unknown column, an ambiguous name, a type mismatch or an unknown function. Compile type-checks every model this way before anything runs.\nFix: correct the query (see the suggestion); `--no-plan` skips type-checking.",
-            Code::ContractViolation => "A model with `contract: {enforced: true}` must produce exactly its declared columns, with the declared types: compile compares the declared columns with the planned output and lists every difference, column by column; the build checks it again before writing.\nFix: change the query or the declared columns (and bump the model's version if consumers rely on them).",
-            Code::RefNotFound => "`ref('name')` names a model that does not exist.\nFix: correct the name (see the suggestion) or add the model.",
-            Code::SourceNotFound => "`source('s', 't')` names a source table not declared in any `sources:` YAML.\nFix: declare it under `sources:` in a YAML file under `models/`.",
-            Code::DuplicateModel => "Two model files have the same name; refs to it would be ambiguous.\nFix: rename or remove one of them.",
-            Code::Cycle => "Models depend on each other in a loop, so no order can build them.\nFix: break the loop by removing one of the listed refs.",
-            Code::LayerViolation => "A model reads from a layer its layer may not read. Bronze reads only sources; silver reads bronze or silver; gold reads silver or gold.\nFix: read through the proper layer, or set `layer-rules: warn|off` in `pipe.yml`.",
-            Code::SelectorInvalid => "A `--select`/`--exclude` expression does not parse or uses an unknown method.\nFix: use the dbt selector grammar: names, globs, `+m`, `m+`, `@m`, `tag:`, `layer:`, `path:`, `config.<key>:`, `source:`, `state:`.",
-            Code::SelectorNoMatch => "A selector matched no node.\nFix: check the spelling; `pipe ls` lists what exists.",
-            Code::StateMissing => "`state:` selection needs a previous manifest, given with `--state <dir>`.\nFix: pass `--state` pointing at a previous `target/` folder.",
-        }
-    }
-
     pub fn from_str_any(text: &str) -> Option<Code> {
-        Code::ALL.into_iter().find(|c| c.id().eq_ignore_ascii_case(text) || c.name() == text)
+        Code::ALL.iter().copied().find(|c| c.id().eq_ignore_ascii_case(text) || c.name() == text)
     }
 }
 

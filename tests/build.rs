@@ -107,6 +107,16 @@ fn runtime_error_keeps_previous_version_and_skips_descendants() {
         assert!(stderr.contains(&format!("SKIP  table       {skipped}")), "{skipped}: {stderr}");
     }
     assert!(stderr.contains("Done in") && stderr.contains("7 succeeded, 1 failed, 3 skipped"), "{stderr}");
+    // The error carries a code `pipe explain` knows, on the line and in the results file.
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("target/run_results.json")).unwrap()).unwrap();
+    let failed = results["results"].as_array().unwrap().iter().find(|r| r["name"] == "slv_orders").unwrap();
+    let code = failed["code"].as_str().expect("an error has a code");
+    assert!(["P0601", "P0602"].contains(&code), "a query or write failure: {code}");
+    assert!(stderr.contains(&format!("code: {code} (`pipe explain {code}`)")), "{stderr}");
+    let explained = pipe(dir.path(), &["explain", code]);
+    assert_eq!(explained.status.code(), Some(0));
+    assert!(text(&explained.stdout).contains("Fix:"), "{}", text(&explained.stdout));
     // Unrelated models were rebuilt; the failed model and its descendants keep their previous version.
     assert_eq!(versions(dir.path(), "silver.slv_orders"), [0]);
     assert_eq!(versions(dir.path(), "gold.gld_daily_revenue"), [0]);

@@ -332,6 +332,7 @@ fn run_history_is_queryable_and_row_count_anomalies_are_reported() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("error: anomaly: `silver.slv_people` rows written 1"), "{stderr}");
     assert!(stderr.contains("the new result was not published"), "{stderr}");
+    assert!(stderr.contains("code: P0610"), "the refusal's code: {stderr}");
     assert_eq!(versions(root, "silver.slv_people"), before, "no version was committed");
 }
 

@@ -193,12 +193,18 @@ fn result_line(result: &NodeResult, index: usize, total: usize) -> String {
         result.timing.total_seconds
     );
     if let Some(message) = &result.message {
-        let prefix = if result.status == NodeStatus::Success { "note" } else { "error" };
-        let prefix = if result.status == NodeStatus::Skipped { "" } else { prefix };
+        let prefix = match result.status {
+            NodeStatus::Success => "note",
+            NodeStatus::Skipped => "",
+            NodeStatus::Error => "error",
+        };
         for (i, text) in message.lines().enumerate() {
             let label = if i == 0 && !prefix.is_empty() { format!("{prefix}: ") } else { String::new() };
             line.push_str(&format!("\n             {label}{text}"));
         }
+    }
+    if let (NodeStatus::Error, Some(code)) = (result.status, &result.code) {
+        line.push_str(&format!("\n             code: {code} (`pipe explain {code}`)"));
     }
     line
 }
@@ -234,30 +240,13 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
             None => false,
         })
         .collect();
-    // The schema registry: a breaking change to a model's columns stops the build before anything runs.
+    // The schema registry: a breaking change to a model's columns stops the build before anything runs (and
+    // before a backfill's dry run or a watch starts); `run::build` checks it again for library callers.
     let warehouse_dir = args.project.project_dir.join(&manifest.project.warehouse);
     if !args.allow_breaking {
-        let mut broken = 0;
-        for node in selected.iter().filter_map(|id| manifest.nodes.get(id)) {
-            if !matches!(
-                node.materialized,
-                crate::project::Materialization::Table | crate::project::Materialization::Incremental
-            ) {
-                continue;
-            }
-            if let Some((mode, changes)) = crate::quality::registry::check_model(&warehouse_dir, node) {
-                broken += 1;
-                eprintln!(
-                    "error: model `{}` changes its schema in a way `{mode}` compatibility does not allow:",
-                    node.name
-                );
-                for change in changes {
-                    eprintln!("  {change}");
-                }
-            }
-        }
-        if broken > 0 {
-            eprintln!("help: bump the model's `version` config, set its `schema_compatibility`, or build with `--allow-breaking`");
+        let breaks = run::schema_gate(&manifest, &warehouse_dir, &selected);
+        if !breaks.is_empty() {
+            print_breaks(&breaks);
             return Ok(ExitCode::from(1));
         }
     }
@@ -293,42 +282,27 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
     if args.watch {
         return super::watch::watch(&cycle);
     }
-    let results = cycle.run(false)?;
-    register_schemas(&manifest, &warehouse_dir, &results);
-    let (errors, skipped) = (results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));
-    let failed_tests = results.tests.iter().filter(|t| t.status == crate::quality::TestStatus::Fail).count();
-    Ok(if errors + skipped + failed_tests > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    match cycle.run(false) {
+        Ok(report) => Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS }),
+        Err(err) => match err.downcast_ref::<run::RunError>() {
+            Some(run::RunError::BreakingSchema { breaks }) => {
+                print_breaks(breaks);
+                Ok(ExitCode::from(1))
+            }
+            _ => Err(err),
+        },
+    }
 }
 
-/// Records the schemas of the models that were built and of the sources; a source whose columns drifted is
-/// reported, compatible or not.
-fn register_schemas(manifest: &crate::manifest::Manifest, warehouse: &std::path::Path, results: &run::RunResults) {
-    use crate::quality::registry;
-    for result in results.results.iter().filter(|r| r.status == NodeStatus::Success) {
-        let Some(node) = manifest.nodes.get(&result.unique_id) else { continue };
-        if let Some(columns) = &node.planned_columns {
-            if let Err(err) =
-                registry::register(warehouse, &node.relation, columns, registry::model_version(node), &results.run_id)
-            {
-                eprintln!("warning: schema of `{}` not registered: {err}", node.relation);
-            }
-        }
+/// The schema gate's refusal, a model at a time, with what to do.
+fn print_breaks(breaks: &[crate::warehouse::SchemaBreak]) {
+    for schema_break in breaks {
+        eprintln!("error: {schema_break}");
     }
-    for source in manifest.sources.values() {
-        let Some(columns) = &source.planned_columns else { continue };
-        if let Some(latest) = registry::versions(warehouse, &source.relation).pop() {
-            let changes = registry::changes(&latest.columns, columns);
-            if !changes.is_empty() {
-                let list: Vec<String> = changes.iter().map(ToString::to_string).collect();
-                eprintln!(
-                    "warning: source `{}` drifted since its last registered schema: {}",
-                    source.relation,
-                    list.join("; ")
-                );
-            }
-        }
-        let _ = registry::register(warehouse, &source.relation, columns, None, &results.run_id);
-    }
+    eprintln!(
+        "help: bump the model's `version` config, set its `schema_compatibility`, or build with `--allow-breaking` (`pipe explain {}`)",
+        crate::diagnostics::Code::BreakingSchema.id()
+    );
 }
 
 /// One run of the selected nodes, as `pipe build` does once and `--watch` does on every change.
@@ -347,7 +321,7 @@ pub(super) struct Cycle<'a> {
 impl Cycle<'_> {
     /// Runs the selection once, printing a line per node and a summary; writes `run_results.json`. With
     /// `skip_unchanged`, `table` models whose inputs and logic are those of their last version are not rebuilt.
-    pub(super) fn run(&self, skip_unchanged: bool) -> anyhow::Result<run::RunResults> {
+    pub(super) fn run(&self, skip_unchanged: bool) -> anyhow::Result<run::BuildReport> {
         let args = self.args;
         let manifest = self.manifest;
         let run_id = uuid::Uuid::new_v4().to_string();
@@ -435,7 +409,10 @@ impl Cycle<'_> {
                 events: Some(std::sync::Arc::clone(&openlineage) as std::sync::Arc<dyn crate::run::BuildEvents>),
                 settle_interval: args.settle_interval(),
                 failpoints: super::failpoints(),
+                allow_breaking: args.allow_breaking,
+                register_schemas: !skip_unchanged,
             },
+            target: Some(self.target),
         };
         let built = self.runtime.block_on(run::build(request, &on_result));
         let delivery = self.runtime.block_on(openlineage.close(args.openlineage_deadline));
@@ -455,7 +432,8 @@ impl Cycle<'_> {
                 delivery.last_error.as_deref().unwrap_or("unknown error")
             );
         }
-        let mut results = built?;
+        let report = built?;
+        let results = &report.results;
         if let Some(bar) = &progress {
             bar.finish_and_clear();
         }
@@ -468,31 +446,12 @@ impl Cycle<'_> {
                 }
             }
         }
-        // Anomalies against the run history (an error for models with `anomaly_severity: error`), then this run
-        // joins the history.
-        let warehouse = crate::warehouse::Warehouse::open(&args.project.project_dir.join(&manifest.project.warehouse))?;
-        let anomalies = match self.runtime.block_on(crate::quality::observe::detect(&warehouse, &results)) {
-            Ok(anomalies) => anomalies,
-            Err(err) => {
-                eprintln!("warning: run history not read: {err}");
-                Vec::new()
-            }
-        };
-        for anomaly in &anomalies {
-            let Some(result) = results.results.iter_mut().find(|r| r.relation == anomaly.relation) else { continue };
-            let severity = manifest.nodes.get(&result.unique_id).map(|n| n.settings.anomaly_severity);
-            if severity == Some(crate::project::settings::AnomalySeverity::Error) {
-                result.status = NodeStatus::Error;
-                let before = result.message.take().map(|m| format!("{m}\n")).unwrap_or_default();
-                result.message = Some(format!("{before}{anomaly}"));
-                eprintln!("error: {anomaly}");
+        for notice in &report.notices {
+            if notice.error {
+                eprintln!("error: {}", notice.text);
             } else if !json {
-                eprintln!("warning: {anomaly}");
+                eprintln!("warning: {}", notice.text);
             }
-        }
-        results.write(self.target)?;
-        if let Err(err) = self.runtime.block_on(crate::warehouse::runs::record(&warehouse, &results)) {
-            eprintln!("warning: run not recorded in `pipe.runs`: {err}");
         }
         let (ok, errors, skipped) =
             (results.count(NodeStatus::Success), results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));
@@ -501,13 +460,13 @@ impl Cycle<'_> {
             let _ = writeln!(std::io::stdout().lock(), "{summary}");
         } else {
             let rows: u64 = results.results.iter().filter_map(|r| r.rows_written).sum();
-            eprintln!("{}", stage_accounting(&results, skip_unchanged));
+            eprintln!("{}", stage_accounting(results, skip_unchanged));
             eprintln!(
                 "Done in {:.2}s: {ok} succeeded, {errors} failed, {skipped} skipped; {rows} rows written",
                 results.elapsed_seconds
             );
         }
-        Ok(results)
+        Ok(report)
     }
 }
 

@@ -187,7 +187,7 @@ pub(super) fn diff(args: &DiffArgs) -> anyhow::Result<ExitCode> {
     let result = runtime.block_on(async {
         let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
         let Some(latest) = warehouse.load(&node.relation).await? else {
-            return Err(run::RunError::Warehouse(format!("`{}` is not a table in the warehouse", node.relation)));
+            return Err(run::RunError::NotATable { relation: node.relation.clone() });
         };
         let latest = latest.version().map_or(0, |v| v as i64);
         let to = to.unwrap_or(AsOf::Version(latest));

@@ -84,7 +84,7 @@ pub(super) fn watch(cycle: &Cycle<'_>) -> anyhow::Result<ExitCode> {
         cycles += 1;
         let newest = changed.iter().map(|(_, mtime)| *mtime).max();
         let started = Instant::now();
-        let results = cycle.run(true)?;
+        let results = cycle.run(true)?.results;
         let finished = SystemTime::now();
         let latency = newest.and_then(|t| finished.duration_since(t).ok()).map(|d| d.as_secs_f64());
         let (errors, skipped) = (results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));

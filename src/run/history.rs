@@ -51,16 +51,19 @@ impl Warehouse {
     /// versions (and their times) that exist; it is checked against the log before any version is loaded.
     pub async fn load_as_of(&self, relation: &str, as_of: &AsOf) -> Result<DeltaTable, RunError> {
         let Some(latest) = self.load(relation).await? else {
-            return Err(RunError::Warehouse(format!("`{relation}` is not a table in the warehouse")));
+            return Err(RunError::NotATable { relation: relation.to_string() });
         };
         let last = latest.version().map_or(0, |v| v as i64);
         let version = match as_of {
             AsOf::Version(version) if (0..=last).contains(version) => *version,
             AsOf::Version(version) => {
-                return Err(RunError::Warehouse(format!(
-                    "`{relation}` has no version {version}: its versions are 0 to {last} (see `pipe history {}`)",
-                    relation.rsplit('.').next().unwrap_or(relation)
-                )))
+                return Err(RunError::History {
+                    relation: relation.to_string(),
+                    message: format!(
+                        "`{relation}` has no version {version}: its versions are 0 to {last} (see `pipe history {}`)",
+                        relation.rsplit('.').next().unwrap_or(relation)
+                    ),
+                })
             }
             AsOf::Timestamp(time) => {
                 // Commit times, newest first: the version is the newest committed at or before `time`.
@@ -78,12 +81,15 @@ impl Warehouse {
                         };
                         let first = times.last().and_then(|(_, at)| *at);
                         let newest = times.first().and_then(|(_, at)| *at);
-                        return Err(RunError::Warehouse(format!(
-                            "`{relation}` did not exist at {}: its first version (0) was committed at {}, its last ({last}) at {}",
-                            time.format("%Y-%m-%d %H:%M:%S UTC"),
-                            show(first),
-                            show(newest)
-                        )));
+                        return Err(RunError::History {
+                            relation: relation.to_string(),
+                            message: format!(
+                                "`{relation}` did not exist at {}: its first version (0) was committed at {}, its last ({last}) at {}",
+                                time.format("%Y-%m-%d %H:%M:%S UTC"),
+                                show(first),
+                                show(newest)
+                            ),
+                        });
                     }
                 }
             }
@@ -91,9 +97,12 @@ impl Warehouse {
         if version == last {
             return Ok(latest);
         }
-        deltalake::open_table_with_version(self.table_url(relation)?, version as u64)
-            .await
-            .map_err(|e| RunError::Warehouse(format!("`{relation}` as of {}: {e}", as_of.label())))
+        deltalake::open_table_with_version(self.table_url(relation)?, version as u64).await.map_err(|e| {
+            RunError::History {
+                relation: relation.to_string(),
+                message: format!("`{relation}` as of {}: {e}", as_of.label()),
+            }
+        })
     }
 }
 
@@ -116,7 +125,7 @@ pub struct VersionInfo {
 /// The latest `limit` versions of `relation`, newest first.
 pub async fn history(warehouse: &Warehouse, relation: &str, limit: usize) -> Result<Vec<VersionInfo>, RunError> {
     let Some(table) = warehouse.load(relation).await? else {
-        return Err(RunError::Warehouse(format!("`{relation}` is not a table in the warehouse")));
+        return Err(RunError::NotATable { relation: relation.to_string() });
     };
     let latest = table.version().map_or(-1, |v| v as i64);
     let infos: Vec<_> = table.history(Some(limit)).try_collect().await?;

@@ -22,6 +22,7 @@ use datafusion::catalog::view::ViewTable;
 use datafusion::prelude::SessionContext;
 use tokio::sync::Semaphore;
 
+use crate::diagnostics::Code;
 use crate::manifest::{Manifest, Node, NodeKind};
 use crate::project::Materialization;
 pub use crate::warehouse::results::{NodeResult, NodeStatus, RunResults, Timing};
@@ -57,6 +58,10 @@ pub struct BuildOptions {
     /// `abort@<model>:before-commit` ends the process once the model's data files are written, before its commit;
     /// `abort@<model>:after-commit` right after its commit, before the run's results and history are written.
     pub failpoints: Vec<String>,
+    /// Build even when a model's columns break its `schema_compatibility` (`--allow-breaking`).
+    pub allow_breaking: bool,
+    /// Register the built models' and the sources' schemas after the run (a one-off build; not each watch cycle).
+    pub register_schemas: bool,
 }
 
 /// Told as each node of a build starts and finishes; `lineage::openlineage::Emitter` implements it. The build calls
@@ -151,6 +156,8 @@ pub struct BuildRequest<'a> {
     pub project_root: &'a Path,
     pub selected: Vec<String>,
     pub options: BuildOptions,
+    /// Where `run_results.json` is written (`target/`); `None` writes no results file.
+    pub target: Option<&'a Path>,
 }
 
 /// Opens the warehouse and a session with every source and every existing table and view registered: what
@@ -231,9 +238,146 @@ pub async fn open_session(
     Ok((ctx, warehouse, source_errors))
 }
 
-/// Runs the selected nodes. `on_result` is called as each node finishes (for progress output).
+/// Something the build has to say besides its nodes' results: a refused anomaly, a history that could not be
+/// written, a source that drifted. The CLI prints them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// An error (the build fails on it) or a warning.
+    pub error: bool,
+    pub text: String,
+}
+
+impl Notice {
+    fn warning(text: String) -> Notice {
+        Notice { error: false, text }
+    }
+}
+
+/// What a whole build produced.
+#[derive(Debug)]
+pub struct BuildReport {
+    pub results: RunResults,
+    pub notices: Vec<Notice>,
+}
+
+impl BuildReport {
+    /// Whether anything failed: a node in error or skipped, or a test failing.
+    pub fn failed(&self) -> bool {
+        let failed_tests = self.results.tests.iter().filter(|t| t.status == crate::quality::TestStatus::Fail).count();
+        self.results.count(NodeStatus::Error) + self.results.count(NodeStatus::Skipped) + failed_tests > 0
+    }
+}
+
+/// The whole build: the schema gate (a breaking change to a model's columns stops it before anything runs, unless
+/// `allow_breaking`), the selected nodes in dependency order (`on_result` is told as each finishes), the anomaly
+/// pass against the run history (refusing results of models with `anomaly_severity: error`), `run_results.json`
+/// in `target`, the run appended to the history tables and, with `register_schemas`, the built models' and the
+/// sources' schemas registered.
 pub async fn build(
     request: BuildRequest<'_>,
+    on_result: &(dyn Fn(&NodeResult) + Send + Sync),
+) -> Result<BuildReport, RunError> {
+    let manifest = request.manifest;
+    let warehouse_dir = request.project_root.join(&manifest.project.warehouse);
+    if !request.options.allow_breaking {
+        let breaks = schema_gate(manifest, &warehouse_dir, &request.selected);
+        if !breaks.is_empty() {
+            return Err(RunError::BreakingSchema { breaks });
+        }
+    }
+    let mut results = run_nodes(&request, on_result).await?;
+    let mut notices = Vec::new();
+    let warehouse = Warehouse::open(&warehouse_dir)?;
+    let anomalies = match crate::quality::observe::detect(&warehouse, &results).await {
+        Ok(anomalies) => anomalies,
+        Err(err) => {
+            notices.push(Notice::warning(format!("run history not read: {err}")));
+            Vec::new()
+        }
+    };
+    for anomaly in &anomalies {
+        let Some(result) = results.results.iter_mut().find(|r| r.relation == anomaly.relation) else { continue };
+        let severity = manifest.nodes.get(&result.unique_id).map(|n| n.settings.anomaly_severity);
+        let error = severity == Some(crate::project::settings::AnomalySeverity::Error);
+        if error {
+            result.status = NodeStatus::Error;
+            result.code = Some(Code::Anomaly.id().to_string());
+            let before = result.message.take().map(|m| format!("{m}\n")).unwrap_or_default();
+            result.message = Some(format!("{before}{anomaly}"));
+        }
+        notices.push(Notice { error, text: anomaly.to_string() });
+    }
+    if let Some(target) = request.target {
+        results.write(target).map_err(|e| RunError::io(&target.join("run_results.json"), e))?;
+    }
+    if let Err(err) = crate::warehouse::runs::record(&warehouse, &results).await {
+        notices.push(Notice::warning(format!("run not recorded in `pipe.runs`: {err}")));
+    }
+    if request.options.register_schemas {
+        notices.extend(register_schemas(manifest, &warehouse_dir, &results));
+    }
+    Ok(BuildReport { results, notices })
+}
+
+/// The schema registry's verdict on the selected `table` and `incremental` models: each whose planned columns
+/// break its `schema_compatibility` against its latest registered schema.
+pub fn schema_gate(
+    manifest: &Manifest,
+    warehouse_dir: &Path,
+    selected: &[String],
+) -> Vec<crate::warehouse::SchemaBreak> {
+    let mut breaks = Vec::new();
+    for node in selected.iter().filter_map(|id| manifest.nodes.get(id)) {
+        if !matches!(node.materialized, Materialization::Table | Materialization::Incremental) {
+            continue;
+        }
+        if let Some((mode, changes)) = crate::quality::registry::check_model(warehouse_dir, node) {
+            breaks.push(crate::warehouse::SchemaBreak {
+                model: node.name.clone(),
+                mode,
+                changes: changes.iter().map(ToString::to_string).collect(),
+            });
+        }
+    }
+    breaks
+}
+
+/// Records the schemas of the models that were built and of the sources; a source whose columns drifted is a
+/// warning, compatible or not.
+fn register_schemas(manifest: &Manifest, warehouse: &Path, results: &RunResults) -> Vec<Notice> {
+    use crate::quality::registry;
+    let mut notices = Vec::new();
+    for result in results.results.iter().filter(|r| r.status == NodeStatus::Success) {
+        let Some(node) = manifest.nodes.get(&result.unique_id) else { continue };
+        if let Some(columns) = &node.planned_columns {
+            if let Err(err) =
+                registry::register(warehouse, &node.relation, columns, registry::model_version(node), &results.run_id)
+            {
+                notices.push(Notice::warning(format!("schema of `{}` not registered: {err}", node.relation)));
+            }
+        }
+    }
+    for source in manifest.sources.values() {
+        let Some(columns) = &source.planned_columns else { continue };
+        if let Some(latest) = registry::versions(warehouse, &source.relation).pop() {
+            let changes = registry::changes(&latest.columns, columns);
+            if !changes.is_empty() {
+                let list: Vec<String> = changes.iter().map(ToString::to_string).collect();
+                notices.push(Notice::warning(format!(
+                    "source `{}` drifted since its last registered schema: {}",
+                    source.relation,
+                    list.join("; ")
+                )));
+            }
+        }
+        let _ = registry::register(warehouse, &source.relation, columns, None, &results.run_id);
+    }
+    notices
+}
+
+/// Runs the selected nodes. `on_result` is called as each node finishes (for progress output).
+async fn run_nodes(
+    request: &BuildRequest<'_>,
     on_result: &(dyn Fn(&NodeResult) + Send + Sync),
 ) -> Result<RunResults, RunError> {
     let started_at = chrono::Utc::now();
@@ -314,7 +458,7 @@ pub async fn build(
             Ok((_, result)) => result,
             Err(err) => {
                 let Some(id) = tasks.get(&err.id()) else {
-                    return Err(RunError::Warehouse(format!("a model task failed: {err}")));
+                    return Err(RunError::Internal(format!("a model task failed: {err}")));
                 };
                 let reason = match err.try_into_panic() {
                     Ok(payload) => panic_message(payload.as_ref()),
@@ -322,6 +466,7 @@ pub async fn build(
                 };
                 NodeResult::error(
                     &manifest.nodes[id.as_str()],
+                    Code::Internal,
                     format!("pipe failed inside this model (a panic: {reason}); nothing was published for it"),
                     std::time::Duration::ZERO,
                 )
@@ -428,7 +573,7 @@ async fn run_node(
 ) -> NodeResult {
     let started = Instant::now();
     if let Some(message) = failed_source {
-        return NodeResult::error(node, message, started.elapsed());
+        return NodeResult::error(node, Code::SourceFailed, message, started.elapsed());
     }
     if shared.options.failpoints.iter().any(|f| f.strip_prefix("panic@") == Some(node.name.as_str())) {
         panic!("failpoint panic@{}", node.name);
@@ -461,8 +606,10 @@ async fn run_node(
     let relation = node.relation.clone();
     let lock = match tokio::task::spawn_blocking(move || warehouse.lock(&relation)).await {
         Ok(Ok(lock)) => lock,
-        Ok(Err(err)) => return NodeResult::error(node, err.to_string(), started.elapsed()),
-        Err(err) => return NodeResult::error(node, format!("lock task failed: {err}"), started.elapsed()),
+        Ok(Err(err)) => return NodeResult::error(node, err.code(), err.to_string(), started.elapsed()),
+        Err(err) => {
+            return NodeResult::error(node, Code::Internal, format!("lock task failed: {err}"), started.elapsed())
+        }
     };
     let unchanged = match (&cx.inputs, node.materialized, node.resource_type) {
         (Some(inputs), Materialization::Table, NodeKind::Model) => match shared.warehouse.load(&node.relation).await {
@@ -552,11 +699,11 @@ async fn run_node(
         }
         Err(RunError::TestFailed { message, outcomes }) => {
             // The tests that refused the result are part of the node's result and of the run history.
-            let mut result = NodeResult::error(node, message, started.elapsed());
+            let mut result = NodeResult::error(node, Code::TestsFailed, message, started.elapsed());
             result.tests = outcomes;
             result
         }
-        Err(err) => NodeResult::error(node, raced(&shared.warehouse, &err.to_string()), started.elapsed()),
+        Err(err) => NodeResult::error(node, err.code(), raced(&shared.warehouse, &err.to_string()), started.elapsed()),
     }
 }
 

@@ -43,7 +43,7 @@ pub fn new_session(manifest: &Manifest, memory_limit: Option<usize>) -> Result<S
     let mut schemas: BTreeSet<&str> = manifest.nodes.values().map(|n| n.schema.as_str()).collect();
     schemas.extend(manifest.sources.values().map(|s| s.source_name.as_str()));
     schemas.extend(crate::warehouse::RESERVED_SCHEMAS);
-    let catalog = ctx.catalog("datafusion").ok_or_else(|| RunError::Warehouse("no default catalog".into()))?;
+    let catalog = ctx.catalog("datafusion").ok_or_else(|| RunError::Internal("no default catalog".into()))?;
     for schema in schemas {
         if catalog.schema(schema).is_none() {
             catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;

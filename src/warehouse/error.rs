@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// Why a node or a run failed.
+use crate::diagnostics::Code;
+
+/// Why a node or a run failed. Each variant has a code `pipe explain` knows (`code`).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("{message}")]
@@ -17,20 +19,88 @@ pub enum RunError {
     /// test run on it (the failing ones too), for the results file and the run history.
     #[error("{message}")]
     TestFailed { message: String, outcomes: Vec<super::results::TestOutcome> },
+    /// With `anomaly_severity: error`, a result whose row count is outside the model's normal range; not published.
+    #[error("{0}")]
+    AnomalyRefused(String),
     /// The result does not match the model's enforced contract; nothing was written.
     #[error("{0}")]
     Contract(String),
+    /// A relation the command reads is not a table in the warehouse.
+    #[error("warehouse: `{relation}` is not a table in the warehouse")]
+    NotATable { relation: String },
+    /// A table whose Delta log cannot be read; `message` says why and how to recover.
+    #[error("warehouse: {message}")]
+    BrokenTable { relation: String, message: String },
+    /// A version or time outside a table's history.
+    #[error("warehouse: {message}")]
+    History { relation: String, message: String },
+    /// A relation name the warehouse cannot hold (not a plain `schema.table`).
     #[error("warehouse: {0}")]
-    Warehouse(String),
+    BadRelation(String),
+    /// Data files could not be written (before any commit).
+    #[error("writing data files failed: {0}")]
+    FileWrite(String),
+    /// A source's file pattern is not a valid pattern.
+    #[error("{0}")]
+    SourcePath(String),
+    /// The schema gate: models whose planned columns break their `schema_compatibility`.
+    #[error("{}", breaks.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    BreakingSchema { breaks: Vec<SchemaBreak> },
+    /// Something pipe expects never to happen (pipe's bug).
+    #[error("internal: {0}")]
+    Internal(String),
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
     #[error("DataFusion: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("Delta: {0}")]
     Delta(#[from] deltalake::DeltaTableError),
+    #[error("Arrow: {0}")]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+}
+
+/// A model whose planned columns change in a way its `schema_compatibility` does not allow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaBreak {
+    pub model: String,
+    /// The compatibility mode broken (`backward`, `forward`, `full`).
+    pub mode: String,
+    /// Each breaking change, as text.
+    pub changes: Vec<String>,
+}
+
+impl std::fmt::Display for SchemaBreak {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "model `{}` changes its schema in a way `{}` compatibility does not allow:", self.model, self.mode)?;
+        for change in &self.changes {
+            write!(f, "\n  {change}")?;
+        }
+        Ok(())
+    }
 }
 
 impl RunError {
+    /// The error's code, which `pipe explain` explains.
+    pub fn code(&self) -> Code {
+        match self {
+            RunError::Query { .. } | RunError::DataFusion(_) => Code::QueryFailed,
+            RunError::Write { .. } | RunError::FileWrite(_) => Code::WriteFailed,
+            RunError::Source { .. } | RunError::SourcePath(_) => Code::SourceFailed,
+            RunError::Unsupported(_) => Code::BatchRefused,
+            RunError::TestFailed { .. } => Code::TestsFailed,
+            RunError::AnomalyRefused(_) => Code::Anomaly,
+            RunError::Contract(_) => Code::ContractFailed,
+            RunError::NotATable { .. }
+            | RunError::BrokenTable { .. }
+            | RunError::History { .. }
+            | RunError::BadRelation(_)
+            | RunError::Delta(_) => Code::WarehouseError,
+            RunError::BreakingSchema { .. } => Code::BreakingSchema,
+            RunError::Io { .. } => Code::RunIo,
+            RunError::Internal(_) | RunError::Arrow(_) => Code::Internal,
+        }
+    }
+
     pub fn io(path: &Path, err: std::io::Error) -> RunError {
         RunError::Io { path: path.to_path_buf(), message: err.to_string() }
     }
@@ -56,6 +126,11 @@ impl RunError {
         }
         RunError::Write { model: model.to_string(), message: io_cause(message).unwrap_or(message).to_string() }
     }
+}
+
+/// A failed write's text with the operating system's reason said plainly, when it is a full or read-only disk.
+pub fn write_cause(text: &str) -> String {
+    io_cause(text).map_or_else(|| text.to_string(), str::to_string)
 }
 
 /// The operating system's reason behind a failed write, said plainly: a full or read-only disk.

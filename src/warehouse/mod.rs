@@ -20,7 +20,7 @@ pub mod results;
 pub mod runs;
 pub mod session;
 
-pub use error::{clean_datafusion_message, RunError};
+pub use error::{clean_datafusion_message, write_cause, RunError, SchemaBreak};
 pub use session::{count_rows, with_overrides};
 
 /// Schemas pipe keeps for itself in every session and warehouse: staged results awaiting their audit, stored
@@ -77,7 +77,7 @@ pub fn join_inside(root: &Path, parts: &[&str]) -> Result<PathBuf, RunError> {
     let mut path = root.to_path_buf();
     for part in parts {
         if let Some(problem) = crate::project::name_problem(part) {
-            return Err(RunError::Warehouse(format!(
+            return Err(RunError::BadRelation(format!(
                 "`{}` is not a relation name the warehouse can hold: {problem}",
                 parts.join(".").escape_debug()
             )));
@@ -112,7 +112,7 @@ impl Warehouse {
     pub(super) fn table_url(&self, relation: &str) -> Result<Url, RunError> {
         let dir = self.table_dir(relation)?;
         Url::from_directory_path(&dir)
-            .map_err(|()| RunError::Warehouse(format!("not an absolute path: {}", dir.display())))
+            .map_err(|()| RunError::Internal(format!("not an absolute path: {}", dir.display())))
     }
 
     /// Whether a Delta table exists for `relation`: its log holds at least one commit. A process killed while
@@ -169,11 +169,12 @@ impl Warehouse {
                 files.iter().map(|f| format!("`{}`", log.join(f).display())).collect::<Vec<_>>().join(", ")
             ),
         };
-        RunError::Warehouse(format!(
+        let message = format!(
             "table `{relation}` cannot be read: {cause}\nto recover, restore the missing file(s) from a backup, or remove `{}` and rebuild it with `pipe build -s {} --full-refresh` (its history is then lost)",
             dir.display(),
             relation.rsplit('.').next().unwrap_or(relation)
-        ))
+        );
+        RunError::BrokenTable { relation: relation.to_string(), message }
     }
 
     /// The table for `relation` to write to: loaded when it exists, else an empty handle that a write creates.
@@ -235,7 +236,7 @@ impl Warehouse {
         let path = join_inside(&dir, &[&format!("{}.json", view.relation)])?;
         let tmp = join_inside(&dir, &[&format!(".{}.json.{}", view.relation, std::process::id())])?;
         // A secret in the view's SQL is masked here; the build plans views from the manifest's SQL, which holds it.
-        let text = serde_json::to_string_pretty(view).map_err(|e| RunError::Warehouse(e.to_string()))?;
+        let text = serde_json::to_string_pretty(view).map_err(|e| RunError::Internal(e.to_string()))?;
         let text = crate::secrets::mask(&text);
         std::fs::write(&tmp, text.as_bytes()).map_err(|e| RunError::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| RunError::io(&path, e))

@@ -66,6 +66,9 @@ pub struct NodeResult {
     #[serde(default)]
     pub latency_seconds: Option<f64>,
     pub message: Option<String>,
+    /// For an error: its code (`pipe explain <code>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 impl NodeResult {
@@ -92,13 +95,15 @@ impl NodeResult {
             layer: node.layer.map(|l| l.as_str().to_string()),
             latency_seconds: None,
             message: None,
+            code: None,
         }
     }
 
-    pub fn error(node: &Node, message: String, elapsed: Duration) -> NodeResult {
+    pub fn error(node: &Node, code: crate::diagnostics::Code, message: String, elapsed: Duration) -> NodeResult {
         NodeResult {
             timing: Timing { total_seconds: elapsed.as_secs_f64(), ..Timing::default() },
             message: Some(message),
+            code: Some(code.id().to_string()),
             ..NodeResult::base(node, NodeStatus::Error)
         }
     }
@@ -112,6 +117,7 @@ impl NodeResult {
                 || (outcome.status == TestStatus::Error && test.severity == crate::manifest::Severity::Error);
             if error {
                 self.status = NodeStatus::Error;
+                self.code = Some(crate::diagnostics::Code::TestsFailed.id().to_string());
             }
             let word = match outcome.status {
                 TestStatus::Pass => continue,

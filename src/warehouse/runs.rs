@@ -137,7 +137,7 @@ pub async fn record(warehouse: &Warehouse, results: &RunResults) -> Result<(), R
         ("skipped", Arc::new(Int64Array::from(vec![count(super::results::NodeStatus::Skipped)])) as ArrayRef, true),
         ("rows_written", Arc::new(Int64Array::from(vec![rows])) as ArrayRef, true),
     ])
-    .map_err(|e| RunError::Warehouse(e.to_string()))?;
+    .map_err(|e| RunError::Internal(e.to_string()))?;
     append(warehouse, &format!("{RUNS_SCHEMA}.runs"), run).await?;
     if !results.results.is_empty() {
         append(warehouse, &format!("{RUNS_SCHEMA}.node_runs"), node_runs(results, timestamp)?).await?;
@@ -196,7 +196,7 @@ fn node_runs(results: &RunResults, timestamp: impl Fn(usize) -> ArrayRef) -> Res
         ),
         ("message", text(&|r| r.message.as_deref().map(|m| crate::secrets::mask(m).into_owned())), true),
     ])
-    .map_err(|e| RunError::Warehouse(e.to_string()))?;
+    .map_err(|e| RunError::Internal(e.to_string()))?;
     Ok(nodes)
 }
 
@@ -241,6 +241,6 @@ async fn record_tests(
             true,
         ),
     ])
-    .map_err(|e| RunError::Warehouse(e.to_string()))?;
+    .map_err(|e| RunError::Internal(e.to_string()))?;
     append(warehouse, &format!("{RUNS_SCHEMA}.test_runs"), batch).await
 }

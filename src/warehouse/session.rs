@@ -45,7 +45,7 @@ pub fn with_overrides(
             let reference = TableReference::parse_str(relation);
             let catalog = reference.catalog().unwrap_or(&default_catalog);
             let Some(schema) = reference.schema() else {
-                return Err(RunError::Warehouse(format!("`{relation}` is not a relation `schema.table`")));
+                return Err(RunError::BadRelation(format!("`{relation}` is not a relation `schema.table`")));
             };
             if catalog == name {
                 tables

@@ -69,7 +69,7 @@ impl Materialize for IncrementalMaterialization {
         super::check_contract(node, &schema)?;
         let batches = frame.collect().await.map_err(|e| RunError::query(&node.name, e))?;
         let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)
-            .map_err(|e| RunError::Warehouse(e.to_string()))?;
+            .map_err(|e| RunError::Internal(e.to_string()))?;
         if batch.num_rows() == 0 {
             // Nothing new: no commit, so a rerun without new input adds no version.
             let commit = cx.warehouse.last_commit(&table).await?;
@@ -356,7 +356,7 @@ fn apply_schema_change(
         OnSchemaChange::Ignore if removed.is_empty() => {
             let keep: Vec<usize> =
                 (0..batch_schema.fields().len()).filter(|&i| !added.contains(batch_schema.field(i).name())).collect();
-            let projected = batch.project(&keep).map_err(|e| RunError::Warehouse(e.to_string()))?;
+            let projected = batch.project(&keep).map_err(|e| RunError::Internal(e.to_string()))?;
             Ok((projected, SchemaChange::None))
         }
         _ => Err(RunError::Unsupported(format!(
@@ -455,7 +455,7 @@ fn check_unique_keys(model: &str, batch: &RecordBatch, keys: &[String]) -> Resul
     let fields = columns.iter().map(|c| SortField::new(c.data_type().clone())).collect();
     let rows = RowConverter::new(fields)
         .and_then(|converter| converter.convert_columns(&columns))
-        .map_err(|e| RunError::Warehouse(e.to_string()))?;
+        .map_err(|e| RunError::Internal(e.to_string()))?;
     let mut seen = std::collections::HashSet::with_capacity(batch.num_rows());
     for (row, key) in rows.iter().enumerate() {
         if !seen.insert(key) {
@@ -496,7 +496,7 @@ fn replace_predicate(batch: &RecordBatch, columns: &[String]) -> Result<Expr, Ru
                 name.is_null()
             } else {
                 let value = datafusion::common::ScalarValue::try_from_array(array, row)
-                    .map_err(|e| RunError::Warehouse(e.to_string()))?;
+                    .map_err(|e| RunError::Internal(e.to_string()))?;
                 name.eq(Expr::Literal(value, None))
             });
         }

@@ -60,7 +60,7 @@ pub enum FileState {
 pub fn landed_files(project_root: &Path, pattern: &str) -> Result<Vec<LandedFile>, RunError> {
     let root = project_root.canonicalize().map_err(|e| RunError::io(project_root, e))?;
     let absolute = project_root.join(pattern).to_string_lossy().to_string();
-    let paths = glob::glob(&absolute).map_err(|e| RunError::Warehouse(format!("bad path `{pattern}`: {e}")))?;
+    let paths = glob::glob(&absolute).map_err(|e| RunError::SourcePath(format!("bad path `{pattern}`: {e}")))?;
     let mut files = Vec::new();
     for path in paths.filter_map(Result::ok) {
         let Ok(meta) = std::fs::metadata(&path) else { continue };

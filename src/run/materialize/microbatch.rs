@@ -388,7 +388,7 @@ async fn slice_result(
     use datafusion::logical_expr::is_not_true;
     let query = |e| RunError::query(&cx.node.name, e);
     let schema =
-        rows.first().map(|b| b.schema()).ok_or_else(|| RunError::Warehouse("a slice without a schema".into()))?;
+        rows.first().map(|b| b.schema()).ok_or_else(|| RunError::Internal("a slice without a schema".into()))?;
     let slice = datafusion::datasource::MemTable::try_new(std::sync::Arc::clone(&schema), vec![rows.to_vec()])
         .map_err(query)?;
     let slice = cx.session.read_table(std::sync::Arc::new(slice)).map_err(query)?;

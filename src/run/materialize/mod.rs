@@ -164,10 +164,9 @@ impl ModelContext<'_> {
         let history = crate::quality::observe::history(self.warehouse, self.run_id).await?;
         let runs = history.get(&self.node.unique_id).map(Vec::as_slice).unwrap_or_default();
         match crate::quality::observe::rows_anomaly(&self.node.relation, runs, rows) {
-            Some(anomaly) => Err(RunError::TestFailed {
-                message: format!("{anomaly}\nthe new result was not published; the table keeps its previous version"),
-                outcomes: Vec::new(),
-            }),
+            Some(anomaly) => Err(RunError::AnomalyRefused(format!(
+                "{anomaly}\nthe new result was not published; the table keeps its previous version"
+            ))),
             None => Ok(()),
         }
     }

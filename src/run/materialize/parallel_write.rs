@@ -87,9 +87,12 @@ pub(super) async fn overwrite(
                 // The query failed (reading its input, computing a row): a query error, not a write error.
                 let batch = batch.map_err(|e| RunError::query(&model, e))?;
                 rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                writer.write(&batch).await.map_err(|e| RunError::Warehouse(e.to_string()))?;
+                writer
+                    .write(&batch)
+                    .await
+                    .map_err(|e| RunError::FileWrite(crate::warehouse::write_cause(&e.to_string())))?;
             }
-            writer.close().await.map_err(|e| RunError::Warehouse(e.to_string()))
+            writer.close().await.map_err(|e| RunError::FileWrite(crate::warehouse::write_cause(&e.to_string())))
         });
     }
     let mut adds = Vec::new();
@@ -103,7 +106,7 @@ pub(super) async fn overwrite(
                     other => RunError::write_text(name, &other.to_string()),
                 });
             }
-            Err(err) => return Err(RunError::Warehouse(format!("a writer task failed: {err}"))),
+            Err(err) => return Err(RunError::Internal(format!("a writer task failed: {err}"))),
         }
     }
     let rows = rows.load(Ordering::Relaxed);

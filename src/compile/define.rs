@@ -252,8 +252,24 @@ pub fn test_nodes(
     context: &RenderContext,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> BTreeMap<String, TestNode> {
-    let project_name = &manifest.project.name;
     let mut tests = BTreeMap::new();
+    declared_tests(project, manifest, renderer, context, &mut tests, diagnostics);
+    constraint_tests(manifest, &mut tests, diagnostics);
+    singular_tests(project, manifest, renderer, context, &mut tests, diagnostics);
+    tests
+}
+
+/// Tests declared in YAML on models, seeds, their columns and sources: built-in ones written here, custom generic
+/// ones rendered from the project's `{% test %}` macros.
+fn declared_tests(
+    project: &Project,
+    manifest: &Manifest,
+    renderer: &Renderer,
+    context: &RenderContext,
+    tests: &mut BTreeMap<String, TestNode>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let project_name = &manifest.project.name;
     let mut declarations: Vec<Declaration> = Vec::new();
     for node in manifest.nodes.values() {
         let columns = node.columns.values().map(|c| (c.name.as_str(), c.tests.as_slice()));
@@ -346,6 +362,11 @@ pub fn test_nodes(
             },
         );
     }
+}
+
+/// Constraints (`not_null`, `unique`, `primary_key`, `check`) on columns and models, as error-severity tests.
+fn constraint_tests(manifest: &Manifest, tests: &mut BTreeMap<String, TestNode>, diagnostics: &mut Vec<Diagnostic>) {
+    let project_name = &manifest.project.name;
     // Constraints (`not_null`, `unique`, `primary_key`, `check`) on columns and models are enforced as
     // error-severity tests on the new result, before it is published.
     for node in manifest.nodes.values() {
@@ -436,6 +457,18 @@ pub fn test_nodes(
             }
         }
     }
+}
+
+/// Singular tests: the `.sql` files under the test paths, each a query returning failing rows.
+fn singular_tests(
+    project: &Project,
+    manifest: &Manifest,
+    renderer: &Renderer,
+    context: &RenderContext,
+    tests: &mut BTreeMap<String, TestNode>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let project_name = &manifest.project.name;
     for file in &project.test_files {
         let source = project.files.get(file.file);
         let rendered = match renderer.render_model(file.file, source, "", context, &macro_files(project)) {
@@ -503,7 +536,6 @@ pub fn test_nodes(
             },
         );
     }
-    tests
 }
 
 fn macro_files(project: &Project) -> Vec<(crate::diagnostics::FileId, &crate::diagnostics::SourceFile)> {

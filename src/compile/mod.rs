@@ -211,6 +211,55 @@ fn render_and_parse(
         .collect()
 }
 
+/// Unique ids of the project's nodes, in one naming scheme.
+struct Ids<'p> {
+    project: &'p str,
+}
+
+impl Ids<'_> {
+    fn seed(&self, name: &str) -> String {
+        format!("seed.{}.{name}", self.project)
+    }
+
+    fn model(&self, name: &str) -> String {
+        format!("model.{}.{name}", self.project)
+    }
+
+    fn source(&self, source: &str, table: &str) -> String {
+        format!("source.{}.{source}.{table}", self.project)
+    }
+}
+
+/// The models and their render: the one `Renderer`, the render context (with the relations refs render to), and
+/// each model's render-and-parse result in `models` order.
+struct Rendered<'p> {
+    models: Vec<&'p ModelFile>,
+    renderer: Renderer,
+    context: RenderContext,
+    results: Vec<Result<ModelResult, Diagnostic>>,
+    /// Macro files failed to parse: undefined-macro errors in models repeat what those errors say.
+    macros_broken: bool,
+}
+
+/// The names refs and sources resolve against, built once for all models.
+struct Names<'p> {
+    models: BTreeSet<&'p str>,
+    /// Models and seeds, for suggestions.
+    refs: Vec<&'p str>,
+    /// Declared source tables as `source.table`, for suggestions.
+    sources: Vec<String>,
+    /// Relation (lowercase) -> model or seed name, for the hidden-dependency check.
+    relations: BTreeMap<String, String>,
+}
+
+/// What a model reads: its upstream unique ids, the relations its SQL may name (for hidden dependencies), and where
+/// each ref or source call is written (for cycle and layer labels).
+struct Dependencies {
+    depends_on: BTreeSet<String>,
+    read_relations: BTreeSet<String>,
+    spans: Vec<(String, (FileId, std::ops::Range<usize>))>,
+}
+
 fn build_manifest(
     project: &Project,
     options: &CompileOptions,
@@ -218,9 +267,104 @@ fn build_manifest(
     render_times: &mut BTreeMap<String, Duration>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Manifest> {
-    let project_name = &project.config.name;
+    let ids = Ids { project: &project.config.name };
+    let models = unique_models(project, diagnostics);
+    let rendered = render_models(project, options, models, diagnostics);
 
-    // Enabled models, first file per name; a second file with the same name is an error naming both.
+    // Node table: seeds, models, then sources; `NodeId` indexes it.
+    let table: Vec<String> = project
+        .seeds
+        .iter()
+        .map(|s| ids.seed(&s.name))
+        .chain(rendered.models.iter().map(|m| ids.model(&m.name)))
+        .chain(project.sources.iter().map(|s| ids.source(&s.source_name, &s.table_name)))
+        .collect();
+    let index: BTreeMap<String, NodeId> =
+        table.iter().enumerate().map(|(i, id)| (id.clone(), NodeId(i as u32))).collect();
+
+    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
+    // (upstream, downstream) -> where the downstream's ref is written, for cycle and layer labels.
+    let mut edge_spans: BTreeMap<(String, String), (FileId, std::ops::Range<usize>)> = BTreeMap::new();
+    let Rendered { models, renderer, context, results, macros_broken } = rendered;
+    let names = Names {
+        models: models.iter().map(|m| m.name.as_str()).collect(),
+        refs: models.iter().map(|m| m.name.as_str()).chain(project.seeds.iter().map(|s| s.name.as_str())).collect(),
+        sources: project.sources.iter().map(|s| format!("{}.{}", s.source_name, s.table_name)).collect(),
+        relations: context.relations.iter().map(|(name, relation)| (relation.to_lowercase(), name.clone())).collect(),
+    };
+    for (model, result) in models.iter().zip(results) {
+        let result = match result {
+            Ok(result) => result,
+            Err(diagnostic) => {
+                // With broken macros every model using one fails the same way; the macro error says it once.
+                if !(macros_broken && diagnostic.code == Code::JinjaUndefined) {
+                    diagnostics.push(diagnostic);
+                }
+                continue;
+            }
+        };
+        let unique_id = ids.model(&model.name);
+        render_times.insert(unique_id.clone(), result.render_time);
+        origins.insert(
+            model.name.clone(),
+            plan::ModelOrigin {
+                file_id: model.file,
+                rendered_sql: result.rendered.sql.clone(),
+                offsets: result.rendered.offsets.clone(),
+            },
+        );
+        let dependencies = resolve_dependencies(project, &ids, &names, &context, model, &result, diagnostics);
+        for (upstream, span) in dependencies.spans {
+            edge_spans.insert((upstream, unique_id.clone()), span);
+        }
+        for upstream in &dependencies.depends_on {
+            edges.insert((upstream.clone(), unique_id.clone()));
+        }
+        let node = model_node(project, &ids, &renderer, &context, model, &result, dependencies.depends_on, diagnostics);
+        nodes.insert(unique_id, node);
+    }
+    for node in seed_nodes(project, &ids, diagnostics) {
+        nodes.insert(node.unique_id.clone(), node);
+    }
+    let sources = source_nodes(project, &ids, diagnostics);
+
+    // Graph checks: cycles and medallion layer rules.
+    let dag = Dag::new(table.len(), edges.iter().filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?))));
+    for cycle in dag.cycles(|n| table[n.index()].clone()) {
+        diagnostics.push(checks::cycle_diagnostic(&cycle, &table, &nodes, &edge_spans));
+    }
+    if project.config.layer_rules != LayerRules::Off {
+        checks::check_layers(project, &nodes, &sources, &edges, &edge_spans, diagnostics);
+    }
+    if has_errors(diagnostics) {
+        return None;
+    }
+
+    let order: Vec<String> =
+        dag.topological_order(|n| table[n.index()].clone()).into_iter().map(|n| table[n.index()].clone()).collect();
+    ephemeral::inline_ephemerals(&mut nodes, &order);
+
+    let mut manifest = Manifest {
+        manifest_version: manifest::MANIFEST_VERSION,
+        project: manifest::ProjectInfo {
+            name: project.config.name.clone(),
+            warehouse: project.config.warehouse.clone(),
+            target_path: project.config.target_path.clone(),
+        },
+        nodes,
+        sources,
+        macros: macro_nodes(project, &renderer),
+        edges: edges.into_iter().collect(),
+        order,
+        tests: BTreeMap::new(),
+    };
+    manifest.tests = crate::compile::define::test_nodes(project, &manifest, &renderer, &context, diagnostics);
+    Some(manifest)
+}
+
+/// Enabled models, first file per name; a second file with the same name is an error naming both.
+fn unique_models<'p>(project: &'p Project, diagnostics: &mut Vec<Diagnostic>) -> Vec<&'p ModelFile> {
     let mut by_name: BTreeMap<&str, &ModelFile> = BTreeMap::new();
     for model in project.models.iter().filter(|m| m.config.enabled()) {
         if let Some(first) = by_name.get(model.name.as_str()) {
@@ -235,8 +379,18 @@ fn build_manifest(
             by_name.insert(&model.name, model);
         }
     }
-    let models: Vec<&ModelFile> = by_name.values().copied().collect();
+    by_name.into_values().collect()
+}
 
+/// Renders and parses every model (in parallel) against the project's render context. An in-file `config()` can
+/// change a model's layer, schema or materialization, and so the relation its dependents' refs render to: that is
+/// rare, and then everything is rendered once more with the corrected relations.
+fn render_models<'p>(
+    project: &'p Project,
+    options: &CompileOptions,
+    models: Vec<&'p ModelFile>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Rendered<'p> {
     let mut context = RenderContext {
         relations: BTreeMap::new(),
         sources: project.sources.iter().map(|s| (s.source_name.clone(), s.table_name.clone())).collect(),
@@ -256,16 +410,12 @@ fn build_manifest(
         context.relations.insert(model.name.clone(), relation_of(&model.name, &model.config, layer));
     }
 
-    let macro_files: Vec<(FileId, &SourceFile)> =
-        project.macro_files.iter().map(|m| (m.file, project.files.get(m.file))).collect();
-    let (renderer, macro_diagnostics) = Renderer::new(Arc::new(context.clone()), &macro_files);
+    let macro_files = macro_files(project);
+    let (mut renderer, macro_diagnostics) = Renderer::new(Arc::new(context.clone()), &macro_files);
     let macros_broken = !macro_diagnostics.is_empty();
     diagnostics.extend(macro_diagnostics);
-
     let mut results = render_and_parse(&renderer, project, &models, &context, &macro_files);
 
-    // An in-file `config()` can change a model's layer, schema or materialization, and so the relation its
-    // dependents' refs render to. That is rare: re-render everything once with the corrected relations.
     let mut changed = false;
     for (model, result) in models.iter().zip(&results) {
         if let Ok(result) = result {
@@ -278,181 +428,156 @@ fn build_manifest(
         }
     }
     if changed {
-        let (renderer, _) = Renderer::new(Arc::new(context.clone()), &macro_files);
+        renderer = Renderer::new(Arc::new(context.clone()), &macro_files).0;
         results = render_and_parse(&renderer, project, &models, &context, &macro_files);
     }
+    Rendered { models, renderer, context, results, macros_broken }
+}
 
-    // Node table: seeds, models, then sources; `NodeId` indexes it.
-    let mut ids: Vec<String> = Vec::new();
-    let mut index: BTreeMap<String, NodeId> = BTreeMap::new();
-    let mut push = |id: String, ids: &mut Vec<String>| {
-        index.insert(id.clone(), NodeId(ids.len() as u32));
-        ids.push(id);
-    };
-    for seed in &project.seeds {
-        push(format!("seed.{project_name}.{}", seed.name), &mut ids);
-    }
-    for model in &models {
-        push(format!("model.{project_name}.{}", model.name), &mut ids);
-    }
-    for source in &project.sources {
-        push(format!("source.{project_name}.{}.{}", source.source_name, source.table_name), &mut ids);
-    }
-    let seed_id = |name: &str| format!("seed.{project_name}.{name}");
-    let model_id = |name: &str| format!("model.{project_name}.{name}");
-    let source_id = |s: &str, t: &str| format!("source.{project_name}.{s}.{t}");
+fn macro_files(project: &Project) -> Vec<(FileId, &SourceFile)> {
+    project.macro_files.iter().map(|m| (m.file, project.files.get(m.file))).collect()
+}
 
-    let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
-    let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
-    // (upstream, downstream) -> where the downstream's ref is written, for cycle and layer labels.
-    let mut edge_spans: BTreeMap<(String, String), (FileId, std::ops::Range<usize>)> = BTreeMap::new();
-    let ref_names: Vec<&str> =
-        models.iter().map(|m| m.name.as_str()).chain(project.seeds.iter().map(|s| s.name.as_str())).collect();
-    let source_names: Vec<String> =
-        project.sources.iter().map(|s| format!("{}.{}", s.source_name, s.table_name)).collect();
-    let known_relations: BTreeMap<String, String> =
-        context.relations.iter().map(|(name, relation)| (relation.to_lowercase(), name.clone())).collect();
-
-    for (model, result) in models.iter().zip(results) {
-        let result = match result {
-            Ok(result) => result,
-            Err(diagnostic) => {
-                // With broken macros every model using one fails the same way; the macro error says it once.
-                if !(macros_broken && diagnostic.code == Code::JinjaUndefined) {
-                    diagnostics.push(diagnostic);
-                }
-                continue;
-            }
+/// A model's `ref`s and `source`s resolved to unique ids; an unknown one is an error with a suggestion. Also runs
+/// the hidden-dependency check over the relations its SQL names.
+fn resolve_dependencies(
+    project: &Project,
+    ids: &Ids<'_>,
+    names: &Names<'_>,
+    context: &RenderContext,
+    model: &ModelFile,
+    result: &ModelResult,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Dependencies {
+    let mut found = Dependencies { depends_on: BTreeSet::new(), read_relations: BTreeSet::new(), spans: Vec::new() };
+    for dep in &result.rendered.refs {
+        let name = &dep.name[0];
+        let span = dep.span.clone().unwrap_or(0..0);
+        let upstream = if names.models.contains(name.as_str()) {
+            Some(ids.model(name))
+        } else if project.seeds.iter().any(|s| &s.name == name) {
+            Some(ids.seed(name))
+        } else {
+            None
         };
-        let unique_id = model_id(&model.name);
-        render_times.insert(unique_id.clone(), result.render_time);
-        origins.insert(
-            model.name.clone(),
-            plan::ModelOrigin {
-                file_id: model.file,
-                rendered_sql: result.rendered.sql.clone(),
-                offsets: result.rendered.offsets.clone(),
-            },
-        );
-        let config = effective_config(model, &result.rendered);
-        let (settings, problems) = crate::project::ModelSettings::parse(&model.name, &config);
-        checks::check_config(model, &config, &settings, problems, diagnostics);
-        checks::check_relation_names(model, &project.files.get(model.file).text, &config, diagnostics);
-        let layer = layer_of(model, &config);
-        let materialized =
-            config.str_value("materialized").and_then(Materialization::parse).unwrap_or(Materialization::View);
-
-        let mut depends_on = BTreeSet::new();
-        let mut read_relations: BTreeSet<String> = BTreeSet::new();
-        for dep in &result.rendered.refs {
-            let name = &dep.name[0];
-            let span = dep.span.clone().unwrap_or(0..0);
-            let upstream = if by_name.contains_key(name.as_str()) {
-                Some(model_id(name))
-            } else if project.seeds.iter().any(|s| &s.name == name) {
-                Some(seed_id(name))
-            } else {
-                None
-            };
-            match upstream {
-                Some(upstream) => {
-                    if let Some(relation) = context.relations.get(name) {
-                        read_relations.insert(relation.to_lowercase());
-                    }
-                    edge_spans.insert((upstream.clone(), unique_id.clone()), (model.file, span));
-                    depends_on.insert(upstream);
+        match upstream {
+            Some(upstream) => {
+                if let Some(relation) = context.relations.get(name) {
+                    found.read_relations.insert(relation.to_lowercase());
                 }
-                None => {
-                    // The unresolved ref renders as the bare name; it is not also a hidden dependency.
-                    read_relations.insert(name.to_lowercase());
-                    let mut diagnostic =
-                        Diagnostic::error(Code::RefNotFound, format!("`ref('{name}')` does not name a model or seed"))
-                            .with_primary(model.file, span, "no model with this name");
-                    diagnostic = match crate::suggest::did_you_mean(name, ref_names.iter().copied()) {
-                        Some(close) => diagnostic.with_help(format!("did you mean `{close}`?")),
-                        None => diagnostic.with_help(format!("add `models/.../{name}.sql`, or correct the name")),
-                    };
-                    diagnostics.push(diagnostic);
-                }
+                found.spans.push((upstream.clone(), (model.file, span)));
+                found.depends_on.insert(upstream);
             }
-        }
-        for dep in &result.rendered.sources {
-            let (source_name, table) = (&dep.name[0], &dep.name[1]);
-            let span = dep.span.clone().unwrap_or(0..0);
-            let relation = format!("{source_name}.{table}");
-            read_relations.insert(relation.to_lowercase());
-            if context.sources.contains(&(source_name.clone(), table.clone())) {
-                let upstream = source_id(source_name, table);
-                edge_spans.insert((upstream.clone(), unique_id.clone()), (model.file, span));
-                depends_on.insert(upstream);
-            } else {
-                let mut diagnostic = Diagnostic::error(
-                    Code::SourceNotFound,
-                    format!("`source('{source_name}', '{table}')` is not declared"),
-                )
-                .with_primary(model.file, span, "no source table with this name");
-                diagnostic = match crate::suggest::did_you_mean(&relation, source_names.iter().map(String::as_str)) {
-                    Some(close) => {
-                        let (s, t) = close.split_once('.').unwrap_or((close, ""));
-                        diagnostic.with_help(format!("did you mean `source('{s}', '{t}')`?"))
-                    }
-                    None => diagnostic.with_help(format!(
-                        "declare it in a YAML file under `models/`:\n  sources:\n    - name: {source_name}\n      tables:\n        - name: {table}"
-                    )),
+            None => {
+                // The unresolved ref renders as the bare name; it is not also a hidden dependency.
+                found.read_relations.insert(name.to_lowercase());
+                let mut diagnostic =
+                    Diagnostic::error(Code::RefNotFound, format!("`ref('{name}')` does not name a model or seed"))
+                        .with_primary(model.file, span, "no model with this name");
+                diagnostic = match crate::suggest::did_you_mean(name, names.refs.iter().copied()) {
+                    Some(close) => diagnostic.with_help(format!("did you mean `{close}`?")),
+                    None => diagnostic.with_help(format!("add `models/.../{name}.sql`, or correct the name")),
                 };
                 diagnostics.push(diagnostic);
             }
         }
-        checks::check_hidden_dependencies(
-            model,
-            project.files.get(model.file),
-            &result,
-            &read_relations,
-            &known_relations,
-            diagnostics,
-        );
-
-        for upstream in &depends_on {
-            edges.insert((upstream.clone(), unique_id.clone()));
-        }
-        let properties = model.properties.clone().unwrap_or_default();
-        let node = Node {
-            unique_id: unique_id.clone(),
-            name: model.name.clone(),
-            resource_type: NodeKind::Model,
-            layer,
-            path: model.path.clone(),
-            schema: schema_of(&config, layer),
-            relation: context.relations.get(&model.name).cloned().unwrap_or_default(),
-            materialized,
-            tags: config.tags(),
-            description: properties.description.clone(),
-            raw_sql: project.files.get(model.file).text.to_string(),
-            compiled_sql: result.rendered.sql.clone(),
-            compiled_sql_incremental: result.rendered.sql_incremental.clone(),
-            columns: columns_of(&properties.columns),
-            planned_columns: None,
-            depends_on: manifest::DependsOn {
-                nodes: depends_on.into_iter().collect(),
-                macros: result.rendered.macros.iter().map(|m| format!("macro.{project_name}.{m}")).collect(),
-            },
-            tests: properties.tests.iter().chain(&properties.data_tests).cloned().collect(),
-            constraints: properties.constraints.clone(),
-            checksum: checksum(
-                project.files.get(model.file).text.as_ref(),
-                &config,
-                &result.rendered.macros,
-                renderer.macros(),
-            ),
-            config,
-            settings,
-        };
-        nodes.insert(unique_id, node);
     }
+    for dep in &result.rendered.sources {
+        let (source_name, table) = (&dep.name[0], &dep.name[1]);
+        let span = dep.span.clone().unwrap_or(0..0);
+        let relation = format!("{source_name}.{table}");
+        found.read_relations.insert(relation.to_lowercase());
+        if context.sources.contains(&(source_name.clone(), table.clone())) {
+            let upstream = ids.source(source_name, table);
+            found.spans.push((upstream.clone(), (model.file, span)));
+            found.depends_on.insert(upstream);
+        } else {
+            let mut diagnostic = Diagnostic::error(
+                Code::SourceNotFound,
+                format!("`source('{source_name}', '{table}')` is not declared"),
+            )
+            .with_primary(model.file, span, "no source table with this name");
+            diagnostic = match crate::suggest::did_you_mean(&relation, names.sources.iter().map(String::as_str)) {
+                Some(close) => {
+                    let (s, t) = close.split_once('.').unwrap_or((close, ""));
+                    diagnostic.with_help(format!("did you mean `source('{s}', '{t}')`?"))
+                }
+                None => diagnostic.with_help(format!(
+                    "declare it in a YAML file under `models/`:\n  sources:\n    - name: {source_name}\n      tables:\n        - name: {table}"
+                )),
+            };
+            diagnostics.push(diagnostic);
+        }
+    }
+    checks::check_hidden_dependencies(
+        model,
+        project.files.get(model.file),
+        result,
+        &found.read_relations,
+        &names.relations,
+        diagnostics,
+    );
+    found
+}
 
+/// A model's manifest node: its config typed and checked, its relation, SQL, columns and checksum.
+#[allow(clippy::too_many_arguments)]
+fn model_node(
+    project: &Project,
+    ids: &Ids<'_>,
+    renderer: &Renderer,
+    context: &RenderContext,
+    model: &ModelFile,
+    result: &ModelResult,
+    depends_on: BTreeSet<String>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Node {
+    let config = effective_config(model, &result.rendered);
+    let (settings, problems) = crate::project::ModelSettings::parse(&model.name, &config);
+    checks::check_config(model, &config, &settings, problems, diagnostics);
+    checks::check_relation_names(model, &project.files.get(model.file).text, &config, diagnostics);
+    let layer = layer_of(model, &config);
+    let materialized =
+        config.str_value("materialized").and_then(Materialization::parse).unwrap_or(Materialization::View);
+    let properties = model.properties.clone().unwrap_or_default();
+    Node {
+        unique_id: ids.model(&model.name),
+        name: model.name.clone(),
+        resource_type: NodeKind::Model,
+        layer,
+        path: model.path.clone(),
+        schema: schema_of(&config, layer),
+        relation: context.relations.get(&model.name).cloned().unwrap_or_default(),
+        materialized,
+        tags: config.tags(),
+        description: properties.description.clone(),
+        raw_sql: project.files.get(model.file).text.to_string(),
+        compiled_sql: result.rendered.sql.clone(),
+        compiled_sql_incremental: result.rendered.sql_incremental.clone(),
+        columns: columns_of(&properties.columns),
+        planned_columns: None,
+        depends_on: manifest::DependsOn {
+            nodes: depends_on.into_iter().collect(),
+            macros: result.rendered.macros.iter().map(|m| format!("macro.{}.{m}", ids.project)).collect(),
+        },
+        tests: properties.tests.iter().chain(&properties.data_tests).cloned().collect(),
+        constraints: properties.constraints.clone(),
+        checksum: checksum(
+            project.files.get(model.file).text.as_ref(),
+            &config,
+            &result.rendered.macros,
+            renderer.macros(),
+        ),
+        config,
+        settings,
+    }
+}
+
+/// The seeds' manifest nodes; a seed whose `schema` is not a name, or whose config does not parse, is an error.
+fn seed_nodes(project: &Project, ids: &Ids<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec<Node> {
+    let mut nodes = Vec::new();
     for seed in &project.seeds {
         let properties = seed.properties.clone().unwrap_or_default();
-        let unique_id = seed_id(&seed.name);
         let schema = seed.config.str_value("schema").unwrap_or("seeds").to_string();
         if let Some(problem) =
             crate::project::name_problem(&schema).or_else(|| schema.contains('.').then_some("it contains a `.`"))
@@ -479,91 +604,77 @@ fn build_manifest(
                 .with_help(problem.help),
             );
         }
-        nodes.insert(
-            unique_id.clone(),
-            Node {
-                unique_id,
-                name: seed.name.clone(),
-                resource_type: NodeKind::Seed,
-                layer: None,
-                path: seed.path.clone(),
-                relation: format!("{schema}.{}", seed.name),
-                schema,
-                materialized: Materialization::Table,
-                tags: seed.config.tags(),
-                description: properties.description.clone(),
-                config: seed.config.clone(),
-                settings,
-                raw_sql: String::new(),
-                compiled_sql: String::new(),
-                compiled_sql_incremental: None,
-                columns: columns_of(&properties.columns),
-                planned_columns: None,
-                depends_on: manifest::DependsOn::default(),
-                tests: properties.tests.iter().chain(&properties.data_tests).cloned().collect(),
-                constraints: properties.constraints.clone(),
-                checksum: hex(&Sha256::digest(&seed_text)),
-            },
-        );
+        nodes.push(Node {
+            unique_id: ids.seed(&seed.name),
+            name: seed.name.clone(),
+            resource_type: NodeKind::Seed,
+            layer: None,
+            path: seed.path.clone(),
+            relation: format!("{schema}.{}", seed.name),
+            schema,
+            materialized: Materialization::Table,
+            tags: seed.config.tags(),
+            description: properties.description.clone(),
+            config: seed.config.clone(),
+            settings,
+            raw_sql: String::new(),
+            compiled_sql: String::new(),
+            compiled_sql_incremental: None,
+            columns: columns_of(&properties.columns),
+            planned_columns: None,
+            depends_on: manifest::DependsOn::default(),
+            tests: properties.tests.iter().chain(&properties.data_tests).cloned().collect(),
+            constraints: properties.constraints.clone(),
+            checksum: hex(&Sha256::digest(&seed_text)),
+        });
     }
+    nodes
+}
 
-    let sources: BTreeMap<String, SourceNode> = project
-        .sources
-        .iter()
-        .map(|s| {
-            let unique_id = source_id(&s.source_name, &s.table_name);
-            let relation = format!("{}.{}", s.source_name, s.table_name);
-            let (settings, problems) = crate::project::SourceSettings::parse(&relation, &s.options);
-            for problem in problems {
-                diagnostics.push(
-                    Diagnostic::error(Code::InvalidConfig, problem.message)
-                        .with_note(format!("declared in `{}`", project.files.get(s.file).display_path()))
-                        .with_help(problem.help),
-                );
-            }
-            let node = SourceNode {
-                unique_id: unique_id.clone(),
-                source_name: s.source_name.clone(),
-                name: s.table_name.clone(),
-                relation: format!("{}.{}", s.source_name, s.table_name),
-                format: s.format,
-                path: s.path.clone(),
-                options: s.options.clone(),
-                settings,
-                description: s.description.clone(),
-                columns: columns_of(&s.columns),
-                planned_columns: None,
-                freshness: s.freshness.clone(),
-                loaded_at_field: s.loaded_at_field.clone(),
-                tests: s.tests.clone(),
-                declared_in: project.files.get(s.file).display_path(),
-            };
-            (unique_id, node)
-        })
-        .collect();
-
-    // Graph checks: cycles and medallion layer rules.
-    let dag = Dag::new(ids.len(), edges.iter().filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?))));
-    for cycle in dag.cycles(|n| ids[n.index()].clone()) {
-        diagnostics.push(checks::cycle_diagnostic(&cycle, &ids, &nodes, &edge_spans));
+/// The declared source tables' manifest nodes, their reading options typed and checked.
+fn source_nodes(project: &Project, ids: &Ids<'_>, diagnostics: &mut Vec<Diagnostic>) -> BTreeMap<String, SourceNode> {
+    let mut sources = BTreeMap::new();
+    for s in &project.sources {
+        let unique_id = ids.source(&s.source_name, &s.table_name);
+        let relation = format!("{}.{}", s.source_name, s.table_name);
+        let (settings, problems) = crate::project::SourceSettings::parse(&relation, &s.options);
+        for problem in problems {
+            diagnostics.push(
+                Diagnostic::error(Code::InvalidConfig, problem.message)
+                    .with_note(format!("declared in `{}`", project.files.get(s.file).display_path()))
+                    .with_help(problem.help),
+            );
+        }
+        let node = SourceNode {
+            unique_id: unique_id.clone(),
+            source_name: s.source_name.clone(),
+            name: s.table_name.clone(),
+            relation,
+            format: s.format,
+            path: s.path.clone(),
+            options: s.options.clone(),
+            settings,
+            description: s.description.clone(),
+            columns: columns_of(&s.columns),
+            planned_columns: None,
+            freshness: s.freshness.clone(),
+            loaded_at_field: s.loaded_at_field.clone(),
+            tests: s.tests.clone(),
+            declared_in: project.files.get(s.file).display_path(),
+        };
+        sources.insert(unique_id, node);
     }
-    if project.config.layer_rules != LayerRules::Off {
-        checks::check_layers(project, &nodes, &sources, &edges, &edge_spans, diagnostics);
-    }
-    if has_errors(diagnostics) {
-        return None;
-    }
+    sources
+}
 
-    let order: Vec<String> =
-        dag.topological_order(|n| ids[n.index()].clone()).into_iter().map(|n| ids[n.index()].clone()).collect();
-    ephemeral::inline_ephemerals(&mut nodes, &order);
-
-    let macros = renderer
+/// The manifest's macro nodes: every macro the project defines, with its file and a checksum of its text.
+fn macro_nodes(project: &Project, renderer: &Renderer) -> BTreeMap<String, manifest::MacroNode> {
+    renderer
         .macros()
         .names()
         .filter_map(|name| renderer.macros().get(name))
         .map(|def| {
-            let unique_id = format!("macro.{project_name}.{}", def.name);
+            let unique_id = format!("macro.{}.{}", project.config.name, def.name);
             let node = manifest::MacroNode {
                 unique_id: unique_id.clone(),
                 name: def.name.clone(),
@@ -572,24 +683,7 @@ fn build_manifest(
             };
             (unique_id, node)
         })
-        .collect();
-
-    let mut manifest = Manifest {
-        manifest_version: manifest::MANIFEST_VERSION,
-        project: manifest::ProjectInfo {
-            name: project_name.clone(),
-            warehouse: project.config.warehouse.clone(),
-            target_path: project.config.target_path.clone(),
-        },
-        nodes,
-        sources,
-        macros,
-        edges: edges.into_iter().collect(),
-        order,
-        tests: BTreeMap::new(),
-    };
-    manifest.tests = crate::compile::define::test_nodes(project, &manifest, &renderer, &context, diagnostics);
-    Some(manifest)
+        .collect()
 }
 
 /// Folder tree and property YAML config, overridden by the model's in-file `config()`.

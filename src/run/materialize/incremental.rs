@@ -72,26 +72,13 @@ impl Materialize for IncrementalMaterialization {
             .map_err(|e| RunError::Internal(e.to_string()))?;
         if batch.num_rows() == 0 {
             // Nothing new: no commit, so a rerun without new input adds no version.
-            let commit = cx.warehouse.last_commit(&table).await?;
-            return Ok(Outcome {
-                rows_written: Some(0),
-                delta_version: Some(commit.version),
-                provider: Some(cx.warehouse.provider(&table).await?),
-                note: Some("empty batch: nothing written".into()),
-                plan_time,
-                write_time: started.elapsed(),
-                execute_time: commit.execute_time,
-                tests: None,
-                rows_read: None,
-            });
+            return nothing_written(cx, &table, "empty batch: nothing written".into(), plan_time, started).await;
         }
         if !keys.is_empty() && strategy != IncrementalStrategy::Append {
             check_unique_keys(&node.name, &batch, &keys)?;
         }
         let target_schema = cx.warehouse.provider(&table).await?.schema();
         let (batch, change) = apply_schema_change(node, batch, &target_schema)?;
-        let merge_schema = change == SchemaChange::AddColumns;
-        let schema = batch.schema();
         // The batch's identity: what it was computed from (the SQL, the versions of the tables and files it read, the
         // watermark values) and its rows. A retried batch (the process died around its commit, the same command run
         // again on the same inputs) is found and not applied twice; a new batch with equal rows, computed from new
@@ -106,18 +93,8 @@ impl Materialize for IncrementalMaterialization {
         };
         if let Some(id) = &batch_id {
             if table.snapshot()?.transaction_version(table.log_store().as_ref(), id.clone()).await?.is_some() {
-                let commit = cx.warehouse.last_commit(&table).await?;
-                return Ok(Outcome {
-                    rows_written: Some(0),
-                    delta_version: Some(commit.version),
-                    provider: Some(cx.warehouse.provider(&table).await?),
-                    note: Some(format!("batch already committed ({id}): nothing written")),
-                    plan_time,
-                    write_time: started.elapsed(),
-                    execute_time: None,
-                    tests: None,
-                    rows_read: None,
-                });
+                let note = format!("batch already committed ({id}): nothing written");
+                return nothing_written(cx, &table, note, plan_time, started).await;
             }
         }
         // A batch whose size is out of the model's normal range is refused before it is applied (when its
@@ -136,71 +113,9 @@ impl Materialize for IncrementalMaterialization {
         let metadata = cx.commit_metadata();
         let transactions = batch_id.iter().map(|id| deltalake::kernel::Transaction::new(id.clone(), 1)).collect();
         let commit = CommitProperties::default().with_metadata(metadata).with_application_transactions(transactions);
-        let session = Arc::new(cx.session.state());
         let rows = batch.num_rows() as u64;
-        let table = match strategy {
-            _ if change == SchemaChange::Sync => sync_all_columns(cx, &table, batch, &replace_by, commit).await?,
-            IncrementalStrategy::Merge => {
-                let source = batch_frame(cx, &schema, batch.clone(), &node.name)?;
-                // `incremental_predicates` narrow the target rows a merge considers (e.g. `target.day = source.day`
-                // on a table partitioned by `day`), so only the files they select are read and rewritten.
-                let predicate = keys
-                    .iter()
-                    .map(|k| format!("target.{} = source.{}", quote(k), quote(k)))
-                    .chain(node.settings.incremental_predicates.iter().map(|p| format!("({p})")))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                let all: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-                let mut update_columns = match &node.settings.merge_update_columns {
-                    list if !list.is_empty() => list.clone(),
-                    _ => all.iter().filter(|c| !keys.contains(c)).cloned().collect(),
-                };
-                update_columns.retain(|c| !node.settings.merge_exclude_columns.contains(c));
-                let builder = table
-                    .merge(source, predicate.as_str())
-                    .with_writer_properties(super::writer_properties(node))
-                    .with_source_alias("source")
-                    .with_target_alias("target")
-                    .with_session_state(session)
-                    .with_merge_schema(merge_schema)
-                    .with_commit_properties(commit);
-                let builder = if update_columns.is_empty() {
-                    builder
-                } else {
-                    builder.when_matched_update(|update| {
-                        update_columns.iter().fold(update, |u, c| u.update(quote(c), format!("source.{}", quote(c))))
-                    })?
-                };
-                let builder = builder.when_not_matched_insert(|insert| {
-                    all.iter().fold(insert, |i, c| i.set(quote(c), format!("source.{}", quote(c))))
-                })?;
-                builder.await.map_err(|e| RunError::write(&node.name, e))?.0
-            }
-            IncrementalStrategy::Append => table
-                .write(vec![batch])
-                .with_writer_properties(super::writer_properties(node))
-                .with_session_state(session)
-                .with_save_mode(SaveMode::Append)
-                .with_schema_mode_opt(merge_schema)
-                .with_commit_properties(commit)
-                .await
-                .map_err(|e| RunError::write(&node.name, e))?,
-            _ => {
-                // delete+insert replaces rows by key; insert_overwrite replaces partitions. Both are one commit.
-                let columns = if strategy == IncrementalStrategy::DeleteInsert { &keys } else { &partitions };
-                let predicate = replace_predicate(&batch, columns)?;
-                table
-                    .write(vec![batch])
-                    .with_writer_properties(super::writer_properties(node))
-                    .with_session_state(session)
-                    .with_save_mode(SaveMode::Overwrite)
-                    .with_schema_mode_opt(merge_schema)
-                    .with_replace_where(predicate)
-                    .with_commit_properties(commit)
-                    .await
-                    .map_err(|e| RunError::write(&node.name, e))?
-            }
-        };
+        let batch = Batch { batch, change, replace_by, commit };
+        let table = apply(cx, table, strategy, batch).await?;
         let commit = cx.warehouse.last_commit(&table).await?;
         Ok(Outcome {
             rows_written: Some(rows),
@@ -214,6 +129,116 @@ impl Materialize for IncrementalMaterialization {
             rows_read: None,
         })
     }
+}
+
+/// A batch computed, checked and audited, ready to apply: how its columns meet the table's (`change`), the columns
+/// whose values it replaces (`replace_by`), and the commit carrying its metadata and identity.
+struct Batch {
+    batch: RecordBatch,
+    change: SchemaChange,
+    replace_by: Vec<String>,
+    commit: CommitProperties,
+}
+
+/// Applies `batch` to `table` with `strategy`, in one commit: the table as it is after.
+async fn apply(
+    cx: &ModelContext<'_>,
+    table: deltalake::DeltaTable,
+    strategy: IncrementalStrategy,
+    batch: Batch,
+) -> Result<deltalake::DeltaTable, RunError> {
+    let Batch { batch, change, replace_by, commit } = batch;
+    let node = cx.node;
+    let (keys, partitions) = (&node.settings.unique_key, &node.settings.partition_by);
+    let merge_schema = change == SchemaChange::AddColumns;
+    let schema = batch.schema();
+    let session = Arc::new(cx.session.state());
+    let table = match strategy {
+        _ if change == SchemaChange::Sync => sync_all_columns(cx, &table, batch, &replace_by, commit).await?,
+        IncrementalStrategy::Merge => {
+            let source = batch_frame(cx, &schema, batch.clone(), &node.name)?;
+            // `incremental_predicates` narrow the target rows a merge considers (e.g. `target.day = source.day`
+            // on a table partitioned by `day`), so only the files they select are read and rewritten.
+            let predicate = keys
+                .iter()
+                .map(|k| format!("target.{} = source.{}", quote(k), quote(k)))
+                .chain(node.settings.incremental_predicates.iter().map(|p| format!("({p})")))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let all: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            let mut update_columns = match &node.settings.merge_update_columns {
+                list if !list.is_empty() => list.clone(),
+                _ => all.iter().filter(|c| !keys.contains(c)).cloned().collect(),
+            };
+            update_columns.retain(|c| !node.settings.merge_exclude_columns.contains(c));
+            let builder = table
+                .merge(source, predicate.as_str())
+                .with_writer_properties(super::writer_properties(node))
+                .with_source_alias("source")
+                .with_target_alias("target")
+                .with_session_state(session)
+                .with_merge_schema(merge_schema)
+                .with_commit_properties(commit);
+            let builder = if update_columns.is_empty() {
+                builder
+            } else {
+                builder.when_matched_update(|update| {
+                    update_columns.iter().fold(update, |u, c| u.update(quote(c), format!("source.{}", quote(c))))
+                })?
+            };
+            let builder = builder.when_not_matched_insert(|insert| {
+                all.iter().fold(insert, |i, c| i.set(quote(c), format!("source.{}", quote(c))))
+            })?;
+            builder.await.map_err(|e| RunError::write(&node.name, e))?.0
+        }
+        IncrementalStrategy::Append => table
+            .write(vec![batch])
+            .with_writer_properties(super::writer_properties(node))
+            .with_session_state(session)
+            .with_save_mode(SaveMode::Append)
+            .with_schema_mode_opt(merge_schema)
+            .with_commit_properties(commit)
+            .await
+            .map_err(|e| RunError::write(&node.name, e))?,
+        _ => {
+            // delete+insert replaces rows by key; insert_overwrite replaces partitions. Both are one commit.
+            let columns = if strategy == IncrementalStrategy::DeleteInsert { keys } else { partitions };
+            let predicate = replace_predicate(&batch, columns)?;
+            table
+                .write(vec![batch])
+                .with_writer_properties(super::writer_properties(node))
+                .with_session_state(session)
+                .with_save_mode(SaveMode::Overwrite)
+                .with_schema_mode_opt(merge_schema)
+                .with_replace_where(predicate)
+                .with_commit_properties(commit)
+                .await
+                .map_err(|e| RunError::write(&node.name, e))?
+        }
+    };
+    Ok(table)
+}
+
+/// The outcome of a run that wrote nothing (an empty batch, a batch already committed): the table as it is.
+async fn nothing_written(
+    cx: &ModelContext<'_>,
+    table: &deltalake::DeltaTable,
+    note: String,
+    plan_time: std::time::Duration,
+    started: Instant,
+) -> Result<Outcome, RunError> {
+    let commit = cx.warehouse.last_commit(table).await?;
+    Ok(Outcome {
+        rows_written: Some(0),
+        delta_version: Some(commit.version),
+        provider: Some(cx.warehouse.provider(table).await?),
+        note: Some(note),
+        plan_time,
+        write_time: started.elapsed(),
+        execute_time: commit.execute_time,
+        tests: None,
+        rows_read: None,
+    })
 }
 
 /// The frame with each uncorrelated scalar subquery of its filters computed first and put in as a literal, so

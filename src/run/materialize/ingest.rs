@@ -39,27 +39,34 @@ struct Piece {
     from: u64,
 }
 
-pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result<Outcome, RunError> {
+/// What an ingestion reads: the new files and appended tails (`pieces`), the files left to settle, and warnings
+/// for files changed in ways that cannot be ingested.
+struct Planned {
+    pieces: Vec<Piece>,
+    settling: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Sorts the landed `files` by the bronze table's ledger: new, appended to, rewritten, unchanged or still settling.
+async fn plan_pieces(
+    cx: &ModelContext<'_>,
+    files: &[ledger::LandedFile],
+    existing: Option<&deltalake::DeltaTable>,
+    format: crate::project::SourceFormat,
+    settle: std::time::Duration,
+) -> Result<Planned, RunError> {
     let node = cx.node;
-    let started = std::time::Instant::now();
-    let err = |message: String| RunError::Source { source_name: source.relation.clone(), message };
-    let (Some(pattern), Some(format)) = (&source.path, source.format) else {
-        return Err(err("no path or format".into()));
-    };
-    let files = ledger::landed_files(cx.project_root, pattern)?;
-    let existing = cx.warehouse.load(&node.relation).await?.filter(|_| !cx.full_refresh);
-    let settle = settle_interval(cx);
     let now = std::time::SystemTime::now();
     let mut pieces = Vec::new();
     let mut settling = Vec::new();
     let mut warnings = Vec::new();
-    for file in &files {
+    for file in files {
         // A file changed within the settle interval may still be being written: left for a later build.
         if now.duration_since(file.modified).unwrap_or_default() < settle {
             settling.push(file.key.clone());
             continue;
         }
-        let state = match &existing {
+        let state = match existing {
             Some(table) => ledger::state(table, file).await?,
             None => FileState::New,
         };
@@ -80,6 +87,20 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
             )),
         }
     }
+    Ok(Planned { pieces, settling, warnings })
+}
+
+pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result<Outcome, RunError> {
+    let node = cx.node;
+    let started = std::time::Instant::now();
+    let err = |message: String| RunError::Source { source_name: source.relation.clone(), message };
+    let (Some(pattern), Some(format)) = (&source.path, source.format) else {
+        return Err(err("no path or format".into()));
+    };
+    let files = ledger::landed_files(cx.project_root, pattern)?;
+    let existing = cx.warehouse.load(&node.relation).await?.filter(|_| !cx.full_refresh);
+    let settle = settle_interval(cx);
+    let Planned { pieces, settling, warnings } = plan_pieces(cx, &files, existing.as_ref(), format, settle).await?;
     let mut notes = warnings;
     if !settling.is_empty() {
         notes.push(format!(
@@ -172,35 +193,7 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
     let quarantine_rows: usize = quarantined.iter().flat_map(|(_, bad)| bad).map(RecordBatch::num_rows).sum();
     let quarantine_relation = format!("{}__quarantine", node.relation);
     if quarantine_rows > 0 {
-        let table = cx.warehouse.table_for_write(&quarantine_relation).await?;
-        let mut keep = Vec::new();
-        let mut pieces_taken = Vec::new();
-        for (id, bad) in quarantined {
-            let done = match table.version() {
-                Some(_) => {
-                    table.snapshot()?.transaction_version(table.log_store().as_ref(), id.clone()).await?.is_some()
-                }
-                None => false,
-            };
-            if !done {
-                keep.extend(bad);
-                pieces_taken.push(Transaction::new(id, 1));
-            }
-        }
-        if !keep.is_empty() {
-            let mode = if table.version().is_some() { SaveMode::Append } else { SaveMode::Overwrite };
-            table
-                .write(keep)
-                .with_session_state(Arc::new(cx.session.state()))
-                .with_save_mode(mode)
-                .with_commit_properties(
-                    CommitProperties::default()
-                        .with_metadata(cx.commit_metadata())
-                        .with_application_transactions(pieces_taken),
-                )
-                .await
-                .map_err(|e| RunError::write(&node.name, e))?;
-        }
+        write_quarantine(cx, &quarantine_relation, quarantined).await?;
     }
     let metadata = cx.commit_metadata();
     let commit = CommitProperties::default().with_metadata(metadata).with_application_transactions(transactions);
@@ -242,6 +235,43 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         tests: None,
         rows_read: checked.then(|| std::collections::BTreeMap::from([(source.relation.clone(), read_from_files)])),
     })
+}
+
+/// Writes the rows that broke the source contract, per piece of a file, to `relation`: a piece already written
+/// there (its application transaction is in the quarantine table's log) is not written again.
+async fn write_quarantine(
+    cx: &ModelContext<'_>,
+    relation: &str,
+    quarantined: Vec<(String, Vec<RecordBatch>)>,
+) -> Result<(), RunError> {
+    let table = cx.warehouse.table_for_write(relation).await?;
+    let mut keep = Vec::new();
+    let mut pieces_taken = Vec::new();
+    for (id, bad) in quarantined {
+        let done = match table.version() {
+            Some(_) => table.snapshot()?.transaction_version(table.log_store().as_ref(), id.clone()).await?.is_some(),
+            None => false,
+        };
+        if !done {
+            keep.extend(bad);
+            pieces_taken.push(Transaction::new(id, 1));
+        }
+    }
+    if !keep.is_empty() {
+        let mode = if table.version().is_some() { SaveMode::Append } else { SaveMode::Overwrite };
+        table
+            .write(keep)
+            .with_session_state(Arc::new(cx.session.state()))
+            .with_save_mode(mode)
+            .with_commit_properties(
+                CommitProperties::default()
+                    .with_metadata(cx.commit_metadata())
+                    .with_application_transactions(pieces_taken),
+            )
+            .await
+            .map_err(|e| RunError::write(&cx.node.name, e))?;
+    }
+    Ok(())
 }
 
 /// Whether a source's files are read as they are and split by its declared types (the source contract).

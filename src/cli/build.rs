@@ -395,18 +395,14 @@ impl Cycle<'_> {
                     end: args.event_time_end,
                     backfill: self.backfill_id.clone(),
                 },
-                progress: (!json).then(|| {
-                    let bar = progress.clone();
-                    run::Progress(std::sync::Arc::new(move |model: &str, message: &str| {
-                        let line = crate::secrets::mask(&format!("             {model}: {message}")).into_owned();
-                        match &bar {
-                            Some(bar) => bar.println(line),
-                            None => eprintln!("{line}"),
-                        }
-                    }))
-                }),
                 skip_unchanged,
-                events: Some(std::sync::Arc::clone(&openlineage) as std::sync::Arc<dyn crate::run::BuildEvents>),
+                events: {
+                    let mut events: Vec<std::sync::Arc<dyn run::BuildEvents>> = vec![openlineage.clone()];
+                    if !json {
+                        events.push(std::sync::Arc::new(ProgressLines(progress.clone())));
+                    }
+                    events
+                },
                 settle_interval: args.settle_interval(),
                 failpoints: super::failpoints(),
                 allow_breaking: args.allow_breaking,
@@ -467,6 +463,20 @@ impl Cycle<'_> {
             );
         }
         Ok(report)
+    }
+}
+
+/// The build's progress inside models (a microbatch model's batches), as lines above the progress bar or on stderr.
+#[derive(Debug)]
+struct ProgressLines(Option<indicatif::ProgressBar>);
+
+impl run::BuildEvents for ProgressLines {
+    fn progress(&self, model: &str, message: &str) {
+        let line = crate::secrets::mask(&format!("             {model}: {message}")).into_owned();
+        match &self.0 {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
     }
 }
 

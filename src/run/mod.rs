@@ -44,13 +44,12 @@ pub struct BuildOptions {
     pub plans: Arc<HashMap<String, datafusion::logical_expr::LogicalPlan>>,
     /// The event-time range microbatch models cover (default: from their ledger to now).
     pub event_time: materialize::microbatch::EventTimeWindow,
-    /// Told of progress inside a model (a microbatch model's batches), as `(model name, message)`.
-    pub progress: Option<Progress>,
     /// Leave a `table` model as it is when its logic and the versions of everything it reads are those its last
     /// version was written from (`--watch`).
     pub skip_unchanged: bool,
-    /// Told as each model starts and finishes (OpenLineage's START and COMPLETE/FAIL events).
-    pub events: Option<Arc<dyn BuildEvents>>,
+    /// Told as each model starts and finishes and of progress inside a model: OpenLineage's START and
+    /// COMPLETE/FAIL events, the CLI's progress lines.
+    pub events: Vec<Arc<dyn BuildEvents>>,
     /// Bronze ingestion leaves landed files changed more recently than this for a later build: they may still be
     /// being written (`--watch`'s `--settle`; a model's `settle_interval` overrides it).
     pub settle_interval: std::time::Duration,
@@ -64,21 +63,28 @@ pub struct BuildOptions {
     pub register_schemas: bool,
 }
 
-/// Told as each node of a build starts and finishes; `lineage::openlineage::Emitter` implements it. The build calls
-/// it from the node's task, so an implementation queues its work and returns.
+/// Told as each node of a build starts and finishes, and of progress inside a node: `lineage::openlineage::Emitter`
+/// (START and COMPLETE/FAIL events) and the CLI's progress output implement it; the run history is written by the
+/// build itself. The build calls it from the node's task, so an implementation queues its work and returns.
 pub trait BuildEvents: Send + Sync + std::fmt::Debug {
     /// `node` starts; the returned token is handed back to `finished` (OpenLineage's run id).
-    fn started(&self, manifest: &Manifest, node: &Node) -> String;
+    fn started(&self, _manifest: &Manifest, _node: &Node) -> String {
+        String::new()
+    }
 
     /// `node` finished with `result`; `plan` is the compile's analyzed plan of its query, when there is one.
     fn finished(
         &self,
-        token: &str,
-        manifest: &Manifest,
-        node: &Node,
-        result: &NodeResult,
-        plan: Option<&datafusion::logical_expr::LogicalPlan>,
-    );
+        _token: &str,
+        _manifest: &Manifest,
+        _node: &Node,
+        _result: &NodeResult,
+        _plan: Option<&datafusion::logical_expr::LogicalPlan>,
+    ) {
+    }
+
+    /// Progress inside the model `model` (a microbatch model's batches).
+    fn progress(&self, _model: &str, _message: &str) {}
 }
 
 /// Ends the process at once (as a kill would) when `abort@<model>:<moment>` is among the failpoints.
@@ -135,19 +141,6 @@ pub async fn input_fingerprint(manifest: &Manifest, warehouse: &Warehouse, proje
     }
     parts.sort();
     Sha256::digest(parts.join("\n").as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
-}
-
-/// Called with `(model name, message)`.
-pub type ProgressFn = dyn Fn(&str, &str) + Send + Sync;
-
-/// A callback for progress inside a model.
-#[derive(Clone)]
-pub struct Progress(pub Arc<ProgressFn>);
-
-impl std::fmt::Debug for Progress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Progress")
-    }
 }
 
 /// What to run: unique ids, in topological order.
@@ -438,13 +431,14 @@ async fn run_nodes(
             let project_root = request.project_root.to_path_buf();
             let unique_id = node.unique_id.clone();
             let handle = running.spawn(async move {
-                let lineage = shared.options.events.as_ref().map(|e| (e, e.started(&shared.manifest, &node)));
+                let tokens: Vec<String> =
+                    shared.options.events.iter().map(|e| e.started(&shared.manifest, &node)).collect();
                 let result =
                     run_node(&shared, &node, compute_once, failed_source, &project_root, file_source.as_ref()).await;
                 drop(permit);
-                if let Some((events, token)) = lineage {
-                    let plan = shared.options.plans.get(&node.unique_id);
-                    events.finished(&token, &shared.manifest, &node, &result, plan);
+                let plan = shared.options.plans.get(&node.unique_id);
+                for (events, token) in shared.options.events.iter().zip(&tokens) {
+                    events.finished(token, &shared.manifest, &node, &result, plan);
                 }
                 result
             });
@@ -590,7 +584,7 @@ async fn run_node(
         compiled_plan: shared.options.plans.get(&node.unique_id),
         plan_reused: std::sync::atomic::AtomicBool::new(false),
         event_time: &shared.options.event_time,
-        progress: shared.options.progress.as_ref(),
+        events: &shared.options.events,
         inputs: match shared.options.skip_unchanged {
             true => Some(input_fingerprint(&shared.manifest, &shared.warehouse, project_root, node).await),
             false => None,

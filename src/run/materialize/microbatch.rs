@@ -337,9 +337,9 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
                 let rows = cx.warehouse.last_commit(&written).await?.rows_added.unwrap_or(0);
                 rows_written += rows;
                 table = Some(written);
-                if let Some(progress) = cx.progress {
-                    let message = format!("batch {done} of {}: {} ({rows} rows)", batches.len(), sql_time(*start));
-                    (progress.0)(&node.name, &message);
+                let message = format!("batch {done} of {}: {} ({rows} rows)", batches.len(), sql_time(*start));
+                for events in cx.events {
+                    events.progress(&node.name, &message);
                 }
             }
             match (batches.first(), batches.last()) {

@@ -55,7 +55,8 @@ pub struct ModelContext<'a> {
     pub plan_reused: std::sync::atomic::AtomicBool,
     /// The event-time range a microbatch model covers in this run.
     pub event_time: &'a microbatch::EventTimeWindow,
-    pub progress: Option<&'a crate::run::Progress>,
+    /// Told of progress inside the model.
+    pub events: &'a [Arc<dyn crate::run::BuildEvents>],
     /// A digest of the versions of the tables and the files this model reads, recorded with its commits.
     pub inputs: Option<String>,
     pub manifest: &'a crate::manifest::Manifest,

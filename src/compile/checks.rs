@@ -78,6 +78,13 @@ pub(super) fn check_config(
     for problem in problems {
         diagnostics.push(invalid(problem.message, &problem.help));
     }
+    for (key, close) in crate::project::settings::likely_typos(config) {
+        diagnostics.push(
+            Diagnostic::warning(Code::InvalidConfig, format!("unknown config `{key}` on model `{}`", model.name))
+                .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
+                .with_help(format!("did you mean `{close}`? (an unknown key is kept in the model's config, unused)")),
+        );
+    }
     // Bronze is append-only: a strategy that updates, deletes or replaces rows would lose raw data.
     let layer = layer_of(model, config);
     let incremental = config.str_value("materialized") == Some("incremental");

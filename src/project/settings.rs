@@ -326,6 +326,84 @@ pub struct SettingProblem {
     pub help: String,
 }
 
+/// Config keys pipe or dbt give a meaning to on a model or seed. Any other key is kept (dbt keeps arbitrary keys,
+/// for `meta` and adapters); one that is a near miss of a known key is reported as a likely typo.
+pub const KNOWN_MODEL_KEYS: &[&str] = &[
+    "materialized",
+    "layer",
+    "schema",
+    "alias",
+    "database",
+    "tags",
+    "enabled",
+    "meta",
+    "docs",
+    "persist_docs",
+    "grants",
+    "full_refresh",
+    "pre-hook",
+    "post-hook",
+    "pre_hook",
+    "post_hook",
+    "contract",
+    "constraints",
+    "incremental_strategy",
+    "unique_key",
+    "partition_by",
+    "on_schema_change",
+    "merge_update_columns",
+    "merge_exclude_columns",
+    "incremental_predicates",
+    "event_time",
+    "begin",
+    "batch_size",
+    "lookback",
+    "allowed_lateness",
+    "parquet_compression",
+    "parquet_dictionary_page_size",
+    "anomaly_severity",
+    "schema_compatibility",
+    "on_contract_violation",
+    "settle_interval",
+    "expect_every",
+    "version",
+    "group",
+    "access",
+    "sql_header",
+    "quote_columns",
+    "column_types",
+    "delimiter",
+    "concurrent_batches",
+    "on_configuration_change",
+    "location",
+    "format",
+    "file_format",
+    "packages",
+    "severity",
+    "store_failures",
+    "where",
+    "limit",
+    "warn_if",
+    "error_if",
+    "cluster_by",
+    "unlogged",
+    "indexes",
+    "quoting",
+    "latest_version",
+];
+
+/// Keys of `config` that look like a misspelt known key: `(key, the known key it is close to)`.
+pub fn likely_typos(config: &ConfigMap) -> Vec<(String, &'static str)> {
+    config
+        .keys()
+        .filter(|key| !KNOWN_MODEL_KEYS.contains(&key.as_str()))
+        .filter_map(|key| {
+            let close = crate::suggest::did_you_mean(key, KNOWN_MODEL_KEYS.iter().copied())?;
+            Some((key.clone(), close))
+        })
+        .collect()
+}
+
 /// The default `parquet_dictionary_page_size`: a column with few distinct values still gets its dictionary, one
 /// with many falls back to plain encoding after 16 KiB (about 15% less build time on the 10M-event benchmark).
 pub const DEFAULT_DICTIONARY_PAGE_SIZE: u64 = 16 * 1024;
@@ -682,6 +760,13 @@ mod tests {
             assert_eq!(problems[0].key, key);
             assert!(problems[0].message.contains('m'), "{problems:?}");
         }
+    }
+
+    #[test]
+    fn near_misses_of_known_keys_are_typos_other_keys_are_kept() {
+        let config = json!({"materialised": "table", "unqiue_key": "id", "my_team_owner": "data", "tags": ["a"]});
+        let typos = likely_typos(config.as_object().unwrap());
+        assert_eq!(typos, [("materialised".to_string(), "materialized"), ("unqiue_key".to_string(), "unique_key")]);
     }
 
     #[test]

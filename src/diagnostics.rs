@@ -229,6 +229,9 @@ pub struct Diagnostic {
     pub secondary: Vec<Label>,
     pub notes: Vec<String>,
     pub help: Option<String>,
+    /// The node (a model's or test's unique id) the error belongs to, when it belongs to one: such an error fails
+    /// that node and skips its descendants, and the rest of the project still builds (a partial build).
+    pub node: Option<String>,
 }
 
 impl Diagnostic {
@@ -241,6 +244,7 @@ impl Diagnostic {
             secondary: Vec::new(),
             notes: Vec::new(),
             help: None,
+            node: None,
         }
     }
 

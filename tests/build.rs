@@ -273,3 +273,47 @@ fn a_view_read_by_two_models_is_computed_once() {
     assert_eq!(text(&count.stdout), text(&direct.stdout));
     assert_ne!(text(&count.stdout), "n\n0\n", "the filter keeps some orders");
 }
+
+/// A partial build: a model that does not render and one that does not parse fail alone, with their diagnostics;
+/// the models downstream of them are skipped and everything else builds. `pipe compile` still fails on them, and a
+/// selection that does not need them builds cleanly.
+#[test]
+fn models_that_do_not_compile_fail_alone_and_everything_else_builds() {
+    let dir = example_project();
+    let root = dir.path();
+    let orders = root.join("models/silver/slv_orders.sql");
+    let sql = std::fs::read_to_string(&orders).unwrap();
+    std::fs::write(&orders, format!("{sql}\n{{{{ a_macro_that_does_not_exist() }}}}\n")).unwrap();
+    std::fs::write(root.join("models/gold/gld_funnel.sql"), "select from from\n").unwrap();
+
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("2 model(s) did not compile (gld_funnel, slv_orders)"), "{stderr}");
+    assert!(stderr.contains("ERROR table       silver.slv_orders"), "{stderr}");
+    assert!(stderr.contains("ERROR table       gold.gld_funnel"), "{stderr}");
+    for skipped in ["gold.gld_daily_revenue", "gold.gld_revenue_by_region", "gold.gld_customer_lifetime"] {
+        assert!(stderr.contains(&format!("SKIP  table       {skipped}")), "{skipped}: {stderr}");
+    }
+    assert!(stderr.contains("6 succeeded, 2 failed, 3 skipped"), "{stderr}");
+    // The diagnostics are printed as `pipe compile` prints them, at the user's file.
+    assert!(stderr.contains("models/silver/slv_orders.sql"), "{stderr}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("target/run_results.json")).unwrap()).unwrap();
+    let code_of = |name: &str| {
+        let result = results["results"].as_array().unwrap().iter().find(|r| r["name"] == name).unwrap();
+        result["code"].as_str().unwrap_or_default().to_string()
+    };
+    assert_eq!(code_of("slv_orders"), "P0202", "an undefined macro");
+    assert_eq!(code_of("gld_funnel"), "P0304", "a query that does not plan");
+    assert!(root.join("warehouse/silver/slv_customers/_delta_log").exists(), "an unrelated model was built");
+    assert!(!root.join("warehouse/silver/slv_orders").exists(), "the broken model wrote nothing");
+
+    // `pipe compile` reports both and fails; a selection that needs neither builds and succeeds.
+    assert_eq!(pipe(root, &["compile"]).status.code(), Some(1));
+    let selected = pipe(root, &["build", "-s", "slv_customers+"]);
+    let stderr = text(&selected.stderr);
+    assert_eq!(selected.status.code(), Some(1), "gld_customer_lifetime reads slv_orders: {stderr}");
+    let unrelated = pipe(root, &["build", "-s", "+slv_events"]);
+    assert_eq!(unrelated.status.code(), Some(0), "{}", text(&unrelated.stderr));
+}

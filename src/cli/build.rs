@@ -219,7 +219,7 @@ pub(super) struct Backfill {
 }
 
 pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill>) -> anyhow::Result<ExitCode> {
-    let (mut compilation, manifest) = match compile_reported_with(&args.project, true)? {
+    let (mut compilation, manifest) = match compile_reported_with(&args.project, true, true)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };

@@ -388,20 +388,38 @@ fn plan_cache_path(args: &ProjectArgs) -> PathBuf {
 
 /// Compiles and reports diagnostics; `Err(exit code)` when the compile failed.
 fn compile_reported(args: &ProjectArgs) -> anyhow::Result<Result<(Compilation, Manifest), ExitCode>> {
-    compile_reported_with(args, false)
+    compile_reported_with(args, false, false)
 }
 
 /// [`compile_reported`], keeping the models' logical plans for a build to execute when `keep_plans`.
+/// Compiles and reports the diagnostics. With `partial` (a build), models that did not compile do not stop the
+/// command: the manifest lists them (`compile_errors`), and the build fails them and skips their descendants.
 fn compile_reported_with(
     args: &ProjectArgs,
     keep_plans: bool,
+    partial: bool,
 ) -> anyhow::Result<Result<(Compilation, Manifest), ExitCode>> {
     let options = CompileOptions { keep_plans, ..compile_options(args)? };
     let mut compilation = compile(&args.project_dir, &options);
     let sources = compilation.sources();
-    let failed = report(&compilation.diagnostics, sources, args.diagnostics, Some("compile"));
+    let partial = partial && compilation.partial.is_some();
+    let summary = if partial { None } else { Some("compile") };
+    let failed = report(&compilation.diagnostics, sources, args.diagnostics, summary);
+    if partial {
+        compilation.manifest = compilation.partial.take();
+    }
+    if let (true, Some(manifest)) = (partial, &compilation.manifest) {
+        let names: Vec<&str> = manifest.compile_errors.keys().filter_map(|id| id.rsplit('.').next()).collect();
+        if !names.is_empty() {
+            eprintln!(
+                "warning: {} model(s) did not compile ({}): they and the models downstream of them are not built; everything else is",
+                names.len(),
+                names.join(", ")
+            );
+        }
+    }
     match compilation.manifest.take() {
-        Some(manifest) if !failed => {
+        Some(manifest) if !failed || partial => {
             if args.plan() {
                 let path = plan_cache_path(args);
                 if let Some(parent) = path.parent() {

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::diagnostics::{has_errors, sort_diagnostics, Code, Diagnostic, FileId, SourceFile};
+use crate::diagnostics::{sort_diagnostics, Code, Diagnostic, FileId, SourceFile};
 use crate::graph::{Dag, NodeId};
 use crate::manifest::{self, Manifest, Node, NodeKind, SourceNode};
 use crate::project::{self, ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ModelFile, Project};
@@ -57,6 +57,9 @@ pub struct Compilation {
     pub files: crate::diagnostics::SourceMap,
     /// Present when there are no errors.
     pub manifest: Option<Manifest>,
+    /// When every error belongs to a model (it did not render, parse, plan or check): the manifest with those
+    /// models in `compile_errors`, for a partial build that fails them, skips their descendants and builds the rest.
+    pub partial: Option<Manifest>,
     pub diagnostics: Vec<Diagnostic>,
     /// The planning results to keep for the next compile.
     pub plan_cache: PlanCache,
@@ -106,6 +109,7 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
                 project: None,
                 files,
                 manifest: None,
+                partial: None,
                 diagnostics,
                 plan_cache,
                 plan_stats,
@@ -123,16 +127,28 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
     if let (Some(manifest), true) = (manifest.as_mut(), options.plan) {
         let cache = &options.plan_cache;
         let kept = options.keep_plans.then_some(&mut plans);
+        manifest.compile_errors = compile_errors(&diagnostics);
         (plan_cache, plan_stats) =
             plan::plan_manifest(root, manifest, &origins, &project.files, cache, kept, &mut diagnostics);
         check_contracts(manifest, &origins, &mut diagnostics);
     }
+    // Planning and contract errors are the models' too; an error that belongs to no node stops the project.
+    let ids = Ids { project: &project.config.name };
+    attribute_to_models(&project, &ids, &mut diagnostics);
     sort_diagnostics(&mut diagnostics, &project.files);
-    let manifest = if has_errors(&diagnostics) { None } else { manifest };
+    let (manifest, partial) = match manifest {
+        Some(manifest) if !diagnostics.iter().any(Diagnostic::is_error) => (Some(manifest), None),
+        Some(mut manifest) if !blocks_project(&diagnostics) => {
+            manifest.compile_errors = compile_errors(&diagnostics);
+            (None, Some(manifest))
+        }
+        _ => (None, None),
+    };
     Compilation {
         project: Some(project),
         files: Default::default(),
         manifest,
+        partial,
         diagnostics,
         plan_cache,
         plan_stats,
@@ -301,6 +317,9 @@ fn build_manifest(
                 if !(macros_broken && diagnostic.code == Code::JinjaUndefined) {
                     diagnostics.push(diagnostic);
                 }
+                // The model stays in the graph (its dependents' refs name it) as a node that failed to compile.
+                let node = failed_model_node(project, &ids, &context, model);
+                nodes.insert(node.unique_id.clone(), node);
                 continue;
             }
         };
@@ -329,15 +348,18 @@ fn build_manifest(
     }
     let sources = source_nodes(project, &ids, diagnostics);
 
-    // Graph checks: cycles and medallion layer rules.
+    // Graph checks: cycles and medallion layer rules. A cycle leaves no order to build in: it stops the compile.
     let dag = Dag::new(table.len(), edges.iter().filter_map(|(a, b)| Some((*index.get(a)?, *index.get(b)?))));
+    let mut cyclic = false;
     for cycle in dag.cycles(|n| table[n.index()].clone()) {
         diagnostics.push(checks::cycle_diagnostic(&cycle, &table, &nodes, &edge_spans));
+        cyclic = true;
     }
     if project.config.layer_rules != LayerRules::Off {
         checks::check_layers(project, &nodes, &sources, &edges, &edge_spans, diagnostics);
     }
-    if has_errors(diagnostics) {
+    attribute_to_models(project, &ids, diagnostics);
+    if cyclic || blocks_project(diagnostics) {
         return None;
     }
 
@@ -358,9 +380,78 @@ fn build_manifest(
         edges: edges.into_iter().collect(),
         order,
         tests: BTreeMap::new(),
+        compile_errors: BTreeMap::new(),
     };
+    let before = diagnostics.len();
     manifest.tests = crate::compile::define::test_nodes(project, &manifest, &renderer, &context, diagnostics);
+    // A test that cannot be defined is left out; it does not stop the models from building.
+    for diagnostic in &mut diagnostics[before..] {
+        diagnostic.node.get_or_insert_with(|| "test".to_string());
+    }
     Some(manifest)
+}
+
+/// Marks each error whose primary label is in a model's file as that model's: it fails the model, not the project.
+fn attribute_to_models(project: &Project, ids: &Ids<'_>, diagnostics: &mut [Diagnostic]) {
+    let by_file: HashMap<FileId, String> = project.models.iter().map(|m| (m.file, ids.model(&m.name))).collect();
+    for diagnostic in diagnostics.iter_mut().filter(|d| d.is_error() && d.node.is_none()) {
+        if let Some(id) = diagnostic.primary.as_ref().and_then(|label| by_file.get(&label.file)) {
+            diagnostic.node = Some(id.clone());
+        }
+    }
+}
+
+/// Whether an error belongs to no node (a broken project file, a cycle, a bad seed or source): then nothing builds.
+fn blocks_project(diagnostics: &[Diagnostic]) -> bool {
+    diagnostics.iter().any(|d| d.is_error() && d.node.is_none())
+}
+
+/// Per model, its first error: what the build reports for it.
+fn compile_errors(diagnostics: &[Diagnostic]) -> BTreeMap<String, manifest::CompileError> {
+    let mut errors = BTreeMap::new();
+    for diagnostic in diagnostics.iter().filter(|d| d.is_error()) {
+        let Some(id) = diagnostic.node.as_ref().filter(|id| id.starts_with("model.")) else { continue };
+        errors.entry(id.clone()).or_insert_with(|| manifest::CompileError {
+            code: diagnostic.code.id().to_string(),
+            message: diagnostic.message.clone(),
+        });
+    }
+    errors
+}
+
+/// A model that failed to render or parse, as a node: its relation (so its dependents' refs resolve), no SQL and
+/// no dependencies known; `compile_errors` says why it does not build.
+fn failed_model_node(project: &Project, ids: &Ids<'_>, context: &RenderContext, model: &ModelFile) -> Node {
+    let config = model.config.clone();
+    let layer = layer_of(model, &config);
+    let (settings, _) = crate::project::ModelSettings::parse(&model.name, &config);
+    let properties = model.properties.clone().unwrap_or_default();
+    Node {
+        unique_id: ids.model(&model.name),
+        name: model.name.clone(),
+        resource_type: NodeKind::Model,
+        layer,
+        path: model.path.clone(),
+        schema: schema_of(&config, layer),
+        relation: context.relations.get(&model.name).cloned().unwrap_or_default(),
+        materialized: config
+            .str_value("materialized")
+            .and_then(Materialization::parse)
+            .unwrap_or(Materialization::View),
+        tags: config.tags(),
+        description: properties.description.clone(),
+        raw_sql: project.files.get(model.file).text.to_string(),
+        compiled_sql: String::new(),
+        compiled_sql_incremental: None,
+        columns: columns_of(&properties.columns),
+        planned_columns: None,
+        depends_on: manifest::DependsOn::default(),
+        tests: properties.tests.iter().chain(&properties.data_tests).cloned().collect(),
+        constraints: properties.constraints.clone(),
+        checksum: hex(&Sha256::digest(project.files.get(model.file).text.as_bytes())),
+        config,
+        settings,
+    }
 }
 
 /// Enabled models, first file per name; a second file with the same name is an error naming both.

@@ -185,7 +185,8 @@ pub(crate) fn plan_manifest(
     let mut levels: Vec<Vec<String>> = Vec::new();
     for id in &manifest.order {
         let Some(node) = manifest.nodes.get(id) else { continue };
-        if node.resource_type != NodeKind::Model {
+        // A model that did not compile is not planned (nor, having no schema, its dependents).
+        if node.resource_type != NodeKind::Model || manifest.compile_errors.contains_key(id) {
             continue;
         }
         let depth = node.depends_on.nodes.iter().filter_map(|up| level.get(up.as_str())).max().map_or(0, |d| d + 1);

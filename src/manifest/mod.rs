@@ -34,6 +34,10 @@ pub struct Manifest {
     /// Data tests by unique id (`test.<project>.<name>`).
     #[serde(default)]
     pub tests: BTreeMap<String, TestNode>,
+    /// Models that did not compile (render, parse, plan, config), by unique id, with the first error: the build
+    /// fails them and skips their descendants, and builds everything else.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub compile_errors: BTreeMap<String, CompileError>,
 }
 
 /// What a failing test does to the build.
@@ -120,6 +124,13 @@ impl<'de> Deserialize<'de> for Threshold {
         let text = String::deserialize(deserializer)?;
         Threshold::parse(&text).ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a threshold")))
     }
+}
+
+/// Why a model did not compile: its first error's code and message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileError {
+    pub code: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -566,6 +566,11 @@ async fn run_node(
     file_source: Option<&crate::manifest::SourceNode>,
 ) -> NodeResult {
     let started = Instant::now();
+    if let Some(error) = shared.manifest.compile_errors.get(&node.unique_id) {
+        let code = Code::from_str_any(&error.code).unwrap_or(Code::PlanError);
+        let message = format!("did not compile: {}", error.message);
+        return NodeResult::error(node, code, message, started.elapsed());
+    }
     if let Some(message) = failed_source {
         return NodeResult::error(node, Code::SourceFailed, message, started.elapsed());
     }

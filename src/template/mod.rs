@@ -228,8 +228,88 @@ impl Renderer {
             .or_else(|| err.line().map(|l| file.offset_of(l, 1)..file.offset_of(l, 1)))
             .unwrap_or(0..0);
         let span_text = file.text.get(span.clone()).unwrap_or("").trim().to_string();
+        // `adapter.dispatch(...)`, `dbt_utils.star(...)`: a method called on a name that is not defined. The error
+        // points at the method; the name is the identifier before the dot.
+        if let Some(method) = err.detail().and_then(|d| d.strip_prefix("undefined has no method named ")) {
+            let before = file.text.get(..span.start).unwrap_or("").trim_end_matches('.');
+            let receiver: String = before
+                .chars()
+                .rev()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if !receiver.is_empty() {
+                let ident = format!("{receiver}.{}", method.trim());
+                if let Some(diagnostic) = not_supported(&ident, file_id, span.clone(), &self.macros) {
+                    return diagnostic;
+                }
+            }
+        }
         template_error(err, file_id, span, &span_text, &self.macros)
     }
+}
+
+/// Names of dbt's Jinja context that pipe does not define (yet): using one is "not supported", not a typo.
+const DBT_CONTEXT: &[&str] = &[
+    "adapter",
+    "run_query",
+    "statement",
+    "load_result",
+    "exceptions",
+    "modules",
+    "api",
+    "graph",
+    "execute",
+    "flags",
+    "builtins",
+    "fromjson",
+    "tojson",
+    "fromyaml",
+    "toyaml",
+    "zip",
+    "local_md5",
+    "return",
+    "dbt",
+    "should_full_refresh",
+    "model",
+    "project_name",
+    "selected_resources",
+    "invocation_args_dict",
+    "store_result",
+    "load_relation",
+    "set_sql_header",
+    "dispatch",
+    "context",
+    "database",
+    "schema",
+];
+
+/// The diagnostic for a name of dbt's Jinja context, or a package's macro, that pipe does not have: "not supported",
+/// never "undefined" (which reads as the user's typo). `None` for any other name.
+fn not_supported(ident: &str, file_id: FileId, span: Range<usize>, macros: &MacroSet) -> Option<Diagnostic> {
+    let head = ident.split('.').next().unwrap_or_default();
+    if DBT_CONTEXT.contains(&head) {
+        return Some(
+            Diagnostic::error(Code::NotSupported, format!("`{ident}` is not supported by pipe yet"))
+                .with_primary(file_id, span, "dbt's Jinja context has this; pipe's does not")
+                .with_note("this model does not build; the rest of the project does (a partial build)")
+                .with_help("write the SQL it would produce, or a macro under `macros/` that does"),
+        );
+    }
+    if ident.contains('.') && !head.is_empty() && !macros.names().any(|m| m == head) {
+        return Some(
+            Diagnostic::error(
+                Code::NotSupported,
+                format!("`{ident}` comes from the package `{head}`, and packages are not supported by pipe yet"),
+            )
+            .with_primary(file_id, span, "a package's macro")
+            .with_note("this model does not build; the rest of the project does (a partial build)")
+            .with_help(format!("copy the macro into `macros/` and call it as `{}`", &ident[head.len() + 1..])),
+        );
+    }
+    None
 }
 
 /// Turns a minijinja error into a diagnostic at `span`, naming what is undefined when it can.
@@ -268,6 +348,9 @@ fn template_error(
                 return Diagnostic::error(Code::JinjaUndefined, detail)
                     .with_primary(file_id, span, "used here")
                     .with_help("set the environment variable or give `env_var()` a default");
+            }
+            if let Some(diagnostic) = not_supported(&ident, file_id, span.clone(), macros) {
+                return diagnostic;
             }
             let what = if ident.is_empty() { "value".to_string() } else { format!("`{ident}`") };
             let mut diag = Diagnostic::error(Code::JinjaUndefined, format!("undefined {what} in template"))

@@ -485,6 +485,7 @@ fn render_models<'p>(
     let mut context = RenderContext {
         relations: BTreeMap::new(),
         sources: project.sources.iter().map(|s| (s.source_name.clone(), s.table_name.clone())).collect(),
+        source_relations: BTreeMap::new(),
         vars: project.config.vars.clone(),
         env_vars: options.env_vars.clone(),
         run_started_at: options.run_started_at.clone(),
@@ -495,6 +496,15 @@ fn render_models<'p>(
     for seed in &project.seeds {
         let schema = seed.config.str_value("schema").unwrap_or("seeds");
         context.relations.insert(seed.name.clone(), format!("{schema}.{}", seed.name));
+    }
+    // A source table with no files of its own that names a seed (dbt projects load raw data as seeds and read it
+    // through `source()`): `source()` renders to the seed's relation, and the model depends on the seed.
+    for source in project.sources.iter().filter(|s| s.path.is_none()) {
+        let identifier = source.identifier.as_deref().unwrap_or(&source.table_name);
+        if let Some(seed) = project.seeds.iter().find(|seed| seed.name == identifier) {
+            let key = (source.source_name.clone(), source.table_name.clone());
+            context.source_relations.insert(key, context.relations[&seed.name].clone());
+        }
     }
     for model in &models {
         let layer = layer_of(model, &model.config);
@@ -578,7 +588,16 @@ fn resolve_dependencies(
         let span = dep.span.clone().unwrap_or(0..0);
         let relation = format!("{source_name}.{table}");
         found.read_relations.insert(relation.to_lowercase());
-        if context.sources.contains(&(source_name.clone(), table.clone())) {
+        let key = (source_name.clone(), table.clone());
+        if let Some(seed_relation) = context.source_relations.get(&key) {
+            // A source that is a seed: the model reads (and is ordered after) the seed.
+            let seed = project.seeds.iter().find(|s| context.relations.get(&s.name) == Some(seed_relation));
+            if let Some(seed) = seed {
+                found.read_relations.insert(seed_relation.to_lowercase());
+                found.spans.push((ids.seed(&seed.name), (model.file, span.clone())));
+                found.depends_on.insert(ids.seed(&seed.name));
+            }
+        } else if context.sources.contains(&key) {
             let upstream = ids.source(source_name, table);
             found.spans.push((upstream.clone(), (model.file, span)));
             found.depends_on.insert(upstream);
@@ -745,6 +764,12 @@ fn source_nodes(project: &Project, ids: &Ids<'_>, diagnostics: &mut Vec<Diagnost
             path: s.path.clone(),
             options: s.options.clone(),
             settings,
+            seed: s
+                .path
+                .is_none()
+                .then(|| s.identifier.as_deref().unwrap_or(&s.table_name))
+                .and_then(|identifier| project.seeds.iter().find(|seed| seed.name == identifier))
+                .map(|seed| ids.seed(&seed.name)),
             description: s.description.clone(),
             columns: columns_of(&s.columns),
             planned_columns: None,

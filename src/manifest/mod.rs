@@ -244,6 +244,10 @@ pub struct SourceNode {
     pub options: BTreeMap<String, Value>,
     /// The reading options among them, typed at compile: what the build reads.
     pub settings: crate::project::SourceSettings,
+    /// A source table with no files that names a seed (by its `identifier` or name): the seed's unique id. Models
+    /// read the seed's relation through `source()` and are built after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
     pub description: Option<String>,
     pub columns: BTreeMap<String, Column>,
     /// Columns read from the files with declared types applied; `None` when the files could not be read.

@@ -107,6 +107,8 @@ impl SourceFormat {
 pub struct SourceDef {
     pub source_name: String,
     pub table_name: String,
+    /// The table's name in the warehouse when it differs from `table_name` (dbt's `identifier`).
+    pub identifier: Option<String>,
     pub description: Option<String>,
     pub format: Option<SourceFormat>,
     pub path: Option<String>,
@@ -495,6 +497,7 @@ fn source_def(
     SourceDef {
         source_name: source.name.clone(),
         table_name: table.name,
+        identifier: table.identifier,
         description: table.description,
         format,
         path,

@@ -165,7 +165,7 @@ pub async fn open_session(
     let warehouse = Warehouse::open(&project_root.join(&manifest.project.warehouse))?;
     let ctx = session::new_session(manifest, memory_limit)?;
     let mut source_errors = BTreeMap::new();
-    for source in manifest.sources.values() {
+    for source in manifest.sources.values().filter(|s| s.seed.is_none()) {
         if let Err(err) = sources::register_source(&ctx, project_root, source).await {
             source_errors.insert(source.unique_id.clone(), err.to_string());
         }
@@ -199,6 +199,13 @@ pub async fn open_session(
                     Arc::new(ViewTable::new(frame.logical_plan().clone(), Some(sql))),
                 )?;
             }
+        }
+    }
+    // A source that is a seed is also readable under its own name (`pipe query "select * from raw.customers"`).
+    for source in manifest.sources.values() {
+        let Some(seed) = source.seed.as_ref().and_then(|id| manifest.nodes.get(id)) else { continue };
+        if let Ok(provider) = ctx.table_provider(seed.relation.as_str()).await {
+            ctx.register_table(source.relation.as_str(), provider)?;
         }
     }
     // Rows bronze ingestion set aside for breaking a source contract.

@@ -38,6 +38,9 @@ pub struct RenderContext {
     pub relations: BTreeMap<String, String>,
     /// Declared source tables, as (source, table).
     pub sources: BTreeSet<(String, String)>,
+    /// Source tables that are another node's relation (a seed loaded into the warehouse): what `source()` renders
+    /// to for them, instead of `<source>.<table>`.
+    pub source_relations: BTreeMap<(String, String), String>,
     pub vars: BTreeMap<String, Value>,
     pub env_vars: BTreeMap<String, String>,
     pub run_started_at: String,
@@ -396,8 +399,8 @@ fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContex
     let cx = Arc::clone(context);
     env.add_function("source", move |source: String, table: String| -> JValue {
         with_capture(|c| c.sources.push((source.clone(), table.clone())));
-        let _ = &cx;
-        JValue::from_safe_string(format!("{source}.{table}"))
+        let relation = cx.source_relations.get(&(source.clone(), table.clone())).cloned();
+        JValue::from_safe_string(relation.unwrap_or_else(|| format!("{source}.{table}")))
     });
     env.add_function("config", |args: Rest<JValue>, kwargs: Kwargs| -> Result<String, minijinja::Error> {
         let mut config = ConfigMap::new();

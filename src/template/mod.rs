@@ -9,6 +9,7 @@
 //! **Architecture invariant:** this stage never touches DataFusion or the warehouse.
 
 mod calls;
+mod dbt;
 mod macros;
 mod offsets;
 
@@ -148,6 +149,7 @@ impl Renderer {
             diagnostics.push(macros.diagnostic_for(&err, macro_files));
         }
         register_functions(&mut env, &context);
+        dbt::register(&mut env);
         (Renderer { env, macros }, diagnostics)
     }
 

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::arrow::record_batch::RecordBatch;
+
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::physical_plan::execute_stream_partitioned;
 use datafusion::prelude::{cast, col, DataFrame};
@@ -67,8 +69,9 @@ pub(super) async fn overwrite(
     let plan = frame.create_physical_plan().await.map_err(|e| RunError::query(name, e))?;
     let streams = execute_stream_partitioned(plan, cx.session.task_ctx()).map_err(|e| RunError::query(name, e))?;
     let store = table.log_store().object_store(None);
+    let target = Arc::new(target);
     let config = WriterConfig::new(
-        Arc::new(target),
+        Arc::clone(&target),
         Vec::new(),
         Some(super::writer_properties(cx.node)),
         None,
@@ -80,12 +83,19 @@ pub(super) async fn overwrite(
     let mut writers = tokio::task::JoinSet::new();
     for mut stream in streams {
         let (store, config, rows) = (store.clone(), config.clone(), Arc::clone(&rows));
-        let model = name.clone();
+        let (model, target) = (name.clone(), Arc::clone(&target));
         writers.spawn(async move {
             let mut writer = DeltaWriter::new(store, config);
             while let Some(batch) = stream.next().await {
                 // The query failed (reading its input, computing a row): a query error, not a write error.
                 let batch = batch.map_err(|e| RunError::query(&model, e))?;
+                // The executed plan may say a column cannot be null where the planned schema says it can
+                // (`split_part` of literals): the batch takes the table's schema, whose columns are the same.
+                let batch = match batch.schema() == target {
+                    true => batch,
+                    false => RecordBatch::try_new(Arc::clone(&target), batch.columns().to_vec())
+                        .map_err(|e| RunError::FileWrite(e.to_string()))?,
+                };
                 rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 writer
                     .write(&batch)

@@ -1,0 +1,238 @@
+//! dbt's cross-database macros, rendered as SQL DataFusion runs with dbt's meaning: under `dbt.` (`{{
+//! dbt.dateadd('day', 1, 'order_date') }}`) and as bare names (`{{ dateadd(...) }}`), as dbt has both. A project
+//! macro of the same name wins over the bare name, as in dbt. Arguments are SQL expressions as text, the way dbt
+//! passes them (`'order_date'` is the column, `"'a,b'"` a string literal).
+//!
+//! Semantics follow dbt's `default__` implementations (and dbt-postgres where the default is adapter-specific):
+//! `concat` is `||` (null in, null out), `datediff` counts the `datepart` boundaries crossed, `safe_cast` is a cast
+//! that gives null, `hash` is the md5 of the text, `position` is 1-based.
+
+use std::collections::BTreeMap;
+
+use minijinja::value::{Kwargs, Value as JValue};
+use minijinja::{Error, ErrorKind};
+
+/// A date part dbt's macros take: checked, so nothing else reaches the SQL.
+fn datepart(text: &JValue) -> Result<String, Error> {
+    let part = text.to_string().trim().trim_matches('\'').to_ascii_lowercase();
+    match part.as_str() {
+        "second" | "minute" | "hour" | "day" | "week" | "month" | "quarter" | "year" => Ok(part),
+        _ => Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("`{part}` is not a date part (second, minute, hour, day, week, month, quarter, year)"),
+        )),
+    }
+}
+
+fn sql(value: &JValue) -> String {
+    value.to_string()
+}
+
+fn date_trunc(part: JValue, date: JValue) -> Result<String, Error> {
+    Ok(format!("date_trunc('{}', {})", datepart(&part)?, sql(&date)))
+}
+
+fn dateadd(part: JValue, interval: JValue, from: JValue) -> Result<String, Error> {
+    let part = datepart(&part)?;
+    let (part, interval) = match part.as_str() {
+        "quarter" => ("month".to_string(), format!("({}) * 3", sql(&interval))),
+        _ => (part, sql(&interval)),
+    };
+    Ok(format!("({} + cast(concat(cast({interval} as varchar), ' {part}') as interval))", sql(&from)))
+}
+
+/// dbt's `datediff(first, second, part)`: how many `part` boundaries lie between `first` and `second`.
+fn datediff(first: JValue, second: JValue, part: JValue) -> Result<String, Error> {
+    let (first, second) = (sql(&first), sql(&second));
+    let part = datepart(&part)?;
+    let year = |e: &str| format!("extract(year from {e})");
+    Ok(match part.as_str() {
+        "year" => format!("cast({} - {} as bigint)", year(&second), year(&first)),
+        "quarter" | "month" => {
+            let unit = if part == "month" { "month" } else { "quarter" };
+            let per_year = if part == "month" { 12 } else { 4 };
+            format!(
+                "cast(({} - {}) * {per_year} + extract({unit} from {second}) - extract({unit} from {first}) as bigint)",
+                year(&second),
+                year(&first)
+            )
+        }
+        _ => {
+            let seconds = match part.as_str() {
+                "week" => 604_800,
+                "day" => 86_400,
+                "hour" => 3_600,
+                "minute" => 60,
+                _ => 1,
+            };
+            let epoch = |e: &str| format!("extract(epoch from date_trunc('{part}', cast({e} as timestamp)))");
+            format!("cast(({} - {}) / {seconds} as bigint)", epoch(&second), epoch(&first))
+        }
+    })
+}
+
+fn last_day(date: JValue, part: JValue) -> Result<String, Error> {
+    let part = datepart(&part)?;
+    Ok(format!("cast(date_trunc('{part}', {}) + interval '1 {part}' - interval '1 day' as date)", sql(&date)))
+}
+
+fn safe_cast(field: JValue, data_type: JValue) -> String {
+    format!("try_cast({} as {})", sql(&field), sql(&data_type))
+}
+
+fn cast_bool_to_text(field: JValue) -> String {
+    format!("cast({} as varchar)", sql(&field))
+}
+
+fn concat(fields: JValue) -> Result<String, Error> {
+    let items: Vec<String> = fields.try_iter()?.map(|f| sql(&f)).collect();
+    Ok(items.join(" || "))
+}
+
+fn hash(field: JValue) -> String {
+    format!("md5(cast({} as varchar))", sql(&field))
+}
+
+fn split_part(text: JValue, delimiter: JValue, part: JValue) -> String {
+    format!("split_part({}, {}, {})", sql(&text), sql(&delimiter), sql(&part))
+}
+
+fn replace(field: JValue, old: JValue, new: JValue) -> String {
+    format!("replace({}, {}, {})", sql(&field), sql(&old), sql(&new))
+}
+
+fn length(expression: JValue) -> String {
+    format!("length({})", sql(&expression))
+}
+
+fn position(substring: JValue, text: JValue) -> String {
+    format!("strpos({}, {})", sql(&text), sql(&substring))
+}
+
+fn right(text: JValue, length: JValue) -> String {
+    format!("right({}, {})", sql(&text), sql(&length))
+}
+
+fn listagg(
+    measure: JValue,
+    delimiter: Option<JValue>,
+    order_by: Option<JValue>,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
+    let delimiter = delimiter.or_else(|| kwargs.get("delimiter_text").ok()).map_or("','".to_string(), |d| sql(&d));
+    let order_by: Option<JValue> = order_by.or_else(|| kwargs.get("order_by_clause").ok());
+    let limit: Option<JValue> = kwargs.get("limit_num").ok();
+    kwargs.assert_all_used()?;
+    if limit.is_some_and(|l| !l.is_none()) {
+        return Err(Error::new(ErrorKind::InvalidOperation, "`listagg` with `limit_num` is not supported by pipe yet"));
+    }
+    let order_by = order_by.filter(|o| !o.is_none()).map(|o| format!(" {}", sql(&o))).unwrap_or_default();
+    Ok(format!("string_agg({}, {delimiter}{order_by})", sql(&measure)))
+}
+
+fn escape_single_quotes(expression: JValue) -> String {
+    sql(&expression).replace('\'', "''")
+}
+
+fn string_literal(value: JValue) -> String {
+    format!("'{}'", escape_single_quotes(value))
+}
+
+fn any_value(expression: JValue) -> String {
+    format!("any_value({})", sql(&expression))
+}
+
+fn bool_or(expression: JValue) -> String {
+    format!("bool_or({})", sql(&expression))
+}
+
+fn array_construct(inputs: Option<JValue>, _data_type: Option<JValue>) -> Result<String, Error> {
+    let items: Vec<String> = match inputs {
+        Some(inputs) => inputs.try_iter()?.map(|i| sql(&i)).collect(),
+        None => Vec::new(),
+    };
+    Ok(format!("make_array({})", items.join(", ")))
+}
+
+fn array_append(array: JValue, element: JValue) -> String {
+    format!("array_append({}, {})", sql(&array), sql(&element))
+}
+
+fn array_concat(first: JValue, second: JValue) -> String {
+    format!("array_concat({}, {})", sql(&first), sql(&second))
+}
+
+/// The functions, by name: shared by the `dbt` namespace and the bare global names.
+pub(super) fn functions() -> BTreeMap<&'static str, JValue> {
+    let mut f: BTreeMap<&'static str, JValue> = BTreeMap::new();
+    f.insert("date_trunc", JValue::from_function(date_trunc));
+    f.insert("dateadd", JValue::from_function(dateadd));
+    f.insert("datediff", JValue::from_function(datediff));
+    f.insert("last_day", JValue::from_function(last_day));
+    f.insert("safe_cast", JValue::from_function(safe_cast));
+    f.insert("cast_bool_to_text", JValue::from_function(cast_bool_to_text));
+    f.insert("concat", JValue::from_function(concat));
+    f.insert("hash", JValue::from_function(hash));
+    f.insert("split_part", JValue::from_function(split_part));
+    f.insert("replace", JValue::from_function(replace));
+    f.insert("length", JValue::from_function(length));
+    f.insert("position", JValue::from_function(position));
+    f.insert("right", JValue::from_function(right));
+    f.insert("listagg", JValue::from_function(listagg));
+    f.insert("escape_single_quotes", JValue::from_function(escape_single_quotes));
+    f.insert("string_literal", JValue::from_function(string_literal));
+    f.insert("any_value", JValue::from_function(any_value));
+    f.insert("bool_or", JValue::from_function(bool_or));
+    f.insert("array_construct", JValue::from_function(array_construct));
+    f.insert("array_append", JValue::from_function(array_append));
+    f.insert("array_concat", JValue::from_function(array_concat));
+    let constant = |text: &'static str| JValue::from_function(move || text.to_string());
+    f.insert("current_timestamp", constant("now()"));
+    f.insert("current_timestamp_backcompat", constant("now()"));
+    f.insert("current_timestamp_in_utc_backcompat", constant("now()"));
+    f.insert("type_string", constant("varchar"));
+    f.insert("type_int", constant("int"));
+    f.insert("type_bigint", constant("bigint"));
+    f.insert("type_float", constant("double"));
+    f.insert("type_numeric", constant("numeric(28, 6)"));
+    f.insert("type_timestamp", constant("timestamp"));
+    f.insert("type_boolean", constant("boolean"));
+    f.insert("except", constant("except"));
+    f.insert("intersect", constant("intersect"));
+    f
+}
+
+/// Registers the `dbt` namespace and the bare names.
+pub(super) fn register(env: &mut minijinja::Environment<'static>) {
+    let functions = functions();
+    for (name, function) in &functions {
+        env.add_global(*name, function.clone());
+    }
+    env.add_global("dbt", JValue::from_iter(functions));
+}
+
+#[cfg(test)]
+mod tests {
+    fn render(template: &str) -> Result<String, minijinja::Error> {
+        let mut env = minijinja::Environment::new();
+        super::register(&mut env);
+        env.render_str(template, ())
+    }
+
+    #[test]
+    fn cross_database_macros_render_to_datafusion_sql() {
+        assert_eq!(render("{{ dbt.date_trunc('month', 'ordered_at') }}").unwrap(), "date_trunc('month', ordered_at)");
+        assert_eq!(
+            render("{{ dateadd('day', -1, 'ordered_at') }}").unwrap(),
+            "(ordered_at + cast(concat(cast(-1 as varchar), ' day') as interval))"
+        );
+        assert_eq!(render("{{ dbt.concat(['a', \"'-'\", 'b']) }}").unwrap(), "a || '-' || b");
+        assert_eq!(render("{{ dbt.type_string() }}").unwrap(), "varchar");
+        assert_eq!(render("{{ dbt.string_literal(\"it's\") }}").unwrap(), "'it''s'");
+        assert_eq!(
+            render("{{ dbt.listagg('name', \"', '\", 'order by name') }}").unwrap(),
+            "string_agg(name, ', ' order by name)"
+        );
+        assert!(render("{{ dbt.date_trunc('fortnight', 'x') }}").unwrap_err().to_string().contains("not a date part"));
+    }
+}

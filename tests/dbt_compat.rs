@@ -74,4 +74,6 @@ fn cross_database_macros_compute_what_dbt_computes() {
     assert_eq!(value("not_a_number"), "", "safe_cast gives null");
     assert_eq!(value("hashed"), "0cc175b9c0f1b6a831c399e269772661", "md5 of 'a'");
     assert_eq!((value("flag_text"), value("quoted")), ("true", "it's"));
+    // `config.get` reads the model's config as the project file sets it.
+    assert_eq!(value("materialized"), "table");
 }

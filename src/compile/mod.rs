@@ -215,7 +215,7 @@ fn render_and_parse(
             let file = project.files.get(model.file);
             let this = context.relations.get(&model.name).cloned().unwrap_or_default();
             let started = Instant::now();
-            let rendered = renderer.render_model(model.file, file, &this, context, macro_files)?;
+            let rendered = renderer.render_model_with(model.file, file, &this, &model.config, context, macro_files)?;
             let render_time = started.elapsed();
             let origin = SqlOrigin { file_id: model.file, file, offsets: &rendered.offsets };
             let analyzed = sql::analyze(&rendered.sql, &origin)?;

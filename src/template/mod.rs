@@ -80,6 +80,8 @@ struct Capture {
     refs: Vec<String>,
     sources: Vec<(String, String)>,
     config: ConfigMap,
+    /// The model's config from its folders and YAML, which `config.get` reads after what the render set.
+    base: ConfigMap,
     incremental: bool,
     called_is_incremental: bool,
 }
@@ -166,6 +168,19 @@ impl Renderer {
         context: &RenderContext,
         macro_files: &[(FileId, &SourceFile)],
     ) -> Result<RenderedModel, Diagnostic> {
+        self.render_model_with(file_id, file, this, &ConfigMap::new(), context, macro_files)
+    }
+
+    /// `render_model` for a model whose folder and YAML config is `base` (what `config.get` reads).
+    pub fn render_model_with(
+        &self,
+        file_id: FileId,
+        file: &SourceFile,
+        this: &str,
+        base: &ConfigMap,
+        context: &RenderContext,
+        macro_files: &[(FileId, &SourceFile)],
+    ) -> Result<RenderedModel, Diagnostic> {
         let raw: &str = &file.text;
         let used_macros = self.macros.used_by(raw);
         // The import goes on the first line, without a newline, so line numbers stay those of the file.
@@ -185,7 +200,8 @@ impl Renderer {
         };
         let render = |incremental: bool| -> Result<(String, Capture), minijinja::Error> {
             let _rendering = Rendering::start(&name);
-            CAPTURE.with(|c| *c.borrow_mut() = Some(Capture { incremental, ..Capture::default() }));
+            let capture = Capture { incremental, base: base.clone(), ..Capture::default() };
+            CAPTURE.with(|c| *c.borrow_mut() = Some(capture));
             let result = self.env.render_named_str(&name, &source, ctx.clone());
             let capture = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
             result.map(|sql| (sql, capture))
@@ -254,6 +270,84 @@ impl Renderer {
         }
         template_error(err, file_id, span, &span_text, &self.macros)
     }
+}
+
+/// `config`: called, it sets the model's config (`config(materialized='table')`); `config.get(key, default)`
+/// reads it (what this render set, else the folder and YAML config), and `config.require(key)` fails when it is
+/// not set, as in dbt.
+#[derive(Debug)]
+struct ConfigFunction;
+
+impl minijinja::value::Object for ConfigFunction {
+    fn call(self: &Arc<Self>, _state: &minijinja::State<'_, '_>, args: &[JValue]) -> Result<JValue, minijinja::Error> {
+        let (args, kwargs): (Rest<JValue>, Kwargs) = minijinja::value::from_args(args)?;
+        set_config(args, kwargs).map(JValue::from)
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        _state: &minijinja::State<'_, '_>,
+        method: &str,
+        args: &[JValue],
+    ) -> Result<JValue, minijinja::Error> {
+        let lookup = |key: &str| {
+            with_capture(|c| c.config.get(key).or_else(|| c.base.get(key)).cloned())
+                .flatten()
+                .map(JValue::from_serialize)
+        };
+        match method {
+            "get" => {
+                let (key, default): (String, Option<JValue>) = minijinja::value::from_args(args)?;
+                Ok(lookup(&key).or(default).unwrap_or(JValue::from(())))
+            }
+            "require" => {
+                let (key,): (String,) = minijinja::value::from_args(args)?;
+                lookup(&key).ok_or_else(|| {
+                    minijinja::Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("config `{key}` is required but not set"),
+                    )
+                })
+            }
+            other => Err(minijinja::Error::new(
+                ErrorKind::UnknownMethod,
+                format!("`config.{other}` is not supported by pipe; use `config.get` or `config.require`"),
+            )),
+        }
+    }
+}
+
+fn set_config(args: Rest<JValue>, kwargs: Kwargs) -> Result<String, minijinja::Error> {
+    let mut config = ConfigMap::new();
+    // `config({'materialized': 'table'})`: a mapping as the only positional argument.
+    match (args.first(), args.len()) {
+        (None, _) => {}
+        (Some(first), 1) if matches!(serde_json::to_value(first), Ok(Value::Object(_))) => {
+            if let Ok(Value::Object(map)) = serde_json::to_value(first) {
+                config.extend(map);
+            }
+        }
+        (Some(first), _) => {
+            return Err(minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "config() takes keyword arguments, like `config(materialized='table')`, or one mapping; it was given {first}"
+                ),
+            ))
+        }
+    }
+    for key in kwargs.args() {
+        let value: JValue = kwargs.get(key)?;
+        let json = serde_json::to_value(&value)
+            .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("config({key}=...): {e}")))?;
+        config.insert(key.to_string(), json);
+    }
+    with_capture(|c| {
+        for (key, value) in config {
+            crate::project::config::merge_config_key(&mut c.config, &key, value);
+        }
+    });
+    Ok(String::new())
 }
 
 /// Names of dbt's Jinja context that pipe does not define (yet): using one is "not supported", not a typo.
@@ -404,38 +498,7 @@ fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContex
         let relation = cx.source_relations.get(&(source.clone(), table.clone())).cloned();
         JValue::from_safe_string(relation.unwrap_or_else(|| format!("{source}.{table}")))
     });
-    env.add_function("config", |args: Rest<JValue>, kwargs: Kwargs| -> Result<String, minijinja::Error> {
-        let mut config = ConfigMap::new();
-        // `config({'materialized': 'table'})`: a mapping as the only positional argument.
-        match (args.first(), args.len()) {
-            (None, _) => {}
-            (Some(first), 1) if matches!(serde_json::to_value(first), Ok(Value::Object(_))) => {
-                if let Ok(Value::Object(map)) = serde_json::to_value(first) {
-                    config.extend(map);
-                }
-            }
-            (Some(first), _) => {
-                return Err(minijinja::Error::new(
-                    ErrorKind::InvalidOperation,
-                    format!(
-                        "config() takes keyword arguments, like `config(materialized='table')`, or one mapping; it was given {first}"
-                    ),
-                ))
-            }
-        }
-        for key in kwargs.args() {
-            let value: JValue = kwargs.get(key)?;
-            let json = serde_json::to_value(&value)
-                .map_err(|e| minijinja::Error::new(ErrorKind::InvalidOperation, format!("config({key}=...): {e}")))?;
-            config.insert(key.to_string(), json);
-        }
-        with_capture(|c| {
-            for (key, value) in config {
-                crate::project::config::merge_config_key(&mut c.config, &key, value);
-            }
-        });
-        Ok(String::new())
-    });
+    env.add_global("config", JValue::from_object(ConfigFunction));
     let cx = Arc::clone(context);
     env.add_function("var", move |name: String, default: Option<JValue>| -> Result<JValue, minijinja::Error> {
         match (cx.vars.get(&name), default) {

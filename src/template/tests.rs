@@ -61,3 +61,18 @@ fn syntax_error_points_into_the_model() {
     let span = err.primary.unwrap().span;
     assert!(span.start >= 9, "span {span:?} should be on line 2");
 }
+
+#[test]
+fn config_get_and_require_read_the_models_config() {
+    let rendered = render(
+        "{{ config(materialized='table') }}select '{{ config.get('materialized') }}' as m, '{{ config.get('missing', 'fallback') }}' as f, {{ config.get('missing') is none }} as n",
+        "",
+    )
+    .unwrap();
+    assert_eq!(
+        rendered.sql, "select 'table' as m, 'fallback' as f, True as n",
+        "Jinja renders booleans as Python does"
+    );
+    let err = render("select {{ config.require('unique_key') }}", "").unwrap_err();
+    assert!(err.message.contains("config `unique_key` is required but not set"), "{}", err.message);
+}

@@ -13,5 +13,6 @@ select
     {{ dbt.safe_cast("'x'", dbt.type_int()) }} as not_a_number,
     {{ dbt.hash("'a'") }} as hashed,
     {{ dbt.cast_bool_to_text('flag') }} as flag_text,
-    {{ dbt.string_literal("it's") }} as quoted
+    {{ dbt.string_literal("it's") }} as quoted,
+    '{{ config.get("materialized") }}' as materialized
 from {{ ref('raw_dates') }}

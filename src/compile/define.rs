@@ -503,6 +503,13 @@ fn singular_tests(
         depends.dedup();
         let config = serde_json::Map::from_iter(rendered.config.iter().map(|(k, v)| (k.clone(), v.clone())));
         let unique_id = format!("test.{project_name}.{}", file.name);
+        let mut threshold = |key: &str| {
+            threshold_config(&config, key).unwrap_or_else(|message| {
+                let message = format!("singular test `{}`: {message}", file.name);
+                diagnostics.push(Diagnostic::error(Code::InvalidConfig, message));
+                Threshold::default()
+            })
+        };
         tests.insert(
             unique_id.clone(),
             TestNode {
@@ -512,20 +519,8 @@ fn singular_tests(
                 attached_node: (depends.len() == 1).then(|| depends[0].clone()),
                 column_name: None,
                 severity: severity_of(&config),
-                warn_if: threshold_config(&config, "warn_if").unwrap_or_else(|message| {
-                    diagnostics.push(Diagnostic::error(
-                        Code::InvalidConfig,
-                        format!("singular test `{}`: {message}", file.name),
-                    ));
-                    Threshold::default()
-                }),
-                error_if: threshold_config(&config, "error_if").unwrap_or_else(|message| {
-                    diagnostics.push(Diagnostic::error(
-                        Code::InvalidConfig,
-                        format!("singular test `{}`: {message}", file.name),
-                    ));
-                    Threshold::default()
-                }),
+                warn_if: threshold("warn_if"),
+                error_if: threshold("error_if"),
                 store_failures: config.get("store_failures").and_then(Value::as_bool).unwrap_or(false),
                 compiled_sql: rendered.sql.trim().trim_end_matches(';').to_string(),
                 depends_on: DependsOn {

@@ -422,9 +422,22 @@ fn compile_errors(diagnostics: &[Diagnostic]) -> BTreeMap<String, manifest::Comp
 /// A model that failed to render or parse, as a node: its relation (so its dependents' refs resolve), no SQL and
 /// no dependencies known; `compile_errors` says why it does not build.
 fn failed_model_node(project: &Project, ids: &Ids<'_>, context: &RenderContext, model: &ModelFile) -> Node {
-    let config = model.config.clone();
+    let (settings, _) = crate::project::ModelSettings::parse(&model.name, &model.config);
+    let checksum = hex(&Sha256::digest(project.files.get(model.file).text.as_bytes()));
+    model_node_base(project, ids, context, model, model.config.clone(), settings, checksum)
+}
+
+/// A model's node from its config, with no SQL or dependencies yet.
+fn model_node_base(
+    project: &Project,
+    ids: &Ids<'_>,
+    context: &RenderContext,
+    model: &ModelFile,
+    config: ConfigMap,
+    settings: crate::project::ModelSettings,
+    checksum: String,
+) -> Node {
     let layer = layer_of(model, &config);
-    let (settings, _) = crate::project::ModelSettings::parse(&model.name, &config);
     let properties = model.properties.clone().unwrap_or_default();
     Node {
         unique_id: ids.model(&model.name),
@@ -448,7 +461,7 @@ fn failed_model_node(project: &Project, ids: &Ids<'_>, context: &RenderContext, 
         depends_on: manifest::DependsOn::default(),
         tests: properties.tests.iter().chain(&properties.data_tests).cloned().collect(),
         constraints: properties.constraints.clone(),
-        checksum: hex(&Sha256::digest(project.files.get(model.file).text.as_bytes())),
+        checksum,
         config,
         settings,
     }
@@ -646,40 +659,16 @@ fn model_node(
     let (settings, problems) = crate::project::ModelSettings::parse(&model.name, &config);
     checks::check_config(model, &config, &settings, problems, diagnostics);
     checks::check_relation_names(model, &project.files.get(model.file).text, &config, diagnostics);
-    let layer = layer_of(model, &config);
-    let materialized =
-        config.str_value("materialized").and_then(Materialization::parse).unwrap_or(Materialization::View);
-    let properties = model.properties.clone().unwrap_or_default();
+    let checksum =
+        checksum(project.files.get(model.file).text.as_ref(), &config, &result.rendered.macros, renderer.macros());
     Node {
-        unique_id: ids.model(&model.name),
-        name: model.name.clone(),
-        resource_type: NodeKind::Model,
-        layer,
-        path: model.path.clone(),
-        schema: schema_of(&config, layer),
-        relation: context.relations.get(&model.name).cloned().unwrap_or_default(),
-        materialized,
-        tags: config.tags(),
-        description: properties.description.clone(),
-        raw_sql: project.files.get(model.file).text.to_string(),
         compiled_sql: result.rendered.sql.clone(),
         compiled_sql_incremental: result.rendered.sql_incremental.clone(),
-        columns: columns_of(&properties.columns),
-        planned_columns: None,
         depends_on: manifest::DependsOn {
             nodes: depends_on.into_iter().collect(),
             macros: result.rendered.macros.iter().map(|m| format!("macro.{}.{m}", ids.project)).collect(),
         },
-        tests: properties.tests.iter().chain(&properties.data_tests).cloned().collect(),
-        constraints: properties.constraints.clone(),
-        checksum: checksum(
-            project.files.get(model.file).text.as_ref(),
-            &config,
-            &result.rendered.macros,
-            renderer.macros(),
-        ),
-        config,
-        settings,
+        ..model_node_base(project, ids, context, model, config, settings, checksum)
     }
 }
 

@@ -202,13 +202,73 @@ pub(super) fn functions() -> BTreeMap<&'static str, JValue> {
     f
 }
 
-/// Registers the `dbt` namespace and the bare names.
+fn invalid(message: String) -> Error {
+    Error::new(ErrorKind::InvalidOperation, message)
+}
+
+/// dbt's `tojson(value)`.
+fn tojson(value: JValue) -> Result<String, Error> {
+    serde_json::to_string(&value).map_err(|e| invalid(format!("tojson: {e}")))
+}
+
+/// dbt's `fromjson(text)`: the value, or an error naming what does not parse.
+fn fromjson(text: String) -> Result<JValue, Error> {
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| invalid(format!("fromjson: `{text}` is not JSON: {e}")))?;
+    Ok(JValue::from_serialize(value))
+}
+
+/// dbt's `fromyaml(text)`.
+fn fromyaml(text: String) -> Result<JValue, Error> {
+    let value: serde_json::Value =
+        serde_saphyr::from_str(&text).map_err(|e| invalid(format!("fromyaml: not YAML: {e}")))?;
+    Ok(JValue::from_serialize(value))
+}
+
+/// Python's `zip(*lists)`: lists of the items at each position, as long as the shortest list.
+fn zip(lists: minijinja::value::Rest<JValue>) -> Result<JValue, Error> {
+    let lists: Vec<Vec<JValue>> =
+        lists.iter().map(|l| l.try_iter().map(Iterator::collect)).collect::<Result<_, _>>()?;
+    let len = lists.iter().map(Vec::len).min().unwrap_or(0);
+    Ok(JValue::from(
+        (0..len).map(|i| JValue::from(lists.iter().map(|l| l[i].clone()).collect::<Vec<_>>())).collect::<Vec<_>>(),
+    ))
+}
+
+/// dbt's `set(items)`: the distinct items, in the order first seen.
+fn set(items: JValue) -> Result<JValue, Error> {
+    let mut seen: Vec<JValue> = Vec::new();
+    for item in items.try_iter()? {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    Ok(JValue::from(seen))
+}
+
+/// dbt's `exceptions.raise_compiler_error(message)`: the render fails with the message.
+fn raise_compiler_error(message: String) -> Result<String, Error> {
+    Err(invalid(format!("compilation error raised by the project: {message}")))
+}
+
+/// Registers the `dbt` namespace, the bare names and the parts of dbt's context that are plain functions
+/// (`tojson`, `fromjson`, `fromyaml`, `zip`, `set`, `exceptions.raise_compiler_error`, `exceptions.warn`).
 pub(super) fn register(env: &mut minijinja::Environment<'static>) {
     let functions = functions();
     for (name, function) in &functions {
         env.add_global(*name, function.clone());
     }
     env.add_global("dbt", JValue::from_iter(functions));
+    env.add_function("tojson", tojson);
+    env.add_function("fromjson", fromjson);
+    env.add_function("fromyaml", fromyaml);
+    env.add_function("zip", zip);
+    env.add_function("set", set);
+    let mut exceptions: BTreeMap<&str, JValue> = BTreeMap::new();
+    exceptions.insert("raise_compiler_error", JValue::from_function(raise_compiler_error));
+    // A warning from the project's macros does not stop the render (pipe does not print at render time).
+    exceptions.insert("warn", JValue::from_function(|_message: JValue| String::new()));
+    env.add_global("exceptions", JValue::from_iter(exceptions));
 }
 
 #[cfg(test)]
@@ -234,5 +294,21 @@ mod tests {
             "string_agg(name, ', ' order by name)"
         );
         assert!(render("{{ dbt.date_trunc('fortnight', 'x') }}").unwrap_err().to_string().contains("not a date part"));
+    }
+
+    #[test]
+    fn dbt_context_functions_behave_as_in_dbt() {
+        assert_eq!(render("{{ tojson({'a': [1, 2]}) }}").unwrap(), "{\"a\":[1,2]}");
+        assert_eq!(render("{{ fromjson('{\"k\": 3}')['k'] + 1 }}").unwrap(), "4");
+        assert_eq!(render("{{ fromyaml('a: [p, q]')['a'] | join(',') }}").unwrap(), "p,q");
+        assert_eq!(
+            render("{% for a, b in zip([1, 2, 3], ['x', 'y']) %}{{ a }}{{ b }} {% endfor %}").unwrap(),
+            "1x 2y "
+        );
+        assert_eq!(render("{{ set(['b', 'a', 'b']) | join(',') }}").unwrap(), "b,a");
+        let err = render("{{ exceptions.raise_compiler_error('no key given') }}").unwrap_err();
+        assert!(err.to_string().contains("no key given"), "{err}");
+        assert_eq!(render("{{ exceptions.warn('careful') }}ok").unwrap(), "ok");
+        assert!(render("{{ fromjson('{nope') }}").unwrap_err().to_string().contains("is not JSON"));
     }
 }

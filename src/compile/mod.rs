@@ -213,6 +213,16 @@ fn render_and_parse(
         .par_iter()
         .map(|model| {
             let file = project.files.get(model.file);
+            if model.python {
+                // A dbt Python model: a node that fails with why, so its descendants are skipped, not unknown refs.
+                return Err(Diagnostic::error(
+                    Code::NotSupported,
+                    format!("Python model `{}` is not supported by pipe yet", model.name),
+                )
+                .with_primary(model.file, 0..0, "a dbt Python model")
+                .with_note("this model does not build, nor the models downstream of it; the rest of the project does")
+                .with_help("write the model in SQL to build it with pipe"));
+            }
             let this = context.relations.get(&model.name).cloned().unwrap_or_default();
             let started = Instant::now();
             let rendered = renderer.render_model_with(model.file, file, &this, &model.config, context, macro_files)?;

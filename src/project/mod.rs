@@ -51,11 +51,13 @@ pub struct TestFile {
     pub path: String,
 }
 
-/// One `.sql` file under a model path.
+/// One `.sql` (or dbt Python `.py`) file under a model path.
 #[derive(Debug, Clone)]
 pub struct ModelFile {
     pub name: String,
     pub file: FileId,
+    /// A dbt Python model: pipe does not run these yet; it is a node that fails with "not supported".
+    pub python: bool,
     /// Path relative to the project root, with `/` separators.
     pub path: String,
     /// Folders between the model path and the file.
@@ -166,7 +168,7 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         return (Err(files), diagnostics);
     };
 
-    let model_entries = discover(root, &config.model_paths, &["sql"]);
+    let model_entries = discover(root, &config.model_paths, &["sql", "py"]);
     let yaml_entries = discover(root, &config.model_paths, &["yml", "yaml"]);
     let macro_entries = discover(root, &config.macro_paths, &["sql"]);
     let seed_entries = discover(root, &config.seed_paths, &["csv"]);
@@ -266,6 +268,7 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         models.push(ModelFile {
             name,
             file,
+            python: rel.ends_with(".py"),
             path: rel,
             folders,
             folder_layer,

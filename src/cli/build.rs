@@ -241,7 +241,7 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
         })
         .collect();
     // The schema registry: a breaking change to a model's columns stops the build before anything runs (and
-    // before a backfill's dry run or a watch starts); `run::build` checks it again for library callers.
+    // before a backfill's dry run or a watch starts).
     let warehouse_dir = args.project.project_dir.join(&manifest.project.warehouse);
     if !args.allow_breaking {
         let breaks = run::schema_gate(&manifest, &warehouse_dir, &selected);
@@ -282,16 +282,8 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
     if args.watch {
         return super::watch::watch(&cycle);
     }
-    match cycle.run(false) {
-        Ok(report) => Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS }),
-        Err(err) => match err.downcast_ref::<run::RunError>() {
-            Some(run::RunError::BreakingSchema { breaks }) => {
-                print_breaks(breaks);
-                Ok(ExitCode::from(1))
-            }
-            _ => Err(err),
-        },
-    }
+    let report = cycle.run(false)?;
+    Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// The schema gate's refusal, a model at a time, with what to do.
@@ -405,7 +397,8 @@ impl Cycle<'_> {
                 },
                 settle_interval: args.settle_interval(),
                 failpoints: super::failpoints(),
-                allow_breaking: args.allow_breaking,
+                // The gate ran above, before a dry run or a watch could start.
+                schema_gate: false,
                 register_schemas: !skip_unchanged,
             },
             target: Some(self.target),

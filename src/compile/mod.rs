@@ -276,6 +276,8 @@ struct Names<'p> {
     sources: Vec<String>,
     /// Relation (lowercase) -> model or seed name, for the hidden-dependency check.
     relations: BTreeMap<String, String>,
+    /// Source tables that are seeds (`seed_of`): `(source, table)` -> seed name.
+    source_seeds: BTreeMap<(String, String), String>,
 }
 
 /// What a model reads: its upstream unique ids, the relations its SQL may name (for hidden dependencies), and where
@@ -318,6 +320,11 @@ fn build_manifest(
         refs: models.iter().map(|m| m.name.as_str()).chain(project.seeds.iter().map(|s| s.name.as_str())).collect(),
         sources: project.sources.iter().map(|s| format!("{}.{}", s.source_name, s.table_name)).collect(),
         relations: context.relations.iter().map(|(name, relation)| (relation.to_lowercase(), name.clone())).collect(),
+        source_seeds: project
+            .sources
+            .iter()
+            .filter_map(|s| Some(((s.source_name.clone(), s.table_name.clone()), seed_of(project, s)?.name.clone())))
+            .collect(),
     };
     for (model, result) in models.iter().zip(results) {
         let result = match result {
@@ -477,6 +484,16 @@ fn model_node_base(
     }
 }
 
+/// The seed a source table is, when it has no files of its own and its `identifier` (else its name) names a seed:
+/// dbt projects load raw data as seeds and read it through `source()`.
+fn seed_of<'p>(project: &'p Project, source: &project::SourceDef) -> Option<&'p project::SeedFile> {
+    if source.path.is_some() {
+        return None;
+    }
+    let identifier = source.identifier.as_deref().unwrap_or(&source.table_name);
+    project.seeds.iter().find(|seed| seed.name == identifier)
+}
+
 /// Enabled models, first file per name; a second file with the same name is an error naming both.
 fn unique_models<'p>(project: &'p Project, diagnostics: &mut Vec<Diagnostic>) -> Vec<&'p ModelFile> {
     let mut by_name: BTreeMap<&str, &ModelFile> = BTreeMap::new();
@@ -522,9 +539,8 @@ fn render_models<'p>(
     }
     // A source table with no files of its own that names a seed (dbt projects load raw data as seeds and read it
     // through `source()`): `source()` renders to the seed's relation, and the model depends on the seed.
-    for source in project.sources.iter().filter(|s| s.path.is_none()) {
-        let identifier = source.identifier.as_deref().unwrap_or(&source.table_name);
-        if let Some(seed) = project.seeds.iter().find(|seed| seed.name == identifier) {
+    for source in &project.sources {
+        if let Some(seed) = seed_of(project, source) {
             let key = (source.source_name.clone(), source.table_name.clone());
             context.source_relations.insert(key, context.relations[&seed.name].clone());
         }
@@ -612,14 +628,13 @@ fn resolve_dependencies(
         let relation = format!("{source_name}.{table}");
         found.read_relations.insert(relation.to_lowercase());
         let key = (source_name.clone(), table.clone());
-        if let Some(seed_relation) = context.source_relations.get(&key) {
+        if let Some(seed) = names.source_seeds.get(&key) {
             // A source that is a seed: the model reads (and is ordered after) the seed.
-            let seed = project.seeds.iter().find(|s| context.relations.get(&s.name) == Some(seed_relation));
-            if let Some(seed) = seed {
+            if let Some(seed_relation) = context.relations.get(seed) {
                 found.read_relations.insert(seed_relation.to_lowercase());
-                found.spans.push((ids.seed(&seed.name), (model.file, span.clone())));
-                found.depends_on.insert(ids.seed(&seed.name));
             }
+            found.spans.push((ids.seed(seed), (model.file, span.clone())));
+            found.depends_on.insert(ids.seed(seed));
         } else if context.sources.contains(&key) {
             let upstream = ids.source(source_name, table);
             found.spans.push((upstream.clone(), (model.file, span)));
@@ -763,12 +778,7 @@ fn source_nodes(project: &Project, ids: &Ids<'_>, diagnostics: &mut Vec<Diagnost
             path: s.path.clone(),
             options: s.options.clone(),
             settings,
-            seed: s
-                .path
-                .is_none()
-                .then(|| s.identifier.as_deref().unwrap_or(&s.table_name))
-                .and_then(|identifier| project.seeds.iter().find(|seed| seed.name == identifier))
-                .map(|seed| ids.seed(&seed.name)),
+            seed: seed_of(project, s).map(|seed| ids.seed(&seed.name)),
             description: s.description.clone(),
             columns: columns_of(&s.columns),
             planned_columns: None,

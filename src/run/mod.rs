@@ -57,8 +57,10 @@ pub struct BuildOptions {
     /// `abort@<model>:before-commit` ends the process once the model's data files are written, before its commit;
     /// `abort@<model>:after-commit` right after its commit, before the run's results and history are written.
     pub failpoints: Vec<String>,
-    /// Build even when a model's columns break its `schema_compatibility` (`--allow-breaking`).
-    pub allow_breaking: bool,
+    /// Check the schema registry before running: a model whose columns break its `schema_compatibility` stops the
+    /// build (`run::schema_gate`). The CLI runs the gate itself, before a backfill's dry run or a watch starts,
+    /// and passes `false`.
+    pub schema_gate: bool,
     /// Register the built models' and the sources' schemas after the run (a one-off build; not each watch cycle).
     pub register_schemas: bool,
 }
@@ -268,8 +270,8 @@ impl BuildReport {
     }
 }
 
-/// The whole build: the schema gate (a breaking change to a model's columns stops it before anything runs, unless
-/// `allow_breaking`), the selected nodes in dependency order (`on_result` is told as each finishes), the anomaly
+/// The whole build: the schema gate (with `schema_gate`, a breaking change to a model's columns stops it before
+/// anything runs), the selected nodes in dependency order (`on_result` is told as each finishes), the anomaly
 /// pass against the run history (refusing results of models with `anomaly_severity: error`), `run_results.json`
 /// in `target`, the run appended to the history tables and, with `register_schemas`, the built models' and the
 /// sources' schemas registered.
@@ -279,15 +281,14 @@ pub async fn build(
 ) -> Result<BuildReport, RunError> {
     let manifest = request.manifest;
     let warehouse_dir = request.project_root.join(&manifest.project.warehouse);
-    if !request.options.allow_breaking {
+    if request.options.schema_gate {
         let breaks = schema_gate(manifest, &warehouse_dir, &request.selected);
         if !breaks.is_empty() {
             return Err(RunError::BreakingSchema { breaks });
         }
     }
-    let mut results = run_nodes(&request, on_result).await?;
+    let (mut results, warehouse) = run_nodes(&request, on_result).await?;
     let mut notices = Vec::new();
-    let warehouse = Warehouse::open(&warehouse_dir)?;
     let anomalies = match crate::quality::observe::detect(&warehouse, &results).await {
         Ok(anomalies) => anomalies,
         Err(err) => {
@@ -379,7 +380,7 @@ fn register_schemas(manifest: &Manifest, warehouse: &Path, results: &RunResults)
 async fn run_nodes(
     request: &BuildRequest<'_>,
     on_result: &(dyn Fn(&NodeResult) + Send + Sync),
-) -> Result<RunResults, RunError> {
+) -> Result<(RunResults, Warehouse), RunError> {
     let started_at = chrono::Utc::now();
     let started = Instant::now();
     let manifest = request.manifest;
@@ -536,13 +537,14 @@ async fn run_nodes(
         .collect();
     let tests = crate::quality::run_tests(&shared.ctx, Some(&shared.warehouse), &shared_tests, &[]).await;
     let ordered: Vec<NodeResult> = runnable.iter().filter_map(|id| results.remove(*id)).collect();
-    Ok(RunResults {
+    let results = RunResults {
         run_id: request.options.run_id.clone(),
         started_at: started_at.to_rfc3339(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
         results: ordered,
         tests,
-    })
+    };
+    Ok((results, shared.warehouse.clone()))
 }
 
 /// The text of a panic's payload.

@@ -55,8 +55,6 @@ pub enum RunError {
     DataFusion(#[from] datafusion::error::DataFusionError),
     #[error("Delta: {0}")]
     Delta(#[from] deltalake::DeltaTableError),
-    #[error("Arrow: {0}")]
-    Arrow(#[from] datafusion::arrow::error::ArrowError),
 }
 
 /// A model whose planned columns change in a way its `schema_compatibility` does not allow.
@@ -97,7 +95,7 @@ impl RunError {
             | RunError::Delta(_) => Code::WarehouseError,
             RunError::BreakingSchema { .. } => Code::BreakingSchema,
             RunError::Io { .. } => Code::RunIo,
-            RunError::Internal(_) | RunError::Arrow(_) => Code::Internal,
+            RunError::Internal(_) => Code::Internal,
         }
     }
 

@@ -77,3 +77,51 @@ fn cross_database_macros_compute_what_dbt_computes() {
     // `config.get` reads the model's config as the project file sets it.
     assert_eq!(value("materialized"), "table");
 }
+
+/// Installed packages (`dbt_packages/<name>`) and `local:` packages: their macros are called as `package.macro`,
+/// run through the package's own `adapter.dispatch` (the project's implementation first, as its `dispatch:`
+/// search order says), return values with `return()`, build lists and dicts in place (`append`, `update`), and
+/// their `{% test %}` blocks are generic tests named `package.test`.
+#[test]
+fn package_macros_and_tests_run_through_dispatch() {
+    let dir = fixture("packages");
+    let root = dir.path();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("tests: 2 of 2 passed"), "{stderr}");
+    // md5 of `<id>-<last_name>`, with null as `_null_`; `label` is the project's `default__label` (lower), not the
+    // package's (upper); the excluded column is left out and the others lower-cased, in order.
+    assert_eq!(
+        query(root, "select * from main.people order by id"),
+        "person_key,label,initials,id,first_name,score\n\
+         1ec646c168480eac3b5633f8e1b55823,ada,AL,1,Ada,90\n\
+         c9a466cdba760eb9fd529a9ab6c55564,alan,AT,2,Alan,75\n\
+         5a9f0cc922291a1b25b1bbf6926cee03,grace,G,3,Grace,60\n"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("target/manifest.json")).unwrap()).unwrap();
+    let macros = manifest["nodes"]["model.shop_pkgs.people"]["depends_on"]["macros"].to_string();
+    for id in ["macro.my_utils.default__surrogate_key", "macro.shop_pkgs.default__label", "macro.text_helpers.initials"]
+    {
+        assert!(macros.contains(id), "{id} not in {macros}");
+    }
+    // A package test that finds rows fails, named after the package's test.
+    let schema = root.join("models/marts/schema.yml");
+    std::fs::write(&schema, std::fs::read_to_string(&schema).unwrap().replace("min_value: 50", "min_value: 70"))
+        .unwrap();
+    let output = pipe(root, &["test"]);
+    let stdout = text(&output.stdout) + &text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("at_least_people_score"), "{stdout}");
+    assert!(stdout.contains("1 failing row") || stdout.contains("1 row"), "{stdout}");
+    // `pipe deps` copies the `local:` package into `dbt_packages/`.
+    let output = pipe(root, &["deps"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("Installed text_helpers from vendor/text_helpers"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert!(root.join("dbt_packages/text_helpers/macros/initials.sql").is_file());
+}

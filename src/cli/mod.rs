@@ -26,6 +26,7 @@ macro_rules! println {
 
 mod backfill;
 mod build;
+mod deps;
 mod docs;
 mod init;
 mod lineage;
@@ -66,6 +67,8 @@ pub enum Command {
     Ls(LsArgs),
     /// Create a minimal medallion project that compiles as created.
     Init(InitArgs),
+    /// Install the `local:` packages of `packages.yml` into `dbt_packages/` (hub and git packages: `dbt deps`).
+    Deps(DepsArgs),
     /// Load seeds and run models into the warehouse, in dependency order and in parallel.
     Build(build::BuildArgs),
     /// Run models (not seeds) into the warehouse.
@@ -169,6 +172,13 @@ pub struct InitArgs {
     /// Project name (default: the folder name).
     #[arg(long)]
     pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DepsArgs {
+    /// The project folder (holding `pipe.yml` or `dbt_project.yml`).
+    #[arg(long, default_value = ".")]
+    pub project_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -298,6 +308,7 @@ fn run_main() -> ExitCode {
         Command::Compile(args) => run_compile(&args),
         Command::Ls(args) => run_ls(&args),
         Command::Init(args) => init::run(&args),
+        Command::Deps(args) => deps::run(&args),
         Command::Build(args) => build::run(&args, build::Scope::Build),
         Command::Run(args) => build::run(&args, build::Scope::Run),
         Command::Seed(args) => build::run(&args.build_args(), build::Scope::Seed),

@@ -9,6 +9,8 @@ use crate::manifest::{DependsOn, Manifest, Severity, TestNode, Threshold};
 use crate::project::Project;
 use crate::template::{RenderContext, Renderer};
 
+use super::macro_files;
+
 const BUILT_IN: &[&str] = &[
     "not_null",
     "unique",
@@ -525,16 +527,12 @@ fn singular_tests(
                 compiled_sql: rendered.sql.trim().trim_end_matches(';').to_string(),
                 depends_on: DependsOn {
                     nodes: depends,
-                    macros: rendered.macros.iter().map(|m| format!("macro.{project_name}.{m}")).collect(),
+                    macros: rendered.macros.iter().map(|m| renderer.macros().unique_id(m)).collect(),
                 },
                 path: file.path.clone(),
             },
         );
     }
-}
-
-fn macro_files(project: &Project) -> Vec<(crate::diagnostics::FileId, &crate::diagnostics::SourceFile)> {
-    project.macro_files.iter().map(|m| (m.file, project.files.get(m.file))).collect()
 }
 
 /// A custom generic test: the `{% test name(model, column_name, ...) %}` macro rendered with the test's arguments.
@@ -549,14 +547,33 @@ fn custom_sql(
     column: Option<&str>,
     depends: &mut Vec<String>,
 ) -> Result<String, String> {
-    let macro_name = format!("test_{}", test.test);
-    if renderer.macros().get(&macro_name).is_none() {
+    // `unique_combination_of_columns` is the root project's `{% test %}`; `dbt_utils.accepted_range` a package's.
+    let (package, bare) = match test.test.split_once('.') {
+        Some((package, bare)) => (Some(package), bare),
+        None => (None, test.test.as_str()),
+    };
+    let macro_name = format!("test_{bare}");
+    let key = match package {
+        Some(package) => renderer.macros().key(package, &macro_name),
+        None => macro_name.clone(),
+    };
+    if renderer.macros().get(&key).is_none() {
         let known = renderer.macros().names().filter_map(|n| n.strip_prefix("test_")).chain(BUILT_IN.iter().copied());
         let hint = crate::suggest::did_you_mean(&test.test, known)
             .map(|n| format!("; did you mean `{n}`?"))
             .unwrap_or_default();
-        return Err(format!("unknown test `{}` (no `{{% test {} %}}` macro){hint}", test.test, test.test));
+        return Err(match package {
+            Some(package) if !renderer.macros().packages().any(|p| p == package) => format!(
+                "unknown test `{}`: no package `{package}` is installed (pipe reads `dbt_packages/` and `local:` packages){hint}",
+                test.test
+            ),
+            _ => format!("unknown test `{}` (no `{{% test {bare} %}}` macro){hint}", test.test),
+        });
     }
+    let callee = match package {
+        Some(package) => format!("{package}.{macro_name}"),
+        None => macro_name,
+    };
     let mut arguments = vec![format!("model={}", jinja_literal(&Value::String(relation.to_string())))];
     if let Some(column) = column {
         arguments.push(format!("column_name={}", jinja_literal(&Value::String(column.to_string()))));
@@ -564,7 +581,7 @@ fn custom_sql(
     for (key, value) in &test.arguments {
         arguments.push(format!("{key}={}", jinja_literal(value)));
     }
-    let text = format!("{{{{ {macro_name}({}) }}}}", arguments.join(", "));
+    let text = format!("{{{{ {callee}({}) }}}}", arguments.join(", "));
     let file = crate::diagnostics::SourceFile::new(
         format!("<test {}>", test.test).into(),
         std::sync::Arc::from(text.as_str()),

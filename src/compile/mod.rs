@@ -22,12 +22,12 @@ use rayon::prelude::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::diagnostics::{sort_diagnostics, Code, Diagnostic, FileId, SourceFile};
+use crate::diagnostics::{sort_diagnostics, Code, Diagnostic, FileId};
 use crate::graph::{Dag, NodeId};
 use crate::manifest::{self, Manifest, Node, NodeKind, SourceNode};
 use crate::project::{self, ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ModelFile, Project};
 use crate::sql::{self, AnalyzedModel, SqlOrigin};
-use crate::template::{RenderContext, RenderedModel, Renderer};
+use crate::template::{DispatchConfig, MacroSource, RenderContext, RenderedModel, Renderer};
 
 /// Inputs to a compile besides the project folder.
 #[derive(Debug, Clone, Default)]
@@ -206,7 +206,7 @@ fn render_and_parse(
     project: &Project,
     models: &[&ModelFile],
     context: &RenderContext,
-    macro_files: &[(FileId, &SourceFile)],
+    macro_files: &[MacroSource<'_>],
 ) -> Vec<Result<ModelResult, Diagnostic>> {
     let _span = tracing::info_span!("render_and_parse", models = models.len()).entered();
     models
@@ -329,7 +329,13 @@ fn build_manifest(
     for (model, result) in models.iter().zip(results) {
         let result = match result {
             Ok(result) => result,
-            Err(diagnostic) => {
+            Err(mut diagnostic) => {
+                // An error raised inside a macro points at the macro; it is still this model that does not build.
+                if diagnostic.primary.as_ref().is_some_and(|label| label.file != model.file) {
+                    diagnostic.node = Some(ids.model(&model.name));
+                    diagnostic =
+                        diagnostic.with_note(format!("while rendering model `{}` ({})", model.name, model.path));
+                }
                 // With broken macros every model using one fails the same way; the macro error says it once.
                 if !(macros_broken && diagnostic.code == Code::JinjaUndefined) {
                     diagnostics.push(diagnostic);
@@ -531,6 +537,17 @@ fn render_models<'p>(
         run_started_at: options.run_started_at.clone(),
         invocation_id: options.invocation_id.clone(),
         target_name: if options.target_name.is_empty() { "dev".into() } else { options.target_name.clone() },
+        target_schema: "main".into(),
+        target_type: "pipe".into(),
+        project_name: project.config.name.clone(),
+        dispatch: DispatchConfig {
+            search_order: project
+                .config
+                .dispatch
+                .iter()
+                .map(|rule| (rule.macro_namespace.clone(), rule.search_order.clone()))
+                .collect(),
+        },
     };
     context.vars.extend(options.vars.clone());
     for seed in &project.seeds {
@@ -574,8 +591,12 @@ fn render_models<'p>(
     Rendered { models, renderer, context, results, macros_broken }
 }
 
-fn macro_files(project: &Project) -> Vec<(FileId, &SourceFile)> {
-    project.macro_files.iter().map(|m| (m.file, project.files.get(m.file))).collect()
+pub(crate) fn macro_files(project: &Project) -> Vec<MacroSource<'_>> {
+    project
+        .macro_files
+        .iter()
+        .map(|m| MacroSource { package: &m.package, file: m.file, source: project.files.get(m.file) })
+        .collect()
 }
 
 /// A model's `ref`s and `source`s resolved to unique ids; an unknown one is an error with a suggestion. Also runs
@@ -691,7 +712,7 @@ fn model_node(
         compiled_sql_incremental: result.rendered.sql_incremental.clone(),
         depends_on: manifest::DependsOn {
             nodes: depends_on.into_iter().collect(),
-            macros: result.rendered.macros.iter().map(|m| format!("macro.{}.{m}", ids.project)).collect(),
+            macros: result.rendered.macros.iter().map(|m| renderer.macros().unique_id(m)).collect(),
         },
         ..model_node_base(project, ids, context, model, config, settings, checksum)
     }
@@ -799,7 +820,7 @@ fn macro_nodes(project: &Project, renderer: &Renderer) -> BTreeMap<String, manif
         .names()
         .filter_map(|name| renderer.macros().get(name))
         .map(|def| {
-            let unique_id = format!("macro.{}.{}", project.config.name, def.name);
+            let unique_id = format!("macro.{}.{}", def.package, def.name);
             let node = manifest::MacroNode {
                 unique_id: unique_id.clone(),
                 name: def.name.clone(),

@@ -75,6 +75,17 @@ pub struct ProjectConfig {
     pub models_tree: Value,
     /// The `seeds:` config tree, as written.
     pub seeds_tree: Value,
+    /// Where installed packages are (`packages-install-path`, `dbt_packages` by default).
+    pub packages_install_path: String,
+    /// `dispatch:`: for a macro namespace, the packages `adapter.dispatch` searches, in order.
+    pub dispatch: Vec<DispatchRule>,
+}
+
+/// One entry of `dispatch:` in the project file.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct DispatchRule {
+    pub macro_namespace: String,
+    pub search_order: Vec<String>,
 }
 
 /// `pipe.yml` as written. Keys shared with `dbt_project.yml` use dbt's spelling, so dbt projects load unmodified.
@@ -102,6 +113,10 @@ pub(crate) struct RawProjectConfig {
     pub models: Option<Value>,
     #[serde(default)]
     pub seeds: Option<Value>,
+    #[serde(default)]
+    pub packages_install_path: Option<String>,
+    #[serde(default)]
+    pub dispatch: Option<Vec<DispatchRule>>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -119,6 +134,8 @@ pub(crate) const PROJECT_KEYS: &[&str] = &[
     "layer-rules",
     "models",
     "seeds",
+    "packages-install-path",
+    "dispatch",
 ];
 
 /// dbt project keys pipe accepts and does not use; they are not reported as unknown.
@@ -138,10 +155,8 @@ pub(crate) const DBT_ONLY_PROJECT_KEYS: &[&str] = &[
     "sources",
     "on-run-start",
     "on-run-end",
-    "packages-install-path",
     "quoting",
     "flags",
-    "dispatch",
     "query-comment",
     "log-path",
     "packages",
@@ -163,6 +178,8 @@ impl ProjectConfig {
             layer_rules: raw.layer_rules.unwrap_or_default(),
             models_tree: raw.models.unwrap_or(Value::Null),
             seeds_tree: raw.seeds.unwrap_or(Value::Null),
+            packages_install_path: raw.packages_install_path.unwrap_or_else(|| "dbt_packages".into()),
+            dispatch: raw.dispatch.unwrap_or_default(),
         }
     }
 
@@ -367,6 +384,8 @@ mod tests {
             layer_rules: None,
             models: Some(tree),
             seeds: None,
+            packages_install_path: None,
+            dispatch: None,
             other: BTreeMap::new(),
         };
         ProjectConfig::from_raw(raw, "pipe.yml")

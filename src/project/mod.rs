@@ -5,6 +5,7 @@
 //! **Architecture invariant:** this stage never renders a template or parses SQL; it only reads files and YAML.
 
 pub mod config;
+pub mod packages;
 pub mod properties;
 pub mod settings;
 
@@ -16,9 +17,10 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 pub use config::{
-    parse_duration, parse_utc_time, ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ProjectConfig,
-    PARQUET_COMPRESSIONS,
+    parse_duration, parse_utc_time, ConfigExt, ConfigMap, DispatchRule, Layer, LayerRules, Materialization,
+    ProjectConfig, PARQUET_COMPRESSIONS,
 };
+pub use packages::Package;
 pub use properties::{ColumnProperties, ModelProperties, SourceProperties, SourceTableProperties};
 pub use settings::{ModelSettings, SourceSettings};
 
@@ -36,7 +38,10 @@ pub struct Project {
     pub files: SourceMap,
     pub project_file: FileId,
     pub models: Vec<ModelFile>,
+    /// Macro files of the project and of its packages.
     pub macro_files: Vec<MacroFile>,
+    /// Installed packages (`dbt_packages/`, `local:` entries).
+    pub packages: Vec<Package>,
     pub sources: Vec<SourceDef>,
     pub seeds: Vec<SeedFile>,
     /// Singular tests: `.sql` files under the test paths.
@@ -75,6 +80,8 @@ pub struct ModelFile {
 pub struct MacroFile {
     pub file: FileId,
     pub path: String,
+    /// The package it belongs to: the project's name for the project's own macros.
+    pub package: String,
 }
 
 /// File formats a source table can be read from.
@@ -307,14 +314,9 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         }
     }
     // dbt features pipe does not run yet, said once each rather than left silent.
-    for (path, feature) in [
-        ("snapshots", "snapshots (`snapshots/`) are not supported by pipe yet: the folder is not read"),
-        ("packages.yml", "packages (`packages.yml`) are not supported by pipe yet: no package is installed or read"),
-        (
-            "dependencies.yml",
-            "packages (`dependencies.yml`) are not supported by pipe yet: no package is installed or read",
-        ),
-    ] {
+    for (path, feature) in
+        [("snapshots", "snapshots (`snapshots/`) are not supported by pipe yet: the folder is not read")]
+    {
         if root.join(path).exists() {
             diagnostics.push(Diagnostic::warning(Code::NotSupported, feature.to_string()));
         }
@@ -325,9 +327,22 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         match text {
             Ok(text) => {
                 let file = files.add(rel.clone(), text);
-                macro_files.push(MacroFile { file, path: rel });
+                macro_files.push(MacroFile { file, path: rel, package: config.name.clone() });
             }
             Err(err) => diagnostics.push(Diagnostic::error(Code::Io, format!("cannot read `{rel}`: {err}"))),
+        }
+    }
+    let packages = packages::find_packages(root, &config.packages_install_path, &mut diagnostics);
+    for package in &packages {
+        for (rel, abs) in discover(&package.dir, &package.macro_paths, &["sql"]) {
+            let rel = format!("{}/{rel}", package.display_dir);
+            match read_text(&abs) {
+                Ok(text) => {
+                    let file = files.add(rel.clone(), text);
+                    macro_files.push(MacroFile { file, path: rel, package: package.name.clone() });
+                }
+                Err(err) => diagnostics.push(Diagnostic::error(Code::Io, format!("cannot read `{rel}`: {err}"))),
+            }
         }
     }
 
@@ -365,6 +380,7 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         project_file,
         models,
         macro_files,
+        packages,
         sources,
         seeds,
         test_files,

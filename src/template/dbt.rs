@@ -253,12 +253,13 @@ fn raise_compiler_error(message: String) -> Result<String, Error> {
 
 /// Registers the `dbt` namespace, the bare names and the parts of dbt's context that are plain functions
 /// (`tojson`, `fromjson`, `fromyaml`, `zip`, `set`, `exceptions.raise_compiler_error`, `exceptions.warn`).
-pub(super) fn register(env: &mut minijinja::Environment<'static>) {
+/// Returns the cross-database macros by name, for names a project macro takes over.
+pub(super) fn register(env: &mut minijinja::Environment<'static>) -> BTreeMap<String, JValue> {
     let functions = functions();
     for (name, function) in &functions {
         env.add_global(*name, function.clone());
     }
-    env.add_global("dbt", JValue::from_iter(functions));
+    env.add_global("dbt", JValue::from_iter(functions.clone()));
     env.add_function("tojson", tojson);
     env.add_function("fromjson", fromjson);
     env.add_function("fromyaml", fromyaml);
@@ -269,6 +270,7 @@ pub(super) fn register(env: &mut minijinja::Environment<'static>) {
     // A warning from the project's macros does not stop the render (pipe does not print at render time).
     exceptions.insert("warn", JValue::from_function(|_message: JValue| String::new()));
     env.add_global("exceptions", JValue::from_iter(exceptions));
+    functions.into_iter().map(|(name, f)| (name.to_string(), f)).collect()
 }
 
 #[cfg(test)]

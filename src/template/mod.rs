@@ -12,6 +12,8 @@ mod calls;
 mod dbt;
 mod macros;
 mod offsets;
+mod pycompat;
+mod runtime;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,14 +25,31 @@ use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
 pub use calls::{find_calls, TemplateCall};
-pub use macros::{MacroDef, MacroSet};
+pub use macros::{MacroDef, MacroSet, MacroSource};
 pub use offsets::OffsetMap;
+pub use runtime::{DispatchConfig, DISPATCH_PREFIXES};
 
 use crate::diagnostics::{Code, Diagnostic, FileId, SourceFile};
 use crate::project::ConfigMap;
 
-/// Name of the one template that holds every macro file, imported by models that use a macro.
-const MACROS_TEMPLATE: &str = "__pipe_macros__";
+/// Names a project macro cannot take over: the core of the render context.
+const PROTECTED_NAMES: &[&str] = &[
+    "ref",
+    "source",
+    "config",
+    "var",
+    "env_var",
+    "is_incremental",
+    "return",
+    "adapter",
+    "this",
+    "target",
+    "run_started_at",
+    "invocation_id",
+    "pipe",
+    "exceptions",
+    "__pipe_module",
+];
 
 /// Project-wide values models render against.
 #[derive(Debug, Clone, Default)]
@@ -47,6 +66,14 @@ pub struct RenderContext {
     pub run_started_at: String,
     pub invocation_id: String,
     pub target_name: String,
+    /// `target.schema`: the schema models go to when they set none.
+    pub target_schema: String,
+    /// `target.type`: the adapter a profile names (`duckdb`), else `pipe`.
+    pub target_type: String,
+    /// The root project's name: the package its own macros belong to.
+    pub project_name: String,
+    /// `adapter.dispatch` search orders from the project file.
+    pub dispatch: DispatchConfig,
 }
 
 /// A `ref()` or `source()` the render made.
@@ -130,6 +157,8 @@ impl Drop for Rendering {
 pub struct Renderer {
     env: Environment<'static>,
     macros: MacroSet,
+    /// Packages whose macro template parsed, and so can be imported by a render.
+    loaded: Vec<String>,
 }
 
 /// The instructions one render may run: far more than any real model and its macros take (the example project's
@@ -138,7 +167,7 @@ pub const RENDER_FUEL: u64 = 50_000_000;
 
 impl Renderer {
     /// Builds the environment. Macro files that do not parse are reported and left out.
-    pub fn new(context: Arc<RenderContext>, macro_files: &[(FileId, &SourceFile)]) -> (Renderer, Vec<Diagnostic>) {
+    pub fn new(context: Arc<RenderContext>, macro_files: &[MacroSource<'_>]) -> (Renderer, Vec<Diagnostic>) {
         let mut diagnostics = Vec::new();
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
@@ -146,13 +175,26 @@ impl Renderer {
         env.set_recursion_limit(200);
         // A bound on the work of one render, so a runaway loop ends in a diagnostic instead of a hang.
         env.set_fuel(Some(RENDER_FUEL));
-        let (macros, macro_source) = MacroSet::collect(macro_files);
-        if let Err(err) = env.add_template_owned(MACROS_TEMPLATE, macro_source) {
-            diagnostics.push(macros.diagnostic_for(&err, macro_files));
+        let (macros, templates) = MacroSet::collect(&context.project_name, macro_files);
+        let mut loaded = Vec::new();
+        for (name, source) in templates {
+            match env.add_template_owned(name.clone(), source) {
+                Ok(()) => loaded.extend(name.strip_prefix("__pipe_macros__/").map(str::to_string)),
+                Err(err) => diagnostics.push(macros.diagnostic_for(&err, macro_files)),
+            }
         }
         register_functions(&mut env, &context);
-        dbt::register(&mut env);
-        (Renderer { env, macros }, diagnostics)
+        pycompat::register(&mut env);
+        let functions = dbt::register(&mut env);
+        let index = runtime::MacroIndex::new(
+            &macros,
+            context.dispatch.clone(),
+            functions.clone(),
+            functions,
+            context.target_type.clone(),
+        );
+        runtime::register(&mut env, Arc::new(index), PROTECTED_NAMES);
+        (Renderer { env, macros, loaded }, diagnostics)
     }
 
     pub fn macros(&self) -> &MacroSet {
@@ -166,7 +208,7 @@ impl Renderer {
         file: &SourceFile,
         this: &str,
         context: &RenderContext,
-        macro_files: &[(FileId, &SourceFile)],
+        macro_files: &[MacroSource<'_>],
     ) -> Result<RenderedModel, Diagnostic> {
         self.render_model_with(file_id, file, this, &ConfigMap::new(), context, macro_files)
     }
@@ -179,34 +221,46 @@ impl Renderer {
         this: &str,
         base: &ConfigMap,
         context: &RenderContext,
-        macro_files: &[(FileId, &SourceFile)],
+        macro_files: &[MacroSource<'_>],
     ) -> Result<RenderedModel, Diagnostic> {
         let raw: &str = &file.text;
         let used_macros = self.macros.used_by(raw);
-        // The import goes on the first line, without a newline, so line numbers stay those of the file.
-        let prelude = if used_macros.is_empty() {
-            String::new()
-        } else {
-            let names: Vec<&str> = used_macros.iter().map(String::as_str).collect();
-            format!("{{% from \"{MACROS_TEMPLATE}\" import {} %}}", names.join(", "))
-        };
-        let source = format!("{prelude}{raw}");
+        // The imports go on the first line, without a newline, so line numbers stay those of the file.
+        let mut prelude = String::new();
+        if self.macros.may_call_macros(raw) {
+            for package in &self.loaded {
+                prelude.push_str(&format!(
+                    "{{% import \"__pipe_macros__/{package}\" as __pipe_m %}}{{{{ __pipe_module(\"{package}\", __pipe_m) }}}}"
+                ));
+            }
+        }
+        let (rewritten, insertions) = pycompat::rewrite_literals(raw);
+        let source = format!("{prelude}{rewritten}");
         let name = file.display_path();
         let ctx = minijinja::context! {
             this => this,
             run_started_at => &context.run_started_at,
             invocation_id => &context.invocation_id,
-            target => minijinja::context! { name => &context.target_name, schema => "main", type => "pipe" },
+            target => minijinja::context! {
+                name => &context.target_name,
+                schema => &context.target_schema,
+                type => &context.target_type,
+                profile_name => &context.project_name,
+                threads => 1,
+            },
         };
         let render = |incremental: bool| -> Result<(String, Capture), minijinja::Error> {
             let _rendering = Rendering::start(&name);
+            runtime::reset();
             let capture = Capture { incremental, base: base.clone(), ..Capture::default() };
             CAPTURE.with(|c| *c.borrow_mut() = Some(capture));
             let result = self.env.render_named_str(&name, &source, ctx.clone());
             let capture = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
             result.map(|sql| (sql, capture))
         };
-        let to_diag = |err: minijinja::Error| self.error_diagnostic(&err, file_id, file, prelude.len(), macro_files);
+        let to_diag = |err: minijinja::Error| {
+            self.error_diagnostic(&err, file_id, file, (prelude.len(), &insertions), macro_files)
+        };
         let (sql, capture) = render(false).map_err(to_diag)?;
         let sql_incremental = if capture.called_is_incremental { Some(render(true).map_err(to_diag)?.0) } else { None };
 
@@ -237,15 +291,18 @@ impl Renderer {
         err: &minijinja::Error,
         file_id: FileId,
         file: &SourceFile,
-        prelude_len: usize,
-        macro_files: &[(FileId, &SourceFile)],
+        (prelude_len, insertions): (usize, &pycompat::Insertions),
+        macro_files: &[MacroSource<'_>],
     ) -> Diagnostic {
-        if err.name() == Some(MACROS_TEMPLATE) {
+        if err.name().is_some_and(|n| n.starts_with("__pipe_macros__/")) {
             return self.macros.diagnostic_for(err, macro_files);
         }
         let span = err
             .range()
-            .map(|r| r.start.saturating_sub(prelude_len)..r.end.saturating_sub(prelude_len))
+            .map(|r| {
+                let at = |offset: usize| pycompat::original_offset(offset.saturating_sub(prelude_len), insertions);
+                at(r.start)..at(r.end)
+            })
             .or_else(|| err.line().map(|l| file.offset_of(l, 1)..file.offset_of(l, 1)))
             .unwrap_or(0..0);
         let span_text = file.text.get(span.clone()).unwrap_or("").trim().to_string();
@@ -310,7 +367,7 @@ impl minijinja::value::Object for ConfigFunction {
                 })
             }
             other => Err(minijinja::Error::new(
-                ErrorKind::UnknownMethod,
+                ErrorKind::InvalidOperation,
                 format!("`config.{other}` is not supported by pipe; use `config.get` or `config.require`"),
             )),
         }
@@ -369,7 +426,6 @@ const DBT_CONTEXT: &[&str] = &[
     "toyaml",
     "zip",
     "local_md5",
-    "return",
     "dbt",
     "should_full_refresh",
     "model",
@@ -443,6 +499,17 @@ fn template_error(
                     .with_primary(file_id, span, "used here")
                     .with_help("define it under `vars:` in `pipe.yml`, pass `--vars`, or give `var()` a default");
             }
+            // Raised by pipe's macro resolution (`runtime`): the detail already says what is missing and where.
+            if detail.starts_with("macro `") {
+                return Diagnostic::error(Code::JinjaUndefined, detail)
+                    .with_primary(file_id, span, "called here")
+                    .with_help("dbt resolves a bare macro name in the calling package, then the root project");
+            }
+            if detail.starts_with("adapter.dispatch(") {
+                return Diagnostic::error(Code::JinjaUndefined, detail).with_primary(file_id, span, "called here").with_help(
+                    "define one of these macros in the project, or list the package that has it under `dispatch:` in the project file",
+                );
+            }
             if !detail.is_empty() && detail.starts_with("env var") {
                 return Diagnostic::error(Code::JinjaUndefined, detail)
                     .with_primary(file_id, span, "used here")
@@ -461,6 +528,10 @@ fn template_error(
             };
             diag
         }
+        _ if detail.contains("is not supported by pipe") => Diagnostic::error(Code::NotSupported, detail)
+            .with_primary(file_id, span, "dbt's Jinja context has this; pipe's does not")
+            .with_note("this model does not build; the rest of the project does (a partial build)")
+            .with_help("write the SQL it would produce, or a macro under `macros/` that does"),
         _ => Diagnostic::error(Code::JinjaRender, format!("template error: {}", err_text(err))).with_primary(
             file_id,
             span,

@@ -4,14 +4,31 @@ use super::*;
 use crate::diagnostics::SourceMap;
 
 fn render(text: &str, macros: &str) -> Result<RenderedModel, Diagnostic> {
+    render_with_packages(text, &[("shop", macros)], DispatchConfig::default())
+}
+
+/// Renders `text` as a model of the project `shop`, with one macro file per (package, text).
+fn render_with_packages(
+    text: &str,
+    macros: &[(&str, &str)],
+    dispatch: DispatchConfig,
+) -> Result<RenderedModel, Diagnostic> {
     let mut map = SourceMap::default();
     let model = map.add("models/silver/m.sql", text);
-    let macro_file = map.add("macros/m.sql", macros);
-    let mut context = RenderContext::default();
+    let ids: Vec<FileId> = macros
+        .iter()
+        .enumerate()
+        .map(|(i, (package, text))| map.add(format!("{package}/macros/m{i}.sql"), *text))
+        .collect();
+    let mut context = RenderContext { project_name: "shop".into(), dispatch, ..RenderContext::default() };
     context.relations.insert("orders".into(), "bronze.orders".into());
     context.vars.insert("min_amount".into(), serde_json::json!(5));
     let context = Arc::new(context);
-    let macro_files = [(macro_file, map.get(macro_file))];
+    let macro_files: Vec<MacroSource<'_>> = macros
+        .iter()
+        .zip(&ids)
+        .map(|((package, _), id)| MacroSource { package, file: *id, source: map.get(*id) })
+        .collect();
     let (renderer, diagnostics) = Renderer::new(Arc::clone(&context), &macro_files);
     assert!(diagnostics.is_empty(), "{diagnostics:?}");
     renderer.render_model(model, map.get(model), "silver.m", &context, &macro_files)
@@ -75,4 +92,86 @@ fn config_get_and_require_read_the_models_config() {
     );
     let err = render("select {{ config.require('unique_key') }}", "").unwrap_err();
     assert!(err.message.contains("config `unique_key` is required but not set"), "{}", err.message);
+}
+
+/// A package in dbt's style: a public macro that dispatches, a default implementation calling a sibling by its
+/// bare name, and a macro that returns a list.
+const UTILS: &str = "{% macro key(cols) %}{{ return(adapter.dispatch('key', 'utils')(cols)) }}{% endmacro %}
+{% macro default__key(cols) %}md5({{ joined(cols) }}){% endmacro %}
+{% macro joined(cols) %}{{ cols | join(\" || '-' || \") }}{% endmacro %}
+{% macro columns() %}{% do return(['a', 'b']) %}ignored text{% endmacro %}
+";
+
+#[test]
+fn package_macros_dispatch_and_return_values() {
+    let rendered = render_with_packages(
+        "select {{ utils.key(['a', 'b']) }} as k{% for c in utils.columns() %}, {{ c }}{% endfor %}",
+        &[("shop", ""), ("utils", UTILS)],
+        DispatchConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(rendered.sql, "select md5(a || '-' || b) as k, a, b");
+    assert!(rendered.macros.contains("utils.default__key"), "{:?}", rendered.macros);
+}
+
+#[test]
+fn the_project_overrides_a_package_implementation_through_dispatch() {
+    let project = "{% macro duckdb__key(cols) %}hash({{ cols | join(', ') }}){% endmacro %}";
+    // Without a `dispatch:` entry, dbt searches the root project first and then the package.
+    let rendered = render_with_packages(
+        "select {{ utils.key(['a']) }}",
+        &[("shop", project), ("utils", UTILS)],
+        DispatchConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(rendered.sql, "select hash(a)");
+    // A search order that names only the package skips the project's implementation.
+    let only_utils = DispatchConfig { search_order: [("utils".to_string(), vec!["utils".to_string()])].into() };
+    let rendered =
+        render_with_packages("select {{ utils.key(['a']) }}", &[("shop", project), ("utils", UTILS)], only_utils)
+            .unwrap();
+    assert_eq!(rendered.sql, "select md5(a)");
+}
+
+#[test]
+fn bare_names_resolve_in_the_calling_package_then_the_root_project() {
+    // `joined` exists in both: inside `utils` its own wins; the model sees the root project's.
+    let project = "{% macro joined(cols) %}ROOT{% endmacro %}";
+    let rendered = render_with_packages(
+        "select {{ utils.key(['a']) }}, '{{ joined(['x']) }}'",
+        &[("shop", project), ("utils", UTILS)],
+        DispatchConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(rendered.sql, "select md5(a), 'ROOT'");
+    // A package's macro is not visible by bare name from the project, as in dbt.
+    let err = render_with_packages(
+        "select {{ default__key(['a']) }}",
+        &[("shop", ""), ("utils", UTILS)],
+        DispatchConfig::default(),
+    )
+    .unwrap_err();
+    assert!(err.message.contains("call it as `utils.default__key`"), "{}", err.message);
+}
+
+#[test]
+fn dispatch_to_dbt_reaches_the_built_in_macros_and_a_missing_one_says_where_it_looked() {
+    let rendered = render_with_packages(
+        "select {{ adapter.dispatch('type_string', 'dbt')() }}",
+        &[("shop", "")],
+        DispatchConfig::default(),
+    )
+    .unwrap();
+    assert_eq!(rendered.sql, "select varchar");
+    let err = render_with_packages(
+        "select {{ adapter.dispatch('nope', 'utils')() }}",
+        &[("shop", ""), ("utils", UTILS)],
+        DispatchConfig::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.message.contains("looked for pipe__nope, duckdb__nope, default__nope in shop, utils"),
+        "{}",
+        err.message
+    );
 }

@@ -125,3 +125,37 @@ fn package_macros_and_tests_run_through_dispatch() {
     );
     assert!(root.join("dbt_packages/text_helpers/macros/initials.sql").is_file());
 }
+
+/// Introspection: `execute`, `adapter.get_columns_in_relation`, `{% call statement %}` with `load_result`, and
+/// `run_query`. At compile, as in dbt's parse, `execute` is false and there are no answers (a model's SQL may not
+/// even parse then, and that is not an error); the build renders these models again just before running them,
+/// when their upstreams are in the warehouse.
+#[test]
+fn introspective_models_are_rendered_when_the_build_runs_them() {
+    let dir = fixture("introspection");
+    let root = dir.path();
+    let output = pipe(root, &["compile"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("target/manifest.json")).unwrap()).unwrap();
+    let stg = &manifest["nodes"]["model.shop_intro.stg_orders"];
+    assert_eq!(stg["render_at_build"], true);
+    assert!(stg["compiled_sql"].as_str().unwrap().starts_with("select *"), "{}", stg["compiled_sql"]);
+    assert!(manifest["nodes"]["seed.shop_intro.raw_orders"].get("render_at_build").is_none());
+
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("4 succeeded, 0 failed, 0 skipped"), "{stderr}");
+    // `star` left out the excluded column (compared without case, as dbt_utils does).
+    assert_eq!(
+        query(root, "select * from main.stg_orders order by id"),
+        "id,status,amount\n1,placed,10\n2,shipped,20\n3,placed,5\n4,returned,7\n"
+    );
+    // One column per distinct status, in the order the statement returned them.
+    assert_eq!(
+        query(root, "select * from main.orders_by_status"),
+        "placed_amount,returned_amount,shipped_amount\n15,7,20\n"
+    );
+    assert_eq!(query(root, "select * from main.order_count"), "counted,actual\n4,4\n");
+}

@@ -278,6 +278,7 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
         plans: std::sync::Arc::new(std::mem::take(&mut compilation.plans)),
         backfill_id,
         runtime: &runtime,
+        render_at_build: compilation.render_at_build.take(),
     };
     if args.watch {
         return super::watch::watch(&cycle);
@@ -308,6 +309,7 @@ pub(super) struct Cycle<'a> {
     pub plans: std::sync::Arc<std::collections::HashMap<String, datafusion::logical_expr::LogicalPlan>>,
     pub backfill_id: Option<String>,
     pub runtime: &'a tokio::runtime::Runtime,
+    pub render_at_build: Option<std::sync::Arc<crate::compile::BuildRenderer>>,
 }
 
 impl Cycle<'_> {
@@ -397,6 +399,7 @@ impl Cycle<'_> {
                 },
                 settle_interval: args.settle_interval(),
                 failpoints: super::failpoints(),
+                render_at_build: self.render_at_build.clone(),
                 // The gate ran above, before a dry run or a watch could start.
                 schema_gate: false,
                 register_schemas: !skip_unchanged,

@@ -34,6 +34,23 @@ pub(super) fn inline_ephemerals(nodes: &mut BTreeMap<String, Node>, order: &[Str
     }
 }
 
+/// `sql` of `node` with its ephemeral upstreams (already inlined in topological order) as CTEs.
+pub(super) fn inline_into(sql: &str, node: &Node, nodes: &BTreeMap<String, Node>) -> String {
+    let ephemerals: Vec<(String, String)> = node
+        .depends_on
+        .nodes
+        .iter()
+        .filter_map(|dep| nodes.get(dep))
+        .filter(|dep| dep.materialized == Materialization::Ephemeral)
+        .map(|dep| (dep.name.clone(), dep.compiled_sql.clone()))
+        .collect();
+    if ephemerals.is_empty() {
+        sql.to_string()
+    } else {
+        with_ctes(sql, &ephemerals)
+    }
+}
+
 /// Prepends CTEs to a query, merging them into its own `with` clause when it has one.
 fn with_ctes(sql: &str, ctes: &[(String, String)]) -> String {
     let definitions: Vec<String> = ctes

@@ -4,6 +4,7 @@
 //! graph checks (duplicates, cycles, layer rules) -> inline ephemeral models -> manifest. Each phase adds to one list
 //! of diagnostics; the manifest is produced only when no error was found, so no partial output is ever written.
 
+mod at_build;
 mod checks;
 pub mod contract;
 pub mod define;
@@ -47,6 +48,7 @@ pub struct CompileOptions {
     pub keep_plans: bool,
 }
 
+pub use at_build::BuildRenderer;
 pub use plan::{PlanCache, PlanStats};
 pub use select::SelectableGraph;
 
@@ -68,6 +70,8 @@ pub struct Compilation {
     pub render_times: BTreeMap<String, Duration>,
     /// With `keep_plans`: per model unique id, the analyzed logical plan of its compiled SQL.
     pub plans: HashMap<String, LogicalPlan>,
+    /// Renders the models whose render asks the warehouse at build time; `None` when there are none.
+    pub render_at_build: Option<Arc<BuildRenderer>>,
 }
 
 impl Compilation {
@@ -78,7 +82,7 @@ impl Compilation {
 }
 
 /// Prefix of the CTE an ephemeral model is inlined as.
-pub const EPHEMERAL_PREFIX: &str = "__pipe_cte__";
+pub use crate::template::EPHEMERAL_PREFIX;
 
 struct ModelResult {
     render_time: Duration,
@@ -115,6 +119,7 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
                 plan_stats,
                 render_times: BTreeMap::new(),
                 plans: HashMap::new(),
+                render_at_build: None,
             };
         }
     };
@@ -136,6 +141,7 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
     let ids = Ids { project: &project.config.name };
     attribute_to_models(&project, &ids, &mut diagnostics);
     sort_diagnostics(&mut diagnostics, &project.files);
+    let render_at_build = manifest.as_ref().and_then(|m| BuildRenderer::new(&project, options, m)).map(Arc::new);
     let (manifest, partial) = match manifest {
         Some(manifest) if !diagnostics.iter().any(Diagnostic::is_error) => (Some(manifest), None),
         Some(mut manifest) if !blocks_project(&diagnostics) => {
@@ -154,6 +160,7 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
         plan_stats,
         render_times,
         plans,
+        render_at_build,
     }
 }
 
@@ -228,8 +235,14 @@ fn render_and_parse(
             let rendered = renderer.render_model_with(model.file, file, &this, &model.config, context, macro_files)?;
             let render_time = started.elapsed();
             let origin = SqlOrigin { file_id: model.file, file, offsets: &rendered.offsets };
-            let analyzed = sql::analyze(&rendered.sql, &origin)?;
-            if let Some(incremental) = &rendered.sql_incremental {
+            // A render that asked the warehouse has, at compile, what dbt's parse gives (`star` is `*`,
+            // `get_column_values` none): its SQL may not even parse. It is rendered again when the build runs it.
+            let analyzed = match sql::analyze(&rendered.sql, &origin) {
+                Ok(analyzed) => analyzed,
+                Err(_) if rendered.introspective => AnalyzedModel::default(),
+                Err(diagnostic) => return Err(diagnostic),
+            };
+            if let (Some(incremental), false) = (&rendered.sql_incremental, rendered.introspective) {
                 sql::analyze(incremental, &origin).map_err(|d| d.with_note("in the `is_incremental()` variant"))?;
             }
             Ok(ModelResult { render_time, rendered, analyzed })
@@ -487,6 +500,7 @@ fn model_node_base(
         checksum,
         config,
         settings,
+        render_at_build: false,
     }
 }
 
@@ -519,15 +533,9 @@ fn unique_models<'p>(project: &'p Project, diagnostics: &mut Vec<Diagnostic>) ->
     by_name.into_values().collect()
 }
 
-/// Renders and parses every model (in parallel) against the project's render context. An in-file `config()` can
-/// change a model's layer, schema or materialization, and so the relation its dependents' refs render to: that is
-/// rare, and then everything is rendered once more with the corrected relations.
-fn render_models<'p>(
-    project: &'p Project,
-    options: &CompileOptions,
-    models: Vec<&'p ModelFile>,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Rendered<'p> {
+/// The render context every model of the project shares: vars, target, dispatch, and the relations of seeds and of
+/// sources that are seeds. Models' relations are added by the caller.
+fn base_context(project: &Project, options: &CompileOptions) -> RenderContext {
     let mut context = RenderContext {
         relations: BTreeMap::new(),
         sources: project.sources.iter().map(|s| (s.source_name.clone(), s.table_name.clone())).collect(),
@@ -562,6 +570,19 @@ fn render_models<'p>(
             context.source_relations.insert(key, context.relations[&seed.name].clone());
         }
     }
+    context
+}
+
+/// Renders and parses every model (in parallel) against the project's render context. An in-file `config()` can
+/// change a model's layer, schema or materialization, and so the relation its dependents' refs render to: that is
+/// rare, and then everything is rendered once more with the corrected relations.
+fn render_models<'p>(
+    project: &'p Project,
+    options: &CompileOptions,
+    models: Vec<&'p ModelFile>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Rendered<'p> {
+    let mut context = base_context(project, options);
     for model in &models {
         let layer = layer_of(model, &model.config);
         context.relations.insert(model.name.clone(), relation_of(&model.name, &model.config, layer));
@@ -714,6 +735,7 @@ fn model_node(
             nodes: depends_on.into_iter().collect(),
             macros: result.rendered.macros.iter().map(|m| renderer.macros().unique_id(m)).collect(),
         },
+        render_at_build: result.rendered.introspective,
         ..model_node_base(project, ids, context, model, config, settings, checksum)
     }
 }
@@ -771,6 +793,7 @@ fn seed_nodes(project: &Project, ids: &Ids<'_>, diagnostics: &mut Vec<Diagnostic
             tests: properties.tests.iter().chain(&properties.data_tests).cloned().collect(),
             constraints: properties.constraints.clone(),
             checksum: hex(&Sha256::digest(&seed_text)),
+            render_at_build: false,
         });
     }
     nodes

@@ -185,8 +185,9 @@ pub(crate) fn plan_manifest(
     let mut levels: Vec<Vec<String>> = Vec::new();
     for id in &manifest.order {
         let Some(node) = manifest.nodes.get(id) else { continue };
-        // A model that did not compile is not planned (nor, having no schema, its dependents).
-        if node.resource_type != NodeKind::Model || manifest.compile_errors.contains_key(id) {
+        // A model that did not compile is not planned (nor, having no schema, its dependents); nor one rendered
+        // again at build time, whose SQL is not known yet.
+        if node.resource_type != NodeKind::Model || manifest.compile_errors.contains_key(id) || node.render_at_build {
             continue;
         }
         let depth = node.depends_on.nodes.iter().filter_map(|up| level.get(up.as_str())).max().map_or(0, |d| d + 1);

@@ -181,6 +181,10 @@ pub struct Node {
     pub constraints: Vec<Value>,
     /// sha256 of the logic: raw SQL, effective config and the text of every macro the model uses.
     pub checksum: String,
+    /// The model's render asks the warehouse (`execute`, `run_query`, the adapter's columns): its compiled SQL is
+    /// what dbt's parse gives, and the build renders it again just before running it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub render_at_build: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,7 @@
 //! **Architecture invariant:** `run` never renders a template or reads a model file: the manifest holds all it needs.
 
 pub mod accounting;
+mod catalog;
 pub mod dedupe;
 pub mod history;
 pub mod materialize;
@@ -63,6 +64,8 @@ pub struct BuildOptions {
     pub schema_gate: bool,
     /// Register the built models' and the sources' schemas after the run (a one-off build; not each watch cycle).
     pub register_schemas: bool,
+    /// Renders the models whose render asks the warehouse (`Node::render_at_build`) just before they run.
+    pub render_at_build: Option<Arc<crate::compile::BuildRenderer>>,
 }
 
 /// Told as each node of a build starts and finishes, and of progress inside a node: `lineage::openlineage::Emitter`
@@ -566,6 +569,31 @@ struct Shared {
     manifest: Manifest,
 }
 
+/// `node` with its SQL rendered now, against the warehouse as this build has left it (its upstreams are built).
+async fn render_now(
+    shared: &Shared,
+    renderer: &Arc<crate::compile::BuildRenderer>,
+    node: &Node,
+) -> Result<Node, crate::diagnostics::Diagnostic> {
+    let upstreams: BTreeMap<String, Node> = node
+        .depends_on
+        .nodes
+        .iter()
+        .filter_map(|id| shared.manifest.nodes.get(id).map(|n| (id.clone(), n.clone())))
+        .collect();
+    let catalog = catalog::SessionCatalog { ctx: shared.ctx.clone(), handle: tokio::runtime::Handle::current() };
+    let (renderer, mut node) = (Arc::clone(renderer), node.clone());
+    // The render blocks on the catalog's queries: a blocking thread, not one of the runtime's workers.
+    tokio::task::spawn_blocking(move || {
+        let (sql, sql_incremental) = renderer.render(&upstreams, &node, Arc::new(catalog))?;
+        node.compiled_sql = sql;
+        node.compiled_sql_incremental = sql_incremental;
+        Ok(node)
+    })
+    .await
+    .map_err(|e| crate::diagnostics::Diagnostic::error(Code::Internal, format!("the render task failed: {e}")))?
+}
+
 async fn run_node(
     shared: &Shared,
     node: &crate::manifest::Node,
@@ -586,6 +614,20 @@ async fn run_node(
     if shared.options.failpoints.iter().any(|f| f.strip_prefix("panic@") == Some(node.name.as_str())) {
         panic!("failpoint panic@{}", node.name);
     }
+    let rendered;
+    let node = match (&shared.options.render_at_build, node.render_at_build) {
+        (Some(renderer), true) => match render_now(shared, renderer, node).await {
+            Ok(node) => {
+                rendered = node;
+                &rendered
+            }
+            Err(diagnostic) => {
+                let message = format!("rendering at build time failed: {}", diagnostic.message);
+                return NodeResult::error(node, diagnostic.code, message, started.elapsed());
+            }
+        },
+        _ => node,
+    };
     let cx = materialize::ModelContext {
         node,
         session: &shared.ctx,

@@ -27,7 +27,7 @@ pub struct RelationRef {
 
 /// What a model's query reads. The syntax tree itself is dropped after analysis: at ten thousand models, keeping
 /// every tree costs hundreds of megabytes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct AnalyzedModel {
     pub relations: Vec<RelationRef>,
     pub ctes: BTreeSet<String>,

@@ -10,9 +10,11 @@
 
 mod calls;
 mod dbt;
+mod introspect;
 mod macros;
 mod offsets;
 mod pycompat;
+mod relation;
 mod runtime;
 
 use std::cell::RefCell;
@@ -25,12 +27,16 @@ use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 use serde_json::Value;
 
 pub use calls::{find_calls, TemplateCall};
+pub use introspect::{Catalog, QueryResult};
 pub use macros::{MacroDef, MacroSet, MacroSource};
 pub use offsets::OffsetMap;
 pub use runtime::{DispatchConfig, DISPATCH_PREFIXES};
 
 use crate::diagnostics::{Code, Diagnostic, FileId, SourceFile};
 use crate::project::ConfigMap;
+
+/// Prefix of the CTE an ephemeral model is inlined as: what `ref()` of an ephemeral model renders to.
+pub const EPHEMERAL_PREFIX: &str = "__pipe_cte__";
 
 /// Names a project macro cannot take over: the core of the render context.
 const PROTECTED_NAMES: &[&str] = &[
@@ -98,6 +104,9 @@ pub struct RenderedModel {
     /// Macros the model calls, directly or through other macros.
     pub macros: BTreeSet<String>,
     pub offsets: OffsetMap,
+    /// The render asked the warehouse (`execute`, `run_query`, `statement`, the adapter's columns or relations):
+    /// at compile those have no answer, so the build renders the model again just before running it.
+    pub introspective: bool,
 }
 
 /// What one render records through the template functions. Renders are synchronous on one thread, so the record
@@ -111,6 +120,11 @@ struct Capture {
     base: ConfigMap,
     incremental: bool,
     called_is_incremental: bool,
+    /// What introspection asks at build time; `None` at compile.
+    catalog: Option<Arc<dyn Catalog>>,
+    introspected: bool,
+    /// `statement(name)` results, for `load_result(name)`.
+    results: BTreeMap<String, JValue>,
 }
 
 thread_local! {
@@ -223,6 +237,35 @@ impl Renderer {
         context: &RenderContext,
         macro_files: &[MacroSource<'_>],
     ) -> Result<RenderedModel, Diagnostic> {
+        self.render(file_id, file, this, base, context, macro_files, None)
+    }
+
+    /// `render_model_with` at build time: `execute` is true and introspection asks `catalog`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn render_model_at_build(
+        &self,
+        file_id: FileId,
+        file: &SourceFile,
+        this: &str,
+        base: &ConfigMap,
+        context: &RenderContext,
+        macro_files: &[MacroSource<'_>],
+        catalog: Arc<dyn Catalog>,
+    ) -> Result<RenderedModel, Diagnostic> {
+        self.render(file_id, file, this, base, context, macro_files, Some(catalog))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn render(
+        &self,
+        file_id: FileId,
+        file: &SourceFile,
+        this: &str,
+        base: &ConfigMap,
+        context: &RenderContext,
+        macro_files: &[MacroSource<'_>],
+        catalog: Option<Arc<dyn Catalog>>,
+    ) -> Result<RenderedModel, Diagnostic> {
         let raw: &str = &file.text;
         let used_macros = self.macros.used_by(raw);
         // The imports go on the first line, without a newline, so line numbers stay those of the file.
@@ -238,7 +281,8 @@ impl Renderer {
         let source = format!("{prelude}{rewritten}");
         let name = file.display_path();
         let ctx = minijinja::context! {
-            this => this,
+            this => relation::Relation::parse(this).value(),
+            execute => JValue::from_object(introspect::Execute),
             run_started_at => &context.run_started_at,
             invocation_id => &context.invocation_id,
             target => minijinja::context! {
@@ -252,7 +296,7 @@ impl Renderer {
         let render = |incremental: bool| -> Result<(String, Capture), minijinja::Error> {
             let _rendering = Rendering::start(&name);
             runtime::reset();
-            let capture = Capture { incremental, base: base.clone(), ..Capture::default() };
+            let capture = Capture { incremental, base: base.clone(), catalog: catalog.clone(), ..Capture::default() };
             CAPTURE.with(|c| *c.borrow_mut() = Some(capture));
             let result = self.env.render_named_str(&name, &source, ctx.clone());
             let capture = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
@@ -263,6 +307,7 @@ impl Renderer {
         };
         let (sql, capture) = render(false).map_err(to_diag)?;
         let sql_incremental = if capture.called_is_incremental { Some(render(true).map_err(to_diag)?.0) } else { None };
+        let introspective = capture.introspected;
 
         let calls = find_calls(raw);
         let locate = |function: &str, args: &[String]| {
@@ -283,7 +328,16 @@ impl Renderer {
             }
         }
         let offsets = OffsetMap::build(raw, &sql);
-        Ok(RenderedModel { sql, sql_incremental, refs, sources, config: capture.config, macros: used_macros, offsets })
+        Ok(RenderedModel {
+            sql,
+            sql_incremental,
+            refs,
+            sources,
+            config: capture.config,
+            macros: used_macros,
+            offsets,
+            introspective,
+        })
     }
 
     fn error_diagnostic(
@@ -410,14 +464,9 @@ fn set_config(args: Rest<JValue>, kwargs: Kwargs) -> Result<String, minijinja::E
 /// Names of dbt's Jinja context that pipe does not define (yet): using one is "not supported", not a typo.
 const DBT_CONTEXT: &[&str] = &[
     "adapter",
-    "run_query",
-    "statement",
-    "load_result",
     "exceptions",
     "modules",
-    "api",
     "graph",
-    "execute",
     "flags",
     "builtins",
     "fromjson",
@@ -433,7 +482,6 @@ const DBT_CONTEXT: &[&str] = &[
     "selected_resources",
     "invocation_args_dict",
     "store_result",
-    "load_relation",
     "set_sql_header",
     "dispatch",
     "context",
@@ -561,13 +609,13 @@ fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContex
         };
         with_capture(|c| c.refs.push(name.clone()));
         let relation = cx.relations.get(&name).cloned().unwrap_or(name);
-        Ok(JValue::from_safe_string(relation))
+        Ok(relation::Relation::parse(&relation).value())
     });
     let cx = Arc::clone(context);
     env.add_function("source", move |source: String, table: String| -> JValue {
         with_capture(|c| c.sources.push((source.clone(), table.clone())));
         let relation = cx.source_relations.get(&(source.clone(), table.clone())).cloned();
-        JValue::from_safe_string(relation.unwrap_or_else(|| format!("{source}.{table}")))
+        relation::Relation::parse(&relation.unwrap_or_else(|| format!("{source}.{table}"))).value()
     });
     env.add_global("config", JValue::from_object(ConfigFunction));
     let cx = Arc::clone(context);
@@ -600,6 +648,13 @@ fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContex
         .unwrap_or(false)
     });
     env.add_function("log", |_message: JValue, _info: Option<bool>| -> String { String::new() });
+    env.add_global("api", JValue::from_object(relation::Api));
+    env.add_function("run_query", introspect::run_query);
+    env.add_function("statement", introspect::statement);
+    env.add_function("load_result", introspect::load_result);
+    env.add_function("load_relation", |relation: JValue| {
+        introspect::existing_relation(relation::Relation::parse(&relation.to_string()))
+    });
     env.add_global("pipe", windows::namespace());
 }
 

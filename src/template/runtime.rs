@@ -261,6 +261,24 @@ impl Object for Adapter {
                 Ok(JValue::from_safe_string(format!("\"{}\"", identifier.replace('"', "\"\""))))
             }
             "type" => Ok(JValue::from(self.index.target_type.clone())),
+            "get_columns_in_relation" => {
+                let (relation,): (JValue,) = minijinja::value::from_args(args)?;
+                super::introspect::columns_in_relation(&relation)
+            }
+            "get_relation" => {
+                let (database, schema, identifier, kwargs): (
+                    Option<JValue>,
+                    Option<String>,
+                    Option<String>,
+                    minijinja::value::Kwargs,
+                ) = minijinja::value::from_args(args)?;
+                let _ = database.or(kwargs.get::<Option<JValue>>("database")?);
+                let schema = schema.or(kwargs.get::<Option<String>>("schema")?);
+                let identifier = identifier.or(kwargs.get::<Option<String>>("identifier")?).unwrap_or_default();
+                kwargs.assert_all_used()?;
+                let relation = super::relation::Relation { database: None, schema, identifier, kind: None };
+                super::introspect::existing_relation(relation)
+            }
             // Not `UnknownMethod`: minijinja would then ask the Python-method hook, which knows no `adapter`.
             other => {
                 Err(Error::new(ErrorKind::InvalidOperation, format!("`adapter.{other}` is not supported by pipe yet")))

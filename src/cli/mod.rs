@@ -389,6 +389,8 @@ fn compile_options(args: &ProjectArgs) -> anyhow::Result<CompileOptions> {
         run_started_at: now.format("%Y-%m-%d %H:%M:%S%.6f+00:00").to_string(),
         invocation_id: uuid::Uuid::new_v4().to_string(),
         target_name: std::env::var("PIPE_TARGET").unwrap_or_else(|_| "dev".into()),
+        command: String::new(),
+        full_refresh: false,
     })
 }
 
@@ -410,8 +412,14 @@ fn compile_reported_with(
     keep_plans: bool,
     partial: bool,
 ) -> anyhow::Result<Result<(Compilation, Manifest), ExitCode>> {
-    let options = CompileOptions { keep_plans, ..compile_options(args)? };
+    // `flags.WHICH`: a partial compile is a build's.
+    let command = if partial { "build" } else { "compile" }.to_string();
+    let options = CompileOptions { keep_plans, command, ..compile_options(args)? };
     let mut compilation = compile(&args.project_dir, &options);
+    // What models said with `log(..., info=True)` or `print`, as dbt shows it.
+    for line in &compilation.logs {
+        eprintln!("{}", crate::secrets::mask(line));
+    }
     let sources = compilation.sources();
     let partial = partial && compilation.partial.is_some();
     let summary = if partial { None } else { Some("compile") };

@@ -46,6 +46,10 @@ pub struct CompileOptions {
     pub plan_cache: PlanCache,
     /// Keep the logical plan of every model planned (not found in the cache), for a build to execute.
     pub keep_plans: bool,
+    /// The command compiling (`flags.WHICH` in templates); `compile` when empty.
+    pub command: String,
+    /// `--full-refresh` of the build this compile is for.
+    pub full_refresh: bool,
 }
 
 pub use at_build::BuildRenderer;
@@ -68,6 +72,8 @@ pub struct Compilation {
     pub plan_stats: PlanStats,
     /// Per model unique id, how long rendering its Jinja took.
     pub render_times: BTreeMap<String, Duration>,
+    /// What models said while rendering (`log(..., info=True)`, `print`), as `model: message`, for the CLI to show.
+    pub logs: Vec<String>,
     /// With `keep_plans`: per model unique id, the analyzed logical plan of its compiled SQL.
     pub plans: HashMap<String, LogicalPlan>,
     /// Renders the models whose render asks the warehouse at build time; `None` when there are none.
@@ -118,6 +124,7 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
                 plan_cache,
                 plan_stats,
                 render_times: BTreeMap::new(),
+                logs: Vec::new(),
                 plans: HashMap::new(),
                 render_at_build: None,
             };
@@ -125,7 +132,9 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
     };
     let mut origins = BTreeMap::new();
     let mut render_times = BTreeMap::new();
-    let mut manifest = build_manifest(&project, options, &mut origins, &mut render_times, &mut diagnostics);
+    let mut logs = Vec::new();
+    let mut manifest =
+        build_manifest(&project, options, &mut origins, (&mut render_times, &mut logs), &mut diagnostics);
     let mut plan_cache = PlanCache::default();
     let mut plan_stats = PlanStats::default();
     let mut plans = HashMap::new();
@@ -159,6 +168,7 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
         plan_cache,
         plan_stats,
         render_times,
+        logs,
         plans,
         render_at_build,
     }
@@ -305,7 +315,7 @@ fn build_manifest(
     project: &Project,
     options: &CompileOptions,
     origins: &mut BTreeMap<String, plan::ModelOrigin>,
-    render_times: &mut BTreeMap<String, Duration>,
+    (render_times, logs): (&mut BTreeMap<String, Duration>, &mut Vec<String>),
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Manifest> {
     let ids = Ids { project: &project.config.name };
@@ -361,6 +371,9 @@ fn build_manifest(
         };
         let unique_id = ids.model(&model.name);
         render_times.insert(unique_id.clone(), result.render_time);
+        let mut said: Vec<&String> = result.rendered.logs.iter().collect();
+        said.dedup();
+        logs.extend(said.into_iter().map(|line| format!("{}: {line}", model.name)));
         origins.insert(
             model.name.clone(),
             plan::ModelOrigin {
@@ -556,6 +569,9 @@ fn base_context(project: &Project, options: &CompileOptions) -> RenderContext {
                 .map(|rule| (rule.macro_namespace.clone(), rule.search_order.clone()))
                 .collect(),
         },
+        command: if options.command.is_empty() { "compile".into() } else { options.command.clone() },
+        full_refresh: options.full_refresh,
+        graph: graph_of(project),
     };
     context.vars.extend(options.vars.clone());
     for seed in &project.seeds {
@@ -571,6 +587,63 @@ fn base_context(project: &Project, options: &CompileOptions) -> RenderContext {
         }
     }
     context
+}
+
+/// dbt's `graph` as far as it is known before rendering: every model and seed (name, path, folder and YAML
+/// config, tags) and every source, by unique id.
+fn graph_of(project: &Project) -> Value {
+    let name = &project.config.name;
+    let mut nodes = serde_json::Map::new();
+    for model in &project.models {
+        let unique_id = format!("model.{name}.{}", model.name);
+        let mut fqn = vec![name.clone()];
+        fqn.extend(model.folders.iter().cloned());
+        fqn.push(model.name.clone());
+        let node = serde_json::json!({
+            "unique_id": unique_id,
+            "name": model.name,
+            "resource_type": "model",
+            "package_name": name,
+            "path": model.path,
+            "original_file_path": model.path,
+            "fqn": fqn,
+            "config": model.config,
+            "tags": model.config.tags(),
+            "description": model.properties.as_ref().and_then(|p| p.description.clone()).unwrap_or_default(),
+        });
+        nodes.insert(unique_id, node);
+    }
+    for seed in &project.seeds {
+        let unique_id = format!("seed.{name}.{}", seed.name);
+        let node = serde_json::json!({
+            "unique_id": unique_id,
+            "name": seed.name,
+            "resource_type": "seed",
+            "package_name": name,
+            "path": seed.path,
+            "original_file_path": seed.path,
+            "config": seed.config,
+            "tags": seed.config.tags(),
+        });
+        nodes.insert(unique_id, node);
+    }
+    let mut sources = serde_json::Map::new();
+    for source in &project.sources {
+        let unique_id = format!("source.{name}.{}.{}", source.source_name, source.table_name);
+        let node = serde_json::json!({
+            "unique_id": unique_id,
+            "name": source.table_name,
+            "source_name": source.source_name,
+            "identifier": source.identifier.clone().unwrap_or_else(|| source.table_name.clone()),
+            "resource_type": "source",
+            "package_name": name,
+            "schema": source.source_name,
+            "description": source.description.clone().unwrap_or_default(),
+            "meta": source.meta.clone().unwrap_or(Value::Null),
+        });
+        sources.insert(unique_id, node);
+    }
+    serde_json::json!({ "nodes": nodes, "sources": sources })
 }
 
 /// Renders and parses every model (in parallel) against the project's render context. An in-file `config()` can

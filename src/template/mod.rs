@@ -9,6 +9,7 @@
 //! **Architecture invariant:** this stage never touches DataFusion or the warehouse.
 
 mod calls;
+mod context;
 mod dbt;
 mod introspect;
 mod macros;
@@ -80,6 +81,12 @@ pub struct RenderContext {
     pub project_name: String,
     /// `adapter.dispatch` search orders from the project file.
     pub dispatch: DispatchConfig,
+    /// The command (`flags.WHICH`): `compile`, `build`, `run`, ...
+    pub command: String,
+    /// `--full-refresh` (`flags.FULL_REFRESH`, `should_full_refresh()`).
+    pub full_refresh: bool,
+    /// dbt's `graph`: `nodes` and `sources` by unique id, as far as they are known before rendering.
+    pub graph: Value,
 }
 
 /// A `ref()` or `source()` the render made.
@@ -107,6 +114,8 @@ pub struct RenderedModel {
     /// The render asked the warehouse (`execute`, `run_query`, `statement`, the adapter's columns or relations):
     /// at compile those have no answer, so the build renders the model again just before running it.
     pub introspective: bool,
+    /// What the render said with `log(..., info=True)` and `print`, for the caller to show.
+    pub logs: Vec<String>,
 }
 
 /// What one render records through the template functions. Renders are synchronous on one thread, so the record
@@ -125,6 +134,8 @@ struct Capture {
     introspected: bool,
     /// `statement(name)` results, for `load_result(name)`.
     results: BTreeMap<String, JValue>,
+    /// What `log(..., info=True)` and `print` said.
+    logs: Vec<String>,
 }
 
 thread_local! {
@@ -283,6 +294,18 @@ impl Renderer {
         let ctx = minijinja::context! {
             this => relation::Relation::parse(this).value(),
             execute => JValue::from_object(introspect::Execute),
+            model => minijinja::context! {
+                name => file.path.file_stem().map(|s| s.to_string_lossy().into_owned()),
+                unique_id => format!("model.{}.{}", context.project_name, file.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+                resource_type => "model",
+                package_name => &context.project_name,
+                original_file_path => &name,
+                path => &name,
+                config => JValue::from_serialize(base),
+                tags => JValue::from_serialize(base.get("tags")),
+                alias => file.path.file_stem().map(|s| s.to_string_lossy().into_owned()),
+                schema => this.split('.').next(),
+            },
             run_started_at => &context.run_started_at,
             invocation_id => &context.invocation_id,
             target => minijinja::context! {
@@ -308,6 +331,7 @@ impl Renderer {
         let (sql, capture) = render(false).map_err(to_diag)?;
         let sql_incremental = if capture.called_is_incremental { Some(render(true).map_err(to_diag)?.0) } else { None };
         let introspective = capture.introspected;
+        let logs = capture.logs.clone();
 
         let calls = find_calls(raw);
         let locate = |function: &str, args: &[String]| {
@@ -337,6 +361,7 @@ impl Renderer {
             macros: used_macros,
             offsets,
             introspective,
+            logs,
         })
     }
 
@@ -465,22 +490,11 @@ fn set_config(args: Rest<JValue>, kwargs: Kwargs) -> Result<String, minijinja::E
 const DBT_CONTEXT: &[&str] = &[
     "adapter",
     "exceptions",
-    "modules",
-    "graph",
-    "flags",
-    "builtins",
     "fromjson",
     "tojson",
     "fromyaml",
-    "toyaml",
     "zip",
-    "local_md5",
     "dbt",
-    "should_full_refresh",
-    "model",
-    "project_name",
-    "selected_resources",
-    "invocation_args_dict",
     "store_result",
     "set_sql_header",
     "dispatch",
@@ -601,23 +615,40 @@ fn string_arg(value: &JValue, what: &str) -> Result<String, minijinja::Error> {
 
 fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContext>) {
     let cx = Arc::clone(context);
-    env.add_function("ref", move |args: Rest<JValue>, _kwargs: Kwargs| -> Result<JValue, minijinja::Error> {
-        // `ref('model')` or `ref('package', 'model')`; the package is not used by a single project.
-        let name = match args.as_slice() {
-            [model] | [_, model] => string_arg(model, "ref()")?,
-            _ => return Err(minijinja::Error::new(ErrorKind::MissingArgument, "ref() takes a model name")),
-        };
-        with_capture(|c| c.refs.push(name.clone()));
-        let relation = cx.relations.get(&name).cloned().unwrap_or(name);
-        Ok(relation::Relation::parse(&relation).value())
-    });
+    let reference =
+        JValue::from_function(move |args: Rest<JValue>, _kwargs: Kwargs| -> Result<JValue, minijinja::Error> {
+            // `ref('model')` or `ref('package', 'model')`; the package is not used by a single project.
+            let name = match args.as_slice() {
+                [model] | [_, model] => string_arg(model, "ref()")?,
+                _ => return Err(minijinja::Error::new(ErrorKind::MissingArgument, "ref() takes a model name")),
+            };
+            with_capture(|c| c.refs.push(name.clone()));
+            let relation = cx.relations.get(&name).cloned().unwrap_or(name);
+            Ok(relation::Relation::parse(&relation).value())
+        });
     let cx = Arc::clone(context);
-    env.add_function("source", move |source: String, table: String| -> JValue {
+    let source = JValue::from_function(move |source: String, table: String| -> JValue {
         with_capture(|c| c.sources.push((source.clone(), table.clone())));
         let relation = cx.source_relations.get(&(source.clone(), table.clone())).cloned();
         relation::Relation::parse(&relation.unwrap_or_else(|| format!("{source}.{table}"))).value()
     });
-    env.add_global("config", JValue::from_object(ConfigFunction));
+    let config = JValue::from_object(ConfigFunction);
+    env.add_global("ref", reference.clone());
+    env.add_global("source", source.clone());
+    env.add_global("config", config.clone());
+    // `builtins.ref` is dbt's own `ref`, for projects that override `ref` with a macro.
+    env.add_global("builtins", JValue::from_iter([("ref", reference), ("source", source), ("config", config)]));
+    env.add_global("flags", context::flags(context));
+    env.add_global("invocation_args_dict", context::invocation_args(context));
+    env.add_global("modules", context::modules());
+    env.add_global("graph", JValue::from_serialize(&context.graph));
+    env.add_global("project_name", JValue::from(context.project_name.clone()));
+    env.add_global("selected_resources", JValue::from(Vec::<JValue>::new()));
+    env.add_function("print", context::print);
+    env.add_function("local_md5", context::local_md5);
+    env.add_function("toyaml", context::toyaml);
+    env.add_function("should_store_failures", context::should_store_failures);
+    env.add_function("should_full_refresh", context::should_full_refresh(context.full_refresh));
     let cx = Arc::clone(context);
     env.add_function("var", move |name: String, default: Option<JValue>| -> Result<JValue, minijinja::Error> {
         match (cx.vars.get(&name), default) {
@@ -647,7 +678,7 @@ fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContex
         })
         .unwrap_or(false)
     });
-    env.add_function("log", |_message: JValue, _info: Option<bool>| -> String { String::new() });
+    env.add_function("log", context::log);
     env.add_global("api", JValue::from_object(relation::Api));
     env.add_function("run_query", introspect::run_query);
     env.add_function("statement", introspect::statement);

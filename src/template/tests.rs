@@ -175,3 +175,21 @@ fn dispatch_to_dbt_reaches_the_built_in_macros_and_a_missing_one_says_where_it_l
         err.message
     );
 }
+
+#[test]
+fn dbt_context_names_render() {
+    let rendered = render(
+        "{{ log('shown', info=True) }}{{ log('not shown') }}{{ print('printed') }}select '{{ flags.WHICH }}' as w, '{{ model.name }}' as m, '{{ project_name }}' as p, '{{ this.schema }}' as s, '{{ builtins.ref('orders') }}' as r, {{ should_full_refresh() }} as f, '{{ local_md5('a') }}' as h",
+        "",
+    )
+    .unwrap();
+    assert_eq!(rendered.logs, vec!["shown".to_string(), "printed".to_string()]);
+    assert_eq!(
+        rendered.sql,
+        "select '' as w, 'm' as m, 'shop' as p, 'silver' as s, 'bronze.orders' as r, False as f, '0cc175b9c0f1b6a831c399e269772661' as h"
+    );
+    assert!(!rendered.introspective);
+    let rendered = render("select {% if execute %}1{% else %}0{% endif %} as x", "").unwrap();
+    assert_eq!(rendered.sql, "select 0 as x", "at compile `execute` is false, as in dbt's parse");
+    assert!(rendered.introspective);
+}

@@ -159,3 +159,22 @@ fn introspective_models_are_rendered_when_the_build_runs_them() {
     );
     assert_eq!(query(root, "select * from main.order_count"), "counted,actual\n4,4\n");
 }
+
+/// dbt-duckdb's `external_location` sources: set once on the source (inherited by its tables) or on a table, in
+/// `meta:` or `config:`, with `{name}` / `{identifier}` filled per table, as a path or a `read_csv(...)` call
+/// whose options (`header`, `delim`) are the source's.
+#[test]
+fn external_location_sources_read_their_files() {
+    let dir = fixture("external_sources");
+    let root = dir.path();
+    let output = pipe(root, &["build"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(
+        query(root, "select * from main.customer_totals order by 1"),
+        "customer_id,name,total\n1,Ada,15.0\n2,Alan,7.0\n"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("target/manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["sources"]["source.shop_external.landing.payments"]["path"], "data/payments_2024.json");
+    assert_eq!(manifest["sources"]["source.shop_external.landing.customers"]["path"], "data/customers.csv");
+}

@@ -5,6 +5,7 @@
 //! **Architecture invariant:** this stage never renders a template or parses SQL; it only reads files and YAML.
 
 pub mod config;
+mod external;
 pub mod packages;
 pub mod properties;
 pub mod settings;
@@ -495,9 +496,36 @@ fn source_def(
     text: &str,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> SourceDef {
-    let external_location =
-        table.meta.as_ref().and_then(|m| m.get("external_location")).and_then(Value::as_str).map(str::to_string);
-    let path = table.path.clone().or(external_location);
+    // dbt-duckdb's `external_location`: on the table or its source, in `meta:` or `config:`, with `{name}`-style
+    // placeholders, either a path or a `read_csv(...)`-style call whose options become the source's options.
+    let location = in_config(table.config.as_ref())
+        .or_else(|| in_meta(table.meta.as_ref()))
+        .or_else(|| in_config(source.config.as_ref()))
+        .or_else(|| in_meta(source.meta.as_ref()))
+        .map(|template| {
+            let identifier = table.identifier.as_deref().unwrap_or(&table.name);
+            external::fill(template, &table.name, identifier, &source.name)
+        });
+    let mut location_options = BTreeMap::new();
+    let mut location_format = None;
+    let external_path = match location.as_deref().map(external::parse) {
+        None => None,
+        Some(Ok(parsed)) => {
+            location_options = parsed.options;
+            location_format = parsed.format;
+            Some(parsed.path)
+        }
+        Some(Err(message)) => {
+            let span = properties::find_key(text, "external_location", 0).unwrap_or(offset..offset);
+            diagnostics.push(
+                Diagnostic::error(Code::InvalidConfig, format!("source `{}.{}`: {message}", source.name, table.name))
+                    .with_primary(file, span, "this external location")
+                    .with_help("write a path (`data/{name}.csv`) or `read_csv('data/{name}.csv', header=true)`"),
+            );
+            None
+        }
+    };
+    let path = table.path.clone().or(external_path);
     let format = match table.format.as_deref() {
         Some(text_format) => {
             let parsed = SourceFormat::parse(text_format);
@@ -511,8 +539,10 @@ fn source_def(
             }
             parsed
         }
-        None => path.as_deref().and_then(SourceFormat::from_path),
+        None => location_format.or_else(|| path.as_deref().and_then(SourceFormat::from_path)),
     };
+    let mut options = location_options;
+    options.extend(table.options.unwrap_or_default());
     SourceDef {
         source_name: source.name.clone(),
         table_name: table.name,
@@ -520,7 +550,7 @@ fn source_def(
         description: table.description,
         format,
         path,
-        options: table.options.unwrap_or_default(),
+        options,
         columns: table.columns,
         freshness: table.freshness.or_else(|| source.freshness.clone()),
         loaded_at_field: table.loaded_at_field.or_else(|| source.loaded_at_field.clone()),
@@ -529,6 +559,16 @@ fn source_def(
         file,
         offset,
     }
+}
+
+/// The `external_location` in a `meta:` mapping.
+fn in_meta(meta: Option<&Value>) -> Option<&str> {
+    meta.and_then(|m| m.get("external_location")).and_then(Value::as_str)
+}
+
+/// The `external_location` in a `config:` mapping.
+fn in_config(config: Option<&ConfigMap>) -> Option<&str> {
+    config.and_then(|c| c.get("external_location")).and_then(Value::as_str)
 }
 
 /// Files with one of `extensions` under each of `dirs`, as (relative path with `/`, absolute path), sorted.

@@ -1,0 +1,1 @@
+select customer_id, amount from {{ source('landing', 'payments') }}

@@ -178,3 +178,46 @@ fn external_location_sources_read_their_files() {
     assert_eq!(manifest["sources"]["source.shop_external.landing.payments"]["path"], "data/payments_2024.json");
     assert_eq!(manifest["sources"]["source.shop_external.landing.customers"]["path"], "data/customers.csv");
 }
+
+/// `profiles.yml` and dbt's schema naming: the profile's target gives `target.*` and the default schema; a custom
+/// `+schema` is `<target schema>_<custom>`; `alias` names the table; `--target` switches target; a project that
+/// defines `generate_schema_name` decides the schema itself.
+#[test]
+fn targets_and_schemas_follow_dbt() {
+    let dir = fixture("targets");
+    let root = dir.path();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    for relation in ["analytics.raw_things", "analytics_staging.stg_things", "analytics.all_things"] {
+        assert!(stderr.contains(relation), "{relation} not built: {stderr}");
+    }
+    assert_eq!(
+        query(root, "select target_name, target_schema, target_type from analytics.all_things where id = 1"),
+        "target_name,target_schema,target_type\ndev,analytics,duckdb\n"
+    );
+    let output = pipe(root, &["build", "--target", "prod"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("reporting_staging.stg_things"), "{stderr}");
+    let output = pipe(root, &["compile", "-t", "qa"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("has no target `qa`; its targets are `dev`, `prod`"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // The common override: a custom schema is used as written.
+    std::fs::create_dir_all(root.join("macros")).unwrap();
+    std::fs::write(
+        root.join("macros/schema.sql"),
+        "{% macro generate_schema_name(custom_schema_name, node) -%}\n{%- if custom_schema_name is none -%}{{ default__generate_schema_name(none, node) }}{%- else -%}{{ custom_schema_name | trim }}{%- endif -%}\n{%- endmacro %}\n",
+    )
+    .unwrap();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(" staging.stg_things"), "{stderr}");
+    assert!(stderr.contains("analytics.all_things"), "{stderr}");
+}

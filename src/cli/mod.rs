@@ -116,6 +116,12 @@ pub struct ProjectArgs {
     /// Skip type-checking models with DataFusion: render, parse and check the graph only.
     #[arg(long, global = true)]
     pub no_plan: bool,
+    /// The `profiles.yml` target to build for (default: the profile's `target:`).
+    #[arg(long = "target", short = 't', id = "profile_target", global = true)]
+    pub target: Option<String>,
+    /// The folder holding `profiles.yml` (default: `DBT_PROFILES_DIR`, the project folder, then `~/.dbt`).
+    #[arg(long, global = true)]
+    pub profiles_dir: Option<PathBuf>,
 }
 
 /// Node selection, in dbt's grammar.
@@ -391,6 +397,13 @@ fn compile_options(args: &ProjectArgs) -> anyhow::Result<CompileOptions> {
         target_name: std::env::var("PIPE_TARGET").unwrap_or_else(|_| "dev".into()),
         command: String::new(),
         full_refresh: false,
+        profiles_dirs: crate::project::profiles::search_dirs(
+            args.profiles_dir.as_deref(),
+            std::env::var("DBT_PROFILES_DIR").ok().as_deref(),
+            &args.project_dir,
+            std::env::var("HOME").ok().as_deref(),
+        ),
+        target: args.target.clone(),
     })
 }
 

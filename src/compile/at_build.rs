@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::diagnostics::{Diagnostic, FileId, SourceFile};
-use crate::manifest::{Manifest, Node, NodeKind};
+use crate::manifest::{Manifest, Node};
 use crate::project::{ConfigMap, Project};
 use crate::template::{Catalog, MacroSource, RenderContext, Renderer};
 
@@ -41,8 +41,15 @@ impl BuildRenderer {
             return None;
         }
         let mut context = super::base_context(project, options);
-        for node in manifest.nodes.values().filter(|n| n.resource_type == NodeKind::Model) {
+        for node in manifest.nodes.values() {
             context.relations.insert(node.name.clone(), node.relation.clone());
+        }
+        for source in manifest.sources.values() {
+            if let Some(seed) = source.seed.as_ref().and_then(|id| manifest.nodes.get(id)) {
+                context
+                    .source_relations
+                    .insert((source.source_name.clone(), source.name.clone()), seed.relation.clone());
+            }
         }
         let macro_files: Vec<(String, FileId, SourceFile)> =
             project.macro_files.iter().map(|m| (m.package.clone(), m.file, copy(project.files.get(m.file)))).collect();

@@ -194,7 +194,7 @@ fn built_in_sql(
 }
 
 /// A Jinja literal for a JSON value (custom generic test arguments).
-fn jinja_literal(value: &Value) -> String {
+pub(super) fn jinja_literal(value: &Value) -> String {
     match value {
         Value::Null => "none".into(),
         Value::Array(items) => format!("[{}]", items.iter().map(jinja_literal).collect::<Vec<_>>().join(", ")),

@@ -9,6 +9,7 @@ mod checks;
 pub mod contract;
 pub mod define;
 mod ephemeral;
+mod naming;
 mod plan;
 mod select;
 
@@ -50,6 +51,10 @@ pub struct CompileOptions {
     pub command: String,
     /// `--full-refresh` of the build this compile is for.
     pub full_refresh: bool,
+    /// Folders to look for `profiles.yml` in, in order (`--profiles-dir`, `DBT_PROFILES_DIR`, the project, `~/.dbt`).
+    pub profiles_dirs: Vec<std::path::PathBuf>,
+    /// `--target`: the `profiles.yml` target (else the profile's `target:`).
+    pub target: Option<String>,
 }
 
 pub use at_build::BuildRenderer;
@@ -100,7 +105,7 @@ struct ModelResult {
 pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
     let _span = tracing::info_span!("compile").entered();
     let (project, mut diagnostics) = project::load_project(root);
-    let project = match project {
+    let mut project = match project {
         Ok(project) => project,
         Err(files) => {
             if diagnostics.is_empty() {
@@ -130,6 +135,7 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
             };
         }
     };
+    resolve_target(&mut project, options, &mut diagnostics);
     let mut origins = BTreeMap::new();
     let mut render_times = BTreeMap::new();
     let mut logs = Vec::new();
@@ -174,6 +180,26 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
     }
 }
 
+/// Reads the target from `profiles.yml` into `project.target`: its schema is where a dbt project's models go.
+fn resolve_target(project: &mut Project, options: &CompileOptions, diagnostics: &mut Vec<Diagnostic>) {
+    if !options.target_name.is_empty() {
+        project.target.name = options.target_name.clone();
+    }
+    let profile = project.config.profile.clone().unwrap_or_else(|| project.config.name.clone());
+    match project::profiles::resolve(&profile, &options.profiles_dirs, options.target.as_deref(), &options.env_vars) {
+        Ok(Some(target)) => project.target = target,
+        Ok(None) => {
+            if let Some(target) = &options.target {
+                project.target.name = target.clone();
+            }
+        }
+        Err(message) => diagnostics.push(
+            Diagnostic::error(Code::InvalidConfig, message)
+                .with_help("fix `profiles.yml`, pass `--target`, or `--profiles-dir` to read another one"),
+        ),
+    }
+}
+
 /// Models with an enforced contract: the planned output against the declared columns, every difference listed.
 fn check_contracts(
     manifest: &Manifest,
@@ -201,21 +227,23 @@ fn check_contracts(
     }
 }
 
-/// The schema a model's relation lives in: `config(schema=...)`, else its layer, else `main`.
-fn schema_of(config: &ConfigMap, layer: Option<Layer>) -> String {
-    config.str_value("schema").map(str::to_string).unwrap_or_else(|| layer.map_or("main", Layer::as_str).to_string())
-}
-
 fn layer_of(model: &ModelFile, config: &ConfigMap) -> Option<Layer> {
     model.folder_layer.or_else(|| config.str_value("layer").and_then(Layer::parse))
 }
 
-fn relation_of(name: &str, config: &ConfigMap, layer: Option<Layer>) -> String {
-    if config.str_value("materialized") == Some("ephemeral") {
-        format!("{EPHEMERAL_PREFIX}{name}")
-    } else {
-        format!("{}.{}", schema_of(config, layer), config.str_value("alias").unwrap_or(name))
-    }
+/// The schema part of a relation; the target's schema for an ephemeral model's CTE.
+fn schema_in(relation: &str, default: &str) -> String {
+    relation.rsplit_once('.').map_or(default, |(schema, _)| schema).to_string()
+}
+
+fn model_relation(project: &Project, naming: &naming::Naming, model: &ModelFile, config: &ConfigMap) -> String {
+    let node = naming::NodeInfo { name: &model.name, resource_type: "model", path: &model.path, config };
+    naming.relation(project, &node, layer_of(model, config))
+}
+
+fn seed_relation(project: &Project, naming: &naming::Naming, seed: &project::SeedFile) -> String {
+    let node = naming::NodeInfo { name: &seed.name, resource_type: "seed", path: &seed.path, config: &seed.config };
+    naming.relation(project, &node, None)
 }
 
 fn render_and_parse(
@@ -288,6 +316,7 @@ struct Rendered<'p> {
     results: Vec<Result<ModelResult, Diagnostic>>,
     /// Macro files failed to parse: undefined-macro errors in models repeat what those errors say.
     macros_broken: bool,
+    naming: naming::Naming,
 }
 
 /// The names refs and sources resolve against, built once for all models.
@@ -337,7 +366,7 @@ fn build_manifest(
     let mut edges: BTreeSet<(String, String)> = BTreeSet::new();
     // (upstream, downstream) -> where the downstream's ref is written, for cycle and layer labels.
     let mut edge_spans: BTreeMap<(String, String), (FileId, std::ops::Range<usize>)> = BTreeMap::new();
-    let Rendered { models, renderer, context, results, macros_broken } = rendered;
+    let Rendered { models, renderer, context, results, macros_broken, naming } = rendered;
     let names = Names {
         models: models.iter().map(|m| m.name.as_str()).collect(),
         refs: models.iter().map(|m| m.name.as_str()).chain(project.seeds.iter().map(|s| s.name.as_str())).collect(),
@@ -392,7 +421,10 @@ fn build_manifest(
         let node = model_node(project, &ids, &renderer, &context, model, &result, dependencies.depends_on, diagnostics);
         nodes.insert(unique_id, node);
     }
-    for node in seed_nodes(project, &ids, diagnostics) {
+    for message in naming.take_errors() {
+        diagnostics.push(Diagnostic::error(Code::JinjaRender, message));
+    }
+    for node in seed_nodes(project, &ids, &context, diagnostics) {
         nodes.insert(node.unique_id.clone(), node);
     }
     let sources = source_nodes(project, &ids, diagnostics);
@@ -494,7 +526,15 @@ fn model_node_base(
         resource_type: NodeKind::Model,
         layer,
         path: model.path.clone(),
-        schema: schema_of(&config, layer),
+        schema: match context.relations.get(&model.name).and_then(|r| r.rsplit_once('.')) {
+            Some((schema, _)) => schema.to_string(),
+            // An ephemeral model's CTE: the schema it would have, for docs and selection.
+            None => config
+                .str_value("schema")
+                .map(str::to_string)
+                .or_else(|| layer.filter(|_| project.config.file_name == "pipe.yml").map(|l| l.as_str().to_string()))
+                .unwrap_or_else(|| project.target.schema.clone()),
+        },
         relation: context.relations.get(&model.name).cloned().unwrap_or_default(),
         materialized: config
             .str_value("materialized")
@@ -546,8 +586,7 @@ fn unique_models<'p>(project: &'p Project, diagnostics: &mut Vec<Diagnostic>) ->
     by_name.into_values().collect()
 }
 
-/// The render context every model of the project shares: vars, target, dispatch, and the relations of seeds and of
-/// sources that are seeds. Models' relations are added by the caller.
+/// The render context every model of the project shares: vars, target, dispatch. Relations are added by the caller.
 fn base_context(project: &Project, options: &CompileOptions) -> RenderContext {
     let mut context = RenderContext {
         relations: BTreeMap::new(),
@@ -557,9 +596,9 @@ fn base_context(project: &Project, options: &CompileOptions) -> RenderContext {
         env_vars: options.env_vars.clone(),
         run_started_at: options.run_started_at.clone(),
         invocation_id: options.invocation_id.clone(),
-        target_name: if options.target_name.is_empty() { "dev".into() } else { options.target_name.clone() },
-        target_schema: "main".into(),
-        target_type: "pipe".into(),
+        target_name: project.target.name.clone(),
+        target_schema: project.target.schema.clone(),
+        target_type: project.target.kind.clone(),
         project_name: project.config.name.clone(),
         dispatch: DispatchConfig {
             search_order: project
@@ -574,18 +613,6 @@ fn base_context(project: &Project, options: &CompileOptions) -> RenderContext {
         graph: graph_of(project),
     };
     context.vars.extend(options.vars.clone());
-    for seed in &project.seeds {
-        let schema = seed.config.str_value("schema").unwrap_or("seeds");
-        context.relations.insert(seed.name.clone(), format!("{schema}.{}", seed.name));
-    }
-    // A source table with no files of its own that names a seed (dbt projects load raw data as seeds and read it
-    // through `source()`): `source()` renders to the seed's relation, and the model depends on the seed.
-    for source in &project.sources {
-        if let Some(seed) = seed_of(project, source) {
-            let key = (source.source_name.clone(), source.table_name.clone());
-            context.source_relations.insert(key, context.relations[&seed.name].clone());
-        }
-    }
     context
 }
 
@@ -655,10 +682,21 @@ fn render_models<'p>(
     models: Vec<&'p ModelFile>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Rendered<'p> {
+    let naming = naming::Naming::new(project, options);
     let mut context = base_context(project, options);
+    for seed in &project.seeds {
+        context.relations.insert(seed.name.clone(), seed_relation(project, &naming, seed));
+    }
+    // A source table with no files of its own that names a seed (dbt projects load raw data as seeds and read it
+    // through `source()`): `source()` renders to the seed's relation, and the model depends on the seed.
+    for source in &project.sources {
+        if let Some(seed) = seed_of(project, source) {
+            let key = (source.source_name.clone(), source.table_name.clone());
+            context.source_relations.insert(key, context.relations[&seed.name].clone());
+        }
+    }
     for model in &models {
-        let layer = layer_of(model, &model.config);
-        context.relations.insert(model.name.clone(), relation_of(&model.name, &model.config, layer));
+        context.relations.insert(model.name.clone(), model_relation(project, &naming, model, &model.config));
     }
 
     let macro_files = macro_files(project);
@@ -671,7 +709,7 @@ fn render_models<'p>(
     for (model, result) in models.iter().zip(&results) {
         if let Ok(result) = result {
             let config = effective_config(model, &result.rendered);
-            let relation = relation_of(&model.name, &config, layer_of(model, &config));
+            let relation = model_relation(project, &naming, model, &config);
             if context.relations.get(&model.name) != Some(&relation) {
                 context.relations.insert(model.name.clone(), relation);
                 changed = true;
@@ -682,7 +720,7 @@ fn render_models<'p>(
         renderer = Renderer::new(Arc::new(context.clone()), &macro_files).0;
         results = render_and_parse(&renderer, project, &models, &context, &macro_files);
     }
-    Rendered { models, renderer, context, results, macros_broken }
+    Rendered { models, renderer, context, results, macros_broken, naming }
 }
 
 pub(crate) fn macro_files(project: &Project) -> Vec<MacroSource<'_>> {
@@ -814,11 +852,17 @@ fn model_node(
 }
 
 /// The seeds' manifest nodes; a seed whose `schema` is not a name, or whose config does not parse, is an error.
-fn seed_nodes(project: &Project, ids: &Ids<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec<Node> {
+fn seed_nodes(
+    project: &Project,
+    ids: &Ids<'_>,
+    context: &RenderContext,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Node> {
     let mut nodes = Vec::new();
     for seed in &project.seeds {
         let properties = seed.properties.clone().unwrap_or_default();
-        let schema = seed.config.str_value("schema").unwrap_or("seeds").to_string();
+        let relation = context.relations.get(&seed.name).cloned().unwrap_or_default();
+        let schema = schema_in(&relation, &project.target.schema);
         if let Some(problem) =
             crate::project::name_problem(&schema).or_else(|| schema.contains('.').then_some("it contains a `.`"))
         {
@@ -850,7 +894,7 @@ fn seed_nodes(project: &Project, ids: &Ids<'_>, diagnostics: &mut Vec<Diagnostic
             resource_type: NodeKind::Seed,
             layer: None,
             path: seed.path.clone(),
-            relation: format!("{schema}.{}", seed.name),
+            relation,
             schema,
             materialized: Materialization::Table,
             tags: seed.config.tags(),

@@ -79,6 +79,8 @@ pub struct ProjectConfig {
     pub packages_install_path: String,
     /// `dispatch:`: for a macro namespace, the packages `adapter.dispatch` searches, in order.
     pub dispatch: Vec<DispatchRule>,
+    /// The `profiles.yml` profile a dbt project builds with (`profile:`; the project's name when unset).
+    pub profile: Option<String>,
 }
 
 /// One entry of `dispatch:` in the project file.
@@ -117,6 +119,8 @@ pub(crate) struct RawProjectConfig {
     pub packages_install_path: Option<String>,
     #[serde(default)]
     pub dispatch: Option<Vec<DispatchRule>>,
+    #[serde(default)]
+    pub profile: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -136,13 +140,13 @@ pub(crate) const PROJECT_KEYS: &[&str] = &[
     "seeds",
     "packages-install-path",
     "dispatch",
+    "profile",
 ];
 
 /// dbt project keys pipe accepts and does not use; they are not reported as unknown.
 pub(crate) const DBT_ONLY_PROJECT_KEYS: &[&str] = &[
     "version",
     "config-version",
-    "profile",
     "analysis-paths",
     "snapshot-paths",
     "docs-paths",
@@ -180,6 +184,7 @@ impl ProjectConfig {
             seeds_tree: raw.seeds.unwrap_or(Value::Null),
             packages_install_path: raw.packages_install_path.unwrap_or_else(|| "dbt_packages".into()),
             dispatch: raw.dispatch.unwrap_or_default(),
+            profile: raw.profile,
         }
     }
 
@@ -386,6 +391,7 @@ mod tests {
             seeds: None,
             packages_install_path: None,
             dispatch: None,
+            profile: None,
             other: BTreeMap::new(),
         };
         ProjectConfig::from_raw(raw, "pipe.yml")

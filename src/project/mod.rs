@@ -7,6 +7,7 @@
 pub mod config;
 mod external;
 pub mod packages;
+pub mod profiles;
 pub mod properties;
 pub mod settings;
 
@@ -47,6 +48,8 @@ pub struct Project {
     pub seeds: Vec<SeedFile>,
     /// Singular tests: `.sql` files under the test paths.
     pub test_files: Vec<TestFile>,
+    /// The target it builds for: dbt-duckdb's defaults until the compile reads `profiles.yml`.
+    pub target: profiles::Target,
 }
 
 /// A singular test: a query under a test path whose rows are failures.
@@ -374,7 +377,9 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         }
     }
 
+    let kind = if config.file_name == "dbt_project.yml" { "duckdb" } else { "pipe" };
     let project = Project {
+        target: profiles::Target::default_for("dev", kind),
         root: root.to_path_buf(),
         config,
         files,

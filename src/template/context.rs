@@ -65,6 +65,38 @@ pub fn should_full_refresh(full_refresh: bool) -> impl Fn() -> bool + Send + Syn
     }
 }
 
+/// dbt's naming macros, for a project's own `generate_schema_name` to call: `default__generate_schema_name` (the
+/// target's schema, or `<target schema>_<custom>`), `generate_schema_name_for_env` (the custom schema as is on the
+/// `prod` target), `default__generate_alias_name`; `generate_schema_name` and `generate_alias_name` are the defaults
+/// until the project defines its own.
+pub fn register_naming(env: &mut minijinja::Environment<'static>, context: &RenderContext) {
+    let node_name = |node: &JValue| node.get_attr("name").ok().filter(|v| !v.is_undefined()).map(|v| v.to_string());
+    let schema = context.target_schema.clone();
+    let default_schema = move |custom: Option<JValue>, _node: Option<JValue>| -> String {
+        match custom.filter(|c| !c.is_none() && !c.is_undefined()).map(|c| c.to_string()) {
+            Some(custom) if !custom.trim().is_empty() => format!("{schema}_{}", custom.trim()),
+            _ => schema.clone(),
+        }
+    };
+    env.add_function("default__generate_schema_name", default_schema.clone());
+    env.add_function("generate_schema_name", default_schema);
+    let (schema, target) = (context.target_schema.clone(), context.target_name.clone());
+    env.add_function("generate_schema_name_for_env", move |custom: Option<JValue>, _node: Option<JValue>| -> String {
+        match custom.filter(|c| !c.is_none() && !c.is_undefined()).map(|c| c.to_string()) {
+            Some(custom) if target == "prod" && !custom.trim().is_empty() => custom.trim().to_string(),
+            _ => schema.clone(),
+        }
+    });
+    let default_alias = move |custom: Option<JValue>, node: Option<JValue>| -> String {
+        match custom.filter(|c| !c.is_none() && !c.is_undefined()).map(|c| c.to_string()) {
+            Some(custom) if !custom.trim().is_empty() => custom.trim().to_string(),
+            _ => node.as_ref().and_then(node_name).unwrap_or_default(),
+        }
+    };
+    env.add_function("default__generate_alias_name", default_alias);
+    env.add_function("generate_alias_name", default_alias);
+}
+
 /// `flags`: the invocation's flags dbt macros read.
 pub fn flags(context: &RenderContext) -> JValue {
     let mut flags: BTreeMap<&str, JValue> = BTreeMap::new();

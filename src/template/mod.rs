@@ -644,6 +644,7 @@ fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContex
     env.add_global("graph", JValue::from_serialize(&context.graph));
     env.add_global("project_name", JValue::from(context.project_name.clone()));
     env.add_global("selected_resources", JValue::from(Vec::<JValue>::new()));
+    context::register_naming(env, context);
     env.add_function("print", context::print);
     env.add_function("local_md5", context::local_md5);
     env.add_function("toyaml", context::toyaml);

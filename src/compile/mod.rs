@@ -258,15 +258,26 @@ fn render_and_parse(
         .par_iter()
         .map(|model| {
             let file = project.files.get(model.file);
-            if model.python {
-                // A dbt Python model: a node that fails with why, so its descendants are skipped, not unknown refs.
+            // A dbt Python model or snapshot: a node that fails with why, so its descendants are skipped, not
+            // unknown refs.
+            if let Some(kind) = model.unsupported {
+                let (what, label, help) = match kind {
+                    project::Unsupported::PythonModel => {
+                        ("Python model", "a dbt Python model", "write the model in SQL to build it with pipe")
+                    }
+                    project::Unsupported::Snapshot => (
+                        "snapshot",
+                        "a dbt snapshot",
+                        "until pipe has snapshots, build the history with an incremental model",
+                    ),
+                };
                 return Err(Diagnostic::error(
                     Code::NotSupported,
-                    format!("Python model `{}` is not supported by pipe yet", model.name),
+                    format!("{what} `{}` is not supported by pipe yet", model.name),
                 )
-                .with_primary(model.file, 0..0, "a dbt Python model")
-                .with_note("this model does not build, nor the models downstream of it; the rest of the project does")
-                .with_help("write the model in SQL to build it with pipe"));
+                .with_primary(model.file, 0..0, label)
+                .with_note("it does not build, nor the models downstream of it; the rest of the project does")
+                .with_help(help));
             }
             let this = context.relations.get(&model.name).cloned().unwrap_or_default();
             let started = Instant::now();

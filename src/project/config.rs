@@ -67,6 +67,7 @@ pub struct ProjectConfig {
     pub macro_paths: Vec<String>,
     pub seed_paths: Vec<String>,
     pub test_paths: Vec<String>,
+    pub snapshot_paths: Vec<String>,
     pub target_path: String,
     pub warehouse: String,
     pub vars: BTreeMap<String, Value>,
@@ -104,6 +105,8 @@ pub(crate) struct RawProjectConfig {
     #[serde(default)]
     pub test_paths: Option<Vec<String>>,
     #[serde(default)]
+    pub snapshot_paths: Option<Vec<String>>,
+    #[serde(default)]
     pub target_path: Option<String>,
     #[serde(default)]
     pub warehouse: Option<String>,
@@ -132,6 +135,7 @@ pub(crate) const PROJECT_KEYS: &[&str] = &[
     "macro-paths",
     "seed-paths",
     "test-paths",
+    "snapshot-paths",
     "target-path",
     "warehouse",
     "vars",
@@ -148,7 +152,6 @@ pub(crate) const DBT_ONLY_PROJECT_KEYS: &[&str] = &[
     "version",
     "config-version",
     "analysis-paths",
-    "snapshot-paths",
     "docs-paths",
     "asset-paths",
     "clean-targets",
@@ -176,6 +179,7 @@ impl ProjectConfig {
             macro_paths: or(raw.macro_paths, "macros"),
             seed_paths: or(raw.seed_paths, "seeds"),
             test_paths: or(raw.test_paths, "tests"),
+            snapshot_paths: or(raw.snapshot_paths, "snapshots"),
             target_path: raw.target_path.unwrap_or_else(|| "target".into()),
             warehouse: raw.warehouse.unwrap_or_else(|| "warehouse".into()),
             vars: raw.vars.unwrap_or_default(),
@@ -383,6 +387,7 @@ mod tests {
             macro_paths: None,
             seed_paths: None,
             test_paths: None,
+            snapshot_paths: None,
             target_path: None,
             warehouse: None,
             vars: None,

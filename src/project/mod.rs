@@ -65,8 +65,8 @@ pub struct TestFile {
 pub struct ModelFile {
     pub name: String,
     pub file: FileId,
-    /// A dbt Python model: pipe does not run these yet; it is a node that fails with "not supported".
-    pub python: bool,
+    /// A dbt Python model or snapshot: pipe does not run these yet; it is a node that fails with "not supported".
+    pub unsupported: Option<Unsupported>,
     /// Path relative to the project root, with `/` separators.
     pub path: String,
     /// Folders between the model path and the file.
@@ -78,6 +78,15 @@ pub struct ModelFile {
     pub properties: Option<ModelProperties>,
     /// The property YAML file that describes this model, and the offset of its entry.
     pub properties_at: Option<(FileId, usize)>,
+}
+
+/// A kind of dbt node pipe reads but does not run yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsupported {
+    /// A `.py` model.
+    PythonModel,
+    /// A `{% snapshot %}` block under the snapshot paths.
+    Snapshot,
 }
 
 #[derive(Debug, Clone)]
@@ -279,7 +288,7 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         models.push(ModelFile {
             name,
             file,
-            python: rel.ends_with(".py"),
+            unsupported: rel.ends_with(".py").then_some(Unsupported::PythonModel),
             path: rel,
             folders,
             folder_layer,
@@ -317,12 +326,26 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
             });
         }
     }
-    // dbt features pipe does not run yet, said once each rather than left silent.
-    for (path, feature) in
-        [("snapshots", "snapshots (`snapshots/`) are not supported by pipe yet: the folder is not read")]
-    {
-        if root.join(path).exists() {
-            diagnostics.push(Diagnostic::warning(Code::NotSupported, feature.to_string()));
+    // dbt snapshots: nodes that fail with "not supported" (the models reading them are skipped, not unknown refs).
+    for (rel, text) in read_all(&discover(root, &config.snapshot_paths, &["sql"])) {
+        let Ok(text) = text else { continue };
+        let names = snapshot_names(&text);
+        if names.is_empty() {
+            continue;
+        }
+        let file = files.add(rel.clone(), text);
+        for name in names {
+            models.push(ModelFile {
+                name,
+                file,
+                unsupported: Some(Unsupported::Snapshot),
+                path: rel.clone(),
+                folders: Vec::new(),
+                folder_layer: None,
+                config: ConfigMap::new(),
+                properties: None,
+                properties_at: None,
+            });
         }
     }
 
@@ -368,6 +391,11 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
     let mut test_files = Vec::new();
     for (rel, text) in read_all(&test_entries) {
         match text {
+            // dbt's `tests/generic/`: `{% test %}` blocks are generic tests (macros), not singular tests.
+            Ok(text) if defines_test_blocks(&text) => {
+                let file = files.add(rel.clone(), text);
+                macro_files.push(MacroFile { file, path: rel, package: config.name.clone() });
+            }
             Ok(text) => {
                 let name = Path::new(&rel).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                 let file = files.add(rel.clone(), text);
@@ -564,6 +592,28 @@ fn source_def(
         file,
         offset,
     }
+}
+
+/// The names of the `{% snapshot name %}` blocks of a file.
+fn snapshot_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("{%") {
+        rest = &rest[at + 2..];
+        let inner = rest.trim_start_matches('-').trim_start();
+        if let Some(after) = inner.strip_prefix("snapshot ") {
+            let name: String = after.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            if !name.is_empty() {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// Whether a file under the test paths defines `{% test %}` blocks (a generic test file).
+fn defines_test_blocks(text: &str) -> bool {
+    text.match_indices("{%").any(|(at, _)| text[at + 2..].trim_start_matches('-').trim_start().starts_with("test "))
 }
 
 /// The `external_location` in a `meta:` mapping.

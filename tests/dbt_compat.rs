@@ -113,7 +113,7 @@ fn package_macros_and_tests_run_through_dispatch() {
     let output = pipe(root, &["test"]);
     let stdout = text(&output.stdout) + &text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("at_least_people_score"), "{stdout}");
+    assert!(stdout.contains("my_utils_at_least_people_score__70"), "dbt's name for the test: {stdout}");
     assert!(stdout.contains("1 failing row") || stdout.contains("1 row"), "{stdout}");
     // `pipe deps` copies the `local:` package into `dbt_packages/`.
     let output = pipe(root, &["deps"]);

@@ -44,16 +44,16 @@ fn the_example_passes_its_tests_in_build_and_in_pipe_test() {
     let staged = std::fs::read_dir(root.join("warehouse/_pipe_staging")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(staged, 0, "staged results are removed once published");
     // Tests reading models built in parallel run once those are built.
-    assert!(stderr.contains("test PASS  relationships_slv_orders_customer_id"), "{stderr}");
+    assert!(stderr.contains("test PASS  relationships_slv_orders_d32124ef2b1d72c29715b810eec5a337"), "{stderr}");
     assert!(stderr.contains("test PASS  revenue_matches_orders"), "the singular test runs after both models: {stderr}");
     let results: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("target/run_results.json")).unwrap()).unwrap();
     let slv_orders = results["results"].as_array().unwrap().iter().find(|r| r["name"] == "slv_orders").unwrap();
     let names: Vec<&str> =
         slv_orders["tests"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert!(names.contains(&"accepted_values_slv_orders_status"), "{names:?}");
+    assert!(names.contains(&"accepted_values_slv_orders_0b27152bb38a50bbfab4785d11a47664"), "{names:?}");
     let after: Vec<&str> = results["tests"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
-    assert_eq!(after, ["relationships_slv_orders_customer_id", "revenue_matches_orders"]);
+    assert_eq!(after, ["relationships_slv_orders_d32124ef2b1d72c29715b810eec5a337", "revenue_matches_orders"]);
 
     let output = pipe(root, &["test"]);
     let stderr = text(&output.stderr);
@@ -85,7 +85,10 @@ fn a_failing_test_keeps_the_previous_version_and_skips_descendants() {
     let output = pipe(root, &["build"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("test `accepted_values_slv_orders_status` failed: 1 failing row(s)"), "{stderr}");
+    assert!(
+        stderr.contains("test `accepted_values_slv_orders_0b27152bb38a50bbfab4785d11a47664` failed: 1 failing row(s)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("| 2001"), "a sample of the failing rows: {stderr}");
     assert!(stderr.contains("the new result was not published"), "{stderr}");
     assert!(stderr.contains("skipped: upstream `slv_orders` failed"), "{stderr}");
@@ -160,7 +163,7 @@ fn severity_thresholds_where_and_stored_failures() {
     let output = pipe(root, &["build"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("test `expression_is_true_slv_people_age` failed: 1 failing row(s)"), "{stderr}");
+    assert!(stderr.contains("test `expression_is_true_slv_people_age___0` failed: 1 failing row(s)"), "{stderr}");
     assert!(!root.join("warehouse/silver/slv_people/_delta_log").exists(), "nothing published");
     let output = pipe(root, &["test"]);
     assert_eq!(output.status.code(), Some(1), "{}", text(&output.stderr));
@@ -208,9 +211,9 @@ fn row_count_expectations_fail_a_model_that_drops_rows() {
     let output = pipe(root, &["build"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("test `row_ratio_slv_people` failed: 1 failing row(s)"), "{stderr}");
+    assert!(stderr.contains("test `row_ratio_slv_people_0_9__ref_brz_people_` failed: 1 failing row(s)"), "{stderr}");
     assert!(stderr.contains("| 3 | 4    | 0.75  |"), "the counts and the ratio: {stderr}");
-    assert!(stderr.contains("test `equal_rows_slv_people` failed"), "{stderr}");
+    assert!(stderr.contains("test `equal_rows_slv_people_ref_brz_people_` failed"), "{stderr}");
     assert!(query(root, "select count(*) as n from silver.slv_people").contains("\n4\n"), "previous version kept");
 
     // Without expectations, writing nothing from a non-empty input is a warning.

@@ -298,12 +298,8 @@ fn declared_tests(
             .nodes
             .get(&attached)
             .map(|n| n.name.clone())
-            .or_else(|| manifest.sources.get(&attached).map(|s| format!("{}_{}", s.source_name, s.name)));
-        let target_name = target_name.unwrap_or_default();
-        let default_name = match &column {
-            Some(column) => format!("{}_{target_name}_{column}", test.test),
-            None => format!("{}_{target_name}", test.test),
-        };
+            .or_else(|| manifest.sources.get(&attached).map(|s| format!("source_{}_{}", s.source_name, s.name)));
+        let default_name = dbt_test_name(&test, &target_name.unwrap_or_default(), column.as_deref());
         let mut name = test.config.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or(default_name);
         let mut depends = vec![attached.clone()];
         let sql = if BUILT_IN.contains(&test.test.as_str()) {
@@ -535,6 +531,51 @@ fn singular_tests(
     }
 }
 
+/// dbt's name for a generic test, so results line up with dbt's: `<test>_<model>_<arguments>`, each argument's
+/// values (sorted by argument name, `column_name` among them) joined with `__`, anything but letters, digits and `_`
+/// made `_`; a package's test is prefixed with the package (`dbt_utils_expression_is_true_...`); a source is
+/// `source_<source>_<table>`. A name of 64 characters or more is its first 30 and the md5 of the whole. (A test
+/// without arguments on a model ends in `_`, as in dbt.)
+fn dbt_test_name(test: &Declared, target: &str, column: Option<&str>) -> String {
+    let test_type = test.test.replace('.', "_");
+    let mut arguments: Vec<(&str, &Value)> = test.arguments.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let column_value = column.map(|c| Value::String(c.to_string()));
+    if let Some(column) = &column_value {
+        arguments.push(("column_name", column));
+    }
+    arguments.sort_by(|a, b| a.0.cmp(b.0));
+    let python = |value: &Value| match value {
+        Value::String(text) => text.clone(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Null => "None".into(),
+        other => other.to_string(),
+    };
+    let mut parts = Vec::new();
+    for (name, value) in arguments {
+        if name == "model" {
+            continue;
+        }
+        match value {
+            Value::Object(map) => parts.extend(map.values().map(python)),
+            Value::Array(items) => parts.extend(items.iter().map(python)),
+            other => parts.push(python(other)),
+        }
+    }
+    let clean = regex::Regex::new("[^0-9a-zA-Z_]+")
+        .map(|re| parts.iter().map(|p| re.replace_all(p, "_").into_owned()).collect::<Vec<_>>());
+    let unique = clean.unwrap_or(parts).join("__");
+    let identifier = format!("{test_type}_{target}");
+    let full = format!("{identifier}_{unique}");
+    if full.len() >= 64 {
+        use md5::Digest;
+        let label: String = md5::Md5::digest(full.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}_{label}", identifier.chars().take(30).collect::<String>())
+    } else {
+        full
+    }
+}
+
 /// A custom generic test: the `{% test name(model, column_name, ...) %}` macro rendered with the test's arguments.
 #[allow(clippy::too_many_arguments)]
 fn custom_sql(
@@ -599,4 +640,49 @@ fn custom_sql(
         Some(filter) => sql.replace(relation, &format!("(select * from {relation} where {filter})")),
         None => sql,
     })
+}
+
+#[cfg(test)]
+mod naming_tests {
+    use super::*;
+
+    fn declared_test(yaml: serde_json::Value) -> Declared {
+        declared(&yaml).unwrap()
+    }
+
+    #[test]
+    fn generic_tests_are_named_as_dbt_names_them() {
+        let name = |test: serde_json::Value, target: &str, column: Option<&str>| {
+            dbt_test_name(&declared_test(test), target, column)
+        };
+        assert_eq!(name(serde_json::json!("not_null"), "orders", Some("id")), "not_null_orders_id");
+        assert_eq!(
+            name(serde_json::json!({"accepted_values": {"values": ["placed", "shipped"]}}), "orders", Some("status")),
+            "accepted_values_orders_status__placed__shipped"
+        );
+        assert_eq!(
+            name(
+                serde_json::json!({"relationships": {"to": "ref('customers')", "field": "id"}}),
+                "orders",
+                Some("customer_id")
+            ),
+            "relationships_orders_customer_id__id__ref_customers_"
+        );
+        assert_eq!(
+            name(
+                serde_json::json!({"dbt_utils.accepted_range": {"min_value": 0, "inclusive": true}}),
+                "orders",
+                Some("amount")
+            ),
+            "dbt_utils_accepted_range_orders_amount__True__0"
+        );
+        assert_eq!(name(serde_json::json!("unique"), "source_raw_orders", Some("id")), "unique_source_raw_orders_id");
+        // 64 characters or more: the first 30 of `<test>_<target>` and the md5 of the full name.
+        let long = name(
+            serde_json::json!({"relationships": {"to": "ref('slv_customers')", "field": "customer_id"}}),
+            "slv_orders",
+            Some("customer_id"),
+        );
+        assert_eq!(long, "relationships_slv_orders_d32124ef2b1d72c29715b810eec5a337");
+    }
 }

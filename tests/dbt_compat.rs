@@ -146,7 +146,7 @@ fn introspective_models_are_rendered_when_the_build_runs_them() {
     let output = pipe(root, &["build"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("4 succeeded, 0 failed, 0 skipped"), "{stderr}");
+    assert!(stderr.contains("6 succeeded, 0 failed, 0 skipped"), "{stderr}");
     // `star` left out the excluded column (compared without case, as dbt_utils does).
     assert_eq!(
         query(root, "select * from main.stg_orders order by id"),
@@ -158,6 +158,12 @@ fn introspective_models_are_rendered_when_the_build_runs_them() {
         "placed_amount,returned_amount,shipped_amount\n15,7,20\n"
     );
     assert_eq!(query(root, "select * from main.order_count"), "counted,actual\n4,4\n");
+    // A union over the superset of the relations' columns, built from `Column` objects (`is_string()`,
+    // `data_type`) kept in dicts of lists changed in place: a missing column is a typed null.
+    assert_eq!(
+        query(root, "select * from main.all_orders order by id"),
+        "source_relation,id,status,amount,note\nstg_orders,1,placed,10,\nstg_orders,2,shipped,20,\nstg_orders,3,placed,5,\nstg_orders,4,returned,7,\nlegacy_orders,5,placed,,old\n"
+    );
 }
 
 /// dbt-duckdb's `external_location` sources: set once on the source (inherited by its tables) or on a table, in

@@ -2,6 +2,7 @@
 //! where every relation built so far, every seed and every source is registered.
 
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::DataType;
 use datafusion::prelude::SessionContext;
 use serde_json::Value;
 
@@ -18,7 +19,7 @@ impl Catalog for SessionCatalog {
     fn columns(&self, relation: &str) -> Result<Option<Vec<(String, String)>>, String> {
         let provider = self.handle.block_on(self.ctx.table_provider(relation));
         Ok(provider.ok().map(|provider| {
-            provider.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().to_string())).collect()
+            provider.schema().fields().iter().map(|f| (f.name().clone(), sql_type(f.data_type()))).collect()
         }))
     }
 
@@ -29,10 +30,33 @@ impl Catalog for SessionCatalog {
             let batches = frame.collect().await.map_err(|e| crate::sql::clean_message(&e.to_string()))?;
             Ok(QueryResult {
                 columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
-                types: schema.fields().iter().map(|f| f.data_type().to_string()).collect(),
+                types: schema.fields().iter().map(|f| sql_type(f.data_type())).collect(),
                 rows: rows_of(&schema, &batches)?,
             })
         })
+    }
+}
+
+/// The SQL name of an Arrow type, as a macro writes it into a cast (`cast(null as bigint)`).
+fn sql_type(data_type: &DataType) -> String {
+    match data_type {
+        DataType::Boolean => "boolean".into(),
+        DataType::Int8 => "tinyint".into(),
+        DataType::Int16 => "smallint".into(),
+        DataType::Int32 => "integer".into(),
+        DataType::Int64 => "bigint".into(),
+        DataType::UInt8 => "tinyint unsigned".into(),
+        DataType::UInt16 => "smallint unsigned".into(),
+        DataType::UInt32 => "integer unsigned".into(),
+        DataType::UInt64 => "bigint unsigned".into(),
+        DataType::Float16 | DataType::Float32 => "real".into(),
+        DataType::Float64 => "double".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "varchar".into(),
+        DataType::Date32 | DataType::Date64 => "date".into(),
+        DataType::Timestamp(_, _) => "timestamp".into(),
+        DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => format!("decimal({p}, {s})"),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "bytea".into(),
+        other => other.to_string(),
     }
 }
 

@@ -126,14 +126,68 @@ pub fn existing_relation(relation: Relation) -> Result<JValue, Error> {
     Ok(if exists { relation.with_kind(Some("table")).value() } else { JValue::from(()) })
 }
 
-/// One column of a relation: `name`, `column`, `data_type`, `dtype`, `quoted`.
+/// One column of a relation, as dbt's `Column`: `name`, `column`, `data_type` (a SQL type), `dtype`, `quoted`,
+/// and `is_string()`, `is_number()`, `is_integer()`, `is_float()`, `is_numeric()`, `string_size()`,
+/// `can_expand_to(other)`, `literal(value)`.
 #[derive(Debug)]
 struct Column {
     name: String,
     data_type: String,
 }
 
+impl Column {
+    fn base_type(&self) -> String {
+        self.data_type.split('(').next().unwrap_or_default().trim().to_ascii_lowercase()
+    }
+
+    fn is_string(&self) -> bool {
+        matches!(self.base_type().as_str(), "varchar" | "text" | "string" | "char" | "character varying" | "bpchar")
+    }
+
+    fn is_integer(&self) -> bool {
+        matches!(
+            self.base_type().as_str(),
+            "bigint"
+                | "int"
+                | "integer"
+                | "smallint"
+                | "tinyint"
+                | "hugeint"
+                | "ubigint"
+                | "uinteger"
+                | "usmallint"
+                | "utinyint"
+        )
+    }
+
+    fn is_float(&self) -> bool {
+        matches!(self.base_type().as_str(), "double" | "float" | "real" | "float4" | "float8")
+    }
+
+    fn is_numeric(&self) -> bool {
+        matches!(self.base_type().as_str(), "decimal" | "numeric")
+    }
+}
+
 impl Object for Column {
+    fn call_method(self: &Arc<Self>, _state: &State<'_, '_>, method: &str, args: &[JValue]) -> Result<JValue, Error> {
+        Ok(match method {
+            "is_string" => JValue::from(self.is_string()),
+            "is_integer" => JValue::from(self.is_integer()),
+            "is_float" => JValue::from(self.is_float()),
+            "is_numeric" => JValue::from(self.is_numeric()),
+            "is_number" => JValue::from(self.is_integer() || self.is_float() || self.is_numeric()),
+            // pipe's strings have no declared size; dbt's default for an unsized string.
+            "string_size" => JValue::from(256),
+            "can_expand_to" => JValue::from(false),
+            "literal" => {
+                let (value,): (JValue,) = minijinja::value::from_args(args)?;
+                JValue::from(format!("cast({value} as {})", self.data_type))
+            }
+            other => return Err(Error::new(ErrorKind::InvalidOperation, format!("a column has no method `{other}`"))),
+        })
+    }
+
     fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
         Some(match key.as_str()? {
             "name" | "column" => JValue::from(self.name.clone()),

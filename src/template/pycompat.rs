@@ -109,6 +109,18 @@ pub fn original_offset(offset: usize, insertions: &Insertions) -> usize {
     offset - shift
 }
 
+/// `value` as Python holds it: a list or dict literal (minijinja makes them immutable) becomes a mutable copy,
+/// its items too, so `{% do d.update({k: []}) %}{% do d[k].append(x) %}` works; anything else is kept as is.
+fn mutable(value: Value) -> Value {
+    if let Some(items) = value.downcast_object_ref::<Vec<Value>>() {
+        return MutableList::from_values(items.iter().cloned().map(mutable).collect());
+    }
+    if let Some(map) = value.downcast_object_ref::<std::collections::BTreeMap<Value, Value>>() {
+        return MutableDict::from_pairs(map.iter().map(|(k, v)| (k.clone(), mutable(v.clone()))).collect());
+    }
+    value
+}
+
 /// A list that `append`, `extend`, `insert`, `pop`, `remove` and `clear` change in place.
 #[derive(Debug, Default)]
 pub struct MutableList(Mutex<Vec<Value>>);
@@ -137,6 +149,7 @@ impl MutableDict {
     }
 
     fn insert(&self, key: Value, value: Value) {
+        let value = mutable(value);
         if let Ok(mut pairs) = self.0.lock() {
             match pairs.iter_mut().find(|(k, _)| *k == key) {
                 Some(slot) => slot.1 = value,
@@ -175,19 +188,19 @@ impl Object for MutableList {
         match method {
             "append" => {
                 let (value,): (Value,) = minijinja::value::from_args(args)?;
-                items.push(value);
+                items.push(mutable(value));
                 Ok(Value::from(()))
             }
             "extend" => {
                 let (more,): (Value,) = minijinja::value::from_args(args)?;
-                items.extend(more.try_iter()?);
+                items.extend(more.try_iter()?.map(mutable));
                 Ok(Value::from(()))
             }
             "insert" => {
                 let (index, value): (i64, Value) = minijinja::value::from_args(args)?;
                 let len = items.len() as i64;
                 let at = if index < 0 { (len + index).max(0) } else { index.min(len) };
-                items.insert(at as usize, value);
+                items.insert(at as usize, mutable(value));
                 Ok(Value::from(()))
             }
             "pop" => {
@@ -273,9 +286,8 @@ impl Object for MutableDict {
                 if let Some(existing) = self.get_value(&key) {
                     return Ok(existing);
                 }
-                let value = default.unwrap_or(Value::from(()));
-                self.insert(key, value.clone());
-                Ok(value)
+                self.insert(key.clone(), default.unwrap_or(Value::from(())));
+                Ok(self.get_value(&key).unwrap_or_default())
             }
             "clear" => {
                 if let Ok(mut pairs) = self.0.lock() {
@@ -292,7 +304,7 @@ impl Object for MutableDict {
 /// `__pipe_list(value)`: a mutable copy of a list.
 pub fn pipe_list(value: Option<Value>) -> Result<Value, Error> {
     let items: Vec<Value> = match value {
-        Some(value) => value.try_iter()?.collect(),
+        Some(value) => value.try_iter()?.map(mutable).collect(),
         None => Vec::new(),
     };
     Ok(MutableList::from_values(items))
@@ -304,7 +316,7 @@ pub fn pipe_dict(value: Option<Value>) -> Result<Value, Error> {
     if let Some(value) = value {
         for key in value.try_iter()? {
             let item = value.get_item(&key)?;
-            pairs.push((key, item));
+            pairs.push((key, mutable(item)));
         }
     }
     Ok(MutableDict::from_pairs(pairs))
@@ -549,6 +561,10 @@ mod tests {
             .unwrap();
         assert_eq!(out, "k=1;z=2;");
         assert_eq!(render("{% set xs = [3, 1] %}{{ xs.pop() }}{{ xs | length }}").unwrap(), "11");
+        // A list inside a dict literal can be changed too (dbt_utils.union_relations does this).
+        let out =
+            render("{%- set d = {} -%}{%- do d.update({'k': []}) -%}{%- do d['k'].append(1) -%}{{ d['k'] | length }}");
+        assert_eq!(out.unwrap(), "1");
         let err = render("{% do [1].append(2) %}").unwrap_err();
         assert!(err.to_string().contains("cannot be changed"), "{err}");
     }

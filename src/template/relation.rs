@@ -89,9 +89,13 @@ impl Object for Relation {
         f.write_str(&self.rendered())
     }
 
-    fn call_method(self: &Arc<Self>, _state: &State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+    fn call_method(self: &Arc<Self>, state: &State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
         match method {
             "render" => Ok(Value::from_safe_string(self.rendered())),
+            // A mapping's methods: packages check `relation.get('metadata', {}).get('type')`.
+            "get" | "items" | "keys" | "values" => {
+                super::pycompat::call_method(state, &Value::from_dyn_object(Arc::clone(self)), method, args)
+            }
             // Quoting and which parts to include only change how dbt prints a name; pipe's names need neither.
             "quote" | "include" | "replace_path" => {
                 let (_rest, kwargs): (minijinja::value::Rest<Value>, Kwargs) = minijinja::value::from_args(args)?;

@@ -25,3 +25,28 @@
     {%- set result = load_result('column_values') -%}
     {{ return(result['data'] | map(attribute=0) | list) }}
 {%- endmacro %}
+
+{#- The union of relations over the superset of their columns (null where one lacks a column), with the relation
+    each row came from. -#}
+{% macro union_all(relations) -%}
+    {%- if not execute -%}{{ return('select 1 as placeholder') }}{%- endif -%}
+    {%- set columns_of = {} -%}
+    {%- set superset = {} -%}
+    {%- for relation in relations -%}
+        {%- do columns_of.update({relation.identifier: []}) -%}
+        {%- for column in adapter.get_columns_in_relation(relation) -%}
+            {%- do columns_of[relation.identifier].append(column.name) -%}
+            {%- if column.name not in superset or (column.is_string() and not superset[column.name].is_string()) -%}
+                {%- do superset.update({column.name: column}) -%}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- endfor -%}
+    {%- for relation in relations %}
+    select '{{ relation.identifier }}' as source_relation
+        {%- for name, column in superset.items() -%}
+        , {% if name in columns_of[relation.identifier] %}{{ name }}{% else %}cast(null as {{ column.data_type }}){% endif %} as {{ name }}
+        {%- endfor %}
+    from {{ relation }}
+    {% if not loop.last %}union all{% endif %}
+    {%- endfor -%}
+{%- endmacro %}

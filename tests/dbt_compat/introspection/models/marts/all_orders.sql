@@ -1,0 +1,1 @@
+{{ intro_utils.union_all([ref('stg_orders'), ref('legacy_orders')]) }}

@@ -89,7 +89,7 @@ fn package_macros_and_tests_run_through_dispatch() {
     let output = pipe(root, &["build"]);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("tests: 2 of 2 passed"), "{stderr}");
+    assert!(stderr.contains("tests: 3 of 3 passed"), "{stderr}");
     // md5 of `<id>-<last_name>`, with null as `_null_`; `label` is the project's `default__label` (lower), not the
     // package's (upper); the excluded column is left out and the others lower-cased, in order.
     assert_eq!(
@@ -114,6 +114,11 @@ fn package_macros_and_tests_run_through_dispatch() {
     let stdout = text(&output.stdout) + &text(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("my_utils_at_least_people_score__70"), "dbt's name for the test: {stdout}");
+    // A test's undeclared keyword arguments are its `kwargs`, and its `fail_calc` counts the failures.
+    std::fs::write(&schema, std::fs::read_to_string(&schema).unwrap().replace("min_rows: 3", "min_rows: 4")).unwrap();
+    let output = pipe(root, &["test"]);
+    let stdout = text(&output.stdout) + &text(&output.stderr);
+    assert!(stdout.contains("FAIL  my_utils_row_count_at_least_people_4"), "{stdout}");
     assert!(stdout.contains("1 failing row") || stdout.contains("1 row"), "{stdout}");
     // `pipe deps` copies the `local:` package into `dbt_packages/`.
     let output = pipe(root, &["deps"]);

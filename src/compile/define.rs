@@ -194,6 +194,34 @@ fn built_in_sql(
 }
 
 /// A Jinja literal for a JSON value (custom generic test arguments).
+/// A generic test's argument as Jinja, the way dbt renders test arguments: a string that looks like a call of
+/// `ref`, `source`, `var`, `env_var` or `doc` (`to: ref('customers')`) is that call, so the test gets a relation;
+/// anything else is the literal value (lists and mappings item by item).
+fn argument_literal(value: &Value) -> String {
+    match value {
+        Value::String(text) if looks_like_call(text) => format!("({})", text.trim()),
+        Value::Array(items) => format!("[{}]", items.iter().map(argument_literal).collect::<Vec<_>>().join(", ")),
+        Value::Object(map) => {
+            let items: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", jinja_literal(&Value::String(k.clone())), argument_literal(v)))
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        other => jinja_literal(other),
+    }
+}
+
+/// dbt's test for a test argument that is a function call: `^\s*(env_var|ref|var|source|doc)\s*\(.+\)\s*$`.
+fn looks_like_call(text: &str) -> bool {
+    let text = text.trim();
+    ["env_var", "ref", "var", "source", "doc"].iter().any(|name| {
+        text.strip_prefix(name)
+            .map(str::trim_start)
+            .is_some_and(|rest| rest.starts_with('(') && rest.ends_with(')') && rest.len() > 2)
+    })
+}
+
 pub(super) fn jinja_literal(value: &Value) -> String {
     match value {
         Value::Null => "none".into(),
@@ -302,10 +330,17 @@ fn declared_tests(
         let default_name = dbt_test_name(&test, &target_name.unwrap_or_default(), column.as_deref());
         let mut name = test.config.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or(default_name);
         let mut depends = vec![attached.clone()];
+        // The test's `fail_calc`: from its YAML config, else what its macro set with `config(fail_calc=...)`.
+        let mut fail_calc = test.config.get("fail_calc").and_then(Value::as_str).map(str::to_string);
         let sql = if BUILT_IN.contains(&test.test.as_str()) {
             built_in_sql(manifest, &test, &relation, column.as_deref(), &mut depends)
         } else {
-            custom_sql(project, renderer, context, manifest, &test, &relation, column.as_deref(), &mut depends)
+            custom_sql(project, renderer, context, manifest, &test, &relation, column.as_deref(), &mut depends).map(
+                |(sql, from_macro)| {
+                    fail_calc = fail_calc.take().or(from_macro);
+                    sql
+                },
+            )
         };
         let thresholds = threshold_config(&test.config, "warn_if")
             .and_then(|warn| Ok((warn, threshold_config(&test.config, "error_if")?)));
@@ -355,6 +390,7 @@ fn declared_tests(
                 error_if,
                 store_failures: test.config.get("store_failures").and_then(Value::as_bool).unwrap_or(false),
                 compiled_sql: sql,
+                fail_calc,
                 depends_on: DependsOn { nodes: depends, macros: Vec::new() },
                 path,
             },
@@ -448,6 +484,7 @@ fn constraint_tests(manifest: &Manifest, tests: &mut BTreeMap<String, TestNode>,
                         error_if: Threshold::default(),
                         store_failures: false,
                         compiled_sql: sql,
+                        fail_calc: None,
                         depends_on: DependsOn { nodes: vec![node.unique_id.clone()], macros: Vec::new() },
                         path: node.path.clone(),
                     },
@@ -469,7 +506,7 @@ fn singular_tests(
     let project_name = &manifest.project.name;
     for file in &project.test_files {
         let source = project.files.get(file.file);
-        let rendered = match renderer.render_model(file.file, source, "", context, &macro_files(project)) {
+        let rendered = match renderer.render_test(file.file, source, context, &macro_files(project)) {
             Ok(rendered) => rendered,
             Err(diagnostic) => {
                 diagnostics.push(diagnostic);
@@ -521,6 +558,7 @@ fn singular_tests(
                 error_if: threshold("error_if"),
                 store_failures: config.get("store_failures").and_then(Value::as_bool).unwrap_or(false),
                 compiled_sql: rendered.sql.trim().trim_end_matches(';').to_string(),
+                fail_calc: rendered.config.get("fail_calc").and_then(Value::as_str).map(str::to_string),
                 depends_on: DependsOn {
                     nodes: depends,
                     macros: rendered.macros.iter().map(|m| renderer.macros().unique_id(m)).collect(),
@@ -587,7 +625,7 @@ fn custom_sql(
     relation: &str,
     column: Option<&str>,
     depends: &mut Vec<String>,
-) -> Result<String, String> {
+) -> Result<(String, Option<String>), String> {
     // `unique_combination_of_columns` is the root project's `{% test %}`; `dbt_utils.accepted_range` a package's.
     let (package, bare) = match test.test.split_once('.') {
         Some((package, bare)) => (Some(package), bare),
@@ -615,12 +653,18 @@ fn custom_sql(
         Some(package) => format!("{package}.{macro_name}"),
         None => macro_name,
     };
-    let mut arguments = vec![format!("model={}", jinja_literal(&Value::String(relation.to_string())))];
+    // `model` is a relation, as in dbt (packages check it is one before using it).
+    let (schema, identifier) = relation.rsplit_once('.').unwrap_or(("", relation));
+    let mut arguments = vec![format!(
+        "model=api.Relation.create(schema={}, identifier={})",
+        jinja_literal(&Value::String(schema.to_string())),
+        jinja_literal(&Value::String(identifier.to_string()))
+    )];
     if let Some(column) = column {
         arguments.push(format!("column_name={}", jinja_literal(&Value::String(column.to_string()))));
     }
     for (key, value) in &test.arguments {
-        arguments.push(format!("{key}={}", jinja_literal(value)));
+        arguments.push(format!("{key}={}", argument_literal(value)));
     }
     let text = format!("{{{{ {callee}({}) }}}}", arguments.join(", "));
     let file = crate::diagnostics::SourceFile::new(
@@ -628,7 +672,7 @@ fn custom_sql(
         std::sync::Arc::from(text.as_str()),
     );
     let rendered = renderer
-        .render_model(crate::diagnostics::FileId(0), &file, "", context, &macro_files(project))
+        .render_test(crate::diagnostics::FileId(0), &file, context, &macro_files(project))
         .map_err(|d| d.message)?;
     for reference in &rendered.refs {
         if let Some(node) = reference.name.last().and_then(|name| manifest.nodes.values().find(|n| &n.name == name)) {
@@ -636,10 +680,11 @@ fn custom_sql(
         }
     }
     let sql = rendered.sql.trim().trim_end_matches(';').to_string();
-    Ok(match test.config.get("where").and_then(Value::as_str) {
+    let sql = match test.config.get("where").and_then(Value::as_str) {
         Some(filter) => sql.replace(relation, &format!("(select * from {relation} where {filter})")),
         None => sql,
-    })
+    };
+    Ok((sql, rendered.config.get("fail_calc").and_then(Value::as_str).map(str::to_string)))
 }
 
 #[cfg(test)]

@@ -67,6 +67,9 @@ pub struct TestNode {
     pub store_failures: bool,
     /// The query returning the failing rows.
     pub compiled_sql: String,
+    /// dbt's `fail_calc`: the failure count as an aggregate over the test's rows (default: the number of rows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_calc: Option<String>,
     pub depends_on: DependsOn,
     /// The file that declares the test.
     pub path: String,

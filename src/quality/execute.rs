@@ -75,7 +75,10 @@ async fn run_one(
 ) -> Result<(TestStatus, u64, Option<String>), String> {
     let error = |e: datafusion::error::DataFusionError| crate::warehouse::clean_datafusion_message(&e);
     let failing = ctx.sql(sql).await.map_err(error)?;
-    let failures = failing.clone().count().await.map_err(error)? as u64;
+    let failures = match &test.fail_calc {
+        None => failing.clone().count().await.map_err(error)? as u64,
+        Some(fail_calc) => fail_count(ctx, sql, fail_calc).await?,
+    };
     let status = if test.error_if.matches(failures) && test.severity == Severity::Error {
         TestStatus::Fail
     } else if test.warn_if.matches(failures) || test.error_if.matches(failures) {
@@ -99,6 +102,19 @@ async fn run_one(
         }
     }
     Ok((status, failures, Some(message)))
+}
+
+/// dbt's `fail_calc`: the failure count as the aggregate `fail_calc` over the test's rows (none: 0).
+async fn fail_count(ctx: &SessionContext, sql: &str, fail_calc: &str) -> Result<u64, String> {
+    let error = |e: datafusion::error::DataFusionError| crate::warehouse::clean_datafusion_message(&e);
+    let counted =
+        format!("select cast(coalesce({fail_calc}, 0) as bigint) as failures from ({sql}) as dbt_internal_test");
+    let batches = ctx.sql(&counted).await.map_err(error)?.collect().await.map_err(error)?;
+    let column = batches.first().filter(|b| b.num_rows() > 0).map(|b| b.column(0).clone());
+    let value = column
+        .and_then(|c| c.as_any().downcast_ref::<datafusion::arrow::array::Int64Array>().map(|a| a.value(0)))
+        .unwrap_or(0);
+    Ok(value.max(0) as u64)
 }
 
 /// The tests a node's build runs on its result: those declared on it that read nothing but it, its ancestors and

@@ -57,7 +57,7 @@ impl Object for Execute {
 
     fn is_true(self: &Arc<Self>) -> bool {
         mark();
-        catalog().is_some()
+        catalog().is_some() || super::with_capture(|c| c.assume_execute).unwrap_or(false)
     }
 
     fn render(self: &Arc<Self>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

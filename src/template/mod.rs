@@ -131,6 +131,9 @@ struct Capture {
     called_is_incremental: bool,
     /// What introspection asks at build time; `None` at compile.
     catalog: Option<Arc<dyn Catalog>>,
+    /// `execute` is true though no catalog answers: a data test's SQL, rendered at compile as dbt renders it at
+    /// test time (its introspection still finds nothing).
+    assume_execute: bool,
     introspected: bool,
     /// `statement(name)` results, for `load_result(name)`.
     results: BTreeMap<String, JValue>,
@@ -140,6 +143,8 @@ struct Capture {
 
 thread_local! {
     static CAPTURE: RefCell<Option<Capture>> = const { RefCell::new(None) };
+    /// Set while `render_test` renders.
+    static TEST_RENDER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn with_capture<R>(f: impl FnOnce(&mut Capture) -> R) -> Option<R> {
@@ -182,6 +187,8 @@ impl Drop for Rendering {
 pub struct Renderer {
     env: Environment<'static>,
     macros: MacroSet,
+    /// Every global name (functions, macros, packages), for the undefined-name check of models.
+    globals: std::collections::HashSet<String>,
     /// Packages whose macro template parsed, and so can be imported by a render.
     loaded: Vec<String>,
 }
@@ -195,7 +202,9 @@ impl Renderer {
     pub fn new(context: Arc<RenderContext>, macro_files: &[MacroSource<'_>]) -> (Renderer, Vec<Diagnostic>) {
         let mut diagnostics = Vec::new();
         let mut env = Environment::new();
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // dbt's Jinja prints an undefined name as nothing, and packages rely on it (`{{ select_gb_cols }}` set only
+        // under an `if`); a model's own undefined names are still errors (`undefined_in`).
+        env.set_undefined_behavior(UndefinedBehavior::Lenient);
         env.set_keep_trailing_newline(true);
         env.set_recursion_limit(200);
         // A bound on the work of one render, so a runaway loop ends in a diagnostic instead of a hang.
@@ -219,7 +228,8 @@ impl Renderer {
             context.target_type.clone(),
         );
         runtime::register(&mut env, Arc::new(index), PROTECTED_NAMES);
-        (Renderer { env, macros, loaded }, diagnostics)
+        let globals = env.globals().map(|(name, _)| name.to_string()).collect();
+        (Renderer { env, macros, globals, loaded }, diagnostics)
     }
 
     pub fn macros(&self) -> &MacroSet {
@@ -249,6 +259,20 @@ impl Renderer {
         macro_files: &[MacroSource<'_>],
     ) -> Result<RenderedModel, Diagnostic> {
         self.render(file_id, file, this, base, context, macro_files, None)
+    }
+
+    /// A data test's SQL (a generic test's macro call, a singular test): `execute` is true, as when dbt runs tests.
+    pub fn render_test(
+        &self,
+        file_id: FileId,
+        file: &SourceFile,
+        context: &RenderContext,
+        macro_files: &[MacroSource<'_>],
+    ) -> Result<RenderedModel, Diagnostic> {
+        TEST_RENDER.with(|t| t.set(true));
+        let rendered = self.render(file_id, file, "", &ConfigMap::new(), context, macro_files, None);
+        TEST_RENDER.with(|t| t.set(false));
+        rendered
     }
 
     /// `render_model_with` at build time: `execute` is true and introspection asks `catalog`.
@@ -316,17 +340,27 @@ impl Renderer {
                 threads => 1,
             },
         };
+        let to_diag = |err: minijinja::Error| {
+            self.error_diagnostic(&err, file_id, file, (prelude.len(), &insertions), macro_files)
+        };
+        let template = self.env.template_from_named_str(&name, &source).map_err(to_diag)?;
+        if let Some(diagnostic) = self.undefined_in(&template, raw, file_id) {
+            return Err(diagnostic);
+        }
         let render = |incremental: bool| -> Result<(String, Capture), minijinja::Error> {
             let _rendering = Rendering::start(&name);
             runtime::reset();
-            let capture = Capture { incremental, base: base.clone(), catalog: catalog.clone(), ..Capture::default() };
+            let capture = Capture {
+                incremental,
+                base: base.clone(),
+                catalog: catalog.clone(),
+                assume_execute: TEST_RENDER.with(|t| t.get()),
+                ..Capture::default()
+            };
             CAPTURE.with(|c| *c.borrow_mut() = Some(capture));
-            let result = self.env.render_named_str(&name, &source, ctx.clone());
+            let result = template.render(ctx.clone());
             let capture = CAPTURE.with(|c| c.borrow_mut().take()).unwrap_or_default();
             result.map(|sql| (sql, capture))
-        };
-        let to_diag = |err: minijinja::Error| {
-            self.error_diagnostic(&err, file_id, file, (prelude.len(), &insertions), macro_files)
         };
         let (sql, capture) = render(false).map_err(to_diag)?;
         let sql_incremental = if capture.called_is_incremental { Some(render(true).map_err(to_diag)?.0) } else { None };
@@ -363,6 +397,42 @@ impl Renderer {
             introspective,
             logs,
         })
+    }
+
+    /// A name the model's own text uses that nothing defines (a typo, mostly): an error at its first use. Names
+    /// tested with `is defined` / `is undefined` are meant to be optional and are left alone.
+    fn undefined_in(&self, template: &minijinja::Template<'_, '_>, raw: &str, file_id: FileId) -> Option<Diagnostic> {
+        const RENDER_NAMES: &[&str] = &[
+            "this",
+            "execute",
+            "model",
+            "run_started_at",
+            "invocation_id",
+            "target",
+            "loop",
+            "caller",
+            "self",
+            "varargs",
+            "kwargs",
+        ];
+        let mut undefined: Vec<String> = template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|name| !self.globals.contains(name) && !RENDER_NAMES.contains(&name.as_str()))
+            .filter(|name| {
+                !raw.contains(&format!("{name} is defined")) && !raw.contains(&format!("{name} is undefined"))
+            })
+            .filter(|name| !raw.contains(&format!("{name} is not defined")))
+            // minijinja's static scopes are narrower than Jinja's (a `set` inside an `if` is visible after it): a
+            // name the model assigns anywhere is taken as defined.
+            .filter(|name| !assigned_in(raw, name))
+            .collect();
+        undefined.sort();
+        let name = undefined.into_iter().next()?;
+        let at = find_word(raw, &name).unwrap_or(0);
+        // `pkg.macro(...)` of a package that is not installed: say so, with the whole dotted name.
+        let dotted: String = raw[at..].chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.').collect();
+        Some(undefined_diagnostic(dotted.trim_end_matches('.'), file_id, at..at + dotted.len(), &self.macros))
     }
 
     fn error_diagnostic(
@@ -577,18 +647,7 @@ fn template_error(
                     .with_primary(file_id, span, "used here")
                     .with_help("set the environment variable or give `env_var()` a default");
             }
-            if let Some(diagnostic) = not_supported(&ident, file_id, span.clone(), macros) {
-                return diagnostic;
-            }
-            let what = if ident.is_empty() { "value".to_string() } else { format!("`{ident}`") };
-            let mut diag = Diagnostic::error(Code::JinjaUndefined, format!("undefined {what} in template"))
-                .with_primary(file_id, span, "not defined");
-            let suggestion = crate::suggest::did_you_mean(&ident, macros.names().map(String::as_str));
-            diag = match suggestion {
-                Some(name) => diag.with_help(format!("a macro named `{name}` exists; did you mean `{name}`?")),
-                None => diag.with_help("define a macro with this name under `macros/`, or pass the variable"),
-            };
-            diag
+            undefined_diagnostic(&ident, file_id, span, macros)
         }
         _ if detail.contains("is not supported by pipe") => Diagnostic::error(Code::NotSupported, detail)
             .with_primary(file_id, span, "dbt's Jinja context has this; pipe's does not")
@@ -600,6 +659,40 @@ fn template_error(
             "while rendering this",
         ),
     }
+}
+
+/// "undefined `x`", or "not supported" when `x` is a name of dbt's context pipe lacks, with a did-you-mean.
+fn undefined_diagnostic(ident: &str, file_id: FileId, span: Range<usize>, macros: &MacroSet) -> Diagnostic {
+    if let Some(diagnostic) = not_supported(ident, file_id, span.clone(), macros) {
+        return diagnostic;
+    }
+    let what = if ident.is_empty() { "value".to_string() } else { format!("`{ident}`") };
+    let diag = Diagnostic::error(Code::JinjaUndefined, format!("undefined {what} in template")).with_primary(
+        file_id,
+        span,
+        "not defined",
+    );
+    match crate::suggest::did_you_mean(ident, macros.names().map(String::as_str)) {
+        Some(name) => diag.with_help(format!("a macro named `{name}` exists; did you mean `{name}`?")),
+        None => diag.with_help("define a macro with this name under `macros/`, or pass the variable"),
+    }
+}
+
+/// Whether `text` assigns `name` somewhere: `{% set ... name ... = %}`, `{% for ... name ... in %}`, a macro's
+/// parameter, `{% set name %}` blocks.
+fn assigned_in(text: &str, name: &str) -> bool {
+    let name = regex::escape(name);
+    let pattern = format!(r"\b(set|for)\s+[\w\s,.]*\b{name}\b|\bmacro\s+\w+\s*\([^)]*\b{name}\b");
+    regex::Regex::new(&pattern).is_ok_and(|re| re.is_match(text))
+}
+
+/// The offset of the first use of `word` as a whole identifier in `text`.
+fn find_word(text: &str, word: &str) -> Option<usize> {
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    text.match_indices(word).map(|(at, _)| at).find(|&at| {
+        !text[..at].chars().next_back().is_some_and(is_ident)
+            && !text[at + word.len()..].chars().next().is_some_and(is_ident)
+    })
 }
 
 fn err_text(err: &minijinja::Error) -> String {

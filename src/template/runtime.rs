@@ -116,6 +116,8 @@ thread_local! {
     static MODULES: RefCell<BTreeMap<String, JValue>> = const { RefCell::new(BTreeMap::new()) };
     /// The packages of the macros being called, innermost last: a bare name resolves in the innermost first.
     static CALLING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// The undeclared keyword arguments of each macro being called, innermost last.
+    static EXTRA_KWARGS: RefCell<Vec<Named>> = const { RefCell::new(Vec::new()) };
     /// The value `return()` was given, until the call of the macro it returns from takes it.
     static RETURNED: RefCell<Option<JValue>> = const { RefCell::new(None) };
 }
@@ -124,6 +126,7 @@ thread_local! {
 pub(super) fn reset() {
     MODULES.with(|m| m.borrow_mut().clear());
     CALLING.with(|c| c.borrow_mut().clear());
+    EXTRA_KWARGS.with(|k| k.borrow_mut().clear());
     RETURNED.with(|r| r.borrow_mut().take());
 }
 
@@ -152,8 +155,13 @@ fn call_macro(state: &State<'_, '_>, package: &str, name: &str, args: &[JValue])
     if raw.is_undefined() {
         return Err(Error::new(ErrorKind::UndefinedError, format!("`{package}` has no macro `{name}`")));
     }
+    // Keyword arguments the macro does not declare are its `kwargs` (Jinja2's catch-all, which dbt packages use and
+    // minijinja's macros lack): they are taken out of the call and served by the `kwargs` global meanwhile.
+    let (args, extra) = split_kwargs(&raw, args)?;
     CALLING.with(|c| c.borrow_mut().push(package.to_string()));
-    let result = raw.call(state, args);
+    EXTRA_KWARGS.with(|k| k.borrow_mut().push(extra));
+    let result = raw.call(state, &args);
+    EXTRA_KWARGS.with(|k| k.borrow_mut().pop());
     CALLING.with(|c| c.borrow_mut().pop());
     match result {
         Ok(value) => Ok(value),
@@ -161,6 +169,64 @@ fn call_macro(state: &State<'_, '_>, package: &str, name: &str, args: &[JValue])
             Some(value) => Ok(value),
             None => Err(err),
         },
+    }
+}
+
+/// Keyword arguments by name.
+type Named = Vec<(String, JValue)>;
+
+/// `args` without the keyword arguments `raw` does not declare, and those, as (name, value).
+fn split_kwargs(raw: &JValue, args: &[JValue]) -> Result<(Vec<JValue>, Named), Error> {
+    let declared: Vec<String> = match raw.get_attr("arguments") {
+        Ok(list) if !list.is_undefined() => list.try_iter()?.map(|v| v.to_string()).collect(),
+        _ => return Ok((args.to_vec(), Vec::new())),
+    };
+    let (positional, kwargs): (minijinja::value::Rest<JValue>, minijinja::value::Kwargs) =
+        minijinja::value::from_args(args)?;
+    let names: Vec<String> = kwargs.args().map(str::to_string).collect();
+    if names.iter().all(|n| declared.contains(n) || n == "caller") {
+        return Ok((args.to_vec(), Vec::new()));
+    }
+    let mut kept = Vec::new();
+    let mut extra = Vec::new();
+    for name in names {
+        let value: JValue = kwargs.get(&name)?;
+        if declared.contains(&name) || name == "caller" {
+            kept.push((name, value));
+        } else {
+            extra.push((name, value));
+        }
+    }
+    let mut call: Vec<JValue> = positional.0;
+    if !kept.is_empty() {
+        call.push(JValue::from(kept.into_iter().collect::<minijinja::value::Kwargs>()));
+    }
+    Ok((call, extra))
+}
+
+/// `kwargs`: the undeclared keyword arguments of the macro being called.
+#[derive(Debug)]
+pub(super) struct ExtraKwargs;
+
+impl Object for ExtraKwargs {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        minijinja::value::ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &JValue) -> Option<JValue> {
+        let key = key.as_str()?;
+        EXTRA_KWARGS.with(|k| k.borrow().last().and_then(|e| e.iter().find(|(n, _)| n == key).map(|(_, v)| v.clone())))
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        let keys: Vec<JValue> = EXTRA_KWARGS
+            .with(|k| k.borrow().last().map(|e| e.iter().map(|(n, _)| JValue::from(n.clone())).collect()))
+            .unwrap_or_default();
+        minijinja::value::Enumerator::Values(keys)
+    }
+
+    fn call_method(self: &Arc<Self>, state: &State<'_, '_>, method: &str, args: &[JValue]) -> Result<JValue, Error> {
+        super::pycompat::call_method(state, &JValue::from_dyn_object(Arc::clone(self)), method, args)
     }
 }
 
@@ -304,5 +370,6 @@ pub(super) fn register(env: &mut minijinja::Environment<'static>, index: Arc<Mac
     }
     env.add_global("adapter", JValue::from_object(Adapter { index }));
     env.add_function("return", return_value);
+    env.add_global("kwargs", JValue::from_object(ExtraKwargs));
     env.add_function("__pipe_module", register_module);
 }

@@ -40,7 +40,7 @@ impl BuildRenderer {
         if at_build.is_empty() {
             return None;
         }
-        let mut context = super::base_context(project, options);
+        let mut context = super::context::base_context(project, options);
         for node in manifest.nodes.values() {
             context.relations.insert(node.name.clone(), node.relation.clone());
         }

@@ -13,14 +13,7 @@ use super::EPHEMERAL_PREFIX;
 pub(super) fn inline_ephemerals(nodes: &mut BTreeMap<String, Node>, order: &[String]) {
     for id in order {
         let Some(node) = nodes.get(id) else { continue };
-        let ephemerals: Vec<(String, String)> = node
-            .depends_on
-            .nodes
-            .iter()
-            .filter_map(|dep| nodes.get(dep))
-            .filter(|dep| dep.materialized == Materialization::Ephemeral)
-            .map(|dep| (dep.name.clone(), dep.compiled_sql.clone()))
-            .collect();
+        let ephemerals = ephemeral_upstreams(node, nodes);
         if ephemerals.is_empty() {
             continue;
         }
@@ -36,19 +29,23 @@ pub(super) fn inline_ephemerals(nodes: &mut BTreeMap<String, Node>, order: &[Str
 
 /// `sql` of `node` with its ephemeral upstreams (already inlined in topological order) as CTEs.
 pub(super) fn inline_into(sql: &str, node: &Node, nodes: &BTreeMap<String, Node>) -> String {
-    let ephemerals: Vec<(String, String)> = node
-        .depends_on
-        .nodes
-        .iter()
-        .filter_map(|dep| nodes.get(dep))
-        .filter(|dep| dep.materialized == Materialization::Ephemeral)
-        .map(|dep| (dep.name.clone(), dep.compiled_sql.clone()))
-        .collect();
+    let ephemerals = ephemeral_upstreams(node, nodes);
     if ephemerals.is_empty() {
         sql.to_string()
     } else {
         with_ctes(sql, &ephemerals)
     }
+}
+
+/// (name, compiled SQL) of the ephemeral models `node` reads directly.
+fn ephemeral_upstreams(node: &Node, nodes: &BTreeMap<String, Node>) -> Vec<(String, String)> {
+    node.depends_on
+        .nodes
+        .iter()
+        .filter_map(|dep| nodes.get(dep))
+        .filter(|dep| dep.materialized == Materialization::Ephemeral)
+        .map(|dep| (dep.name.clone(), dep.compiled_sql.clone()))
+        .collect()
 }
 
 /// Prepends CTEs to a query, merging them into its own `with` clause when it has one.

@@ -6,6 +6,7 @@
 
 mod at_build;
 mod checks;
+mod context;
 pub mod contract;
 pub mod define;
 mod ephemeral;
@@ -29,7 +30,7 @@ use crate::graph::{Dag, NodeId};
 use crate::manifest::{self, Manifest, Node, NodeKind, SourceNode};
 use crate::project::{self, ConfigExt, ConfigMap, Layer, LayerRules, Materialization, ModelFile, Project};
 use crate::sql::{self, AnalyzedModel, SqlOrigin};
-use crate::template::{DispatchConfig, MacroSource, RenderContext, RenderedModel, Renderer};
+use crate::template::{MacroSource, RenderContext, RenderedModel, Renderer};
 
 /// Inputs to a compile besides the project folder.
 #[derive(Debug, Clone, Default)]
@@ -135,7 +136,7 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
             };
         }
     };
-    resolve_target(&mut project, options, &mut diagnostics);
+    context::resolve_target(&mut project, options, &mut diagnostics);
     let mut origins = BTreeMap::new();
     let mut render_times = BTreeMap::new();
     let mut logs = Vec::new();
@@ -177,26 +178,6 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
         logs,
         plans,
         render_at_build,
-    }
-}
-
-/// Reads the target from `profiles.yml` into `project.target`: its schema is where a dbt project's models go.
-fn resolve_target(project: &mut Project, options: &CompileOptions, diagnostics: &mut Vec<Diagnostic>) {
-    if !options.target_name.is_empty() {
-        project.target.name = options.target_name.clone();
-    }
-    let profile = project.config.profile.clone().unwrap_or_else(|| project.config.name.clone());
-    match project::profiles::resolve(&profile, &options.profiles_dirs, options.target.as_deref(), &options.env_vars) {
-        Ok(Some(target)) => project.target = target,
-        Ok(None) => {
-            if let Some(target) = &options.target {
-                project.target.name = target.clone();
-            }
-        }
-        Err(message) => diagnostics.push(
-            Diagnostic::error(Code::InvalidConfig, message)
-                .with_help("fix `profiles.yml`, pass `--target`, or `--profiles-dir` to read another one"),
-        ),
     }
 }
 
@@ -597,93 +578,6 @@ fn unique_models<'p>(project: &'p Project, diagnostics: &mut Vec<Diagnostic>) ->
     by_name.into_values().collect()
 }
 
-/// The render context every model of the project shares: vars, target, dispatch. Relations are added by the caller.
-fn base_context(project: &Project, options: &CompileOptions) -> RenderContext {
-    let mut context = RenderContext {
-        relations: BTreeMap::new(),
-        sources: project.sources.iter().map(|s| (s.source_name.clone(), s.table_name.clone())).collect(),
-        source_relations: BTreeMap::new(),
-        vars: project.config.vars.clone(),
-        env_vars: options.env_vars.clone(),
-        run_started_at: options.run_started_at.clone(),
-        invocation_id: options.invocation_id.clone(),
-        target_name: project.target.name.clone(),
-        target_schema: project.target.schema.clone(),
-        target_type: project.target.kind.clone(),
-        project_name: project.config.name.clone(),
-        dispatch: DispatchConfig {
-            search_order: project
-                .config
-                .dispatch
-                .iter()
-                .map(|rule| (rule.macro_namespace.clone(), rule.search_order.clone()))
-                .collect(),
-        },
-        command: if options.command.is_empty() { "compile".into() } else { options.command.clone() },
-        full_refresh: options.full_refresh,
-        graph: graph_of(project),
-    };
-    context.vars.extend(options.vars.clone());
-    context
-}
-
-/// dbt's `graph` as far as it is known before rendering: every model and seed (name, path, folder and YAML
-/// config, tags) and every source, by unique id.
-fn graph_of(project: &Project) -> Value {
-    let name = &project.config.name;
-    let mut nodes = serde_json::Map::new();
-    for model in &project.models {
-        let unique_id = format!("model.{name}.{}", model.name);
-        let mut fqn = vec![name.clone()];
-        fqn.extend(model.folders.iter().cloned());
-        fqn.push(model.name.clone());
-        let node = serde_json::json!({
-            "unique_id": unique_id,
-            "name": model.name,
-            "resource_type": "model",
-            "package_name": name,
-            "path": model.path,
-            "original_file_path": model.path,
-            "fqn": fqn,
-            "config": model.config,
-            "tags": model.config.tags(),
-            "description": model.properties.as_ref().and_then(|p| p.description.clone()).unwrap_or_default(),
-        });
-        nodes.insert(unique_id, node);
-    }
-    for seed in &project.seeds {
-        let unique_id = format!("seed.{name}.{}", seed.name);
-        let node = serde_json::json!({
-            "unique_id": unique_id,
-            "name": seed.name,
-            "resource_type": "seed",
-            "package_name": name,
-            "path": seed.path,
-            "original_file_path": seed.path,
-            "config": seed.config,
-            "tags": seed.config.tags(),
-        });
-        nodes.insert(unique_id, node);
-    }
-    let mut sources = serde_json::Map::new();
-    for source in &project.sources {
-        let unique_id = format!("source.{name}.{}.{}", source.source_name, source.table_name);
-        let node = serde_json::json!({
-            "unique_id": unique_id,
-            "name": source.table_name,
-            "source_name": source.source_name,
-            "identifier": source.identifier.clone().unwrap_or_else(|| source.table_name.clone()),
-            "resource_type": "source",
-            "package_name": name,
-            "schema": source.source_name,
-            "description": source.description.clone().unwrap_or_default(),
-            "meta": source.meta.clone().unwrap_or(Value::Null),
-        });
-        sources.insert(unique_id, node);
-    }
-    serde_json::json!({ "nodes": nodes, "sources": sources })
-}
-
 /// Renders and parses every model (in parallel) against the project's render context. An in-file `config()` can
 /// change a model's layer, schema or materialization, and so the relation its dependents' refs render to: that is
 /// rare, and then everything is rendered once more with the corrected relations.
@@ -694,7 +588,7 @@ fn render_models<'p>(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Rendered<'p> {
     let naming = naming::Naming::new(project, options);
-    let mut context = base_context(project, options);
+    let mut context = context::base_context(project, options);
     for seed in &project.seeds {
         context.relations.insert(seed.name.clone(), seed_relation(project, &naming, seed));
     }

@@ -48,7 +48,7 @@ impl Naming {
         };
         let (schema_macro, alias_macro) = (defines("generate_schema_name"), defines("generate_alias_name"));
         let custom = (dbt && (schema_macro || alias_macro)).then(|| {
-            let context = super::base_context(project, options);
+            let context = super::context::base_context(project, options);
             let sources = super::macro_files(project);
             let (renderer, _) = Renderer::new(Arc::new(context.clone()), &sources);
             (renderer, context, schema_macro, alias_macro)

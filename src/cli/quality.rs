@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{compile_reported, selected_ids, ProjectArgs, SelectArgs};
+use super::{compile_reported, compile_reported_with, selected_ids, ProjectArgs, SelectArgs};
 use crate::manifest::Severity;
 use crate::quality::{run_tests, TestStatus};
 use crate::run;
@@ -19,7 +19,9 @@ pub struct TestArgs {
 }
 
 pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
-    let (_compilation, manifest) = match compile_reported(&args.project)? {
+    // A partial compile, as for a build: tests of the models that compiled run; those reading a model that did not
+    // are reported as not run.
+    let (_compilation, manifest) = match compile_reported_with(&args.project, false, true)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
@@ -31,11 +33,11 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
             Err(code) => return Ok(code),
         }
     };
-    let tests: Vec<_> = manifest
+    let (tests, blocked): (Vec<_>, Vec<_>) = manifest
         .tests
         .values()
         .filter(|t| selected.as_ref().is_none_or(|ids| t.depends_on.nodes.iter().any(|d| ids.contains(d))))
-        .collect();
+        .partition(|t| !t.depends_on.nodes.iter().any(|d| manifest.compile_errors.contains_key(d)));
     let runtime = super::runtime(None)?;
     let started_at = chrono::Utc::now();
     let started = std::time::Instant::now();
@@ -86,12 +88,22 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    for test in &blocked {
+        errored += 1;
+        let upstream = test.depends_on.nodes.iter().find(|d| manifest.compile_errors.contains_key(*d));
+        let model = upstream.and_then(|id| id.rsplit('.').next()).unwrap_or_default();
+        eprintln!("{:<5} {:<60} {:>8} {:>6.2}s", "ERROR", test.name, 0, 0.0);
+        eprintln!("      not run: `{model}` did not compile");
+    }
     let errored_text = match errored {
         0 => String::new(),
         n => format!(", {n} could not run"),
     };
-    eprintln!("Done: {passed} passed, {warned} warned, {failed} failed{errored_text} of {} tests", outcomes.len());
-    Ok(if failed + errored > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    let total = outcomes.len() + blocked.len();
+    eprintln!("Done: {passed} passed, {warned} warned, {failed} failed{errored_text} of {total} tests");
+    // A model that did not compile fails the command even when no test reads it, as `pipe compile` would.
+    let broken = !manifest.compile_errors.is_empty();
+    Ok(if failed + errored > 0 || broken { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 #[derive(Debug, Args)]

@@ -341,6 +341,7 @@ fn build_manifest(
 ) -> Option<Manifest> {
     let ids = Ids { project: &project.config.name };
     let models = unique_models(project, diagnostics);
+    note_inert_configs(&models, diagnostics);
     let rendered = render_models(project, options, models, diagnostics);
 
     // Node table: seeds, models, then sources; `NodeId` indexes it.
@@ -560,6 +561,28 @@ fn seed_of<'p>(project: &'p Project, source: &project::SourceDef) -> Option<&'p 
 }
 
 /// Enabled models, first file per name; a second file with the same name is an error naming both.
+/// dbt configs that mean nothing for a local warehouse (`grants`, `persist_docs`): accepted, and said once each,
+/// naming the models, rather than silently ignored.
+fn note_inert_configs(models: &[&ModelFile], diagnostics: &mut Vec<Diagnostic>) {
+    for (key, why) in [
+        ("grants", "a local warehouse has no users to grant to"),
+        ("persist_docs", "descriptions are in the manifest and the docs site, not written into the tables"),
+    ] {
+        let using: Vec<&str> = models.iter().filter(|m| m.config.contains_key(key)).map(|m| m.name.as_str()).collect();
+        if using.is_empty() {
+            continue;
+        }
+        let shown = if using.len() > 5 { format!("{}, ...", using[..5].join(", ")) } else { using.join(", ") };
+        diagnostics.push(
+            Diagnostic::warning(
+                Code::NotSupported,
+                format!("`{key}` is accepted and has no effect in pipe ({} model(s): {shown})", using.len()),
+            )
+            .with_note(why),
+        );
+    }
+}
+
 fn unique_models<'p>(project: &'p Project, diagnostics: &mut Vec<Diagnostic>) -> Vec<&'p ModelFile> {
     let mut by_name: BTreeMap<&str, &ModelFile> = BTreeMap::new();
     for model in project.models.iter().filter(|m| m.config.enabled()) {

@@ -198,18 +198,7 @@ fn built_in_sql(
 /// `ref`, `source`, `var`, `env_var` or `doc` (`to: ref('customers')`) is that call, so the test gets a relation;
 /// anything else is the literal value (lists and mappings item by item).
 fn argument_literal(value: &Value) -> String {
-    match value {
-        Value::String(text) if looks_like_call(text) => format!("({})", text.trim()),
-        Value::Array(items) => format!("[{}]", items.iter().map(argument_literal).collect::<Vec<_>>().join(", ")),
-        Value::Object(map) => {
-            let items: Vec<String> = map
-                .iter()
-                .map(|(k, v)| format!("{}: {}", jinja_literal(&Value::String(k.clone())), argument_literal(v)))
-                .collect();
-            format!("{{{}}}", items.join(", "))
-        }
-        other => jinja_literal(other),
-    }
+    jinja_value(value, true)
 }
 
 /// dbt's test for a test argument that is a function call: `^\s*(env_var|ref|var|source|doc)\s*\(.+\)\s*$`.
@@ -223,13 +212,21 @@ fn looks_like_call(text: &str) -> bool {
 }
 
 pub(super) fn jinja_literal(value: &Value) -> String {
+    jinja_value(value, false)
+}
+
+/// `value` as a Jinja literal; with `calls`, a string that looks like a `ref(...)`-style call is that call.
+fn jinja_value(value: &Value, calls: bool) -> String {
     match value {
+        Value::String(text) if calls && looks_like_call(text) => format!("({})", text.trim()),
         Value::Null => "none".into(),
-        Value::Array(items) => format!("[{}]", items.iter().map(jinja_literal).collect::<Vec<_>>().join(", ")),
+        Value::Array(items) => {
+            format!("[{}]", items.iter().map(|v| jinja_value(v, calls)).collect::<Vec<_>>().join(", "))
+        }
         Value::Object(map) => {
             let items: Vec<String> = map
                 .iter()
-                .map(|(k, v)| format!("{}: {}", jinja_literal(&Value::String(k.clone())), jinja_literal(v)))
+                .map(|(k, v)| format!("{}: {}", jinja_value(&Value::String(k.clone()), false), jinja_value(v, calls)))
                 .collect();
             format!("{{{}}}", items.join(", "))
         }

@@ -143,8 +143,16 @@ struct Capture {
 
 thread_local! {
     static CAPTURE: RefCell<Option<Capture>> = const { RefCell::new(None) };
-    /// Set while `render_test` renders.
-    static TEST_RENDER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What `execute` is during a render.
+enum Execution {
+    /// Compiling a model, as dbt's parse: `execute` is false and introspection finds nothing.
+    Parse,
+    /// A data test's SQL: `execute` is true, though introspection still finds nothing.
+    Test,
+    /// Building: `execute` is true and introspection asks the catalog.
+    Build(Arc<dyn Catalog>),
 }
 
 fn with_capture<R>(f: impl FnOnce(&mut Capture) -> R) -> Option<R> {
@@ -258,7 +266,7 @@ impl Renderer {
         context: &RenderContext,
         macro_files: &[MacroSource<'_>],
     ) -> Result<RenderedModel, Diagnostic> {
-        self.render(file_id, file, this, base, context, macro_files, None)
+        self.render(file_id, file, this, base, context, macro_files, Execution::Parse)
     }
 
     /// A data test's SQL (a generic test's macro call, a singular test): `execute` is true, as when dbt runs tests.
@@ -269,10 +277,7 @@ impl Renderer {
         context: &RenderContext,
         macro_files: &[MacroSource<'_>],
     ) -> Result<RenderedModel, Diagnostic> {
-        TEST_RENDER.with(|t| t.set(true));
-        let rendered = self.render(file_id, file, "", &ConfigMap::new(), context, macro_files, None);
-        TEST_RENDER.with(|t| t.set(false));
-        rendered
+        self.render(file_id, file, "", &ConfigMap::new(), context, macro_files, Execution::Test)
     }
 
     /// `render_model_with` at build time: `execute` is true and introspection asks `catalog`.
@@ -287,7 +292,7 @@ impl Renderer {
         macro_files: &[MacroSource<'_>],
         catalog: Arc<dyn Catalog>,
     ) -> Result<RenderedModel, Diagnostic> {
-        self.render(file_id, file, this, base, context, macro_files, Some(catalog))
+        self.render(file_id, file, this, base, context, macro_files, Execution::Build(catalog))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -299,7 +304,7 @@ impl Renderer {
         base: &ConfigMap,
         context: &RenderContext,
         macro_files: &[MacroSource<'_>],
-        catalog: Option<Arc<dyn Catalog>>,
+        execution: Execution,
     ) -> Result<RenderedModel, Diagnostic> {
         let raw: &str = &file.text;
         let used_macros = self.macros.used_by(raw);
@@ -353,8 +358,11 @@ impl Renderer {
             let capture = Capture {
                 incremental,
                 base: base.clone(),
-                catalog: catalog.clone(),
-                assume_execute: TEST_RENDER.with(|t| t.get()),
+                catalog: match &execution {
+                    Execution::Build(catalog) => Some(Arc::clone(catalog)),
+                    Execution::Parse | Execution::Test => None,
+                },
+                assume_execute: matches!(execution, Execution::Test),
                 ..Capture::default()
             };
             CAPTURE.with(|c| *c.borrow_mut() = Some(capture));

@@ -173,7 +173,7 @@ fn introspective_models_are_rendered_when_the_build_runs_them() {
 
 /// dbt-duckdb's `external_location` sources: set once on the source (inherited by its tables) or on a table, in
 /// `meta:` or `config:`, with `{name}` / `{identifier}` filled per table, as a path or a `read_csv(...)` call
-/// whose options (`header`, `delim`) are the source's.
+/// whose options (`header`, `delim`) are the source's. A JSON file holding one array is read as its rows.
 #[test]
 fn external_location_sources_read_their_files() {
     let dir = fixture("external_sources");
@@ -182,7 +182,7 @@ fn external_location_sources_read_their_files() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
     assert_eq!(
         query(root, "select * from main.customer_totals order by 1"),
-        "customer_id,name,total\n1,Ada,15.0\n2,Alan,7.0\n"
+        "customer_id,name,total,refunded\n1,Ada,15.0,2.5\n2,Alan,7.0,1.5\n"
     );
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("target/manifest.json")).unwrap()).unwrap();
@@ -231,4 +231,46 @@ fn targets_and_schemas_follow_dbt() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains(" staging.stg_things"), "{stderr}");
     assert!(stderr.contains("analytics.all_things"), "{stderr}");
+}
+
+/// dbt's model versions: each version is its own table (`<model>_v<v>`, or its alias), an unpinned `ref()` reads
+/// `latest_version` (v2, in the unsuffixed file), `ref(m, v=1)` / `version=3` a pinned one; a version's columns
+/// (and so its tests) follow `include`/`exclude`; `-s dim_customers` selects every version.
+#[test]
+fn model_versions_build_side_by_side_and_refs_pick_the_right_one() {
+    let dir = fixture("model_versions");
+    let root = dir.path();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let tables = query(root, "select table_name from information_schema.tables where table_schema = 'main' order by 1");
+    assert_eq!(
+        tables,
+        "table_name\ncustomers_by_country\ndim_customers_preview\ndim_customers_v1\ndim_customers_v2\nlegacy_names\n\
+         preview_domestic\nraw_customers\n"
+    );
+    // v1 drops `country`, so its accepted_values test is not generated: 2 tests, not 3.
+    assert!(stderr.contains("main.dim_customers_v1"), "{stderr}");
+    let v1_tests = stderr.lines().skip_while(|l| !l.contains("main.dim_customers_v1")).nth(1).unwrap_or_default();
+    assert!(v1_tests.contains("2 of 2 passed"), "{stderr}");
+    assert_eq!(query(root, "select * from main.customers_by_country order by 1"), "country,customers\nGB,2\nUS,1\n");
+    assert_eq!(query(root, "select count(*) as n from main.legacy_names"), "n\n3\n");
+    assert_eq!(query(root, "select * from main.preview_domestic"), "domestic\n2\n");
+
+    // Selecting the model by its name selects all of its versions (and their tests), nothing else.
+    let fresh = fixture("model_versions");
+    let output = pipe(fresh.path(), &["build", "-s", "raw_customers", "dim_customers"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("4 succeeded, 0 failed, 0 skipped"), "{stderr}");
+
+    // A version that does not exist is a compile error naming the versions there are.
+    std::fs::write(root.join("models/bad.sql"), "select * from {{ ref('dim_customers', v=9) }}\n").unwrap();
+    let output = pipe(root, &["compile"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("model `dim_customers` has no version 9 (its versions: 1, 2, 3)"),
+        "{}",
+        text(&output.stderr)
+    );
 }

@@ -56,6 +56,7 @@ pub(super) fn base_context(project: &Project, options: &CompileOptions) -> Rende
         command: if options.command.is_empty() { "compile".into() } else { options.command.clone() },
         full_refresh: options.full_refresh,
         graph: graph_of(project),
+        versions: project.versions.clone(),
     };
     context.vars.extend(options.vars.clone());
     context

@@ -547,6 +547,7 @@ fn model_node_base(
         config,
         settings,
         render_at_build: false,
+        version: model.version.clone(),
     }
 }
 
@@ -839,6 +840,7 @@ fn seed_nodes(
             constraints: properties.constraints.clone(),
             checksum: hex(&Sha256::digest(&seed_text)),
             render_at_build: false,
+            version: None,
         });
     }
     nodes

@@ -47,6 +47,7 @@ impl SelectableGraph {
                     });
                     NodeFacts {
                         name: &node.name,
+                        model_of_version: node.version.as_ref().map(|v| v.model.as_str()),
                         resource_type: match node.resource_type {
                             NodeKind::Model => ResourceType::Model,
                             NodeKind::Seed => ResourceType::Seed,
@@ -67,6 +68,7 @@ impl SelectableGraph {
                     });
                     NodeFacts {
                         name: &source.name,
+                        model_of_version: None,
                         resource_type: ResourceType::Source,
                         layer: None,
                         path: &source.declared_in,

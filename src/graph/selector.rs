@@ -42,6 +42,8 @@ pub enum StateChange {
 #[derive(Debug, Clone)]
 pub struct NodeFacts<'a> {
     pub name: &'a str,
+    /// A versioned model's name, which selects all its versions (`-s dim_customers`).
+    pub model_of_version: Option<&'a str>,
     pub resource_type: ResourceType,
     pub layer: Option<&'a str>,
     pub path: &'a str,
@@ -161,7 +163,10 @@ fn value_matches(expected: &str, value: &Value) -> bool {
 
 fn matches(method: &Method, facts: &NodeFacts<'_>) -> Result<bool, ()> {
     Ok(match method {
-        Method::Name(pattern) => facts.source.is_none() && glob_match(pattern, facts.name),
+        Method::Name(pattern) => {
+            facts.source.is_none()
+                && (glob_match(pattern, facts.name) || facts.model_of_version.is_some_and(|m| glob_match(pattern, m)))
+        }
         Method::Tag(tag) => facts.tags.iter().any(|t| glob_match(tag, t)),
         Method::Layer(layer) => facts.layer == Some(layer.as_str()),
         Method::Path(path) => {
@@ -357,6 +362,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, (name, kind, layer, path, tags, config))| NodeFacts {
+                model_of_version: None,
                 name,
                 resource_type: *kind,
                 layer: *layer,
@@ -410,6 +416,7 @@ mod tests {
         let facts: Vec<NodeFacts<'_>> = nodes
             .iter()
             .map(|(name, kind, layer, path, tags, config)| NodeFacts {
+                model_of_version: None,
                 name,
                 resource_type: *kind,
                 layer: *layer,

@@ -188,6 +188,9 @@ pub struct Node {
     /// what dbt's parse gives, and the build renders it again just before running it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub render_at_build: bool,
+    /// Which version of a versioned model (dbt's `versions:`) this node is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<crate::project::VersionOf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

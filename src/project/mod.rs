@@ -10,6 +10,7 @@ pub mod packages;
 pub mod profiles;
 pub mod properties;
 pub mod settings;
+pub mod versions;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ pub use config::{
 pub use packages::Package;
 pub use properties::{ColumnProperties, ModelProperties, SourceProperties, SourceTableProperties};
 pub use settings::{ModelSettings, SourceSettings};
+pub use versions::{VersionOf, VersionedModel};
 
 use crate::diagnostics::{Code, Diagnostic, FileId, SourceMap};
 use properties::PropertiesFile;
@@ -50,6 +52,8 @@ pub struct Project {
     pub test_files: Vec<TestFile>,
     /// The target it builds for: dbt-duckdb's defaults until the compile reads `profiles.yml`.
     pub target: profiles::Target,
+    /// Versioned models by name (dbt's `versions:`): which file defines each version.
+    pub versions: BTreeMap<String, VersionedModel>,
 }
 
 /// A singular test: a query under a test path whose rows are failures.
@@ -78,6 +82,8 @@ pub struct ModelFile {
     pub properties: Option<ModelProperties>,
     /// The property YAML file that describes this model, and the offset of its entry.
     pub properties_at: Option<(FileId, usize)>,
+    /// The version of a versioned model this file defines.
+    pub version: Option<VersionOf>,
 }
 
 /// A kind of dbt node pipe reads but does not run yet.
@@ -251,6 +257,11 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         }
     }
     sources.sort_by(|a, b| (&a.source_name, &a.table_name).cmp(&(&b.source_name, &b.table_name)));
+    let file_names: std::collections::HashSet<String> = model_entries
+        .iter()
+        .filter_map(|(rel, _)| Some(Path::new(rel).file_stem()?.to_string_lossy().into_owned()))
+        .collect();
+    let (versions, mut version_of) = versions::expand(&mut model_props, &file_names, &mut diagnostics);
 
     let mut models = Vec::new();
     for (rel, text) in read_all(&model_entries) {
@@ -285,6 +296,7 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
                 config::merge_config(&mut model_config, yaml_config);
             }
         }
+        let version = version_of.remove(&name);
         models.push(ModelFile {
             name,
             file,
@@ -295,14 +307,32 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
             config: model_config,
             properties: props.map(|(_, _, p)| p.clone()),
             properties_at: props.map(|(f, at, _)| (*f, *at)),
+            version,
         });
     }
 
     // An entry describing a model no file defines: dbt warns, since its tests and docs then go nowhere. Past a
     // few, one warning names them all (a code frame each would bury everything else).
     let model_names: std::collections::HashSet<&str> = models.iter().map(|m| m.name.as_str()).collect();
-    let unmatched: Vec<(&String, &(FileId, usize, ModelProperties))> =
-        model_props.iter().filter(|(name, _)| !model_names.contains(name.as_str())).collect();
+    // A version whose file is missing: said in the model's terms.
+    for (file, of) in &version_of {
+        let Some((file_id, at, _)) = model_props.get(file) else { continue };
+        diagnostics.push(
+            Diagnostic::warning(
+                Code::YamlUnknownKey,
+                format!(
+                    "version {} of model `{}` is defined in `{file}`, but no model file is named `{file}`",
+                    of.v, of.model
+                ),
+            )
+            .with_primary(*file_id, *at..*at + 4, "versions declared here")
+            .with_help(format!("add `{file}.sql`, or point the version at its file with `defined_in:`")),
+        );
+    }
+    let unmatched: Vec<(&String, &(FileId, usize, ModelProperties))> = model_props
+        .iter()
+        .filter(|(name, _)| !model_names.contains(name.as_str()) && !version_of.contains_key(name.as_str()))
+        .collect();
     if unmatched.len() > 10 {
         let shown: Vec<&str> = unmatched.iter().take(10).map(|(name, _)| name.as_str()).collect();
         diagnostics.push(Diagnostic::warning(
@@ -345,6 +375,7 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
                 config: ConfigMap::new(),
                 properties: None,
                 properties_at: None,
+                version: None,
             });
         }
     }
@@ -418,6 +449,7 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         sources,
         seeds,
         test_files,
+        versions,
     };
     (Ok(project), diagnostics)
 }

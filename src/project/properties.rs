@@ -51,6 +51,46 @@ pub struct ModelProperties {
     pub access: Option<Value>,
     #[serde(default)]
     pub group: Option<Value>,
+    /// dbt's model versions: one entry per version, each defined in its own file.
+    #[serde(default)]
+    pub versions: Vec<VersionProperties>,
+    /// The version an unpinned `ref()` resolves to; the highest version when absent.
+    #[serde(default)]
+    pub latest_version: Option<Value>,
+    #[serde(default)]
+    pub deprecation_date: Option<Value>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// One entry of a model's `versions:`. What it sets overrides the model's entry for this version; its `columns`
+/// may start with `include:` / `exclude:` over the model's columns.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct VersionProperties {
+    pub v: Value,
+    /// The model file of this version, without extension; `<model>_v<v>` when absent.
+    #[serde(default)]
+    pub defined_in: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub config: Option<ConfigMap>,
+    #[serde(default)]
+    pub columns: Vec<Value>,
+    #[serde(default)]
+    pub tests: Option<Vec<Value>>,
+    #[serde(default)]
+    pub data_tests: Option<Vec<Value>>,
+    #[serde(default)]
+    pub constraints: Option<Vec<Value>>,
+    #[serde(default)]
+    pub meta: Option<Value>,
+    #[serde(default)]
+    pub docs: Option<Value>,
+    #[serde(default)]
+    pub access: Option<Value>,
+    #[serde(default)]
+    pub deprecation_date: Option<Value>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -190,7 +230,6 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ("analyses", "analyses"),
     ("groups", "groups"),
     ("macros", "macro properties"),
-    ("versions", "model versions"),
 ];
 
 /// The keys each kind of entry knows, for did-you-mean.
@@ -207,6 +246,23 @@ const MODEL_KEYS: &[&str] = &[
     "docs",
     "access",
     "group",
+    "versions",
+    "latest_version",
+    "deprecation_date",
+];
+const VERSION_KEYS: &[&str] = &[
+    "v",
+    "defined_in",
+    "description",
+    "config",
+    "columns",
+    "tests",
+    "data_tests",
+    "constraints",
+    "meta",
+    "docs",
+    "access",
+    "deprecation_date",
 ];
 const COLUMN_KEYS: &[&str] =
     &["name", "description", "data_type", "tests", "data_tests", "constraints", "meta", "tags", "quote"];
@@ -301,6 +357,10 @@ pub(crate) fn check_unknown_keys(
             let col_at = find_entry(&file.text[at..], &column.name) + at;
             let what = format!("column `{}.{}`", model.name, column.name);
             unknown(file_id, file, col_at, &column.other, &what, COLUMN_KEYS, out);
+        }
+        for version in &model.versions {
+            let what = format!("version {} of model `{}`", super::versions::version_text(&version.v), model.name);
+            unknown(file_id, file, at, &version.other, &what, VERSION_KEYS, out);
         }
     }
     for source in &props.sources {

@@ -65,6 +65,14 @@ pub fn listing(
         SourceFormat::Delta => return Err("a Delta source is read through the Delta log, not listed".into()),
     };
     let location = project_root.join(path).to_string_lossy().to_string();
+    // A JSON file holding one array of objects, rather than one object per line: DuckDB's `read_json` detects
+    // which, and so does pipe, from the first file the path names.
+    let file_format: Arc<dyn FileFormat> = match format {
+        SourceFormat::Json if first_file(&location).is_some_and(|f| holds_json_array(&f)) => {
+            Arc::new(JsonFormat::default().with_newline_delimited(false))
+        }
+        _ => file_format,
+    };
     if format == SourceFormat::Parquet {
         // A file that is not Parquet (a truncated upload, a wrong extension) is named here: the Parquet reader
         // given a footer that points outside the file does not fail cleanly.
@@ -77,6 +85,29 @@ pub fn listing(
     }
     let url = ListingTableUrl::parse(&location).map_err(|e| e.to_string())?;
     Ok((url, ListingOptions::new(file_format).with_file_extension(extension)))
+}
+
+/// The first file a path or glob names (a folder: the first file in it).
+fn first_file(location: &str) -> Option<std::path::PathBuf> {
+    let matched = glob::glob(location).ok()?.filter_map(Result::ok).next()?;
+    if matched.is_file() {
+        return Some(matched);
+    }
+    walkdir::WalkDir::new(matched)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_map(Result::ok)
+        .find(|e| e.file_type().is_file())
+        .map(walkdir::DirEntry::into_path)
+}
+
+/// Whether a JSON file's first value is an array (`[{...}, {...}]`), not one object per line.
+fn holds_json_array(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 512];
+    let Ok(read) = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)) else { return false };
+    let text = head[..read].strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&head[..read]);
+    text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
 /// Why a file cannot be Parquet, from its size, magic bytes and footer length: `None` when it may be.

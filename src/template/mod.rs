@@ -87,6 +87,8 @@ pub struct RenderContext {
     pub full_refresh: bool,
     /// dbt's `graph`: `nodes` and `sources` by unique id, as far as they are known before rendering.
     pub graph: Value,
+    /// Versioned models by name: what `ref(name)` and `ref(name, v=...)` read.
+    pub versions: BTreeMap<String, crate::project::VersionedModel>,
 }
 
 /// A `ref()` or `source()` the render made.
@@ -714,15 +716,42 @@ fn string_arg(value: &JValue, what: &str) -> Result<String, minijinja::Error> {
         .ok_or_else(|| minijinja::Error::new(ErrorKind::InvalidOperation, format!("{what} takes string arguments")))
 }
 
+/// The node `ref(name)` or `ref(name, v=version)` reads: a versioned model's latest or pinned version.
+fn versioned_node(cx: &RenderContext, name: String, version: Option<&str>) -> Result<String, minijinja::Error> {
+    match (cx.versions.get(&name), version) {
+        (Some(model), _) => model.node(version).map(str::to_string).ok_or_else(|| {
+            minijinja::Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "model `{name}` has no version {} (its versions: {})",
+                    version.unwrap_or("?"),
+                    model.version_list()
+                ),
+            )
+        }),
+        (None, None) => Ok(name),
+        (None, Some(v)) => Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("`ref('{name}', v={v})`: model `{name}` has no `versions:` in its YAML"),
+        )),
+    }
+}
+
 fn register_functions(env: &mut Environment<'static>, context: &Arc<RenderContext>) {
     let cx = Arc::clone(context);
     let reference =
-        JValue::from_function(move |args: Rest<JValue>, _kwargs: Kwargs| -> Result<JValue, minijinja::Error> {
+        JValue::from_function(move |args: Rest<JValue>, kwargs: Kwargs| -> Result<JValue, minijinja::Error> {
             // `ref('model')` or `ref('package', 'model')`; the package is not used by a single project.
             let name = match args.as_slice() {
                 [model] | [_, model] => string_arg(model, "ref()")?,
                 _ => return Err(minijinja::Error::new(ErrorKind::MissingArgument, "ref() takes a model name")),
             };
+            let version = kwargs.get::<Option<JValue>>("v")?.or(kwargs.get::<Option<JValue>>("version")?);
+            let version = version.filter(|v| !v.is_none() && !v.is_undefined()).map(|v| match v.as_str() {
+                Some(text) => text.to_string(),
+                None => crate::project::versions::version_text(&serde_json::to_value(&v).unwrap_or_default()),
+            });
+            let name = versioned_node(&cx, name, version.as_deref())?;
             with_capture(|c| c.refs.push(name.clone()));
             let relation = cx.relations.get(&name).cloned().unwrap_or(name);
             Ok(relation::Relation::parse(&relation).value())

@@ -81,7 +81,7 @@ fn cross_database_macros_compute_what_dbt_computes() {
 /// Installed packages (`dbt_packages/<name>`) and `local:` packages: their macros are called as `package.macro`,
 /// run through the package's own `adapter.dispatch` (the project's implementation first, as its `dispatch:`
 /// search order says), return values with `return()`, build lists and dicts in place (`append`, `update`), and
-/// their `{% test %}` blocks are generic tests named `package.test`.
+/// their `{% test %}` blocks are generic tests named `package.test`; their models and seeds build with the project.
 #[test]
 fn package_macros_and_tests_run_through_dispatch() {
     let dir = fixture("packages");
@@ -99,8 +99,20 @@ fn package_macros_and_tests_run_through_dispatch() {
          c9a466cdba760eb9fd529a9ab6c55564,alan,AT,2,Alan,75\n\
          5a9f0cc922291a1b25b1bbf6926cee03,grace,G,3,Grace,60\n"
     );
+    // A package's seed and model build with the project's: configured by the package's project file, then by the
+    // root project's `text_helpers:` level (a table in `<target>_helpers`, not the package's view), and its bare
+    // macro names find the package's macros first (`shout` is upper there, lower in the project).
+    assert!(stderr.contains("OK    table       main_helpers.stg_country_codes"), "{stderr}");
+    assert_eq!(
+        query(root, "select * from main.countries order by 1"),
+        "code,name,quiet\nGB,UNITED KINGDOM,united kingdom\nUS,UNITED STATES,united states\n"
+    );
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("target/manifest.json")).unwrap()).unwrap();
+    assert_eq!(
+        manifest["nodes"]["model.text_helpers.stg_country_codes"]["depends_on"]["nodes"][0],
+        "seed.text_helpers.country_codes"
+    );
     let macros = manifest["nodes"]["model.shop_pkgs.people"]["depends_on"]["macros"].to_string();
     for id in ["macro.my_utils.default__surrogate_key", "macro.shop_pkgs.default__label", "macro.text_helpers.initials"]
     {
@@ -273,4 +285,52 @@ fn model_versions_build_side_by_side_and_refs_pick_the_right_one() {
         "{}",
         text(&output.stderr)
     );
+}
+
+/// dbt-duckdb's `external` materialization: the model is written as files at `location` (Parquet by default, CSV
+/// with its `delimiter`, a folder of Hive partitions with `partition_by`; without a location, under the profile's
+/// `external_root`), and read back under its relation by downstream models and by `pipe query` in a later process.
+/// A failed rebuild leaves the previous files as they were.
+#[test]
+fn external_models_are_files_read_back_as_relations() {
+    let dir = fixture("external_models");
+    let root = dir.path();
+    let output = pipe(root, &["build"]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("6 succeeded, 0 failed, 0 skipped"), "{stderr}");
+    assert!(root.join("exports/orders.parquet").is_file());
+    assert_eq!(
+        std::fs::read_to_string(root.join("exports/orders_csv.csv")).unwrap(),
+        "order_id|customer|amount\n1|ada|10.5\n2|alan|4.0\n3|ada|7.5\n4|grace|12.0\n"
+    );
+    let mut partitions: Vec<String> = std::fs::read_dir(root.join("exports/by_month"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    partitions.sort();
+    assert_eq!(partitions, ["month=1", "month=2"]);
+    // Downstream models read the files; so does a query in a new process, with the model's column order and types.
+    assert_eq!(query(root, "select * from main.totals order by 1"), "customer,total\nada,18.0\nalan,4.0\ngrace,12.0\n");
+    assert_eq!(query(root, "select * from main.monthly order by 1"), "month,orders,amount\n1,2,14.5\n2,2,19.5\n");
+    assert_eq!(
+        query(root, "select * from main.orders_by_month where month = 2 order by 1"),
+        "order_id,amount,month_start,month\n3,7.5,2024-02-01T00:00:00,2\n4,12.0,2024-02-01T00:00:00,2\n"
+    );
+    // A rebuild that fails keeps the files of the last good build.
+    let before = std::fs::read(root.join("exports/orders.parquet")).unwrap();
+    std::fs::write(
+        root.join("models/orders_parquet.sql"),
+        "{{ config(materialized='external', location='exports/orders.parquet', partition_by='no_such_column') }}\n\
+         select 1 as order_id\n",
+    )
+    .unwrap();
+    let output = pipe(root, &["build", "-s", "orders_parquet"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        text(&output.stderr).contains("`partition_by` names `no_such_column`, which is not a column of the model"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(std::fs::read(root.join("exports/orders.parquet")).unwrap(), before);
 }

@@ -61,7 +61,7 @@ pub(super) fn check_config(
     };
     if let Some(materialized) = config.get("materialized") {
         // Materializations of dbt and its adapters pipe does not have yet: "not supported", not a typo.
-        let known_elsewhere = ["external", "materialized_view", "dynamic_table", "snapshot", "seed", "test"];
+        let known_elsewhere = ["materialized_view", "dynamic_table", "snapshot", "seed", "test"];
         if let Some(name) = materialized.as_str().filter(|m| known_elsewhere.contains(m)) {
             diagnostics.push(
                 Diagnostic::error(
@@ -70,12 +70,12 @@ pub(super) fn check_config(
                 )
                 .with_primary(model.file, 0..0, "configured here or in its folder or YAML")
                 .with_note("this model does not build, nor the models downstream of it; the rest of the project does")
-                .with_help("pipe materializes `view`, `table`, `ephemeral` and `incremental` models"),
+                .with_help("pipe materializes `view`, `table`, `ephemeral`, `incremental` and `external` models"),
             );
         } else if materialized.as_str().and_then(Materialization::parse).is_none() {
             diagnostics.push(invalid(
                 format!("unknown materialization {materialized} on model `{}`", model.name),
-                "use one of `view`, `table`, `ephemeral`, `incremental`",
+                "use one of `view`, `table`, `ephemeral`, `incremental`, `external`",
             ));
         }
     }

@@ -57,6 +57,7 @@ pub(super) fn base_context(project: &Project, options: &CompileOptions) -> Rende
         full_refresh: options.full_refresh,
         graph: graph_of(project),
         versions: project.versions.clone(),
+        model_packages: project.models.iter().filter_map(|m| Some((m.name.clone(), m.package.clone()?))).collect(),
     };
     context.vars.extend(options.vars.clone());
     context
@@ -68,6 +69,7 @@ fn graph_of(project: &Project) -> Value {
     let name = &project.config.name;
     let mut nodes = serde_json::Map::new();
     for model in &project.models {
+        let name = model.package.as_ref().unwrap_or(name);
         let unique_id = format!("model.{name}.{}", model.name);
         let mut fqn = vec![name.clone()];
         fqn.extend(model.folders.iter().cloned());
@@ -87,6 +89,7 @@ fn graph_of(project: &Project) -> Value {
         nodes.insert(unique_id, node);
     }
     for seed in &project.seeds {
+        let name = seed.package.as_ref().unwrap_or(name);
         let unique_id = format!("seed.{name}.{}", seed.name);
         let node = serde_json::json!({
             "unique_id": unique_id,

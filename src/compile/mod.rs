@@ -154,7 +154,7 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
         check_contracts(manifest, &origins, &mut diagnostics);
     }
     // Planning and contract errors are the models' too; an error that belongs to no node stops the project.
-    let ids = Ids { project: &project.config.name };
+    let ids = Ids { project: &project.config.name, packaged: project.packaged_nodes() };
     attribute_to_models(&project, &ids, &mut diagnostics);
     sort_diagnostics(&mut diagnostics, &project.files);
     let render_at_build = manifest.as_ref().and_then(|m| BuildRenderer::new(&project, options, m)).map(Arc::new);
@@ -283,15 +283,21 @@ fn render_and_parse(
 /// Unique ids of the project's nodes, in one naming scheme.
 struct Ids<'p> {
     project: &'p str,
+    /// Models and seeds of installed packages: their ids name their package, as dbt's do.
+    packaged: BTreeMap<&'p str, &'p str>,
 }
 
 impl Ids<'_> {
+    fn package(&self, name: &str) -> &str {
+        self.packaged.get(name).copied().unwrap_or(self.project)
+    }
+
     fn seed(&self, name: &str) -> String {
-        format!("seed.{}.{name}", self.project)
+        format!("seed.{}.{name}", self.package(name))
     }
 
     fn model(&self, name: &str) -> String {
-        format!("model.{}.{name}", self.project)
+        format!("model.{}.{name}", self.package(name))
     }
 
     fn source(&self, source: &str, table: &str) -> String {
@@ -339,7 +345,7 @@ fn build_manifest(
     (render_times, logs): (&mut BTreeMap<String, Duration>, &mut Vec<String>),
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Manifest> {
-    let ids = Ids { project: &project.config.name };
+    let ids = Ids { project: &project.config.name, packaged: project.packaged_nodes() };
     let models = unique_models(project, diagnostics);
     note_inert_configs(&models, diagnostics);
     let rendered = render_models(project, options, models, diagnostics);
@@ -496,7 +502,7 @@ fn compile_errors(diagnostics: &[Diagnostic]) -> BTreeMap<String, manifest::Comp
 /// A model that failed to render or parse, as a node: its relation (so its dependents' refs resolve), no SQL and
 /// no dependencies known; `compile_errors` says why it does not build.
 fn failed_model_node(project: &Project, ids: &Ids<'_>, context: &RenderContext, model: &ModelFile) -> Node {
-    let (settings, _) = crate::project::ModelSettings::parse(&model.name, &model.config);
+    let (settings, _) = model_settings(project, &model.name, &model.config);
     let checksum = hex(&Sha256::digest(project.files.get(model.file).text.as_bytes()));
     model_node_base(project, ids, context, model, model.config.clone(), settings, checksum)
 }
@@ -763,7 +769,7 @@ fn model_node(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Node {
     let config = effective_config(model, &result.rendered);
-    let (settings, problems) = crate::project::ModelSettings::parse(&model.name, &config);
+    let (settings, problems) = model_settings(project, &model.name, &config);
     checks::check_config(model, &config, &settings, problems, diagnostics);
     checks::check_relation_names(model, &project.files.get(model.file).text, &config, diagnostics);
     let checksum =
@@ -903,6 +909,23 @@ fn macro_nodes(project: &Project, renderer: &Renderer) -> BTreeMap<String, manif
 }
 
 /// Folder tree and property YAML config, overridden by the model's in-file `config()`.
+/// A model's settings; an `external` model without `location` or `external_root` is written under the target's
+/// `external_root` (dbt-duckdb's profile setting).
+fn model_settings(
+    project: &Project,
+    name: &str,
+    config: &ConfigMap,
+) -> (crate::project::ModelSettings, Vec<crate::project::settings::SettingProblem>) {
+    match &project.target.external_root {
+        Some(root) if config.str_value("materialized") == Some("external") && !config.contains_key("location") => {
+            let mut config = config.clone();
+            config.entry("external_root").or_insert_with(|| Value::String(root.clone()));
+            crate::project::ModelSettings::parse(name, &config)
+        }
+        _ => crate::project::ModelSettings::parse(name, config),
+    }
+}
+
 fn effective_config(model: &ModelFile, rendered: &RenderedModel) -> ConfigMap {
     let mut config = model.config.clone();
     project::config::merge_config(&mut config, &rendered.config);

@@ -254,7 +254,8 @@ pub(crate) fn plan_manifest(
                     // Views are read as their query; tables and incremental models as Delta tables.
                     let schema = match node.materialized {
                         Materialization::Table | Materialization::Incremental => stored_schema(&schema),
-                        Materialization::View | Materialization::Ephemeral => schema,
+                        // External files are read back with the types they were written with.
+                        Materialization::View | Materialization::Ephemeral | Materialization::External => schema,
                     };
                     let columns = PlannedColumn::from_schema(&schema);
                     new_cache.entries.insert(key, columns.clone());

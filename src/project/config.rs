@@ -195,26 +195,33 @@ impl ProjectConfig {
     /// Config from the folder tree for a node whose path, relative to its model path, has these folders.
     /// As in dbt, the tree may be keyed by the project name first; `+key` entries are configs at that level.
     pub fn tree_config(&self, tree: &Value, folders: &[&str]) -> ConfigMap {
-        let mut config = ConfigMap::new();
-        let Some(mut level) = tree.as_object() else {
-            return config;
-        };
-        if let Some(Value::Object(inner)) = level.get(&self.name) {
-            apply_level(&mut config, level);
-            level = inner;
-        }
-        apply_level(&mut config, level);
-        for folder in folders {
-            match level.get(*folder) {
-                Some(Value::Object(inner)) => {
-                    level = inner;
-                    apply_level(&mut config, level);
-                }
-                _ => break,
-            }
-        }
-        config
+        tree_config(tree, &self.name, folders)
     }
+}
+
+/// Config from a `models:` / `seeds:` tree for a node of project `project` whose path has these folders: the
+/// tree's top-level `+` keys, then (when the tree is keyed by project) that project's level and its folders.
+/// A package's nodes get their package's tree, then the root project's tree read with the package's name.
+pub fn tree_config(tree: &Value, project: &str, folders: &[&str]) -> ConfigMap {
+    let mut config = ConfigMap::new();
+    let Some(mut level) = tree.as_object() else {
+        return config;
+    };
+    if let Some(Value::Object(inner)) = level.get(project) {
+        apply_level(&mut config, level);
+        level = inner;
+    }
+    apply_level(&mut config, level);
+    for folder in folders {
+        match level.get(*folder) {
+            Some(Value::Object(inner)) => {
+                level = inner;
+                apply_level(&mut config, level);
+            }
+            _ => break,
+        }
+    }
+    config
 }
 
 /// dbt config keys that may be written without `+` in the folder tree.
@@ -283,6 +290,8 @@ pub enum Materialization {
     Table,
     Ephemeral,
     Incremental,
+    /// dbt-duckdb's `external`: files at a location (Parquet, CSV or JSON), read back as a table.
+    External,
 }
 
 impl Materialization {
@@ -292,6 +301,7 @@ impl Materialization {
             "table" => Some(Materialization::Table),
             "ephemeral" => Some(Materialization::Ephemeral),
             "incremental" => Some(Materialization::Incremental),
+            "external" => Some(Materialization::External),
             _ => None,
         }
     }
@@ -302,6 +312,7 @@ impl Materialization {
             Materialization::Table => "table",
             Materialization::Ephemeral => "ephemeral",
             Materialization::Incremental => "incremental",
+            Materialization::External => "external",
         }
     }
 }

@@ -84,6 +84,8 @@ pub struct ModelFile {
     pub properties_at: Option<(FileId, usize)>,
     /// The version of a versioned model this file defines.
     pub version: Option<VersionOf>,
+    /// The installed package the model comes from (`None`: the project's own).
+    pub package: Option<String>,
 }
 
 /// A kind of dbt node pipe reads but does not run yet.
@@ -157,6 +159,8 @@ pub struct SeedFile {
     pub path: String,
     pub config: ConfigMap,
     pub properties: Option<ModelProperties>,
+    /// The installed package the seed comes from (`None`: the project's own).
+    pub package: Option<String>,
 }
 
 /// Why `name` cannot be one part of a relation (a schema, a table name, an alias) or one folder or file name under
@@ -194,21 +198,54 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         return (Err(files), diagnostics);
     };
 
-    let model_entries = discover(root, &config.model_paths, &["sql", "py"]);
-    let yaml_entries = discover(root, &config.model_paths, &["yml", "yaml"]);
+    let packages = packages::find_packages(root, &config.packages_install_path, &mut diagnostics);
+    // The project's files, then its packages' models, property YAML and seeds (shown under the package's folder).
+    let owned = |paths: &dyn Fn(Option<&Package>) -> Vec<String>, extensions: &[&str]| -> Vec<Found> {
+        let mut found: Vec<Found> = discover(root, &paths(None), extensions)
+            .into_iter()
+            .map(|(rel, abs)| Found { package: None, inner: rel.clone(), rel, abs })
+            .collect();
+        for (i, package) in packages.iter().enumerate() {
+            found.extend(discover(&package.dir, &paths(Some(package)), extensions).into_iter().map(|(inner, abs)| {
+                Found { package: Some(i), rel: format!("{}/{inner}", package.display_dir), inner, abs }
+            }));
+        }
+        found
+    };
+    let model_paths = |p: Option<&Package>| p.map_or_else(|| config.model_paths.clone(), |p| p.model_paths.clone());
+    let seed_paths = |p: Option<&Package>| p.map_or_else(|| config.seed_paths.clone(), |p| p.seed_paths.clone());
+    let model_entries = owned(&model_paths, &["sql", "py"]);
+    let yaml_entries = owned(&model_paths, &["yml", "yaml"]);
+    let seed_entries = owned(&seed_paths, &["csv"]);
     let macro_entries = discover(root, &config.macro_paths, &["sql"]);
-    let seed_entries = discover(root, &config.seed_paths, &["csv"]);
     let test_entries = discover(root, &config.test_paths, &["sql"]);
 
     let read_all = |entries: &[(String, PathBuf)]| -> Vec<(String, Result<String, String>)> {
         entries.par_iter().map(|(rel, abs)| (rel.clone(), read_text(abs))).collect()
     };
+    let read_found = |entries: &[Found]| -> Vec<(Found, Result<String, String>)> {
+        entries.par_iter().map(|found| (found.clone(), read_text(&found.abs))).collect()
+    };
+    // A node's config from the folder trees: its package's, then the root project's level for that package.
+    let tree_config =
+        |tree: fn(&Package) -> &Value, root_tree: &Value, package: Option<usize>, folders: &[&str]| match package
+            .map(|i| &packages[i])
+        {
+            None => config.tree_config(root_tree, folders),
+            Some(package) => {
+                let mut merged = config::tree_config(tree(package), &package.name, folders);
+                let keyed = root_tree.get(&package.name).is_some();
+                let from_root = config::tree_config(root_tree, &package.name, if keyed { folders } else { &[] });
+                config::merge_config(&mut merged, &from_root);
+                merged
+            }
+        };
 
     // Property YAML first: model config from it is needed when building `ModelFile`s.
     let mut model_props: BTreeMap<String, (FileId, usize, ModelProperties)> = BTreeMap::new();
     let mut seed_props: BTreeMap<String, ModelProperties> = BTreeMap::new();
     let mut sources = Vec::new();
-    for (rel, text) in read_all(&yaml_entries) {
+    for (Found { rel, .. }, text) in read_found(&yaml_entries) {
         let text = match text {
             Ok(text) => text,
             Err(err) => {
@@ -259,12 +296,12 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
     sources.sort_by(|a, b| (&a.source_name, &a.table_name).cmp(&(&b.source_name, &b.table_name)));
     let file_names: std::collections::HashSet<String> = model_entries
         .iter()
-        .filter_map(|(rel, _)| Some(Path::new(rel).file_stem()?.to_string_lossy().into_owned()))
+        .filter_map(|found| Some(Path::new(&found.rel).file_stem()?.to_string_lossy().into_owned()))
         .collect();
     let (versions, mut version_of) = versions::expand(&mut model_props, &file_names, &mut diagnostics);
 
-    let mut models = Vec::new();
-    for (rel, text) in read_all(&model_entries) {
+    let mut models: Vec<ModelFile> = Vec::new();
+    for (Found { package, rel, inner, .. }, text) in read_found(&model_entries) {
         let text = match text {
             Ok(text) => text,
             Err(err) => {
@@ -286,10 +323,21 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
             );
             continue;
         }
-        let folders = folders_under(&rel, &config.model_paths);
+        // One namespace of model names: a package's model named like the project's is left out, said once.
+        if let Some(first) = models.iter().find(|m| package.is_some() && m.name == name) {
+            diagnostics.push(
+                Diagnostic::warning(
+                    Code::DuplicateModel,
+                    format!("model `{name}` of `{rel}` is not built: `{}` defines a model of that name", first.path),
+                )
+                .with_help("pipe keeps one model per name; disable one with `+enabled: false` or rename it"),
+            );
+            continue;
+        }
+        let folders = folders_under(&inner, &model_paths(package.map(|i| &packages[i])));
         let folder_layer = folders.first().and_then(|f| Layer::parse(f));
         let folder_refs: Vec<&str> = folders.iter().map(String::as_str).collect();
-        let mut model_config = config.tree_config(&config.models_tree, &folder_refs);
+        let mut model_config = tree_config(|p| &p.models_tree, &config.models_tree, package, &folder_refs);
         let props = model_props.get(&name);
         if let Some((_, _, props)) = props {
             if let Some(yaml_config) = &props.config {
@@ -308,6 +356,7 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
             properties: props.map(|(_, _, p)| p.clone()),
             properties_at: props.map(|(f, at, _)| (*f, *at)),
             version,
+            package: package.map(|i| packages[i].name.clone()),
         });
     }
 
@@ -376,6 +425,7 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
                 properties: None,
                 properties_at: None,
                 version: None,
+                package: None,
             });
         }
     }
@@ -390,7 +440,6 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
             Err(err) => diagnostics.push(Diagnostic::error(Code::Io, format!("cannot read `{rel}`: {err}"))),
         }
     }
-    let packages = packages::find_packages(root, &config.packages_install_path, &mut diagnostics);
     for package in &packages {
         for (rel, abs) in discover(&package.dir, &package.macro_paths, &["sql"]) {
             let rel = format!("{}/{rel}", package.display_dir);
@@ -406,16 +455,22 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
 
     let seeds = seed_entries
         .into_iter()
-        .map(|(rel, _)| {
+        .map(|Found { package, rel, inner, .. }| {
             let name = Path::new(&rel).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let folders = folders_under(&rel, &config.seed_paths);
+            let folders = folders_under(&inner, &seed_paths(package.map(|i| &packages[i])));
             let folder_refs: Vec<&str> = folders.iter().map(String::as_str).collect();
-            let mut seed_config = config.tree_config(&config.seeds_tree, &folder_refs);
+            let mut seed_config = tree_config(|p| &p.seeds_tree, &config.seeds_tree, package, &folder_refs);
             let properties = seed_props.get(&name).cloned();
             if let Some(yaml_config) = properties.as_ref().and_then(|p| p.config.as_ref()) {
                 config::merge_config(&mut seed_config, yaml_config);
             }
-            SeedFile { name, path: rel, config: seed_config, properties }
+            SeedFile {
+                name,
+                path: rel,
+                config: seed_config,
+                properties,
+                package: package.map(|i| packages[i].name.clone()),
+            }
         })
         .collect();
 
@@ -659,6 +714,18 @@ fn in_config(config: Option<&ConfigMap>) -> Option<&str> {
 }
 
 /// Files with one of `extensions` under each of `dirs`, as (relative path with `/`, absolute path), sorted.
+/// A file found under a model, seed or other path of the project or of one of its packages.
+#[derive(Debug, Clone)]
+struct Found {
+    /// Index of the package in `Project::packages`; `None` for the project's own files.
+    package: Option<usize>,
+    /// The path shown and stored: relative to the project root (a package's under its folder).
+    rel: String,
+    /// The path relative to its own project's root (folders are read from it).
+    inner: String,
+    abs: PathBuf,
+}
+
 fn discover(root: &Path, dirs: &[String], extensions: &[&str]) -> Vec<(String, PathBuf)> {
     let mut found = Vec::new();
     for dir in dirs {
@@ -706,6 +773,12 @@ fn read_text(path: &Path) -> Result<String, String> {
 }
 
 impl Project {
+    /// The models and seeds of installed packages, by name, with their package.
+    pub fn packaged_nodes(&self) -> BTreeMap<&str, &str> {
+        let models = self.models.iter().filter_map(|m| Some((m.name.as_str(), m.package.as_deref()?)));
+        models.chain(self.seeds.iter().filter_map(|s| Some((s.name.as_str(), s.package.as_deref()?)))).collect()
+    }
+
     pub fn text(&self, file: FileId) -> &Arc<str> {
         &self.files.get(file).text
     }

@@ -1,6 +1,8 @@
 //! dbt packages: the ones installed under `packages-install-path` (`dbt_packages/` by default), and the `local:`
 //! entries of `packages.yml` / `dependencies.yml`, read from their folder when not installed. A package brings its
-//! macros (called as `package.macro`, or found by `adapter.dispatch`) and its generic tests.
+//! macros (called as `package.macro`, or found by `adapter.dispatch`), its generic tests, and its models and seeds,
+//! which build with the project's (configured by the package's project file, then the root project's
+//! `models: <package>:` level).
 //!
 //! pipe never downloads: a hub or git package that is not installed is a warning that says to install it.
 
@@ -21,6 +23,11 @@ pub struct Package {
     /// Its folder as shown to users: relative to the project root when inside it.
     pub display_dir: String,
     pub macro_paths: Vec<String>,
+    pub model_paths: Vec<String>,
+    pub seed_paths: Vec<String>,
+    /// The `models:` / `seeds:` config trees of its project file.
+    pub models_tree: Value,
+    pub seeds_tree: Value,
 }
 
 /// One entry of `packages.yml` / `dependencies.yml`.
@@ -69,6 +76,14 @@ struct PackageProjectFile {
     name: String,
     #[serde(default)]
     macro_paths: Option<Vec<String>>,
+    #[serde(default)]
+    model_paths: Option<Vec<String>>,
+    #[serde(default)]
+    seed_paths: Option<Vec<String>>,
+    #[serde(default)]
+    models: Option<Value>,
+    #[serde(default)]
+    seeds: Option<Value>,
 }
 
 /// The entries of `packages.yml` (or `dependencies.yml`) in `root`, with the file they come from.
@@ -130,6 +145,10 @@ pub fn read_package(dir: &Path, display_dir: String) -> Result<Package, String> 
         dir: dir.to_path_buf(),
         display_dir,
         macro_paths: parsed.macro_paths.unwrap_or_else(|| vec!["macros".to_string()]),
+        model_paths: parsed.model_paths.unwrap_or_else(|| vec!["models".to_string()]),
+        seed_paths: parsed.seed_paths.unwrap_or_else(|| vec!["seeds".to_string()]),
+        models_tree: parsed.models.unwrap_or(Value::Null),
+        seeds_tree: parsed.seeds.unwrap_or(Value::Null),
     })
 }
 

@@ -19,6 +19,8 @@ pub struct Target {
     pub schema: String,
     pub database: Option<String>,
     pub threads: Option<usize>,
+    /// dbt-duckdb's `external_root`: where `external` models without a `location` are written.
+    pub external_root: Option<String>,
     /// The `profiles.yml` it was read from, when there was one.
     pub file: Option<PathBuf>,
 }
@@ -32,6 +34,7 @@ impl Target {
             schema: "main".into(),
             database: None,
             threads: None,
+            external_root: None,
             file: None,
         }
     }
@@ -83,6 +86,7 @@ pub fn resolve(
         schema: text("schema").unwrap_or_else(|| "main".into()),
         database: text("database"),
         threads: output.get("threads").and_then(Value::as_u64).map(|n| n as usize),
+        external_root: text("external_root"),
         file: Some(file),
     }))
 }

@@ -252,6 +252,100 @@ pub struct ModelSettings {
     /// The model's `version` config, as text (the schema registry keys versions by it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// dbt-duckdb's `external` materialization: where and how the model's files are written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalSettings>,
+}
+
+/// The files an `external` model is written as (dbt-duckdb's `location`, `format`, `delimiter`, `partition_by`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalSettings {
+    /// A file, or with `partition_by` a folder of Hive-style partitions; relative to the project root unless
+    /// absolute. Default: `<external_root>/<model>.<format>`.
+    pub location: String,
+    pub format: ExternalFormat,
+    /// CSV's field delimiter.
+    pub delimiter: char,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExternalFormat {
+    Parquet,
+    Csv,
+    Json,
+}
+
+impl ExternalFormat {
+    pub fn parse(text: &str) -> Option<ExternalFormat> {
+        match text.to_ascii_lowercase().as_str() {
+            "parquet" => Some(ExternalFormat::Parquet),
+            "csv" => Some(ExternalFormat::Csv),
+            "json" | "ndjson" => Some(ExternalFormat::Json),
+            _ => None,
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExternalFormat::Parquet => "parquet",
+            ExternalFormat::Csv => "csv",
+            ExternalFormat::Json => "json",
+        }
+    }
+}
+
+/// The `external` settings of model `name`: `format` (else the location's extension, else Parquet), `location`
+/// (else under `external_root`), `delimiter` and `partition_by`, each also read from dbt-duckdb's `options`.
+fn external(
+    name: &str,
+    config: &ConfigMap,
+    partition_by: &[String],
+    problem: &mut impl FnMut(&'static str, String, &str),
+) -> ExternalSettings {
+    let options = config.get("options").and_then(Value::as_object);
+    let text = |key: &str| {
+        config.str_value(key).or_else(|| options.and_then(|o| o.get(key)).and_then(Value::as_str)).map(str::to_string)
+    };
+    let location = text("location");
+    let from_extension =
+        location.as_deref().and_then(|l| l.rsplit_once('.')).and_then(|(_, ext)| ExternalFormat::parse(ext));
+    let format = match text("format") {
+        Some(written) => ExternalFormat::parse(&written).unwrap_or_else(|| {
+            problem(
+                "format",
+                format!("`format: {written}` of external model `{name}` is not `parquet`, `csv` or `json`"),
+                "write `format: parquet` (the default), `csv` or `json`",
+            );
+            ExternalFormat::Parquet
+        }),
+        None => from_extension.unwrap_or(ExternalFormat::Parquet),
+    };
+    let root = text("external_root").unwrap_or_else(|| ".".to_string());
+    let location = location.unwrap_or_else(|| format!("{}/{name}.{}", root.trim_end_matches('/'), format.extension()));
+    let delimiter = match text("delimiter").or_else(|| text("delim")).or_else(|| text("sep")) {
+        None => ',',
+        Some(d) if d.len() == 1 && d.is_ascii() => d.chars().next().unwrap_or(','),
+        Some(d) if d == "\\t" => '\t',
+        Some(d) => {
+            problem(
+                "delimiter",
+                format!("`delimiter: {d:?}` of external model `{name}` is not one ASCII character"),
+                "write it like `delimiter: '|'`",
+            );
+            ','
+        }
+    };
+    let partition_by = match options.and_then(|o| o.get("partition_by")) {
+        Some(Value::String(columns)) => {
+            columns.split(',').map(|c| c.trim().to_string()).filter(|c| !c.is_empty()).collect()
+        }
+        Some(Value::Array(columns)) => columns.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+        _ => partition_by.to_vec(),
+    };
+    ExternalSettings { location, format, delimiter, partition_by }
 }
 
 /// A source table's reading options, typed (from the keys of its YAML entry pipe reads).
@@ -390,6 +484,8 @@ pub const KNOWN_MODEL_KEYS: &[&str] = &[
     "indexes",
     "quoting",
     "latest_version",
+    "options",
+    "external_root",
 ];
 
 /// Keys of `config` that look like a misspelt known key: `(key, the known key it is close to)`.
@@ -547,6 +643,7 @@ impl ModelSettings {
             config.get("contract").and_then(|c| c.get("enforced")).and_then(Value::as_bool).unwrap_or(false);
         let version = config.get("version").map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
         let event_time = config.str_value("event_time").map(str::to_string);
+        let external = (materialized == Some("external")).then(|| external(name, config, &partition_by, &mut problem));
         let microbatch = match incremental_strategy {
             Some(IncrementalStrategy::Microbatch) => microbatch(name, config, &mut problem),
             _ => None,
@@ -570,6 +667,7 @@ impl ModelSettings {
             settle_interval,
             expect_every,
             version,
+            external,
         };
         (settings, problems)
     }

@@ -182,6 +182,15 @@ pub async fn open_session(
         if node.materialized == Materialization::Ephemeral {
             continue;
         }
+        if node.materialized == Materialization::External {
+            // Its files, where its last build wrote them (a folder or file since removed is left unregistered).
+            if let Some(definition) = warehouse.read_external(&node.relation).filter(|d| d.location.exists()) {
+                if let Ok(provider) = materialize::external::provider(&ctx, &definition).await {
+                    ctx.register_table(node.relation.as_str(), provider)?;
+                }
+            }
+            continue;
+        }
         let table = match warehouse.load(&node.relation).await {
             Ok(table) => table,
             Err(err) => {

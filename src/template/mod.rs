@@ -89,6 +89,8 @@ pub struct RenderContext {
     pub graph: Value,
     /// Versioned models by name: what `ref(name)` and `ref(name, v=...)` read.
     pub versions: BTreeMap<String, crate::project::VersionedModel>,
+    /// Models that come from an installed package, by name: the package whose macros their bare names find first.
+    pub model_packages: BTreeMap<String, String>,
 }
 
 /// A `ref()` or `source()` the render made.
@@ -322,14 +324,16 @@ impl Renderer {
         let (rewritten, insertions) = pycompat::rewrite_literals(raw);
         let source = format!("{prelude}{rewritten}");
         let name = file.display_path();
+        let model_name = file.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let package = context.model_packages.get(&model_name).unwrap_or(&context.project_name);
         let ctx = minijinja::context! {
             this => relation::Relation::parse(this).value(),
             execute => JValue::from_object(introspect::Execute),
             model => minijinja::context! {
                 name => file.path.file_stem().map(|s| s.to_string_lossy().into_owned()),
-                unique_id => format!("model.{}.{}", context.project_name, file.path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+                unique_id => format!("model.{package}.{model_name}"),
                 resource_type => "model",
-                package_name => &context.project_name,
+                package_name => package,
                 original_file_path => &name,
                 path => &name,
                 config => JValue::from_serialize(base),
@@ -357,6 +361,9 @@ impl Renderer {
         let render = |incremental: bool| -> Result<(String, Capture), minijinja::Error> {
             let _rendering = Rendering::start(&name);
             runtime::reset();
+            if *package != context.project_name {
+                runtime::enter_package(package);
+            }
             let capture = Capture {
                 incremental,
                 base: base.clone(),

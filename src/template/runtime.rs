@@ -130,6 +130,11 @@ pub(super) fn reset() {
     RETURNED.with(|r| r.borrow_mut().take());
 }
 
+/// Renders what follows as code of `package` (a package's model): its bare names find the package's macros first.
+pub(super) fn enter_package(package: &str) {
+    CALLING.with(|c| c.borrow_mut().push(package.to_string()));
+}
+
 fn current_package() -> Option<String> {
     CALLING.with(|c| c.borrow().last().cloned())
 }

@@ -58,6 +58,24 @@ pub struct ViewDefinition {
     pub run_id: String,
 }
 
+/// Where an `external` model's files are and how to read them back, stored when it is built: later builds and
+/// `pipe query` register its relation from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalDefinition {
+    pub relation: String,
+    pub unique_id: String,
+    /// The file, or the folder of Hive-style partitions, as an absolute path.
+    pub location: PathBuf,
+    /// `parquet`, `csv` or `json`.
+    pub format: String,
+    pub delimiter: char,
+    pub partition_by: Vec<String>,
+    /// The columns as written, in the model's order: (name, Arrow type as text).
+    pub columns: Vec<(String, String)>,
+    pub checksum: String,
+    pub run_id: String,
+}
+
 /// pipe's metadata on the latest commit of a table.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CommitMeta {
@@ -238,6 +256,26 @@ impl Warehouse {
         // A secret in the view's SQL is masked here; the build plans views from the manifest's SQL, which holds it.
         let text = serde_json::to_string_pretty(view).map_err(|e| RunError::Internal(e.to_string()))?;
         let text = crate::secrets::mask(&text);
+        std::fs::write(&tmp, text.as_bytes()).map_err(|e| RunError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| RunError::io(&path, e))
+    }
+
+    fn externals_dir(&self) -> PathBuf {
+        self.root.join("_pipe").join("externals")
+    }
+
+    pub fn read_external(&self, relation: &str) -> Option<ExternalDefinition> {
+        let path = join_inside(&self.externals_dir(), &[&format!("{relation}.json")]).ok()?;
+        serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+    }
+
+    /// Stores an external model's definition (a temporary file and a rename, as for views).
+    pub fn write_external(&self, external: &ExternalDefinition) -> Result<(), RunError> {
+        let dir = self.externals_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| RunError::io(&dir, e))?;
+        let path = join_inside(&dir, &[&format!("{}.json", external.relation)])?;
+        let tmp = join_inside(&dir, &[&format!(".{}.json.{}", external.relation, std::process::id())])?;
+        let text = serde_json::to_string_pretty(external).map_err(|e| RunError::Internal(e.to_string()))?;
         std::fs::write(&tmp, text.as_bytes()).map_err(|e| RunError::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| RunError::io(&path, e))
     }

@@ -1,6 +1,7 @@
 //! Materializations: how a model's query becomes a table or a view. One trait, one file per kind; the incremental
 //! strategies plug in here.
 
+pub mod external;
 mod incremental;
 mod ingest;
 mod ledger;
@@ -216,6 +217,7 @@ pub fn for_kind(kind: Materialization) -> Option<&'static dyn Materialize> {
         Materialization::Table => Some(&table::TableMaterialization),
         Materialization::View => Some(&view::ViewMaterialization),
         Materialization::Incremental => Some(&incremental::IncrementalMaterialization),
+        Materialization::External => Some(&external::ExternalMaterialization),
         // Ephemeral models are inlined at compile time and never run.
         Materialization::Ephemeral => None,
     }

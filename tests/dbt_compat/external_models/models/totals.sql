@@ -1,0 +1,1 @@
+select customer, sum(amount) as total from {{ ref('orders_csv') }} group by 1

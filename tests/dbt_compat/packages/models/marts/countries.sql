@@ -1,0 +1,1 @@
+select code, name, {{ shout('name') }} as quiet from {{ ref('text_helpers', 'stg_country_codes') }}

@@ -1,0 +1,1 @@
+select code, {{ shout('name') }} as name from {{ ref('country_codes') }}

@@ -72,10 +72,18 @@ fn cross_database_macros_compute_what_dbt_computes() {
     assert_eq!(value("shouted"), "O'Brien!");
     assert_eq!((value("second_part"), value("b_at"), value("name_tail")), ("b", "2", "Brien"));
     assert_eq!(value("not_a_number"), "", "safe_cast gives null");
+    assert_eq!((value("translated"), value("bits_for_five")), ("42", "3"));
     assert_eq!(value("hashed"), "0cc175b9c0f1b6a831c399e269772661", "md5 of 'a'");
     assert_eq!((value("flag_text"), value("quoted")), ("true", "it's"));
     // `config.get` reads the model's config as the project file sets it.
     assert_eq!(value("materialized"), "table");
+    // `date_spine` stops before its end (2024 is a leap year); `generate_series` counts from 1.
+    assert_eq!(
+        query(root, "select * from main.days_in_range order by 1"),
+        "date_day,generated_number\n2024-02-27,1\n2024-02-28,2\n2024-02-29,3\n2024-03-01,4\n"
+    );
+    // `exceptions.warn` is shown, and the model builds.
+    assert!(text(&output.stderr).contains("warning: days_in_range is a spine"), "{}", text(&output.stderr));
 }
 
 /// Installed packages (`dbt_packages/<name>`) and `local:` packages: their macros are called as `package.macro`,

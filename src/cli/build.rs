@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use clap::{Args, ValueEnum};
 
-use super::{compile_reported_with, selected_ids, target_dir, ProjectArgs, SelectArgs};
+use super::{compile_reported_with, selected_ids, target_dir, Partial, ProjectArgs, SelectArgs};
 use crate::manifest::NodeKind;
 use crate::run::{self, BuildOptions, BuildRequest, NodeResult, NodeStatus};
 
@@ -219,7 +219,7 @@ pub(super) struct Backfill {
 }
 
 pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill>) -> anyhow::Result<ExitCode> {
-    let (mut compilation, manifest) = match compile_reported_with(&args.project, true, true)? {
+    let (mut compilation, manifest) = match compile_reported_with(&args.project, true, Partial::Build)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };

@@ -414,7 +414,18 @@ fn plan_cache_path(args: &ProjectArgs) -> PathBuf {
 
 /// Compiles and reports diagnostics; `Err(exit code)` when the compile failed.
 fn compile_reported(args: &ProjectArgs) -> anyhow::Result<Result<(Compilation, Manifest), ExitCode>> {
-    compile_reported_with(args, false, false)
+    compile_reported_with(args, false, Partial::No)
+}
+
+/// What a command does when some models do not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partial {
+    /// Fail (`pipe compile`, `ls`): every error is reported and the command exits 1.
+    No,
+    /// Build everything else (`build`, `run`, `test`, ...).
+    Build,
+    /// Read the warehouse as it is (`query`, `show`, `history`, `status`, ...): nothing is built.
+    Read,
 }
 
 /// [`compile_reported`], keeping the models' logical plans for a build to execute when `keep_plans`.
@@ -423,10 +434,11 @@ fn compile_reported(args: &ProjectArgs) -> anyhow::Result<Result<(Compilation, M
 fn compile_reported_with(
     args: &ProjectArgs,
     keep_plans: bool,
-    partial: bool,
+    mode: Partial,
 ) -> anyhow::Result<Result<(Compilation, Manifest), ExitCode>> {
     // `flags.WHICH`: a partial compile is a build's.
-    let command = if partial { "build" } else { "compile" }.to_string();
+    let command = if mode == Partial::Build { "build" } else { "compile" }.to_string();
+    let partial = mode != Partial::No;
     let options = CompileOptions { keep_plans, command, ..compile_options(args)? };
     let mut compilation = compile(&args.project_dir, &options);
     // What models said with `log(..., info=True)` or `print`, as dbt shows it.
@@ -443,11 +455,11 @@ fn compile_reported_with(
     if let (true, Some(manifest)) = (partial, &compilation.manifest) {
         let names: Vec<&str> = manifest.compile_errors.keys().filter_map(|id| id.rsplit('.').next()).collect();
         if !names.is_empty() {
-            eprintln!(
-                "warning: {} model(s) did not compile ({}): they and the models downstream of them are not built; everything else is",
-                names.len(),
-                names.join(", ")
-            );
+            let consequence = match mode {
+                Partial::Read => "the warehouse is read as it is",
+                _ => "they and the models downstream of them are not built; everything else is",
+            };
+            eprintln!("warning: {} model(s) did not compile ({}): {consequence}", names.len(), names.join(", "));
         }
     }
     match compilation.manifest.take() {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{compile_reported, compile_reported_with, selected_ids, ProjectArgs, SelectArgs};
+use super::{compile_reported_with, selected_ids, Partial, ProjectArgs, SelectArgs};
 use crate::manifest::Severity;
 use crate::quality::{run_tests, TestStatus};
 use crate::run;
@@ -21,7 +21,7 @@ pub struct TestArgs {
 pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     // A partial compile, as for a build: tests of the models that compiled run; those reading a model that did not
     // are reported as not run.
-    let (_compilation, manifest) = match compile_reported_with(&args.project, false, true)? {
+    let (_compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Build)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
@@ -115,7 +115,7 @@ pub struct FreshnessArgs {
 /// `pipe freshness`: sources against `warn_after` / `error_after`, models against `expect_every`.
 pub(super) fn freshness(args: &FreshnessArgs) -> anyhow::Result<ExitCode> {
     use crate::quality::freshness::{check, FreshnessStatus};
-    let (_compilation, manifest) = match compile_reported(&args.project)? {
+    let (_compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Read)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
@@ -164,7 +164,7 @@ pub struct SchemaDiffArgs {
 pub(super) fn schema(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
     use crate::quality::registry;
     let SchemaCommand::Diff(args) = &args.command;
-    let (_compilation, manifest) = match compile_reported(&args.project)? {
+    let (_compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Read)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
@@ -225,7 +225,7 @@ pub struct StatusArgs {
 /// One model's recent runs, newest first.
 /// `pipe status`: per model, the last run (status, when, rows, duration and its trend), freshness and failing tests.
 pub(super) fn status(args: &StatusArgs) -> anyhow::Result<ExitCode> {
-    let (_compilation, manifest) = match compile_reported(&args.project)? {
+    let (_compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Read)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };

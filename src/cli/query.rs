@@ -9,7 +9,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use std::sync::Arc;
 
-use super::{compile_reported, write_stdout, ProjectArgs};
+use super::{compile_reported_with, write_stdout, Partial, ProjectArgs};
 use crate::manifest::{Manifest, Node};
 use crate::run;
 use crate::run::history::AsOf;
@@ -94,7 +94,7 @@ fn find_node<'m>(manifest: &'m Manifest, name: &str) -> Result<&'m Node, ExitCod
 }
 
 pub(super) fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
-    let (_compilation, manifest) = match compile_reported(&args.project)? {
+    let (_compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Read)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
@@ -118,7 +118,7 @@ pub(super) fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn history(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
-    let (_compilation, manifest) = match compile_reported(&args.project)? {
+    let (_compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Read)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
@@ -164,7 +164,7 @@ fn history_batch(versions: &[run::history::VersionInfo]) -> anyhow::Result<Recor
 }
 
 pub(super) fn diff(args: &DiffArgs) -> anyhow::Result<ExitCode> {
-    let (_compilation, manifest) = match compile_reported(&args.project)? {
+    let (_compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Read)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
@@ -229,7 +229,7 @@ pub(super) fn diff(args: &DiffArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
-    let (_compilation, manifest) = match compile_reported(&args.project)? {
+    let (_compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Read)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
@@ -302,6 +302,31 @@ fn missing_table_message(manifest: &Manifest, message: &str) -> String {
     }
 }
 
+/// A batch with its lists, structs and maps as text (`[1, 2]`, `{a: 1}`), as the table format shows them: CSV has
+/// no nested values.
+fn nested_as_text(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    if !batch.schema().fields().iter().any(|f| f.data_type().is_nested()) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::new();
+    let mut columns: Vec<datafusion::arrow::array::ArrayRef> = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        if !field.data_type().is_nested() {
+            fields.push(field.as_ref().clone());
+            columns.push(column.clone());
+            continue;
+        }
+        let formatter = ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())?;
+        let text: datafusion::arrow::array::StringArray =
+            (0..column.len()).map(|i| column.is_valid(i).then(|| formatter.value(i).to_string())).collect();
+        fields.push(Field::new(field.name(), DataType::Utf8, true));
+        columns.push(std::sync::Arc::new(text));
+    }
+    Ok(RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)?)
+}
+
 /// Renders record batches as a text table, CSV with a header, or a JSON array of objects.
 pub fn format_batches(batches: &[RecordBatch], output: TableFormat) -> anyhow::Result<String> {
     Ok(match output {
@@ -311,7 +336,7 @@ pub fn format_batches(batches: &[RecordBatch], output: TableFormat) -> anyhow::R
             {
                 let mut writer = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut buffer);
                 for batch in batches {
-                    writer.write(batch)?;
+                    writer.write(&nested_as_text(batch)?)?;
                 }
             }
             String::from_utf8(buffer)?

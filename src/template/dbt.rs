@@ -162,6 +162,37 @@ fn array_concat(first: JValue, second: JValue) -> String {
     format!("array_concat({}, {})", sql(&first), sql(&second))
 }
 
+/// dbt's `get_powers_of_two(upper_bound)`: the fewest binary digits that count to `upper_bound` (at least 1).
+fn get_powers_of_two(upper_bound: i64) -> Result<i64, Error> {
+    if upper_bound <= 0 {
+        return Err(invalid(format!("get_powers_of_two: the upper bound must be positive, not {upper_bound}")));
+    }
+    Ok((1..64).find(|bits| upper_bound <= 1i64 << bits).unwrap_or(63))
+}
+
+/// dbt's `generate_series(upper_bound)`: a query of one column, `generated_number`, counting 1 to `upper_bound`.
+fn generate_series(upper_bound: JValue) -> String {
+    format!("select unnest(range(1, cast({} as bigint) + 1)) as generated_number", sql(&upper_bound))
+}
+
+/// dbt's `get_intervals_between(start, end, datepart)`: the number of `datepart` boundaries between two dates, as
+/// SQL (dbt asks the warehouse for the number; here the query computes it).
+fn get_intervals_between(start: JValue, end: JValue, part: JValue) -> Result<String, Error> {
+    datediff(start, end, part)
+}
+
+/// dbt's `date_spine(datepart, start_date, end_date)`: one row per `datepart` from `start_date` up to, not including,
+/// `end_date`, in a column `date_<datepart>`.
+fn date_spine(part: JValue, start: JValue, end: JValue) -> Result<String, Error> {
+    let name = datepart(&part)?;
+    let intervals = datediff(start.clone(), end.clone(), part.clone())?;
+    let period = dateadd(part, JValue::from("_pipe_offset"), start)?;
+    Ok(format!(
+        "select date_{name} from (select {period} as date_{name} from (select unnest(range(0, {intervals})) as _pipe_offset) as _pipe_offsets) as _pipe_spine where date_{name} <= {}",
+        sql(&end)
+    ))
+}
+
 /// The functions, by name: shared by the `dbt` namespace and the bare global names.
 pub(super) fn functions() -> BTreeMap<&'static str, JValue> {
     let mut f: BTreeMap<&'static str, JValue> = BTreeMap::new();
@@ -186,6 +217,10 @@ pub(super) fn functions() -> BTreeMap<&'static str, JValue> {
     f.insert("array_construct", JValue::from_function(array_construct));
     f.insert("array_append", JValue::from_function(array_append));
     f.insert("array_concat", JValue::from_function(array_concat));
+    f.insert("get_powers_of_two", JValue::from_function(get_powers_of_two));
+    f.insert("generate_series", JValue::from_function(generate_series));
+    f.insert("get_intervals_between", JValue::from_function(get_intervals_between));
+    f.insert("date_spine", JValue::from_function(date_spine));
     let constant = |text: &'static str| JValue::from_function(move || text.to_string());
     f.insert("current_timestamp", constant("now()"));
     f.insert("current_timestamp_backcompat", constant("now()"));
@@ -200,6 +235,32 @@ pub(super) fn functions() -> BTreeMap<&'static str, JValue> {
     f.insert("except", constant("except"));
     f.insert("intersect", constant("intersect"));
     f
+}
+
+/// The `dbt` namespace: its macros by name; a name dbt has and pipe does not is "not supported", not undefined.
+#[derive(Debug)]
+struct Namespace(BTreeMap<&'static str, JValue>);
+
+impl minijinja::value::Object for Namespace {
+    fn get_value(self: &std::sync::Arc<Self>, key: &JValue) -> Option<JValue> {
+        self.0.get(key.as_str()?).cloned()
+    }
+
+    fn call_method(
+        self: &std::sync::Arc<Self>,
+        state: &minijinja::State<'_, '_>,
+        method: &str,
+        args: &[JValue],
+    ) -> Result<JValue, Error> {
+        match self.0.get(method) {
+            Some(function) => function.call(state, args),
+            None => Err(invalid(format!("`dbt.{method}` is not supported by pipe yet"))),
+        }
+    }
+
+    fn enumerate(self: &std::sync::Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Values(self.0.keys().map(|k| JValue::from(*k)).collect())
+    }
 }
 
 fn invalid(message: String) -> Error {
@@ -259,7 +320,7 @@ pub(super) fn register(env: &mut minijinja::Environment<'static>) -> BTreeMap<St
     for (name, function) in &functions {
         env.add_global(*name, function.clone());
     }
-    env.add_global("dbt", JValue::from_iter(functions.clone()));
+    env.add_global("dbt", JValue::from_object(Namespace(functions.clone())));
     env.add_function("tojson", tojson);
     env.add_function("fromjson", fromjson);
     env.add_function("fromyaml", fromyaml);
@@ -267,8 +328,14 @@ pub(super) fn register(env: &mut minijinja::Environment<'static>) -> BTreeMap<St
     env.add_function("set", set);
     let mut exceptions: BTreeMap<&str, JValue> = BTreeMap::new();
     exceptions.insert("raise_compiler_error", JValue::from_function(raise_compiler_error));
-    // A warning from the project's macros does not stop the render (pipe does not print at render time).
-    exceptions.insert("warn", JValue::from_function(|_message: JValue| String::new()));
+    // A warning from the project's macros does not stop the render; it is printed with the model's logs.
+    exceptions.insert(
+        "warn",
+        JValue::from_function(|message: JValue| {
+            super::with_capture(|c| c.logs.push(format!("warning: {message}")));
+            String::new()
+        }),
+    );
     env.add_global("exceptions", JValue::from_iter(exceptions));
     functions.into_iter().map(|(name, f)| (name.to_string(), f)).collect()
 }

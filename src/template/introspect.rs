@@ -126,6 +126,11 @@ pub fn existing_relation(relation: Relation) -> Result<JValue, Error> {
     Ok(if exists { relation.with_kind(Some("table")).value() } else { JValue::from(()) })
 }
 
+/// A dbt `Column` value with this name and SQL type.
+pub(super) fn column(name: String, data_type: String) -> JValue {
+    JValue::from_object(Column { name, data_type })
+}
+
 /// One column of a relation, as dbt's `Column`: `name`, `column`, `data_type` (a SQL type), `dtype`, `quoted`,
 /// and `is_string()`, `is_number()`, `is_integer()`, `is_float()`, `is_numeric()`, `string_size()`,
 /// `can_expand_to(other)`, `literal(value)`.

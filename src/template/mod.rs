@@ -588,6 +588,8 @@ const DBT_CONTEXT: &[&str] = &[
     "context",
     "database",
     "schema",
+    "api",
+    "modules",
 ];
 
 /// The diagnostic for a name of dbt's Jinja context, or a package's macro, that pipe does not have: "not supported",
@@ -606,11 +608,14 @@ fn not_supported(ident: &str, file_id: FileId, span: Range<usize>, macros: &Macr
         return Some(
             Diagnostic::error(
                 Code::NotSupported,
-                format!("`{ident}` comes from the package `{head}`, and packages are not supported by pipe yet"),
+                format!("`{ident}` comes from the package `{head}`, which is not installed"),
             )
             .with_primary(file_id, span, "a package's macro")
             .with_note("this model does not build; the rest of the project does (a partial build)")
-            .with_help(format!("copy the macro into `macros/` and call it as `{}`", &ident[head.len() + 1..])),
+            .with_help(format!(
+                "install `{head}` into `dbt_packages/` (`dbt deps`, or a `local:` entry and `pipe deps`), or copy the macro into `macros/` and call it as `{}`",
+                &ident[head.len() + 1..]
+            )),
         );
     }
     None

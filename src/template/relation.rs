@@ -154,8 +154,54 @@ impl Object for Api {
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         match key.as_str()? {
             "Relation" => Some(Value::from_object(RelationApi)),
+            "Column" => Some(Value::from_object(ColumnApi)),
             _ => None,
         }
+    }
+}
+
+/// `api.Column`: `translate_type(type)`, `create(name, type)`, `string_type(size)`, `numeric_type(type, p, s)`.
+#[derive(Debug)]
+struct ColumnApi;
+
+impl Object for ColumnApi {
+    fn call_method(self: &Arc<Self>, _state: &State<'_, '_>, method: &str, args: &[Value]) -> Result<Value, Error> {
+        match method {
+            "translate_type" => {
+                let (data_type,): (String,) = minijinja::value::from_args(args)?;
+                Ok(Value::from(translate_type(&data_type)))
+            }
+            "create" => {
+                let (name, data_type): (String, String) = minijinja::value::from_args(args)?;
+                Ok(super::introspect::column(name, translate_type(&data_type)))
+            }
+            "string_type" => {
+                let (size,): (Option<i64>,) = minijinja::value::from_args(args)?;
+                Ok(Value::from(size.map_or("varchar".to_string(), |n| format!("varchar({n})"))))
+            }
+            "numeric_type" => {
+                let (data_type, precision, scale): (String, Option<i64>, Option<i64>) =
+                    minijinja::value::from_args(args)?;
+                Ok(Value::from(match (precision, scale) {
+                    (Some(p), Some(s)) => format!("{data_type}({p},{s})"),
+                    _ => data_type,
+                }))
+            }
+            other => Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("`api.Column.{other}` is not supported by pipe yet"),
+            )),
+        }
+    }
+}
+
+/// dbt's type labels (`STRING`, `INTEGER`, ...) as DataFusion's SQL types; any other type as written.
+fn translate_type(data_type: &str) -> String {
+    match data_type.trim().to_ascii_lowercase().as_str() {
+        "string" | "text" => "varchar".to_string(),
+        "integer" => "int".to_string(),
+        "float" => "double".to_string(),
+        _ => data_type.to_string(),
     }
 }
 

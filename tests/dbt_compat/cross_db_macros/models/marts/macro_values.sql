@@ -11,6 +11,8 @@ select
     {{ dbt.position("'b'", "'abc'") }} as b_at,
     {{ dbt.right('name', 5) }} as name_tail,
     {{ dbt.safe_cast("'x'", dbt.type_int()) }} as not_a_number,
+    {{ dbt.safe_cast("'42'", api.Column.translate_type('integer')) }} as translated,
+    {{ dbt.get_powers_of_two(5) }} as bits_for_five,
     {{ dbt.hash("'a'") }} as hashed,
     {{ dbt.cast_bool_to_text('flag') }} as flag_text,
     {{ dbt.string_literal("it's") }} as quoted,

@@ -89,7 +89,8 @@ fn cross_database_macros_compute_what_dbt_computes() {
 /// Installed packages (`dbt_packages/<name>`) and `local:` packages: their macros are called as `package.macro`,
 /// run through the package's own `adapter.dispatch` (the project's implementation first, as its `dispatch:`
 /// search order says), return values with `return()`, build lists and dicts in place (`append`, `update`), and
-/// their `{% test %}` blocks are generic tests named `package.test`; their models and seeds build with the project.
+/// their `{% test %}` blocks are generic tests named `package.test` (rendered when they run if they introspect); their
+/// models and seeds build with the project.
 #[test]
 fn package_macros_and_tests_run_through_dispatch() {
     let dir = fixture("packages");
@@ -111,6 +112,13 @@ fn package_macros_and_tests_run_through_dispatch() {
     // root project's `text_helpers:` level (a table in `<target>_helpers`, not the package's view), and its bare
     // macro names find the package's macros first (`shout` is upper there, lower in the project).
     assert!(stderr.contains("OK    table       main_helpers.stg_country_codes"), "{stderr}");
+    // A test that asks the warehouse for the model's columns is rendered when it runs, against the built tables:
+    // `people` has one row `people_top` lacks (a warning, by its severity), `people_top` none `people` lacks.
+    assert!(stderr.contains("WARN  my_utils_same_rows_as_people_ref_people_top_"), "{stderr}");
+    assert!(stderr.contains("| 5a9f0cc922291a1b25b1bbf6926cee03 | grace | G"), "{stderr}");
+    let output = pipe(root, &["test", "-s", "people_top"]);
+    let stdout = text(&output.stdout) + &text(&output.stderr);
+    assert!(stdout.contains("PASS  my_utils_same_rows_as_people_top_ref_people_"), "{stdout}");
     assert_eq!(
         query(root, "select * from main.countries order by 1"),
         "code,name,quiet\nGB,UNITED KINGDOM,united kingdom\nUS,UNITED STATES,united states\n"

@@ -21,7 +21,7 @@ pub struct TestArgs {
 pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     // A partial compile, as for a build: tests of the models that compiled run; those reading a model that did not
     // are reported as not run.
-    let (_compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Build)? {
+    let (compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Build)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
@@ -43,7 +43,8 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let (outcomes, warehouse) = runtime.block_on(async {
         let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
-        Ok::<_, run::RunError>((run_tests(&ctx, Some(&warehouse), &tests, &[]).await, warehouse))
+        let renderer = compilation.render_at_build.as_ref();
+        Ok::<_, run::RunError>((run_tests(&ctx, Some(&warehouse), &tests, &[], renderer).await, warehouse))
     })?;
     // A test run joins the run history like a build: `pipe.runs` and `pipe.test_runs`.
     let results = run::RunResults {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::diagnostics::{Diagnostic, FileId, SourceFile};
-use crate::manifest::{Manifest, Node};
+use crate::manifest::{Manifest, Node, TestTemplate};
 use crate::project::{ConfigMap, Project};
 use crate::template::{Catalog, MacroSource, RenderContext, Renderer};
 
@@ -37,7 +37,7 @@ impl BuildRenderer {
     /// `None` when no model of `manifest` is rendered at build time.
     pub fn new(project: &Project, options: &CompileOptions, manifest: &Manifest) -> Option<BuildRenderer> {
         let at_build: Vec<&Node> = manifest.nodes.values().filter(|n| n.render_at_build).collect();
-        if at_build.is_empty() {
+        if at_build.is_empty() && manifest.tests.values().all(|t| t.render_at_build.is_none()) {
             return None;
         }
         let mut context = super::context::base_context(project, options);
@@ -64,6 +64,18 @@ impl BuildRenderer {
             })
             .collect();
         Some(BuildRenderer { renderer, context, macro_files, models })
+    }
+
+    /// Renders a test whose render asks the warehouse, with `catalog` answering (the session the test runs in).
+    pub fn render_test(&self, test: &TestTemplate, catalog: Arc<dyn Catalog>) -> Result<String, Diagnostic> {
+        let sources: Vec<MacroSource<'_>> = self
+            .macro_files
+            .iter()
+            .map(|(package, file, source)| MacroSource { package, file: *file, source })
+            .collect();
+        let file = SourceFile::new("<test>".into(), Arc::from(test.text.as_str()));
+        let rendered = self.renderer.render_test_at_build(FileId(0), &file, &self.context, &sources, catalog)?;
+        Ok(super::define::finish_test_sql(&rendered.sql, &test.relation, test.filter.as_deref()))
     }
 
     /// Renders `node` with `catalog` answering its introspection: its SQL and `is_incremental()` variant, with its

@@ -329,13 +329,15 @@ fn declared_tests(
         let mut depends = vec![attached.clone()];
         // The test's `fail_calc`: from its YAML config, else what its macro set with `config(fail_calc=...)`.
         let mut fail_calc = test.config.get("fail_calc").and_then(Value::as_str).map(str::to_string);
+        let mut render_at_build = None;
         let sql = if BUILT_IN.contains(&test.test.as_str()) {
             built_in_sql(manifest, &test, &relation, column.as_deref(), &mut depends)
         } else {
             custom_sql(project, renderer, context, manifest, &test, &relation, column.as_deref(), &mut depends).map(
-                |(sql, from_macro)| {
-                    fail_calc = fail_calc.take().or(from_macro);
-                    sql
+                |custom| {
+                    fail_calc = fail_calc.take().or(custom.fail_calc);
+                    render_at_build = custom.render_at_build;
+                    custom.sql
                 },
             )
         };
@@ -390,6 +392,7 @@ fn declared_tests(
                 fail_calc,
                 depends_on: DependsOn { nodes: depends, macros: Vec::new() },
                 path,
+                render_at_build,
             },
         );
     }
@@ -484,6 +487,7 @@ fn constraint_tests(manifest: &Manifest, tests: &mut BTreeMap<String, TestNode>,
                         fail_calc: None,
                         depends_on: DependsOn { nodes: vec![node.unique_id.clone()], macros: Vec::new() },
                         path: node.path.clone(),
+                        render_at_build: None,
                     },
                 );
             }
@@ -561,6 +565,11 @@ fn singular_tests(
                     macros: rendered.macros.iter().map(|m| renderer.macros().unique_id(m)).collect(),
                 },
                 path: file.path.clone(),
+                render_at_build: rendered.introspective.then(|| crate::manifest::TestTemplate {
+                    text: source.text.to_string(),
+                    relation: String::new(),
+                    filter: None,
+                }),
             },
         );
     }
@@ -611,6 +620,23 @@ fn dbt_test_name(test: &Declared, target: &str, column: Option<&str>) -> String 
     }
 }
 
+/// A custom generic test as rendered at compile.
+struct CustomTest {
+    sql: String,
+    fail_calc: Option<String>,
+    /// Set when the render asked the warehouse: the test is rendered again when it runs.
+    render_at_build: Option<crate::manifest::TestTemplate>,
+}
+
+/// A test's rendered SQL as it runs: without a trailing `;`, and with its `where` config applied to the relation.
+pub(super) fn finish_test_sql(rendered: &str, relation: &str, filter: Option<&str>) -> String {
+    let sql = rendered.trim().trim_end_matches(';').to_string();
+    match filter {
+        Some(filter) => sql.replace(relation, &format!("(select * from {relation} where {filter})")),
+        None => sql,
+    }
+}
+
 /// A custom generic test: the `{% test name(model, column_name, ...) %}` macro rendered with the test's arguments.
 #[allow(clippy::too_many_arguments)]
 fn custom_sql(
@@ -622,7 +648,7 @@ fn custom_sql(
     relation: &str,
     column: Option<&str>,
     depends: &mut Vec<String>,
-) -> Result<(String, Option<String>), String> {
+) -> Result<CustomTest, String> {
     // `unique_combination_of_columns` is the root project's `{% test %}`; `dbt_utils.accepted_range` a package's.
     let (package, bare) = match test.test.split_once('.') {
         Some((package, bare)) => (Some(package), bare),
@@ -676,12 +702,16 @@ fn custom_sql(
             depends.push(node.unique_id.clone());
         }
     }
-    let sql = rendered.sql.trim().trim_end_matches(';').to_string();
-    let sql = match test.config.get("where").and_then(Value::as_str) {
-        Some(filter) => sql.replace(relation, &format!("(select * from {relation} where {filter})")),
-        None => sql,
-    };
-    Ok((sql, rendered.config.get("fail_calc").and_then(Value::as_str).map(str::to_string)))
+    let filter = test.config.get("where").and_then(Value::as_str);
+    Ok(CustomTest {
+        sql: finish_test_sql(&rendered.sql, relation, filter),
+        fail_calc: rendered.config.get("fail_calc").and_then(Value::as_str).map(str::to_string),
+        render_at_build: rendered.introspective.then(|| crate::manifest::TestTemplate {
+            text,
+            relation: relation.to_string(),
+            filter: filter.map(str::to_string),
+        }),
+    })
 }
 
 #[cfg(test)]

@@ -73,6 +73,21 @@ pub struct TestNode {
     pub depends_on: DependsOn,
     /// The file that declares the test.
     pub path: String,
+    /// A test whose render asks the warehouse (`dbt_utils.equality` without `compare_columns` reads the model's
+    /// columns): rendered again when it runs, as dbt renders tests at run time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub render_at_build: Option<TestTemplate>,
+}
+
+/// What a test rendered at run time is rendered from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TestTemplate {
+    /// The Jinja call of the test's macro with its arguments.
+    pub text: String,
+    /// The relation the test is declared on, and its `where` config, applied to the rendered SQL.
+    pub relation: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// A failure-count condition as dbt writes it: `!=0`, `>10`, `>=5`, `=0`, `<3`, `<=2`.

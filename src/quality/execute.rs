@@ -7,6 +7,7 @@ use std::time::Instant;
 use datafusion::catalog::TableProvider;
 use datafusion::prelude::SessionContext;
 
+use crate::compile::BuildRenderer;
 use crate::manifest::{Severity, TestNode};
 pub use crate::warehouse::results::{TestOutcome, TestStatus};
 use crate::warehouse::Warehouse;
@@ -16,12 +17,14 @@ pub use crate::manifest::Threshold;
 /// Runs `tests` in `ctx`. `staged` maps relation names to results not yet published, which the tests read under
 /// those names instead (write-audit-publish; the test's SQL is planned as written, in a session where the relation
 /// is the staged result). With a warehouse, failing rows of tests with `store_failures` are written to
-/// `pipe_audit.<test name>`.
+/// `pipe_audit.<test name>`. A test whose render asks the warehouse (`TestNode::render_at_build`) is rendered again
+/// by `renderer` against that session first.
 pub async fn run_tests(
     ctx: &SessionContext,
     warehouse: Option<&Warehouse>,
     tests: &[&TestNode],
     staged: &[(String, Arc<dyn TableProvider>)],
+    renderer: Option<&Arc<BuildRenderer>>,
 ) -> Vec<TestOutcome> {
     let overlay;
     let ctx = match staged.is_empty() {
@@ -50,7 +53,13 @@ pub async fn run_tests(
     let mut outcomes = Vec::new();
     for test in tests {
         let started = Instant::now();
-        let outcome = run_one(ctx, warehouse, test, &test.compiled_sql).await;
+        let outcome = match (&test.render_at_build, renderer) {
+            (Some(template), Some(renderer)) => match render_now(ctx, renderer, template).await {
+                Ok(sql) => run_one(ctx, warehouse, test, &sql).await,
+                Err(message) => Err(message),
+            },
+            _ => run_one(ctx, warehouse, test, &test.compiled_sql).await,
+        };
         let (status, failures, message) = match outcome {
             Ok(done) => done,
             Err(message) => (TestStatus::Error, 0, Some(message)),
@@ -65,6 +74,22 @@ pub async fn run_tests(
         });
     }
     outcomes
+}
+
+/// Renders a test's template with the session answering its introspection, on a blocking thread (the catalog
+/// blocks on the session's queries).
+async fn render_now(
+    ctx: &SessionContext,
+    renderer: &Arc<BuildRenderer>,
+    template: &crate::manifest::TestTemplate,
+) -> Result<String, String> {
+    let catalog =
+        crate::warehouse::catalog::SessionCatalog { ctx: ctx.clone(), handle: tokio::runtime::Handle::current() };
+    let (renderer, template) = (Arc::clone(renderer), template.clone());
+    tokio::task::spawn_blocking(move || renderer.render_test(&template, Arc::new(catalog)))
+        .await
+        .map_err(|e| format!("the render task failed: {e}"))?
+        .map_err(|diagnostic| format!("the test could not be rendered: {}", diagnostic.message))
 }
 
 async fn run_one(

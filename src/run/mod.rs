@@ -7,7 +7,6 @@
 //! **Architecture invariant:** `run` never renders a template or reads a model file: the manifest holds all it needs.
 
 pub mod accounting;
-mod catalog;
 pub mod dedupe;
 pub mod history;
 pub mod materialize;
@@ -547,7 +546,14 @@ async fn run_nodes(
             })
         })
         .collect();
-    let tests = crate::quality::run_tests(&shared.ctx, Some(&shared.warehouse), &shared_tests, &[]).await;
+    let tests = crate::quality::run_tests(
+        &shared.ctx,
+        Some(&shared.warehouse),
+        &shared_tests,
+        &[],
+        shared.options.render_at_build.as_ref(),
+    )
+    .await;
     let ordered: Vec<NodeResult> = runnable.iter().filter_map(|id| results.remove(*id)).collect();
     let results = RunResults {
         run_id: request.options.run_id.clone(),
@@ -590,7 +596,10 @@ async fn render_now(
         .iter()
         .filter_map(|id| shared.manifest.nodes.get(id).map(|n| (id.clone(), n.clone())))
         .collect();
-    let catalog = catalog::SessionCatalog { ctx: shared.ctx.clone(), handle: tokio::runtime::Handle::current() };
+    let catalog = crate::warehouse::catalog::SessionCatalog {
+        ctx: shared.ctx.clone(),
+        handle: tokio::runtime::Handle::current(),
+    };
     let (renderer, mut node) = (Arc::clone(renderer), node.clone());
     // The render blocks on the catalog's queries: a blocking thread, not one of the runtime's workers.
     tokio::task::spawn_blocking(move || {
@@ -659,6 +668,7 @@ async fn run_node(
         accounting: Default::default(),
         settle_interval: shared.options.settle_interval,
         failpoints: &shared.options.failpoints,
+        renderer: shared.options.render_at_build.as_ref(),
     };
     // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
     let warehouse = shared.warehouse.clone();
@@ -720,7 +730,10 @@ async fn run_node(
             let tests = match outcome.tests {
                 Some(tests) => tests,
                 None if attached.is_empty() => Vec::new(),
-                None => crate::quality::run_tests(&shared.ctx, Some(&shared.warehouse), attached, &[]).await,
+                None => {
+                    let renderer = shared.options.render_at_build.as_ref();
+                    crate::quality::run_tests(&shared.ctx, Some(&shared.warehouse), attached, &[], renderer).await
+                }
             };
             // Rows read: as the materialization counted them, else as the executed plan scanned them, else (the
             // query did not run) the upstream tables' sizes.

@@ -284,6 +284,18 @@ impl Renderer {
         self.render(file_id, file, "", &ConfigMap::new(), context, macro_files, Execution::Test)
     }
 
+    /// `render_test` when the test runs: introspection asks `catalog`.
+    pub fn render_test_at_build(
+        &self,
+        file_id: FileId,
+        file: &SourceFile,
+        context: &RenderContext,
+        macro_files: &[MacroSource<'_>],
+        catalog: Arc<dyn Catalog>,
+    ) -> Result<RenderedModel, Diagnostic> {
+        self.render(file_id, file, "", &ConfigMap::new(), context, macro_files, Execution::Build(catalog))
+    }
+
     /// `render_model_with` at build time: `execute` is true and introspection asks `catalog`.
     #[allow(clippy::too_many_arguments)]
     pub fn render_model_at_build(

@@ -15,6 +15,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+pub mod catalog;
 mod error;
 pub mod results;
 pub mod runs;

@@ -70,6 +70,8 @@ pub struct ModelContext<'a> {
     pub settle_interval: Duration,
     /// Failures the tests inject (`run::BuildOptions::failpoints`).
     pub failpoints: &'a [String],
+    /// Renders the tests whose render asks the warehouse (`TestNode::render_at_build`) before they run.
+    pub renderer: Option<&'a Arc<crate::compile::BuildRenderer>>,
 }
 
 impl ModelContext<'_> {
@@ -180,6 +182,7 @@ impl ModelContext<'_> {
             Some(self.warehouse),
             tests,
             &[(self.node.relation.clone(), new_result)],
+            self.renderer,
         )
         .await;
         let failed: Vec<String> = outcomes

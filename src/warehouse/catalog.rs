@@ -1,5 +1,5 @@
-//! The `Catalog` a model rendered at build time asks (`compile::BuildRenderer`): the run's DataFusion session,
-//! where every relation built so far, every seed and every source is registered.
+//! The `Catalog` a model or test rendered at build time asks (`compile::BuildRenderer`): the run's DataFusion
+//! session, where every relation built so far, every seed and every source is registered.
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;

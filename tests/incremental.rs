@@ -161,6 +161,19 @@ fn full_refresh_rebuilds_from_upstream() {
     assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
 }
 
+/// dbt's `full_refresh: false`: `--full-refresh` does not rebuild the model, whose rows would be lost when its
+/// upstream no longer holds them (here the first file is gone); it runs incrementally instead.
+#[test]
+fn full_refresh_false_keeps_the_table_through_full_refresh() {
+    let dir = project("incremental_strategy='append', full_refresh=false");
+    build(dir.path());
+    std::fs::remove_file(dir.path().join("data/updates/1.csv")).unwrap();
+    std::fs::write(dir.path().join("data/updates/2.csv"), SECOND_BATCH).unwrap();
+    let output = pipe(dir.path(), &["build", "--full-refresh"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
+}
+
 /// Adds a column to the model, then builds a second batch.
 fn add_column_and_build(dir: &Path) -> std::process::Output {
     let model = dir.join("models/silver/customers.sql");

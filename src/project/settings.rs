@@ -252,6 +252,10 @@ pub struct ModelSettings {
     /// The model's `version` config, as text (the schema registry keys versions by it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// dbt's `full_refresh` config: `false` keeps the model's table through `--full-refresh` (a large incremental
+    /// table, raw data), `true` rebuilds it on every run; unset, `--full-refresh` decides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_refresh: Option<bool>,
     /// dbt-duckdb's `external` materialization: where and how the model's files are written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalSettings>,
@@ -643,6 +647,18 @@ impl ModelSettings {
             config.get("contract").and_then(|c| c.get("enforced")).and_then(Value::as_bool).unwrap_or(false);
         let version = config.get("version").map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
         let event_time = config.str_value("event_time").map(str::to_string);
+        let full_refresh = match config.get("full_refresh") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(value)) => Some(*value),
+            Some(other) => {
+                problem(
+                    "full_refresh",
+                    format!("`full_refresh: {other}` of model `{name}` is not true or false"),
+                    "write `full_refresh: false` to keep the table through `--full-refresh`",
+                );
+                None
+            }
+        };
         let external = (materialized == Some("external")).then(|| external(name, config, &partition_by, &mut problem));
         let microbatch = match incremental_strategy {
             Some(IncrementalStrategy::Microbatch) => microbatch(name, config, &mut problem),
@@ -667,6 +683,7 @@ impl ModelSettings {
             settle_interval,
             expect_every,
             version,
+            full_refresh,
             external,
         };
         (settings, problems)

@@ -651,7 +651,8 @@ async fn run_node(
         session: &shared.ctx,
         warehouse: &shared.warehouse,
         run_id: &shared.run_id,
-        full_refresh: shared.options.full_refresh,
+        // dbt's `full_refresh` config overrides the flag for its model.
+        full_refresh: node.settings.full_refresh.unwrap_or(shared.options.full_refresh),
         compute_once,
         project_root,
         file_source,

@@ -77,6 +77,8 @@ fn cross_database_macros_compute_what_dbt_computes() {
     assert_eq!((value("flag_text"), value("quoted")), ("true", "it's"));
     // `config.get` reads the model's config as the project file sets it.
     assert_eq!(value("materialized"), "table");
+    assert_eq!((value("half"), value("exact")), ("3.5", "true"));
+    assert_eq!(value("started_text"), "2024-01-31 10:00:00");
     // `date_spine` stops before its end (2024 is a leap year); `generate_series` counts from 1.
     assert_eq!(
         query(root, "select * from main.days_in_range order by 1"),

@@ -267,13 +267,14 @@ fn render_and_parse(
             let origin = SqlOrigin { file_id: model.file, file, offsets: &rendered.offsets };
             // A render that asked the warehouse has, at compile, what dbt's parse gives (`star` is `*`,
             // `get_column_values` none): its SQL may not even parse. It is rendered again when the build runs it.
-            let analyzed = match sql::analyze(&rendered.sql, &origin) {
+            let analyzed = match sql::analyze(&rendered.sql, &origin, project.config.dialect()) {
                 Ok(analyzed) => analyzed,
                 Err(_) if rendered.introspective => AnalyzedModel::default(),
                 Err(diagnostic) => return Err(diagnostic),
             };
             if let (Some(incremental), false) = (&rendered.sql_incremental, rendered.introspective) {
-                sql::analyze(incremental, &origin).map_err(|d| d.with_note("in the `is_incremental()` variant"))?;
+                sql::analyze(incremental, &origin, project.config.dialect())
+                    .map_err(|d| d.with_note("in the `is_incremental()` variant"))?;
             }
             Ok(ModelResult { render_time, rendered, analyzed })
         })
@@ -453,6 +454,7 @@ fn build_manifest(
             name: project.config.name.clone(),
             warehouse: project.config.warehouse.clone(),
             target_path: project.config.target_path.clone(),
+            sql_dialect: project.config.dialect(),
         },
         nodes,
         sources,

@@ -200,7 +200,7 @@ pub(crate) fn plan_manifest(
         }
     }
 
-    let planner = StaticPlanner::new();
+    let planner = StaticPlanner::for_dialect(manifest.project.sql_dialect);
     let keep = kept_plans.is_some();
     let mut new_cache = PlanCache::default();
     let mut stats = PlanStats::default();

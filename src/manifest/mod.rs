@@ -157,6 +157,9 @@ pub struct ProjectInfo {
     /// Warehouse folder, relative to the project root unless absolute in `pipe.yml`.
     pub warehouse: String,
     pub target_path: String,
+    /// The SQL semantics the models are planned and run with.
+    #[serde(default)]
+    pub sql_dialect: crate::project::SqlDialect,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -82,6 +82,36 @@ pub struct ProjectConfig {
     pub dispatch: Vec<DispatchRule>,
     /// The `profiles.yml` profile a dbt project builds with (`profile:`; the project's name when unset).
     pub profile: Option<String>,
+    /// The SQL semantics models are written in: `sql_dialect:` (in a dbt project, under `vars:`); unset, DuckDB's
+    /// for a dbt project and DataFusion's for a pipe project (`ProjectConfig::dialect`).
+    pub sql_dialect: Option<SqlDialect>,
+    /// An `sql_dialect` value that is not a dialect, to report.
+    pub bad_sql_dialect: Option<String>,
+}
+
+/// Whose SQL semantics a project's models are written in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqlDialect {
+    /// DataFusion's own: integer division, float literals, ...
+    #[default]
+    DataFusion,
+    /// DuckDB's (what dbt-duckdb projects are written for), on DataFusion: `sql::duckdb`.
+    DuckDb,
+}
+
+impl SqlDialect {
+    pub fn parse(text: &str) -> Option<SqlDialect> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "duckdb" => Some(SqlDialect::DuckDb),
+            "datafusion" => Some(SqlDialect::DataFusion),
+            _ => None,
+        }
+    }
+
+    pub fn is_duckdb(self) -> bool {
+        self == SqlDialect::DuckDb
+    }
 }
 
 /// One entry of `dispatch:` in the project file.
@@ -124,6 +154,8 @@ pub(crate) struct RawProjectConfig {
     pub dispatch: Option<Vec<DispatchRule>>,
     #[serde(default)]
     pub profile: Option<String>,
+    #[serde(default, rename = "sql_dialect")]
+    pub sql_dialect: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -145,6 +177,7 @@ pub(crate) const PROJECT_KEYS: &[&str] = &[
     "packages-install-path",
     "dispatch",
     "profile",
+    "sql_dialect",
 ];
 
 /// dbt project keys pipe accepts and does not use; they are not reported as unknown.
@@ -172,6 +205,10 @@ pub(crate) const DBT_ONLY_PROJECT_KEYS: &[&str] = &[
 impl ProjectConfig {
     pub(crate) fn from_raw(raw: RawProjectConfig, file_name: &'static str) -> ProjectConfig {
         let or = |v: Option<Vec<String>>, d: &str| v.unwrap_or_else(|| vec![d.to_string()]);
+        // `sql_dialect:` in `pipe.yml`; under `vars:` in `dbt_project.yml`, where top-level keys are dbt's.
+        let from_vars =
+            raw.vars.as_ref().and_then(|v| v.get("sql_dialect")).and_then(Value::as_str).map(str::to_string);
+        let dialect = raw.sql_dialect.clone().or(from_vars);
         ProjectConfig {
             name: raw.name,
             file_name,
@@ -189,7 +226,17 @@ impl ProjectConfig {
             packages_install_path: raw.packages_install_path.unwrap_or_else(|| "dbt_packages".into()),
             dispatch: raw.dispatch.unwrap_or_default(),
             profile: raw.profile,
+            sql_dialect: dialect.as_deref().and_then(SqlDialect::parse),
+            bad_sql_dialect: dialect.filter(|d| SqlDialect::parse(d).is_none()),
         }
+    }
+
+    /// The dialect in effect: as set, else DuckDB's for a dbt project (dbt-duckdb's), else DataFusion's.
+    pub fn dialect(&self) -> SqlDialect {
+        self.sql_dialect.unwrap_or(match self.file_name {
+            "dbt_project.yml" => SqlDialect::DuckDb,
+            _ => SqlDialect::DataFusion,
+        })
     }
 
     /// Config from the folder tree for a node whose path, relative to its model path, has these folders.
@@ -408,6 +455,7 @@ mod tests {
             packages_install_path: None,
             dispatch: None,
             profile: None,
+            sql_dialect: None,
             other: BTreeMap::new(),
         };
         ProjectConfig::from_raw(raw, "pipe.yml")

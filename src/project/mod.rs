@@ -21,7 +21,7 @@ use serde_json::Value;
 
 pub use config::{
     parse_duration, parse_utc_time, ConfigExt, ConfigMap, DispatchRule, Layer, LayerRules, Materialization,
-    ProjectConfig, PARQUET_COMPRESSIONS,
+    ProjectConfig, SqlDialect, PARQUET_COMPRESSIONS,
 };
 pub use packages::Package;
 pub use properties::{ColumnProperties, ModelProperties, SourceProperties, SourceTableProperties};
@@ -573,7 +573,16 @@ fn read_project_file(
             }
         });
     }
-    Some((file_id, ProjectConfig::from_raw(raw, file_name)))
+    let config = ProjectConfig::from_raw(raw, file_name);
+    if let Some(bad) = &config.bad_sql_dialect {
+        let span = properties::find_key(&file.text, "sql_dialect", 0).unwrap_or(0..0);
+        diagnostics.push(
+            Diagnostic::error(Code::InvalidConfig, format!("`sql_dialect: {bad}` is not a dialect pipe knows"))
+                .with_primary(file_id, span, "here")
+                .with_help("write `sql_dialect: duckdb` (DuckDB's semantics) or `sql_dialect: datafusion`"),
+        );
+    }
+    Some((file_id, config))
 }
 
 use config::DBT_ONLY_PROJECT_KEYS as DBT_ONLY_KEYS;

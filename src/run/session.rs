@@ -23,6 +23,8 @@ pub fn new_session(manifest: &Manifest, memory_limit: Option<usize>) -> Result<S
         .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_size", 0)
         .set_usize("datafusion.optimizer.hash_join_inlist_pushdown_max_distinct_values", 0)
         .set_usize("datafusion.sql_parser.recursion_limit", crate::sql::RECURSION_LIMIT);
+    let duckdb = manifest.project.sql_dialect.is_duckdb();
+    let config = if duckdb { crate::sql::duckdb::configure(config) } else { config };
     let mut runtime = RuntimeEnvBuilder::new();
     if let Some(limit) = memory_limit {
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
@@ -38,7 +40,14 @@ pub fn new_session(manifest: &Manifest, memory_limit: Option<usize>) -> Result<S
     if memory_limit.is_none() {
         state = state.with_optimizer_rule(Arc::new(DedupeRule));
     }
-    let state = state.build();
+    if duckdb {
+        state = crate::sql::duckdb::extend(state);
+    }
+    let mut state = state.build();
+    if duckdb {
+        use datafusion::execution::FunctionRegistry;
+        state.register_function_rewrite(crate::sql::duckdb::function_rewrite())?;
+    }
     let ctx = SessionContext::new_with_state(state);
     let mut schemas: BTreeSet<&str> = manifest.nodes.values().map(|n| n.schema.as_str()).collect();
     schemas.extend(manifest.sources.values().map(|s| s.source_name.as_str()));

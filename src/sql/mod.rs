@@ -4,6 +4,7 @@
 //! with their spans, its CTE names) or diagnostics that point back into the model file.
 //! **Architecture invariant:** this stage never executes a query and never opens the warehouse.
 
+pub mod duckdb;
 pub mod plan;
 pub mod source_schema;
 
@@ -93,9 +94,15 @@ pub fn clean_message(text: &str) -> String {
 pub const RECURSION_LIMIT: usize = 1_000;
 
 /// Parses one model's rendered SQL: exactly one query, or a diagnostic.
-pub fn analyze(sql: &str, origin: &SqlOrigin<'_>) -> Result<AnalyzedModel, Diagnostic> {
-    let dialect = GenericDialect {};
-    let statements = Parser::new(&dialect)
+pub fn analyze(
+    sql: &str,
+    origin: &SqlOrigin<'_>,
+    dialect: crate::project::SqlDialect,
+) -> Result<AnalyzedModel, Diagnostic> {
+    let (generic, duckdb) = (GenericDialect {}, datafusion::sql::sqlparser::dialect::DuckDbDialect {});
+    let dialect: &dyn datafusion::sql::sqlparser::dialect::Dialect =
+        if dialect.is_duckdb() { &duckdb } else { &generic };
+    let statements = Parser::new(dialect)
         .with_recursion_limit(RECURSION_LIMIT)
         .try_with_sql(sql)
         .and_then(|mut parser| parser.parse_statements())
@@ -328,7 +335,7 @@ mod tests {
         let mut map = SourceMap::default();
         let id = map.add("m.sql", sql);
         let offsets = OffsetMap::build(sql, sql);
-        analyze(sql, &SqlOrigin { file_id: id, file: map.get(id), offsets: &offsets })
+        analyze(sql, &SqlOrigin { file_id: id, file: map.get(id), offsets: &offsets }, Default::default())
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub struct PlanError {
 pub struct StaticPlanner {
     state: SessionState,
     table_functions: HashMap<String, Arc<TableFunction>>,
+    dialect: crate::project::SqlDialect,
+    type_planner: Option<Arc<dyn datafusion::logical_expr::planner::TypePlanner>>,
 }
 
 impl Default for StaticPlanner {
@@ -50,15 +52,33 @@ impl Default for StaticPlanner {
 }
 
 impl StaticPlanner {
+    /// A planner with DataFusion's semantics.
     pub fn new() -> StaticPlanner {
+        StaticPlanner::for_dialect(crate::project::SqlDialect::DataFusion)
+    }
+
+    /// A planner with `dialect`'s semantics (`sql::duckdb` for DuckDB's).
+    pub fn for_dialect(dialect: crate::project::SqlDialect) -> StaticPlanner {
         let mut config = SessionConfig::new();
+        if dialect.is_duckdb() {
+            config = super::duckdb::configure(config);
+        }
         config.options_mut().sql_parser.collect_spans = true;
         if let Ok(limit) = datafusion::common::config::ConfigNonZeroUsize::try_new(super::RECURSION_LIMIT) {
             config.options_mut().sql_parser.recursion_limit = limit;
         }
-        let state = SessionStateBuilder::new().with_default_features().with_config(config).build();
+        let mut builder = SessionStateBuilder::new().with_default_features().with_config(config);
+        if dialect.is_duckdb() {
+            builder = super::duckdb::extend(builder);
+        }
+        let mut state = builder.build();
+        let type_planner = dialect.is_duckdb().then(super::duckdb::type_planner);
+        if dialect.is_duckdb() {
+            use datafusion::execution::FunctionRegistry;
+            let _ = state.register_function_rewrite(super::duckdb::function_rewrite());
+        }
         let table_functions = state.table_functions().clone();
-        StaticPlanner { state, table_functions }
+        StaticPlanner { state, table_functions, dialect, type_planner }
     }
 
     /// Plans and analyzes `sql` against `inputs` (relation name, lower case -> schema); returns the output schema.
@@ -69,8 +89,10 @@ impl StaticPlanner {
     /// The analyzed logical plan of `sql`, its scans bound to empty tables of the input schemas: a build rebinds
     /// them to the warehouse's tables instead of planning the SQL again.
     pub fn plan_logical(&self, sql: &str, inputs: &HashMap<String, SchemaRef>) -> Result<LogicalPlan, PlanError> {
-        let dialect = GenericDialect {};
-        let statement = Parser::new(&dialect)
+        let (generic, duckdb) = (GenericDialect {}, datafusion::sql::sqlparser::dialect::DuckDbDialect {});
+        let dialect: &dyn datafusion::sql::sqlparser::dialect::Dialect =
+            if self.dialect.is_duckdb() { &duckdb } else { &generic };
+        let statement = Parser::new(dialect)
             .with_recursion_limit(super::RECURSION_LIMIT)
             .try_with_sql(sql)
             .and_then(|mut p| p.parse_statement())
@@ -81,7 +103,12 @@ impl StaticPlanner {
                 notes: Vec::new(),
                 suggestion: None,
             })?;
-        let provider = Provider { state: &self.state, inputs, table_functions: &self.table_functions };
+        let provider = Provider {
+            state: &self.state,
+            inputs,
+            table_functions: &self.table_functions,
+            type_planner: self.type_planner.clone(),
+        };
         let mut options = ParserOptions::from(&self.state.config_options().sql_parser);
         options.collect_spans = true;
         let planner = SqlToRel::new_with_options(&provider, options);
@@ -150,6 +177,7 @@ struct Provider<'a> {
     state: &'a SessionState,
     inputs: &'a HashMap<String, SchemaRef>,
     table_functions: &'a HashMap<String, Arc<TableFunction>>,
+    type_planner: Option<Arc<dyn datafusion::logical_expr::planner::TypePlanner>>,
 }
 
 impl ContextProvider for Provider<'_> {
@@ -183,6 +211,10 @@ impl ContextProvider for Provider<'_> {
 
     fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
         self.state.expr_planners()
+    }
+
+    fn get_type_planner(&self) -> Option<Arc<dyn datafusion::logical_expr::planner::TypePlanner>> {
+        self.type_planner.clone()
     }
 
     fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {

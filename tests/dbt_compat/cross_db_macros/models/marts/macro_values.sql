@@ -16,5 +16,10 @@ select
     {{ dbt.hash("'a'") }} as hashed,
     {{ dbt.cast_bool_to_text('flag') }} as flag_text,
     {{ dbt.string_literal("it's") }} as quoted,
-    '{{ config.get("materialized") }}' as materialized
+    '{{ config.get("materialized") }}' as materialized,
+    -- A dbt-duckdb project is planned with DuckDB's semantics: integer division gives a double, decimal literals add
+    -- exactly, a timestamp cast to text has no `T`.
+    7 / 2 as half,
+    0.06 + 0.01 = 0.07 as exact,
+    cast(cast(started as timestamp) as varchar) as started_text
 from {{ ref('raw_dates') }}

@@ -5,7 +5,8 @@
 //!
 //! Values are compared as text in one canonical form, the same one the Python script writes: `NULL`, `true`/
 //! `false`, floats rounded to 9 decimals (`3.0`, `0.333333333`), decimals with their scale, timestamps as
-//! `2024-01-02 03:04:05[.fraction]`, lists as `[a, b]`, the empty string as `(empty)`.
+//! `2024-01-02 03:04:05[.fraction]`, intervals as their length in seconds (`43200.0s`), lists as `[a, b]`, the
+//! empty string as `(empty)`.
 
 use std::path::PathBuf;
 
@@ -108,6 +109,18 @@ fn scalar_text(value: &ScalarValue) -> String {
         ScalarValue::TimestampMillisecond(Some(v), _) => timestamp_text(*v, &TimeUnit::Millisecond),
         ScalarValue::TimestampMicrosecond(Some(v), _) => timestamp_text(*v, &TimeUnit::Microsecond),
         ScalarValue::TimestampNanosecond(Some(v), _) => timestamp_text(*v, &TimeUnit::Nanosecond),
+        // An interval or a duration: its length in seconds (DuckDB's INTERVAL; DataFusion's difference of two
+        // timestamps is a duration).
+        ScalarValue::DurationSecond(Some(v)) => format!("{}s", float_text(*v as f64)),
+        ScalarValue::DurationMillisecond(Some(v)) => format!("{}s", float_text(*v as f64 / 1e3)),
+        ScalarValue::DurationMicrosecond(Some(v)) => format!("{}s", float_text(*v as f64 / 1e6)),
+        ScalarValue::DurationNanosecond(Some(v)) => format!("{}s", float_text(*v as f64 / 1e9)),
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
+            format!("{}s", float_text(f64::from(v.days) * 86_400.0 + v.nanoseconds as f64 / 1e9))
+        }
+        ScalarValue::IntervalDayTime(Some(v)) => {
+            format!("{}s", float_text(f64::from(v.days) * 86_400.0 + f64::from(v.milliseconds) / 1e3))
+        }
         ScalarValue::List(list) => list_text(list.value(0)),
         ScalarValue::LargeList(list) => list_text(list.value(0)),
         ScalarValue::FixedSizeList(list) => list_text(list.value(0)),

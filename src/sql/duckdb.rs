@@ -38,6 +38,8 @@ pub fn configure(config: SessionConfig) -> SessionConfig {
     config
         .set_str("datafusion.sql_parser.dialect", "duckdb")
         .set_bool("datafusion.sql_parser.parse_float_as_decimal", true)
+        // DuckDB sorts nulls last in both directions (DataFusion, as Postgres, puts them first in a descending sort).
+        .set_str("datafusion.sql_parser.default_null_ordering", "nulls_last")
 }
 
 /// Adds DuckDB's operators, type names, functions and text casts to a session being built.
@@ -210,6 +212,7 @@ fn functions_planned() -> Vec<ScalarUDF> {
         "monthname",
         "regexp_matches",
         "regexp_extract",
+        "sign",
         "year",
         "month",
         "day",
@@ -276,6 +279,7 @@ impl ScalarUDFImpl for Planned {
             "strftime" | "dayname" | "monthname" => DataType::Utf8,
             "regexp_matches" => DataType::Boolean,
             "regexp_extract" => DataType::Utf8,
+            "sign" => DataType::Int64,
             "year" | "month" | "day" | "len" => DataType::Int64,
             "if" => arg(1),
             "string_split" => DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
@@ -410,6 +414,7 @@ fn call(name: &str, args: Vec<Expr>) -> Result<Expr> {
         "coalesce" => datafusion::functions::core::coalesce(),
         "array_element" => datafusion::functions_nested::extract::array_element_udf(),
         "round" => datafusion::functions::math::round(),
+        "signum" => datafusion::functions::math::signum(),
         other => return plan_err!("no function `{other}`"),
     };
     Ok(Expr::ScalarFunction(ScalarFunction::new_udf(udf, args)))
@@ -576,6 +581,13 @@ fn rewrite_scalar(name: &str, mut args: Vec<Expr>, schema: &DFSchema) -> Result<
             call("to_char", vec![as_timestamp(args.remove(0)), text(format)])?
         }
         "regexp_matches" => call("regexp_like", args)?,
+        "sign" => {
+            arity(1)?;
+            int(call(
+                "signum",
+                vec![Expr::Cast(datafusion::logical_expr::Cast::new(Box::new(args.remove(0)), DataType::Float64))],
+            )?)
+        }
         // The first match of the pattern (or of its `group`), '' when there is none.
         "regexp_extract" => {
             let (text, pattern) = match args.len() {

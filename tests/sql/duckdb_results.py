@@ -38,6 +38,8 @@ def canonical(value):
         return repr(rounded)
     if isinstance(value, decimal.Decimal):
         return str(value)
+    if isinstance(value, datetime.timedelta):
+        return canonical(value.total_seconds()) + "s"
     if isinstance(value, datetime.datetime):
         text = value.strftime("%Y-%m-%d %H:%M:%S")
         if value.microsecond:

@@ -205,7 +205,9 @@ pub(crate) fn plan_manifest(
     let mut new_cache = PlanCache::default();
     let mut stats = PlanStats::default();
     for ids in levels {
-        type Planned = (String, String, Option<Result<(SchemaRef, Option<LogicalPlan>), PlanError>>, bool);
+        // (id, cache key, the plan's schema and plan, from the cache, the `is_incremental()` variant's error)
+        type Planned =
+            (String, String, Option<Result<(SchemaRef, Option<LogicalPlan>), PlanError>>, bool, Option<PlanError>);
         let planned: Vec<Planned> = ids
             .par_iter()
             .map(|id| {
@@ -220,21 +222,55 @@ pub(crate) fn plan_manifest(
                             inputs.insert(relation.clone(), Arc::clone(schema));
                         }
                         // An input that could not be planned or read: this model is not type-checked.
-                        None => return (id.clone(), String::new(), None, false),
+                        None => return (id.clone(), String::new(), None, false, None),
                     }
                 }
-                let key = cache_key(&node.compiled_sql, &keyed);
+                let incremental = node
+                    .compiled_sql_incremental
+                    .as_deref()
+                    .filter(|_| node.materialized == Materialization::Incremental);
+                let key = cache_key(&format!("{}\0{}", node.compiled_sql, incremental.unwrap_or_default()), &keyed);
                 if let Some(columns) = cache.entries.get(&key) {
-                    return (id.clone(), key, Some(Ok((Arc::new(PlannedColumn::to_schema(columns)), None))), true);
+                    return (
+                        id.clone(),
+                        key,
+                        Some(Ok((Arc::new(PlannedColumn::to_schema(columns)), None))),
+                        true,
+                        None,
+                    );
                 }
                 let planned = planner.plan_logical(&node.compiled_sql, &inputs).map(|plan| {
                     let schema = Arc::new(plan.schema().as_arrow().clone());
                     (schema, keep.then_some(plan))
                 });
-                (id.clone(), key, Some(planned), false)
+                // The `is_incremental()` variant runs against the table the full variant wrote (`{{ this }}`): it is
+                // planned too, so a branch that only fails on the second run fails the compile instead.
+                let incremental_error = match (&planned, incremental) {
+                    (Ok((schema, _)), Some(sql)) => {
+                        let mut inputs = inputs.clone();
+                        let mut fields: Vec<_> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                        if crate::manifest::file_ingest_source(manifest, node).is_some() {
+                            fields.extend(crate::manifest::ingest_fields());
+                        }
+                        let this = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
+                        inputs.insert(node.relation.to_lowercase(), stored_schema(&this));
+                        planner.plan_logical(sql, &inputs).err()
+                    }
+                    _ => None,
+                };
+                (id.clone(), key, Some(planned), false, incremental_error)
             })
             .collect();
-        for (id, key, result, from_cache) in planned {
+        for (id, key, result, from_cache, incremental_error) in planned {
+            if let (Some(err), Some(origin)) = (&incremental_error, origins.get(&manifest.nodes[&id].name)) {
+                let sql = manifest.nodes[&id].compiled_sql_incremental.clone().unwrap_or_default();
+                diagnostics.push(
+                    plan_diagnostic(err, &sql, origin, files).with_note(
+                        "in the `is_incremental()` variant, planned against the table the full build writes",
+                    ),
+                );
+                continue;
+            }
             let Some(result) = result else { continue };
             let ingests_files = crate::manifest::file_ingest_source(manifest, &manifest.nodes[&id]).is_some();
             let node = manifest.nodes.get_mut(&id).expect("planned ids come from the manifest");

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, StringArray, TimestampMicrosecondArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, IntervalUnit, TimeUnit};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{plan_err, DFSchema, Result, ScalarValue};
@@ -130,6 +130,21 @@ impl ExprPlanner for Operators {
                 };
                 Ok(PlannerResult::Planned(planned))
             }
+            // An integer times an interval: each of its parts multiplied.
+            BinaryOperator::Multiply => {
+                let (left_type, right_type) = types()?;
+                let is_interval = |t: &DataType| matches!(t, DataType::Interval(_));
+                let RawBinaryExpr { op, left, right } = expr;
+                let (interval, times) = match (is_interval(&left_type), is_interval(&right_type)) {
+                    (true, false) if right_type.is_integer() => (left, right),
+                    (false, true) if left_type.is_integer() => (right, left),
+                    _ => return Ok(PlannerResult::Original(RawBinaryExpr { op, left, right })),
+                };
+                let interval = interval.cast_to(&DataType::Interval(IntervalUnit::MonthDayNano), schema)?;
+                let times = times.cast_to(&DataType::Int64, schema)?;
+                let udf = Arc::new(ScalarUDF::new_from_impl(IntervalTimes::new()));
+                Ok(PlannerResult::Planned(Expr::ScalarFunction(ScalarFunction::new_udf(udf, vec![interval, times]))))
+            }
             // `^` is DuckDB's power (DataFusion's bitwise xor).
             BinaryOperator::BitwiseXor | BinaryOperator::PGExp => {
                 let RawBinaryExpr { left, right, .. } = expr;
@@ -202,6 +217,7 @@ fn functions_planned() -> Vec<ScalarUDF> {
     let mut functions: Vec<ScalarUDF> = [
         "date_diff",
         "datediff",
+        "date_sub",
         "date_add",
         "strftime",
         "strptime",
@@ -269,7 +285,7 @@ impl ScalarUDFImpl for Planned {
     fn return_type(&self, args: &[DataType]) -> Result<DataType> {
         let arg = |i: usize| args.get(i).cloned().unwrap_or(DataType::Null);
         Ok(match self.name {
-            "date_diff" | "datediff" | "epoch_ms" if self.name != "epoch_ms" || timestamp_of(&arg(0)) => {
+            "date_diff" | "datediff" | "date_sub" | "epoch_ms" if self.name != "epoch_ms" || timestamp_of(&arg(0)) => {
                 DataType::Int64
             }
             "epoch_ms" => DataType::Timestamp(TimeUnit::Millisecond, None),
@@ -415,6 +431,7 @@ fn call(name: &str, args: Vec<Expr>) -> Result<Expr> {
         "array_element" => datafusion::functions_nested::extract::array_element_udf(),
         "round" => datafusion::functions::math::round(),
         "signum" => datafusion::functions::math::signum(),
+        "trunc" => datafusion::functions::math::trunc(),
         other => return plan_err!("no function `{other}`"),
     };
     Ok(Expr::ScalarFunction(ScalarFunction::new_udf(udf, args)))
@@ -490,6 +507,44 @@ fn date_diff(part_name: &str, start: Expr, end: Expr) -> Result<Expr> {
     })
 }
 
+/// DuckDB's `date_sub(part, start, end)`: the number of whole `part`s from `start` to `end` (negative when `end` is
+/// earlier). Months count as the calendar does: from Jan 31 to Feb 29 is one whole month, to Feb 28 none.
+fn date_sub(part_name: &str, start: Expr, end: Expr) -> Result<Expr> {
+    let (start, end) = (as_timestamp(start), as_timestamp(end));
+    let fixed = |seconds: f64| -> Result<Expr> {
+        let epoch = |e: &Expr| part("epoch", e.clone());
+        let elapsed = (epoch(&end)? - epoch(&start)?) / Expr::Literal(ScalarValue::Float64(Some(seconds)), None);
+        Ok(int(call("trunc", vec![elapsed])?))
+    };
+    let months = || -> Result<Expr> {
+        let year = |e: &Expr| Ok::<_, datafusion::error::DataFusionError>(int(part("year", e.clone())?));
+        let month = |e: &Expr| Ok::<_, datafusion::error::DataFusionError>(int(part("month", e.clone())?));
+        let calendar = (year(&end)? - year(&start)?) * lit_i64(12) + month(&end)? - month(&start)?;
+        let one_month = Expr::Literal(ScalarValue::new_interval_mdn(1, 0, 0), None);
+        let udf = Arc::new(ScalarUDF::new_from_impl(IntervalTimes::new()));
+        let shifted =
+            start.clone() + Expr::ScalarFunction(ScalarFunction::new_udf(udf, vec![one_month, calendar.clone()]));
+        let overshoot = datafusion::logical_expr::when(
+            calendar.clone().gt(lit_i64(0)).and(shifted.clone().gt(end.clone())),
+            lit_i64(1),
+        )
+        .when(calendar.clone().lt(lit_i64(0)).and(shifted.lt(end.clone())), lit_i64(-1))
+        .otherwise(lit_i64(0))?;
+        Ok(calendar - overshoot)
+    };
+    Ok(match part_name {
+        "year" | "years" | "y" | "yr" | "yrs" => months()? / lit_i64(12),
+        "quarter" | "quarters" => months()? / lit_i64(3),
+        "month" | "months" | "mon" | "mons" => months()?,
+        "week" | "weeks" | "w" => fixed(604_800.0)?,
+        "day" | "days" | "d" | "dayofmonth" => fixed(86_400.0)?,
+        "hour" | "hours" | "h" | "hr" | "hrs" => fixed(3_600.0)?,
+        "minute" | "minutes" | "min" | "mins" | "m" => fixed(60.0)?,
+        "second" | "seconds" | "s" | "sec" | "secs" => fixed(1.0)?,
+        other => return plan_err!("`{other}` is not a date part date_sub knows"),
+    })
+}
+
 impl FunctionRewrite for Functions {
     fn name(&self) -> &str {
         "duckdb_functions"
@@ -540,6 +595,12 @@ fn rewrite_scalar(name: &str, mut args: Vec<Expr>, schema: &DFSchema) -> Result<
             let end = args.pop().unwrap_or_else(|| lit_i64(0));
             let start = args.pop().unwrap_or_else(|| lit_i64(0));
             date_diff(&part_of(&args[0])?, start, end)?
+        }
+        "date_sub" => {
+            arity(3)?;
+            let end = args.pop().unwrap_or_else(|| lit_i64(0));
+            let start = args.pop().unwrap_or_else(|| lit_i64(0));
+            date_sub(&part_of(&args[0])?, start, end)?
         }
         "date_add" => {
             arity(2)?;
@@ -679,6 +740,71 @@ impl AnalyzerRule for TimestampText {
             })
         })
         .map(|t| t.data)
+    }
+}
+
+/// `duckdb_interval_times(interval, n)`: an interval with its months, days and nanoseconds multiplied by `n`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntervalTimes {
+    signature: Signature,
+}
+
+impl IntervalTimes {
+    fn new() -> IntervalTimes {
+        IntervalTimes {
+            signature: Signature::exact(
+                vec![DataType::Interval(IntervalUnit::MonthDayNano), DataType::Int64],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+impl ScalarUDFImpl for IntervalTimes {
+    fn name(&self) -> &str {
+        "duckdb_interval_times"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Interval(IntervalUnit::MonthDayNano))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::{Int64Array, IntervalMonthDayNanoArray};
+        use datafusion::arrow::datatypes::IntervalMonthDayNano;
+        let scalar = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        let [interval, times] = args.args.as_slice() else {
+            return plan_err!("duckdb_interval_times takes two arguments");
+        };
+        let (intervals, times) = (interval.to_array(args.number_rows)?, times.to_array(args.number_rows)?);
+        let internal = || datafusion::error::DataFusionError::Internal("unexpected argument types".into());
+        let intervals = intervals.as_any().downcast_ref::<IntervalMonthDayNanoArray>().ok_or_else(internal)?;
+        let times = times.as_any().downcast_ref::<Int64Array>().ok_or_else(internal)?;
+        let overflow = || datafusion::error::DataFusionError::Execution("interval multiplication overflowed".into());
+        let product: IntervalMonthDayNanoArray = intervals
+            .iter()
+            .zip(times.iter())
+            .map(|(interval, n)| match (interval, n) {
+                (Some(i), Some(n)) => {
+                    let n32 = i32::try_from(n).map_err(|_| overflow())?;
+                    Ok(Some(IntervalMonthDayNano::new(
+                        i.months.checked_mul(n32).ok_or_else(overflow)?,
+                        i.days.checked_mul(n32).ok_or_else(overflow)?,
+                        i.nanoseconds.checked_mul(n).ok_or_else(overflow)?,
+                    )))
+                }
+                _ => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        let result: ArrayRef = Arc::new(product);
+        Ok(match scalar {
+            true => ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?),
+            false => ColumnarValue::Array(result),
+        })
     }
 }
 

@@ -84,6 +84,8 @@ fn cross_database_macros_compute_what_dbt_computes() {
         query(root, "select * from main.days_in_range order by 1"),
         "date_day,generated_number\n2024-02-27,1\n2024-02-28,2\n2024-02-29,3\n2024-03-01,4\n"
     );
+    // A seed's capitalised header (`CustomerID`) is found whatever case a model writes it in, as in DuckDB.
+    assert_eq!(query(root, "select * from main.people_lookup"), "CustomerID,first_name\n1,Ada\n");
     // `exceptions.warn` is shown, and the model builds.
     assert!(text(&output.stderr).contains("warning: days_in_range is a spine"), "{}", text(&output.stderr));
 }

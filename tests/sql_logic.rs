@@ -38,7 +38,7 @@ impl sqllogictest::AsyncDB for Pipe {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, Error> {
         let error = |e: datafusion::error::DataFusionError| Error(e.strip_backtrace());
-        let frame = self.ctx.sql(sql).await.map_err(error)?;
+        let frame = pipe::sql::duckdb::sql(&self.ctx, sql).await.map_err(error)?;
         let columns = frame.schema().fields().len();
         let batches = frame.collect().await.map_err(error)?;
         let mut rows = Vec::new();

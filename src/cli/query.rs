@@ -252,7 +252,7 @@ fn query_and_print(
         let (ctx, warehouse, errors) = run::open_session(manifest, &project.project_dir, None).await?;
         unreadable = errors;
         let sql = run::history::resolve_time_travel(sql, &ctx, &warehouse).await?;
-        let frame = ctx.sql(&sql).await.map_err(query_error)?;
+        let frame = crate::sql::duckdb::sql(&ctx, &sql).await.map_err(query_error)?;
         // An empty result still has its columns: the header is printed.
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let mut batches = frame.collect().await.map_err(query_error)?;

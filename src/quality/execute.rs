@@ -99,7 +99,7 @@ async fn run_one(
     sql: &str,
 ) -> Result<(TestStatus, u64, Option<String>), String> {
     let error = |e: datafusion::error::DataFusionError| crate::warehouse::clean_datafusion_message(&e);
-    let failing = ctx.sql(sql).await.map_err(error)?;
+    let failing = crate::sql::duckdb::sql(ctx, sql).await.map_err(error)?;
     let failures = match &test.fail_calc {
         None => failing.clone().count().await.map_err(error)? as u64,
         Some(fail_calc) => fail_count(ctx, sql, fail_calc).await?,

@@ -206,7 +206,7 @@ pub async fn open_session(
                 false => view.sql,
             };
             // A stored view whose upstreams are gone cannot be planned; it is left unregistered.
-            if let Ok(frame) = ctx.sql(&sql).await {
+            if let Ok(frame) = crate::sql::duckdb::sql(&ctx, &sql).await {
                 ctx.register_table(
                     node.relation.as_str(),
                     Arc::new(ViewTable::new(frame.logical_plan().clone(), Some(sql))),

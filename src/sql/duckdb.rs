@@ -62,6 +62,82 @@ pub fn function_rewrite() -> Arc<dyn FunctionRewrite + Send + Sync> {
     Arc::new(Functions)
 }
 
+/// DuckDB finds a column whatever case it is written in; DataFusion lowers an unquoted name and matches it exactly,
+/// so a column named with capitals (a CSV header `CustomerID`) is found only quoted. Here an unquoted name that
+/// matches no input column as lowered, but exactly one of them regardless of case, is quoted with that column's case.
+/// `columns` gives the columns of a relation the statement reads (by its name, lower case).
+pub fn resolve_case(statement: &mut ast::Statement, columns: &dyn Fn(&str) -> Option<Vec<String>>) {
+    use std::collections::{BTreeSet, HashMap};
+    use std::ops::ControlFlow;
+    let mut tables = Vec::new();
+    let _ = ast::visit_relations(statement, |name| {
+        tables.push(name.to_string().to_lowercase());
+        ControlFlow::<()>::Continue(())
+    });
+    let mut by_lower: HashMap<String, BTreeSet<String>> = HashMap::new();
+    for columns in tables.iter().filter_map(|table| columns(table)) {
+        for column in columns {
+            by_lower.entry(column.to_lowercase()).or_default().insert(column);
+        }
+    }
+    let fixes: HashMap<String, String> = by_lower
+        .into_iter()
+        .filter(|(lower, exact)| exact.len() == 1 && !exact.contains(lower))
+        .filter_map(|(lower, exact)| Some((lower, exact.into_iter().next()?)))
+        .collect();
+    if fixes.is_empty() {
+        return;
+    }
+    let fix = |ident: &mut ast::Ident| {
+        if ident.quote_style.is_none() {
+            if let Some(exact) = fixes.get(&ident.value.to_lowercase()) {
+                ident.value = exact.clone();
+                ident.quote_style = Some('"');
+            }
+        }
+    };
+    let _ = ast::visit_expressions_mut(statement, |expr| {
+        match expr {
+            ast::Expr::Identifier(ident) => fix(ident),
+            ast::Expr::CompoundIdentifier(parts) => {
+                if let Some(last) = parts.last_mut() {
+                    fix(last);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Plans and runs `sql` in `ctx` as `SessionContext::sql` does, with DuckDB's case-insensitive column lookup
+/// (`resolve_case`) when the session has DuckDB's dialect.
+pub async fn sql(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<datafusion::prelude::DataFrame> {
+    let state = ctx.state();
+    let dialect = state.config().options().sql_parser.dialect;
+    if !dialect.to_string().eq_ignore_ascii_case("duckdb") {
+        return ctx.sql(sql).await;
+    }
+    let mut statement = state.sql_to_statement(sql, &dialect)?;
+    if let datafusion::sql::parser::Statement::Statement(inner) = &mut statement {
+        let mut names = Vec::new();
+        let _ = ast::visit_relations(inner.as_ref(), |name| {
+            names.push(name.to_string());
+            std::ops::ControlFlow::<()>::Continue(())
+        });
+        let mut known = std::collections::HashMap::new();
+        for name in names {
+            if let Ok(provider) = ctx.table_provider(name.as_str()).await {
+                let columns: Vec<String> = provider.schema().fields().iter().map(|f| f.name().clone()).collect();
+                known.insert(name.to_lowercase(), columns);
+            }
+        }
+        resolve_case(inner, &|table| known.get(table).cloned());
+    }
+    let plan = state.statement_to_plan(statement).await?;
+    ctx.execute_logical_plan(plan).await
+}
+
 /// A session with DuckDB's semantics and nothing registered (the SQL logic tests run in one).
 pub fn session() -> datafusion::prelude::SessionContext {
     use datafusion::execution::FunctionRegistry;

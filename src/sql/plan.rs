@@ -92,7 +92,7 @@ impl StaticPlanner {
         let (generic, duckdb) = (GenericDialect {}, datafusion::sql::sqlparser::dialect::DuckDbDialect {});
         let dialect: &dyn datafusion::sql::sqlparser::dialect::Dialect =
             if self.dialect.is_duckdb() { &duckdb } else { &generic };
-        let statement = Parser::new(dialect)
+        let mut statement = Parser::new(dialect)
             .with_recursion_limit(super::RECURSION_LIMIT)
             .try_with_sql(sql)
             .and_then(|mut p| p.parse_statement())
@@ -103,6 +103,11 @@ impl StaticPlanner {
                 notes: Vec::new(),
                 suggestion: None,
             })?;
+        if self.dialect.is_duckdb() {
+            let columns =
+                |table: &str| inputs.get(table).map(|s| s.fields().iter().map(|f| f.name().clone()).collect());
+            super::duckdb::resolve_case(&mut statement, &columns);
+        }
         let provider = Provider {
             state: &self.state,
             inputs,

@@ -301,7 +301,7 @@ async fn plan_query_in(cx: &ModelContext<'_>, session: &SessionContext, sql: &st
             return Ok(DataFrame::new(session.state(), plan));
         }
     }
-    session.sql(sql).await.map_err(|e| RunError::query(&cx.node.name, e))
+    crate::sql::duckdb::sql(session, sql).await.map_err(|e| RunError::query(&cx.node.name, e))
 }
 
 /// `plan` with its scans bound to the session's tables instead of the compile's empty ones; `None` when a table is

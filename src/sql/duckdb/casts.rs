@@ -1,0 +1,125 @@
+//! Casts as DuckDB makes them: a timestamp as text is `2024-01-02 03:04:05` (no `T`, no trailing zeros), and a
+//! fraction cast to an integer rounds.
+
+use super::functions::call;
+use super::planners::is_decimal;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimeUnit};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{plan_err, Result, ScalarValue};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ExprSchemable, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::optimizer::AnalyzerRule;
+
+/// Casts of timestamps to text written as DuckDB writes them: `2024-01-02 03:04:05`, fractions without trailing
+/// zeros. Runs after type coercion, so the casts it added (`'at ' || ts`) are covered too.
+#[derive(Debug)]
+pub(super) struct TimestampText;
+
+impl AnalyzerRule for TimestampText {
+    fn name(&self) -> &str {
+        "duckdb_timestamp_text"
+    }
+
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        let udf = Arc::new(ScalarUDF::new_from_impl(TimestampTextUdf::new()));
+        plan.transform_up_with_subqueries(|plan| {
+            let preserver = NamePreserver::new(&plan);
+            // Expressions read the plan's inputs (a scan's, its own schema).
+            let schema = match plan.inputs().as_slice() {
+                [] => plan.schema().as_ref().clone(),
+                inputs => datafusion::logical_expr::utils::merge_schema(inputs),
+            };
+            plan.map_expressions(|expr| {
+                let saved = preserver.save(&expr);
+                let rewritten = expr.transform_up(|expr| match expr {
+                    Expr::Cast(datafusion::logical_expr::Cast { expr: inner, field })
+                        if matches!(field.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+                            && matches!(inner.get_type(&schema), Ok(DataType::Timestamp(_, None))) =>
+                    {
+                        let text = Expr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(&udf), vec![*inner]));
+                        Ok(Transformed::yes(Expr::Cast(datafusion::logical_expr::Cast::new_from_field(
+                            Box::new(text),
+                            field,
+                        ))))
+                    }
+                    // DuckDB rounds a fraction cast to an integer (3.7 is 4); DataFusion truncates.
+                    Expr::Cast(datafusion::logical_expr::Cast { expr: inner, field })
+                        if field.data_type().is_integer()
+                            && inner.get_type(&schema).is_ok_and(|t| t.is_floating() || is_decimal(&t)) =>
+                    {
+                        let rounded = call("round", vec![*inner])?;
+                        Ok(Transformed::yes(Expr::Cast(datafusion::logical_expr::Cast::new_from_field(
+                            Box::new(rounded),
+                            field,
+                        ))))
+                    }
+                    other => Ok(Transformed::no(other)),
+                })?;
+                Ok(rewritten.update_data(|expr| saved.restore(expr)))
+            })
+        })
+        .map(|t| t.data)
+    }
+}
+
+/// `duckdb_timestamp_text(ts)`: a timestamp as DuckDB writes it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(super) struct TimestampTextUdf {
+    signature: Signature,
+}
+
+impl TimestampTextUdf {
+    pub(super) fn new() -> TimestampTextUdf {
+        TimestampTextUdf { signature: Signature::any(1, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for TimestampTextUdf {
+    fn name(&self) -> &str {
+        "duckdb_timestamp_text"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [arg] = args.args.as_slice() else { return plan_err!("duckdb_timestamp_text takes one argument") };
+        let array = arg.to_array(args.number_rows)?;
+        let micros = cast(&array, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+        let micros = micros
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .ok_or_else(|| datafusion::error::DataFusionError::Internal("not a timestamp".into()))?;
+        let texts: StringArray = micros.iter().map(|value| value.map(timestamp_text)).collect();
+        let result: ArrayRef = Arc::new(texts);
+        Ok(match arg {
+            ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?),
+            ColumnarValue::Array(_) => ColumnarValue::Array(result),
+        })
+    }
+}
+
+/// Microseconds since the epoch as DuckDB writes a timestamp.
+pub fn timestamp_text(micros: i64) -> String {
+    let Some(at) = chrono::DateTime::from_timestamp_micros(micros) else { return micros.to_string() };
+    let mut text = at.format("%Y-%m-%d %H:%M:%S").to_string();
+    let fraction = at.timestamp_subsec_micros();
+    if fraction != 0 {
+        text.push_str(format!(".{fraction:06}").trim_end_matches('0'));
+    }
+    text
+}

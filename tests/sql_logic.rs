@@ -148,8 +148,8 @@ fn list_text(items: ArrayRef) -> String {
     format!("[{}]", texts.join(", "))
 }
 
-fn slt_files() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sql/duckdb");
+fn slt_files(dir: &str) -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -159,18 +159,22 @@ fn slt_files() -> Vec<PathBuf> {
     files
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duckdb_dialect_answers_as_duckdb_does() {
+/// Runs every record of `files` (one failure does not hide the next), each file in a fresh runner over a session
+/// from `session`; panics listing every query whose rows differ from DuckDB's.
+async fn run_files(files: Vec<PathBuf>, session: impl Fn() -> SessionContext + Clone + Send + 'static) {
     let mut failures = Vec::new();
     let (mut queries, mut skipped) = (0, 0);
-    for file in slt_files() {
+    for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
         queries += text.lines().filter(|l| l.starts_with("query ")).count();
         skipped += text.lines().filter(|l| l.trim() == "skipif pipe").count();
-        let mut runner = sqllogictest::Runner::new(|| async { Ok(Pipe { ctx: pipe::sql::duckdb::session() }) });
+        let session = session.clone();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let ctx = session();
+            async move { Ok(Pipe { ctx }) }
+        });
         runner.with_column_validator(|_, _| true);
         runner.add_label("pipe");
-        // Every record runs, so one failure does not hide the next.
         let records = sqllogictest::parse_file::<DefaultColumnType>(&file).unwrap();
         for record in records {
             if let Err(err) = runner.run_async(record).await {
@@ -185,4 +189,73 @@ async fn duckdb_dialect_answers_as_duckdb_does() {
         failures.len(),
         failures.join("\n\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_dialect_answers_as_duckdb_does() {
+    run_files(slt_files("tests/sql/duckdb"), pipe::sql::duckdb::session).await;
+}
+
+/// TPC-H at scale factor 0.1: tpchgen (a port of the spec's dbgen) writes the eight tables as `.tbl` files once per
+/// target directory, or into `PIPE_TPCH_DIR` when set (the directory `duckdb_results.py --tpch` reads).
+fn tpch_data() -> PathBuf {
+    use std::io::Write;
+    use tpchgen::generators as g;
+
+    let dir = match std::env::var_os("PIPE_TPCH_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("tpch-sf0.1"),
+    };
+    let done = dir.join("generated");
+    if done.exists() {
+        return dir;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    // dbgen's lines end in `|`; the files here are plain `|`-separated values.
+    fn write<T: std::fmt::Display>(dir: &std::path::Path, table: &str, rows: impl Iterator<Item = T>) {
+        let file = std::fs::File::create(dir.join(format!("{table}.tbl"))).unwrap();
+        let mut out = std::io::BufWriter::new(file);
+        for row in rows {
+            let line = row.to_string();
+            writeln!(out, "{}", line.strip_suffix('|').unwrap_or(&line)).unwrap();
+        }
+        out.flush().unwrap();
+    }
+    let sf = 0.1;
+    write(&dir, "nation", g::NationGenerator::new(sf, 1, 1).iter());
+    write(&dir, "region", g::RegionGenerator::new(sf, 1, 1).iter());
+    write(&dir, "part", g::PartGenerator::new(sf, 1, 1).iter());
+    write(&dir, "supplier", g::SupplierGenerator::new(sf, 1, 1).iter());
+    write(&dir, "partsupp", g::PartSuppGenerator::new(sf, 1, 1).iter());
+    write(&dir, "customer", g::CustomerGenerator::new(sf, 1, 1).iter());
+    write(&dir, "orders", g::OrderGenerator::new(sf, 1, 1).iter());
+    write(&dir, "lineitem", g::LineItemGenerator::new(sf, 1, 1).iter());
+    std::fs::write(done, "").unwrap();
+    dir
+}
+
+/// A DuckDB-mode session with TPC-H's tables: each `create table` of `tests/sql/tpch/schema.sql` is planned (in a
+/// scratch session) for its schema, and the table's `.tbl` file is registered with that schema.
+async fn tpch_session(data: &std::path::Path) -> SessionContext {
+    use datafusion::prelude::CsvReadOptions;
+
+    let schema_sql =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sql/tpch/schema.sql")).unwrap();
+    let ctx = pipe::sql::duckdb::session();
+    let scratch = SessionContext::new();
+    for statement in schema_sql.lines().filter(|l| l.starts_with("create table")) {
+        scratch.sql(statement).await.unwrap().collect().await.unwrap();
+        let table = statement.split_whitespace().nth(2).unwrap();
+        let schema = scratch.table(table).await.unwrap().schema().as_arrow().clone();
+        let path = data.join(format!("{table}.tbl"));
+        let options = CsvReadOptions::new().has_header(false).delimiter(b'|').file_extension(".tbl").schema(&schema);
+        ctx.register_csv(table, path.to_str().unwrap(), options).await.unwrap();
+    }
+    ctx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tpch_answers_as_duckdb_does() {
+    let ctx = tpch_session(&tpch_data()).await;
+    run_files(slt_files("tests/sql/tpch"), move || ctx.clone()).await;
 }

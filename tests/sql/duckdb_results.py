@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
-"""Writes DuckDB's own answers into the sqllogictest files of `tests/sql/duckdb/`.
+"""Writes DuckDB's own answers into the sqllogictest files of `tests/sql/duckdb/` (and, given `--tpch DIR`, of
+`tests/sql/tpch/`).
 
 Each `query` record's expected rows are replaced by what DuckDB (the `duckdb` Python package) returns, formatted the
 way `tests/sql_logic.rs` formats pipe's results; `statement ok` records are run first, in order, in one connection per
 file. Run it after adding or changing a case, and commit the result:
 
     pip install duckdb && python3 tests/sql/duckdb_results.py
+
+TPC-H's answers need the generated tables: `PIPE_TPCH_DIR=/tmp/tpch cargo test --test sql_logic tpch` writes them
+(SF 0.1, tpchgen's `.tbl` files) and then
+
+    python3 tests/sql/duckdb_results.py --tpch /tmp/tpch
+
+creates the tables of `tests/sql/tpch/schema.sql` in DuckDB, loads those files, and answers `tests/sql/tpch/*.slt`.
 
 A query DuckDB refuses is reported and left as it is (make it a `statement error` case, or drop it).
 """
@@ -82,45 +90,68 @@ def records(lines):
     return out
 
 
-def main():
-    root = pathlib.Path(__file__).parent / "duckdb"
+def answer(path, connection):
+    """Rewrites one `.slt` file with DuckDB's answers; returns the number of problems."""
     failures = 0
-    for path in sorted(root.glob("*.slt")):
-        connection = duckdb.connect()
-        lines = path.read_text().splitlines()
-        written = []
-        for kind, header, sql in records(lines):
-            if kind == "text":
-                written.append(header)
-                continue
-            text = "\n".join(sql)
+    lines = path.read_text().splitlines()
+    written = []
+    for kind, header, sql in records(lines):
+        if kind == "text":
             written.append(header)
-            written.extend(sql)
-            if header.startswith("statement"):
-                try:
-                    connection.execute(text)
-                    if header.strip() == "statement error":
-                        print(f"{path.name}: DuckDB accepted `{text}`, marked an error", file=sys.stderr)
-                        failures += 1
-                except duckdb.Error as err:
-                    if header.strip() != "statement error":
-                        print(f"{path.name}: DuckDB refused `{text}`: {err}", file=sys.stderr)
-                        failures += 1
-                continue
+            continue
+        text = "\n".join(sql)
+        written.append(header)
+        written.extend(sql)
+        if header.startswith("statement"):
             try:
-                rows = connection.execute(text).fetchall()
+                connection.execute(text)
+                if header.strip() == "statement error":
+                    print(f"{path.name}: DuckDB accepted `{text}`, marked an error", file=sys.stderr)
+                    failures += 1
             except duckdb.Error as err:
-                print(f"{path.name}: DuckDB refused `{text}`: {err}", file=sys.stderr)
-                failures += 1
-                continue
-            if "rowsort" in header.split():
-                rows = sorted(rows, key=lambda row: [canonical(v) for v in row])
-            written.append("----")
-            written.extend(" ".join(canonical(v) for v in row) for row in rows)
-        path.write_text("\n".join(written).rstrip("\n") + "\n")
+                if header.strip() != "statement error":
+                    print(f"{path.name}: DuckDB refused `{text}`: {err}", file=sys.stderr)
+                    failures += 1
+            continue
+        try:
+            rows = connection.execute(text).fetchall()
+        except duckdb.Error as err:
+            print(f"{path.name}: DuckDB refused `{text}`: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        if "rowsort" in header.split():
+            rows = sorted(rows, key=lambda row: [canonical(v) for v in row])
+        written.append("----")
+        written.extend(" ".join(canonical(v) for v in row) for row in rows)
+    path.write_text("\n".join(written).rstrip("\n") + "\n")
+    return failures
+
+
+def tpch_connection(data):
+    """A connection holding TPC-H's tables, loaded from the `.tbl` files in `data`."""
+    connection = duckdb.connect()
+    schema = pathlib.Path(__file__).parent / "tpch" / "schema.sql"
+    for line in schema.read_text().splitlines():
+        if not line.startswith("create table"):
+            continue
+        connection.execute(line)
+        table = line.split()[2]
+        source = pathlib.Path(data) / f"{table}.tbl"
+        connection.execute(f"copy {table} from '{source}' (delimiter '|', header false, quote '')")
+    return connection
+
+
+def main():
+    here = pathlib.Path(__file__).parent
+    failures = 0
+    for path in sorted((here / "duckdb").glob("*.slt")):
+        failures += answer(path, duckdb.connect())
+    if len(sys.argv) == 3 and sys.argv[1] == "--tpch":
+        connection = tpch_connection(sys.argv[2])
+        for path in sorted((here / "tpch").glob("*.slt")):
+            failures += answer(path, connection)
     print(f"duckdb {duckdb.__version__}: {failures} problem(s)", file=sys.stderr)
     return 1 if failures else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

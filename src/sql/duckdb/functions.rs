@@ -6,7 +6,7 @@ use super::casts::TimestampTextUdf;
 use super::planners::IntervalTimes;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{plan_err, DFSchema, Result, ScalarValue};
@@ -375,4 +375,88 @@ fn rewrite_scalar(name: &str, mut args: Vec<Expr>, schema: &DFSchema) -> Result<
         }
         other => return plan_err!("`{other}` has no rewrite"),
     })
+}
+
+/// `coalesce`, `ifnull`/`nvl`, `greatest` and `least` as DuckDB types their arguments: a text argument among values
+/// of another type is read as that type (`coalesce(ts, '1900-01-01')` is a TIMESTAMP; DataFusion finds no common
+/// type, or falls back to text). Everything else is DataFusion's function.
+pub(super) fn one_type_functions() -> Vec<ScalarUDF> {
+    use datafusion::functions::core;
+    [core::coalesce(), core::nvl(), core::greatest(), core::least()]
+        .into_iter()
+        .map(|inner| {
+            let signature = Signature::user_defined(inner.signature().volatility);
+            ScalarUDF::new_from_impl(OneType { inner, signature })
+        })
+        .collect()
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct OneType {
+    inner: Arc<ScalarUDF>,
+    signature: Signature,
+}
+
+/// Delegates every method but the signature and the argument coercion to DataFusion's function.
+impl ScalarUDFImpl for OneType {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8);
+        let typed = arg_types.iter().find(|t| !text(t) && !t.is_null());
+        let types: Vec<DataType> = match typed {
+            Some(typed) => arg_types.iter().map(|t| if text(t) { typed.clone() } else { t.clone() }).collect(),
+            None => arg_types.to_vec(),
+        };
+        match self.inner.signature().type_signature {
+            datafusion::logical_expr::TypeSignature::UserDefined => self.inner.inner().coerce_types(&types),
+            _ => datafusion::logical_expr::type_coercion::binary::try_type_union_resolution(&types),
+        }
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.inner().return_type(arg_types)
+    }
+
+    fn return_field_from_args(&self, args: datafusion::logical_expr::ReturnFieldArgs) -> Result<FieldRef> {
+        self.inner.inner().return_field_from_args(args)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        self.inner.inner().invoke_with_args(args)
+    }
+
+    fn simplify(
+        &self,
+        args: Vec<Expr>,
+        info: &datafusion::logical_expr::simplify::SimplifyContext,
+    ) -> Result<datafusion::logical_expr::simplify::ExprSimplifyResult> {
+        self.inner.inner().simplify(args, info)
+    }
+
+    fn conditional_arguments<'a>(&self, args: &'a [Expr]) -> Option<(Vec<&'a Expr>, Vec<&'a Expr>)> {
+        self.inner.inner().conditional_arguments(args)
+    }
+
+    fn short_circuits(&self) -> bool {
+        self.inner.inner().short_circuits()
+    }
+
+    fn is_strict(&self) -> bool {
+        self.inner.inner().is_strict()
+    }
+
+    fn documentation(&self) -> Option<&datafusion::logical_expr::Documentation> {
+        self.inner.inner().documentation()
+    }
 }

@@ -30,7 +30,7 @@ use datafusion::sql::sqlparser::ast;
 use aggregates::aggregates_planned;
 pub use casts::timestamp_text;
 use casts::TimestampText;
-use functions::{functions_planned, Functions};
+use functions::{functions_planned, one_type_functions, Functions};
 use planners::{Operators, Types};
 
 /// The parser settings of DuckDB mode.
@@ -50,6 +50,8 @@ pub fn extend(builder: SessionStateBuilder) -> SessionStateBuilder {
     }
     if let Some(functions) = builder.scalar_functions() {
         functions.extend(functions_planned().into_iter().map(Arc::new));
+        // Replaces DataFusion's functions of the same names: the registry keeps the last one registered.
+        functions.extend(one_type_functions().into_iter().map(Arc::new));
     }
     if let Some(aggregates) = builder.aggregate_functions() {
         aggregates.extend(aggregates_planned());
@@ -110,31 +112,37 @@ pub fn resolve_case(statement: &mut ast::Statement, columns: &dyn Fn(&str) -> Op
     });
 }
 
-/// Plans and runs `sql` in `ctx` as `SessionContext::sql` does, with DuckDB's case-insensitive column lookup
-/// (`resolve_case`) when the session has DuckDB's dialect.
+/// Plans `sql` in `ctx` as `SessionContext::sql` does, with DuckDB's case-insensitive column lookup (`resolve_case`)
+/// when the session has DuckDB's dialect. A query's plan is returned analyzed (types coerced): the frame's schema is
+/// then the schema of the rows it yields, which `SessionContext::sql` does not promise (a UNION's columns keep the
+/// first branch's types until the analyzer widens them, so a table created from that schema refuses the rows).
 pub async fn sql(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result<datafusion::prelude::DataFrame> {
+    use datafusion::logical_expr::LogicalPlan;
     let state = ctx.state();
     let dialect = state.config().options().sql_parser.dialect;
-    if !dialect.to_string().eq_ignore_ascii_case("duckdb") {
-        return ctx.sql(sql).await;
-    }
     let mut statement = state.sql_to_statement(sql, &dialect)?;
-    if let datafusion::sql::parser::Statement::Statement(inner) = &mut statement {
-        let mut names = Vec::new();
-        let _ = ast::visit_relations(inner.as_ref(), |name| {
-            names.push(name.to_string());
-            std::ops::ControlFlow::<()>::Continue(())
-        });
-        let mut known = std::collections::HashMap::new();
-        for name in names {
-            if let Ok(provider) = ctx.table_provider(name.as_str()).await {
-                let columns: Vec<String> = provider.schema().fields().iter().map(|f| f.name().clone()).collect();
-                known.insert(name.to_lowercase(), columns);
+    if dialect.to_string().eq_ignore_ascii_case("duckdb") {
+        if let datafusion::sql::parser::Statement::Statement(inner) = &mut statement {
+            let mut names = Vec::new();
+            let _ = ast::visit_relations(inner.as_ref(), |name| {
+                names.push(name.to_string());
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+            let mut known = std::collections::HashMap::new();
+            for name in names {
+                if let Ok(provider) = ctx.table_provider(name.as_str()).await {
+                    let columns: Vec<String> = provider.schema().fields().iter().map(|f| f.name().clone()).collect();
+                    known.insert(name.to_lowercase(), columns);
+                }
             }
+            resolve_case(inner, &|table| known.get(table).cloned());
         }
-        resolve_case(inner, &|table| known.get(table).cloned());
     }
     let plan = state.statement_to_plan(statement).await?;
+    let plan = match plan {
+        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Statement(_) | LogicalPlan::Copy(_) => plan,
+        query => state.analyzer().execute_and_check(query, state.config_options(), |_, _| {})?,
+    };
     ctx.execute_logical_plan(plan).await
 }
 

@@ -321,7 +321,8 @@ fn plan_diagnostic(err: &PlanError, compiled_sql: &str, origin: &ModelOrigin, fi
         diagnostic = diagnostic.with_note(format!("DataFusion: {note}"));
     }
     let exact_origin = compiled_sql == origin.rendered_sql;
-    match err.location {
+    let location = err.location.or_else(|| sql::function_call_location(&err.message, compiled_sql));
+    match location {
         Some((line, column)) if exact_origin => {
             let rendered = SourceFile::new(file.path.clone(), Arc::from(compiled_sql));
             let start = rendered.offset_of(line as usize, column as usize);

@@ -66,6 +66,9 @@ pub fn clean_message(text: &str) -> String {
             path.trim_start_matches('/')
         );
     }
+    if let Some(message) = no_matching_function(text) {
+        return message;
+    }
     // DataFusion asks for bug reports on errors it labels internal; the user's query is what to fix here.
     let noise = ["bug in DataFusion", "filing a bug report", "issue tracker", "Internal error"];
     if !noise.iter().any(|n| text.contains(n)) {
@@ -77,16 +80,38 @@ pub fn clean_message(text: &str) -> String {
         text = text.replace(noise, "");
     }
     let text = text.trim().trim_end_matches('.').to_string();
-    // `No function matches the given name and argument types 'sum(Timestamp(ns))'`.
-    if let Some(rest) = text.split("No function matches the given name and argument types '").nth(1) {
-        if let Some((call, _)) = rest.split_once('\'') {
-            if let Some((name, args)) = call.split_once('(') {
-                let args = args.strip_suffix(')').unwrap_or(args);
-                return format!("`{name}` does not take arguments of type ({args}); cast them to types it takes");
-            }
-        }
-    }
     text
+}
+
+/// `No function matches the given name and argument types 'sum(Timestamp(ns))'`, however DataFusion wraps it (a
+/// failed coercion of `coalesce` says it after two "Execution error"s): which function, and the types it was given.
+fn no_matching_function(text: &str) -> Option<String> {
+    let rest = text.split("No function matches the given name and argument types '").nth(1)?;
+    let (call, _) = rest.split_once('\'')?;
+    let (name, args) = call.split_once('(')?;
+    let args = args.strip_suffix(')').unwrap_or(args);
+    Some(format!("`{name}` does not take arguments of type ({args}); cast them to types it takes"))
+}
+
+/// Where a message of `clean_message` names a function (`` `coalesce` does not take ``): the first call of it in
+/// `sql`, as a 1-based line and column, for a planning error DataFusion gave no position.
+pub fn function_call_location(message: &str, sql: &str) -> Option<(u64, u64)> {
+    let name = message.strip_prefix('`')?.split('`').next()?.to_lowercase();
+    let lower = sql.to_lowercase();
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut from = 0;
+    while let Some(found) = lower[from..].find(&name) {
+        let start = from + found;
+        let before_ok = lower[..start].chars().next_back().is_none_or(|c| !is_ident(c));
+        let after = lower[start + name.len()..].trim_start();
+        if before_ok && after.starts_with('(') {
+            let line = sql[..start].matches('\n').count() + 1;
+            let column = sql[..start].rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            return Some((line as u64, column as u64));
+        }
+        from = start + name.len();
+    }
+    None
 }
 
 /// How deeply expressions may nest (sqlparser's default, 50, rejects 48 nested `CASE`s). pipe parses and plans on
@@ -336,6 +361,23 @@ mod tests {
         let id = map.add("m.sql", sql);
         let offsets = OffsetMap::build(sql, sql);
         analyze(sql, &SqlOrigin { file_id: id, file: map.get(id), offsets: &offsets }, Default::default())
+    }
+
+    #[test]
+    fn a_function_error_is_located_at_the_first_call_of_the_function() {
+        let message = "`coalesce` does not take arguments of type (Timestamp(µs), Utf8); cast them to types it takes";
+        let sql = "select my_coalesce(a), coalesce_x,\n  COALESCE (ts, 'x') from t";
+        assert_eq!(function_call_location(message, sql), Some((2, 3)));
+        assert_eq!(function_call_location(message, "select coalesce_x from t"), None);
+        assert_eq!(function_call_location("unknown column `a`", "select a from t"), None);
+        let wrapped =
+            "Function 'coalesce' user-defined coercion failed with: Execution error: Fail to find the coerced \
+                       type. No function matches the given name and argument types 'coalesce(Int64, Utf8)'. You might \
+                       need to add explicit type casts";
+        assert_eq!(
+            clean_message(wrapped),
+            "`coalesce` does not take arguments of type (Int64, Utf8); cast them to types it takes"
+        );
     }
 
     #[test]

@@ -107,6 +107,7 @@ impl StaticPlanner {
             let columns =
                 |table: &str| inputs.get(table).map(|s| s.fields().iter().map(|f| f.name().clone()).collect());
             super::duckdb::resolve_case(&mut statement, &columns);
+            super::duckdb::names::name_columns(&mut statement);
         }
         let provider = Provider {
             state: &self.state,

@@ -16,6 +16,8 @@
 mod aggregates;
 mod casts;
 mod functions;
+mod keywords;
+pub mod names;
 mod planners;
 
 use std::sync::Arc;
@@ -136,6 +138,7 @@ pub async fn sql(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result
                 }
             }
             resolve_case(inner, &|table| known.get(table).cloned());
+            names::name_columns(inner);
         }
     }
     let plan = state.statement_to_plan(statement).await?;

@@ -327,8 +327,35 @@ fn nested_as_text(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
     Ok(RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)?)
 }
 
+/// A batch with its intervals (and durations: differences of timestamps) as text, as DuckDB writes them
+/// (`1 day 02:00:00`): Arrow's own forms (`PT93600S`, `0 years 0 mons 1 days ...`) are neither read easily nor
+/// read back.
+fn intervals_as_text(batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let is_interval = |t: &DataType| matches!(t, DataType::Interval(_) | DataType::Duration(_));
+    if !batch.schema().fields().iter().any(|f| is_interval(f.data_type())) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+        match crate::sql::duckdb::intervals_as_text(column) {
+            Some(text) => {
+                fields.push(Field::new(field.name(), DataType::Utf8, true));
+                columns.push(text);
+            }
+            None => {
+                fields.push(field.as_ref().clone());
+                columns.push(column.clone());
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)?)
+}
+
 /// Renders record batches as a text table, CSV with a header, or a JSON array of objects.
 pub fn format_batches(batches: &[RecordBatch], output: TableFormat) -> anyhow::Result<String> {
+    let batches = &batches.iter().map(intervals_as_text).collect::<anyhow::Result<Vec<_>>>()?;
     Ok(match output {
         TableFormat::Table => format!("{}\n", datafusion::arrow::util::pretty::pretty_format_batches(batches)?),
         TableFormat::Csv => {

@@ -287,6 +287,27 @@ pub(crate) fn plan_manifest(
                     } else {
                         schema
                     };
+                    // A table or incremental model is written to Delta: a column Delta cannot hold fails here, not
+                    // when the build writes its first batch.
+                    if matches!(node.materialized, Materialization::Table | Materialization::Incremental) {
+                        let unstorable = schema
+                            .fields()
+                            .iter()
+                            .find_map(|f| sql::storage::unstorable(f.data_type()).map(|why| (f.name().clone(), why)));
+                        if let (Some((column, why)), Some(origin)) = (unstorable, origins.get(&node.name)) {
+                            let err = PlanError {
+                                message: format!("column `{column}` is {why}"),
+                                location: sql::column_name_location(&column, &node.compiled_sql),
+                                unknown_column: None,
+                                notes: Vec::new(),
+                                suggestion: None,
+                            };
+                            diagnostics.push(plan_diagnostic(&err, &node.compiled_sql, origin, files).with_note(
+                                "the model is materialized as a Delta table; as a view it may keep the type",
+                            ));
+                            continue;
+                        }
+                    }
                     // Views are read as their query; tables and incremental models as Delta tables.
                     let schema = match node.materialized {
                         Materialization::Table | Materialization::Incremental => stored_schema(&schema),

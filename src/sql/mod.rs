@@ -7,6 +7,7 @@
 pub mod duckdb;
 pub mod plan;
 pub mod source_schema;
+pub mod storage;
 
 use std::collections::BTreeSet;
 use std::ops::{ControlFlow, Range};
@@ -91,6 +92,27 @@ fn no_matching_function(text: &str) -> Option<String> {
     let (name, args) = call.split_once('(')?;
     let args = args.strip_suffix(')').unwrap_or(args);
     Some(format!("`{name}` does not take arguments of type ({args}); cast them to types it takes"))
+}
+
+/// Where the output column `name` is named in `sql`: its alias (`as name`, `as "name"`), else the first mention
+/// of the name as a word, as a 1-based line and column.
+pub fn column_name_location(name: &str, sql: &str) -> Option<(u64, u64)> {
+    let lower = sql.to_lowercase();
+    let name = name.to_lowercase();
+    let is_ident = |c: char| c.is_alphanumeric() || c == '_';
+    let word_at = |start: usize, len: usize| {
+        lower[..start].chars().next_back().is_none_or(|c| !is_ident(c))
+            && lower[start + len..].chars().next().is_none_or(|c| !is_ident(c))
+    };
+    let mentions: Vec<usize> = lower.match_indices(&name).map(|(i, _)| i).filter(|i| word_at(*i, name.len())).collect();
+    let aliased = mentions.iter().copied().find(|&i| {
+        let before = lower[..i].trim_end().trim_end_matches('"').trim_end();
+        before.ends_with(" as") || before.ends_with("\nas")
+    });
+    let start = aliased.or_else(|| mentions.first().copied())?;
+    let line = sql[..start].matches('\n').count() + 1;
+    let column = sql[..start].rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Some((line as u64, column as u64))
 }
 
 /// Where a message of `clean_message` names a function (`` `coalesce` does not take ``): the first call of it in
@@ -361,6 +383,14 @@ mod tests {
         let id = map.add("m.sql", sql);
         let offsets = OffsetMap::build(sql, sql);
         analyze(sql, &SqlOrigin { file_id: id, file: map.get(id), offsets: &offsets }, Default::default())
+    }
+
+    #[test]
+    fn a_column_is_located_at_its_alias() {
+        let sql = "select since_x, since,\n  ts - t0 AS \"since\" from t";
+        assert_eq!(column_name_location("since", sql), Some((2, 15)));
+        assert_eq!(column_name_location("since", "select since from t"), Some((1, 8)));
+        assert_eq!(column_name_location("gone", "select 1"), None);
     }
 
     #[test]

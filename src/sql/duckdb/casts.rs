@@ -1,5 +1,5 @@
-//! Casts as DuckDB makes them: a timestamp as text is `2024-01-02 03:04:05` (no `T`, no trailing zeros), and a
-//! fraction cast to an integer rounds.
+//! Casts as DuckDB makes them: a timestamp as text is `2024-01-02 03:04:05` (no `T`, no trailing zeros), an
+//! interval `1 year 2 months 3 days 04:05:06.5`, and a fraction cast to an integer rounds.
 
 use super::functions::call;
 use super::planners::is_decimal;
@@ -31,6 +31,7 @@ impl AnalyzerRule for TimestampText {
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
         let udf = Arc::new(ScalarUDF::new_from_impl(TimestampTextUdf::new()));
+        let interval_udf = Arc::new(ScalarUDF::new_from_impl(IntervalTextUdf::new()));
         plan.transform_up_with_subqueries(|plan| {
             let preserver = NamePreserver::new(&plan);
             // Expressions read the plan's inputs (a scan's, its own schema).
@@ -46,6 +47,17 @@ impl AnalyzerRule for TimestampText {
                             && matches!(inner.get_type(&schema), Ok(DataType::Timestamp(_, None))) =>
                     {
                         let text = Expr::ScalarFunction(ScalarFunction::new_udf(Arc::clone(&udf), vec![*inner]));
+                        Ok(Transformed::yes(Expr::Cast(datafusion::logical_expr::Cast::new_from_field(
+                            Box::new(text),
+                            field,
+                        ))))
+                    }
+                    Expr::Cast(datafusion::logical_expr::Cast { expr: inner, field })
+                        if matches!(field.data_type(), DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8)
+                            && matches!(inner.get_type(&schema), Ok(DataType::Interval(_) | DataType::Duration(_))) =>
+                    {
+                        let udf = Arc::clone(&interval_udf);
+                        let text = Expr::ScalarFunction(ScalarFunction::new_udf(udf, vec![*inner]));
                         Ok(Transformed::yes(Expr::Cast(datafusion::logical_expr::Cast::new_from_field(
                             Box::new(text),
                             field,
@@ -122,4 +134,110 @@ pub fn timestamp_text(micros: i64) -> String {
         text.push_str(format!(".{fraction:06}").trim_end_matches('0'));
     }
     text
+}
+
+/// `duckdb_interval_text(x)`: an interval (or a duration: the difference of two timestamps) as DuckDB writes it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct IntervalTextUdf {
+    signature: Signature,
+}
+
+impl IntervalTextUdf {
+    fn new() -> IntervalTextUdf {
+        IntervalTextUdf { signature: Signature::any(1, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for IntervalTextUdf {
+    fn name(&self) -> &str {
+        "duckdb_interval_text"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [arg] = args.args.as_slice() else { return plan_err!("duckdb_interval_text takes one argument") };
+        let array = arg.to_array(args.number_rows)?;
+        let Some(result) = intervals_as_text(&array) else {
+            return plan_err!("duckdb_interval_text takes an interval, not {}", array.data_type());
+        };
+        Ok(match arg {
+            ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?),
+            ColumnarValue::Array(_) => ColumnarValue::Array(result),
+        })
+    }
+}
+
+/// An array of intervals or durations as DuckDB's text (`None` for another type).
+pub fn intervals_as_text(array: &ArrayRef) -> Option<ArrayRef> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::{
+        DurationMicrosecondType, DurationMillisecondType, DurationNanosecondType, DurationSecondType,
+        IntervalDayTimeType, IntervalMonthDayNanoType, IntervalUnit, IntervalYearMonthType,
+    };
+    // A duration is a length of time: DuckDB's difference of two timestamps is whole days and the rest.
+    let from_micros = |micros: i64| interval_text(0, (micros / 86_400_000_000) as i32, micros % 86_400_000_000);
+    let texts: StringArray = match array.data_type() {
+        DataType::Interval(IntervalUnit::MonthDayNano) => array
+            .as_primitive::<IntervalMonthDayNanoType>()
+            .iter()
+            .map(|v| v.map(|v| interval_text(v.months, v.days, v.nanoseconds / 1_000)))
+            .collect(),
+        DataType::Interval(IntervalUnit::DayTime) => array
+            .as_primitive::<IntervalDayTimeType>()
+            .iter()
+            .map(|v| v.map(|v| interval_text(0, v.days, i64::from(v.milliseconds) * 1_000)))
+            .collect(),
+        DataType::Interval(IntervalUnit::YearMonth) => {
+            array.as_primitive::<IntervalYearMonthType>().iter().map(|v| v.map(|v| interval_text(v, 0, 0))).collect()
+        }
+        DataType::Duration(TimeUnit::Second) => {
+            array.as_primitive::<DurationSecondType>().iter().map(|v| v.map(|v| from_micros(v * 1_000_000))).collect()
+        }
+        DataType::Duration(TimeUnit::Millisecond) => {
+            array.as_primitive::<DurationMillisecondType>().iter().map(|v| v.map(|v| from_micros(v * 1_000))).collect()
+        }
+        DataType::Duration(TimeUnit::Microsecond) => {
+            array.as_primitive::<DurationMicrosecondType>().iter().map(|v| v.map(from_micros)).collect()
+        }
+        DataType::Duration(TimeUnit::Nanosecond) => {
+            array.as_primitive::<DurationNanosecondType>().iter().map(|v| v.map(|v| from_micros(v / 1_000))).collect()
+        }
+        _ => return None,
+    };
+    Some(Arc::new(texts))
+}
+
+/// An interval as DuckDB writes it: `1 year 2 months 3 days 04:05:06.5`; the parts that are zero are left out,
+/// and an interval of nothing is `00:00:00`.
+pub fn interval_text(months: i32, days: i32, micros: i64) -> String {
+    let mut parts = Vec::new();
+    let counted = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 || n == -1 { "" } else { "s" });
+    let (years, months) = (months / 12, months % 12);
+    if years != 0 {
+        parts.push(counted(i64::from(years), "year"));
+    }
+    if months != 0 {
+        parts.push(counted(i64::from(months), "month"));
+    }
+    if days != 0 {
+        parts.push(counted(i64::from(days), "day"));
+    }
+    if micros != 0 || parts.is_empty() {
+        let sign = if micros < 0 { "-" } else { "" };
+        let micros = micros.unsigned_abs();
+        let (seconds, fraction) = (micros / 1_000_000, micros % 1_000_000);
+        let mut time = format!("{sign}{:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60);
+        if fraction != 0 {
+            time.push_str(format!(".{fraction:06}").trim_end_matches('0'));
+        }
+        parts.push(time);
+    }
+    parts.join(" ")
 }

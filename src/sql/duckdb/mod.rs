@@ -30,8 +30,8 @@ use datafusion::prelude::SessionConfig;
 use datafusion::sql::sqlparser::ast;
 
 use aggregates::aggregates_planned;
-pub use casts::timestamp_text;
 use casts::TimestampText;
+pub use casts::{interval_text, intervals_as_text, timestamp_text};
 use functions::{functions_planned, one_type_functions, Functions};
 use planners::{Operators, Types};
 

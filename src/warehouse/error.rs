@@ -113,7 +113,7 @@ impl RunError {
 
     /// `write` from an error's text.
     pub fn write_text(model: &str, text: &str) -> RunError {
-        let text = text.to_string();
+        let text = without_backtrace(text);
         // The query feeding the write failed reading its input: that is the error, not the write.
         if text.contains("Failed to fetch metadata for file ") {
             return RunError::Query { model: model.to_string(), message: crate::sql::clean_message(&text) };
@@ -124,6 +124,19 @@ impl RunError {
         }
         RunError::Write { model: model.to_string(), message: io_cause(message).unwrap_or(message).to_string() }
     }
+}
+
+/// An error's text without the backtrace a library attached to it (delta-kernel's errors carry one: numbered
+/// frames, `at path:line` lines): the user's error is the message above it.
+pub fn without_backtrace(text: &str) -> String {
+    let frame = |line: &str| {
+        let line = line.trim_start();
+        let numbered =
+            line.split_once(": ").is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        numbered || line.starts_with("at ") || line.starts_with("Stack backtrace") || line == "Backtrace:"
+    };
+    let kept: Vec<&str> = text.lines().take_while(|line| !frame(line)).collect();
+    kept.join("\n").trim_end().to_string()
 }
 
 /// A failed write's text with the operating system's reason said plainly, when it is a full or read-only disk.
@@ -145,4 +158,16 @@ fn io_cause(text: &str) -> Option<&'static str> {
 /// DataFusion's error text without its internal prefixes and backtrace.
 pub fn clean_datafusion_message(err: &datafusion::error::DataFusionError) -> String {
     crate::sql::clean_message(&err.strip_backtrace())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_error_loses_the_backtrace_attached_to_it() {
+        let text = "Failed to convert into Arrow schema: Invalid data type for Delta Lake: Duration(ns)\n   0: buoyant_kernel::error::Error::with_backtrace\n             at /src/error.rs:10\n  11: poll<...>";
+        let RunError::Write { message, .. } = RunError::write_text("m", text) else { panic!("not a write error") };
+        assert_eq!(message, "Failed to convert into Arrow schema: Invalid data type for Delta Lake: Duration(ns)");
+    }
 }

@@ -106,8 +106,7 @@ impl StaticPlanner {
         if self.dialect.is_duckdb() {
             let columns =
                 |table: &str| inputs.get(table).map(|s| s.fields().iter().map(|f| f.name().clone()).collect());
-            super::duckdb::resolve_case(&mut statement, &columns);
-            super::duckdb::names::name_columns(&mut statement);
+            super::duckdb::prepare(&mut statement, &columns);
         }
         let provider = Provider {
             state: &self.state,

@@ -460,3 +460,54 @@ impl ScalarUDFImpl for OneType {
         self.inner.inner().documentation()
     }
 }
+
+/// `floor`, `ceil` and `trunc` of a DECIMAL(p, s) as DuckDB types them: DECIMAL(p, 0) (`floor(-2.5)` is `-3`;
+/// DataFusion keeps the scale: `-3.0`). Any other argument is DataFusion's function as it is.
+pub(super) fn whole_decimal_functions() -> Vec<ScalarUDF> {
+    use datafusion::functions::math;
+    [math::floor(), math::ceil(), math::trunc()]
+        .into_iter()
+        .map(|inner| ScalarUDF::new_from_impl(WholeDecimal { inner }))
+        .collect()
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct WholeDecimal {
+    inner: Arc<ScalarUDF>,
+}
+
+impl ScalarUDFImpl for WholeDecimal {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [DataType::Decimal128(precision, _)] => Ok(DataType::Decimal128(*precision, 0)),
+            _ => self.inner.inner().return_type(arg_types),
+        }
+    }
+
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let whole = match args.arg_fields.as_slice() {
+            [field] => match field.data_type() {
+                DataType::Decimal128(..) => Some(args.return_field.data_type().clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(whole) = whole else { return self.inner.invoke_with_args(args) };
+        // DataFusion's function gives the value at the input's scale; it is whole, so the cast to scale 0 is exact.
+        let input_type = args.arg_fields[0].data_type().clone();
+        args.return_field = Arc::new(Field::new(self.name(), input_type, true));
+        self.inner.invoke_with_args(args)?.cast_to(&whole, None)
+    }
+}

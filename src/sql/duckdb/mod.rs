@@ -32,7 +32,7 @@ use datafusion::sql::sqlparser::ast;
 use aggregates::aggregates_planned;
 use casts::TimestampText;
 pub use casts::{interval_text, intervals_as_text, timestamp_text};
-use functions::{functions_planned, one_type_functions, Functions};
+use functions::{functions_planned, one_type_functions, whole_decimal_functions, Functions};
 use planners::{Operators, Types};
 
 /// The parser settings of DuckDB mode.
@@ -54,6 +54,7 @@ pub fn extend(builder: SessionStateBuilder) -> SessionStateBuilder {
         functions.extend(functions_planned().into_iter().map(Arc::new));
         // Replaces DataFusion's functions of the same names: the registry keeps the last one registered.
         functions.extend(one_type_functions().into_iter().map(Arc::new));
+        functions.extend(whole_decimal_functions().into_iter().map(Arc::new));
     }
     if let Some(aggregates) = builder.aggregate_functions() {
         aggregates.extend(aggregates_planned());
@@ -64,6 +65,58 @@ pub fn extend(builder: SessionStateBuilder) -> SessionStateBuilder {
 /// The rewrite of DuckDB's functions: register it on the built state (`FunctionRegistry::register_function_rewrite`).
 pub fn function_rewrite() -> Arc<dyn FunctionRewrite + Send + Sync> {
     Arc::new(Functions)
+}
+
+/// The parsed statement made to mean what it means in DuckDB, before DataFusion plans it: columns found whatever
+/// their case (`resolve_case`), unaliased expressions named as DuckDB names them (`names`), a literal in scientific
+/// notation a DOUBLE (`1e3`; with decimal literals DataFusion reads it as a DECIMAL), and `ORDER BY ALL` over the
+/// select list's positions (DataFusion expands it to plain columns only).
+pub fn prepare(statement: &mut ast::Statement, columns: &dyn Fn(&str) -> Option<Vec<String>>) {
+    resolve_case(statement, columns);
+    names::name_columns(statement);
+    let _ = ast::visit_expressions_mut(statement, |expr| {
+        if let ast::Expr::Value(value) = expr {
+            if let ast::Value::Number(text, _) = &value.value {
+                if text.contains(['e', 'E']) {
+                    let text = ast::Value::SingleQuotedString(text.clone());
+                    *expr = ast::Expr::Cast {
+                        kind: ast::CastKind::Cast,
+                        expr: Box::new(ast::Expr::Value(text.into())),
+                        data_type: ast::DataType::Double(ast::ExactNumberInfo::None),
+                        array: false,
+                        format: None,
+                    };
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    struct OrderByAll;
+    impl ast::VisitorMut for OrderByAll {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &mut ast::Query) -> std::ops::ControlFlow<()> {
+            let (Some(order_by), ast::SetExpr::Select(select)) = (&mut query.order_by, query.body.as_ref()) else {
+                return std::ops::ControlFlow::Continue(());
+            };
+            let ast::OrderByKind::All(options) = &order_by.kind else { return std::ops::ControlFlow::Continue(()) };
+            let wildcard = select
+                .projection
+                .iter()
+                .any(|item| matches!(item, ast::SelectItem::Wildcard(_) | ast::SelectItem::QualifiedWildcard(..)));
+            if !wildcard {
+                let positions = (1..=select.projection.len())
+                    .map(|i| ast::OrderByExpr {
+                        expr: ast::Expr::Value(ast::Value::Number(i.to_string(), false).into()),
+                        options: *options,
+                        with_fill: None,
+                    })
+                    .collect();
+                order_by.kind = ast::OrderByKind::Expressions(positions);
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let _ = ast::VisitMut::visit(statement, &mut OrderByAll);
 }
 
 /// DuckDB finds a column whatever case it is written in; DataFusion lowers an unquoted name and matches it exactly,
@@ -137,8 +190,7 @@ pub async fn sql(ctx: &datafusion::prelude::SessionContext, sql: &str) -> Result
                     known.insert(name.to_lowercase(), columns);
                 }
             }
-            resolve_case(inner, &|table| known.get(table).cloned());
-            names::name_columns(inner);
+            prepare(inner, &|table| known.get(table).cloned());
         }
     }
     let plan = state.statement_to_plan(statement).await?;

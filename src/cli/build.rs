@@ -91,6 +91,35 @@ pub struct SeedArgs {
     pub log_format: LogFormat,
 }
 
+/// `pipe snapshot`: the selected snapshots only.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SnapshotArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Snapshots run at once, 1 to 256 (default: the number of cores).
+    #[arg(long, value_parser = super::parse_threads)]
+    pub threads: Option<usize>,
+    /// Output for people (`text`) or machines (`json`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl SnapshotArgs {
+    /// The build that runs the selected snapshots (a snapshot keeps its history: no `--full-refresh`).
+    pub(super) fn build_args(&self) -> BuildArgs {
+        SeedArgs {
+            project: self.project.clone(),
+            select: self.select.clone(),
+            threads: self.threads,
+            full_refresh: false,
+            log_format: self.log_format,
+        }
+        .build_args()
+    }
+}
+
 impl SeedArgs {
     /// The build that loads the selected seeds.
     pub(super) fn build_args(&self) -> BuildArgs {
@@ -150,6 +179,8 @@ pub enum Scope {
     Run,
     /// Seeds only.
     Seed,
+    /// Snapshots only.
+    Snapshot,
 }
 
 /// Parses `4GiB`, `512MiB`, `1G`, `1000000` into bytes.
@@ -236,6 +267,7 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
                 Scope::Build => true,
                 Scope::Run => node.resource_type == NodeKind::Model,
                 Scope::Seed => node.resource_type == NodeKind::Seed,
+                Scope::Snapshot => node.resource_type == NodeKind::Snapshot,
             },
             None => false,
         })

@@ -75,6 +75,8 @@ pub enum Command {
     Run(build::BuildArgs),
     /// Load the CSV seeds into the warehouse.
     Seed(build::SeedArgs),
+    /// Run the snapshots: record the changes of their queries' rows as new versions (dbt's snapshots, SCD type 2).
+    Snapshot(build::SnapshotArgs),
     /// Print a model's rows.
     Show(query::ShowArgs),
     /// Run SQL over the warehouse and print the result.
@@ -318,6 +320,7 @@ fn run_main() -> ExitCode {
         Command::Build(args) => build::run(&args, build::Scope::Build),
         Command::Run(args) => build::run(&args, build::Scope::Run),
         Command::Seed(args) => build::run(&args.build_args(), build::Scope::Seed),
+        Command::Snapshot(args) => build::run(&args.build_args(), build::Scope::Snapshot),
         Command::Show(args) => query::show(&args),
         Command::Query(args) => query::query(&args),
         Command::History(args) => query::history(&args),
@@ -590,10 +593,7 @@ fn run_ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
             Some(node) => LsRow {
                 unique_id: &node.unique_id,
                 name: &node.name,
-                resource_type: match node.resource_type {
-                    crate::manifest::NodeKind::Model => "model",
-                    crate::manifest::NodeKind::Seed => "seed",
-                },
+                resource_type: node.resource_type.as_str(),
                 layer: node.layer.map(|l| l.as_str()),
                 materialized: Some(node.materialized.as_str()),
                 tags: &node.tags,

@@ -220,7 +220,8 @@ fn schema_in(relation: &str, default: &str) -> String {
 }
 
 fn model_relation(project: &Project, naming: &naming::Naming, model: &ModelFile, config: &ConfigMap) -> String {
-    let node = naming::NodeInfo { name: &model.name, resource_type: "model", path: &model.path, config };
+    let resource_type = if model.is_snapshot() { "snapshot" } else { "model" };
+    let node = naming::NodeInfo { name: &model.name, resource_type, path: &model.path, config };
     naming.relation(project, &node, layer_of(model, config))
 }
 
@@ -241,18 +242,13 @@ fn render_and_parse(
         .par_iter()
         .map(|model| {
             let file = project.files.get(model.file);
-            // A dbt Python model or snapshot: a node that fails with why, so its descendants are skipped, not
+            // A dbt Python model: a node that fails with why, so its descendants are skipped, not
             // unknown refs.
             if let Some(kind) = model.unsupported {
                 let (what, label, help) = match kind {
                     project::Unsupported::PythonModel => {
                         ("Python model", "a dbt Python model", "write the model in SQL to build it with pipe")
                     }
-                    project::Unsupported::Snapshot => (
-                        "snapshot",
-                        "a dbt snapshot",
-                        "until pipe has snapshots, build the history with an incremental model",
-                    ),
                 };
                 return Err(Diagnostic::error(
                     Code::NotSupported,

@@ -1,7 +1,7 @@
 //! Where a model or seed is written: its relation `schema.alias`.
 //!
 //! A `pipe.yml` project names schemas by medallion layer: the `schema` config, else the layer (`bronze`, `silver`,
-//! `gold`), else `main`; seeds go to `seeds`. A `dbt_project.yml` project follows dbt: `generate_schema_name` puts
+//! `gold`), else `main`; seeds go to `seeds`, snapshots to `snapshots` (or their `target_schema`). A `dbt_project.yml` project follows dbt: `generate_schema_name` puts
 //! a node without a custom schema in the target's schema (`main` unless `profiles.yml` says otherwise) and one with
 //! `+schema: x` in `<target schema>_x`, and `generate_alias_name` names it after its `alias` or itself; a project
 //! that defines either macro decides instead (rendered per node, with `node` holding its name, config, path and
@@ -68,10 +68,15 @@ impl Naming {
         }
         let custom_schema = node.config.str_value("schema");
         let custom_alias = node.config.str_value("alias");
+        // A snapshot's legacy `target_schema` is the schema itself, in both kinds of project.
+        if let Some(schema) = node.config.str_value("target_schema").filter(|_| node.resource_type == "snapshot") {
+            return format!("{schema}.{}", custom_alias.unwrap_or(node.name));
+        }
         if !self.dbt {
             let schema = match (custom_schema, node.resource_type) {
                 (Some(schema), _) => schema.to_string(),
                 (None, "seed") => "seeds".to_string(),
+                (None, "snapshot") => "snapshots".to_string(),
                 (None, _) => layer.map_or("main", Layer::as_str).to_string(),
             };
             return format!("{schema}.{}", custom_alias.unwrap_or(node.name));

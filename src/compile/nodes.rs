@@ -8,11 +8,14 @@ pub(super) struct Ids<'p> {
     project: &'p str,
     /// Models and seeds of installed packages: their ids name their package, as dbt's do.
     packaged: BTreeMap<&'p str, &'p str>,
+    /// Snapshots: their ids are `snapshot.<project>.<name>`.
+    snapshots: BTreeSet<&'p str>,
 }
 
 impl<'p> Ids<'p> {
     pub(super) fn new(project: &'p Project) -> Ids<'p> {
-        Ids { project: &project.config.name, packaged: project.packaged_nodes() }
+        let snapshots = project.models.iter().filter(|m| m.is_snapshot()).map(|m| m.name.as_str()).collect();
+        Ids { project: &project.config.name, packaged: project.packaged_nodes(), snapshots }
     }
 
     pub(super) fn package(&self, name: &str) -> &str {
@@ -23,8 +26,12 @@ impl<'p> Ids<'p> {
         format!("seed.{}.{name}", self.package(name))
     }
 
+    /// The id of a model, or of a snapshot by its name.
     pub(super) fn model(&self, name: &str) -> String {
-        format!("model.{}.{name}", self.package(name))
+        match self.snapshots.contains(name) {
+            true => format!("snapshot.{}.{name}", self.package(name)),
+            false => format!("model.{}.{name}", self.package(name)),
+        }
     }
 
     pub(super) fn source(&self, source: &str, table: &str) -> String {
@@ -55,7 +62,7 @@ pub(super) fn model_node_base(
     Node {
         unique_id: ids.model(&model.name),
         name: model.name.clone(),
-        resource_type: NodeKind::Model,
+        resource_type: if model.is_snapshot() { NodeKind::Snapshot } else { NodeKind::Model },
         layer,
         path: model.path.clone(),
         schema: match context.relations.get(&model.name).and_then(|r| r.rsplit_once('.')) {

@@ -130,6 +130,24 @@ fn stored_schema(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
+/// A snapshot's table: its query's columns, then `dbt_scd_id`, `dbt_updated_at`, `dbt_valid_from`, `dbt_valid_to`
+/// (named as its `snapshot_meta_column_names` say), and with `hard_deletes: new_record`, `dbt_is_deleted`.
+fn snapshot_schema(schema: &SchemaRef, settings: &crate::project::ModelSettings) -> SchemaRef {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let Some(snapshot) = &settings.snapshot else { return Arc::clone(schema) };
+    let columns = &snapshot.columns;
+    let time = DataType::Timestamp(TimeUnit::Microsecond, None);
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new(&columns.scd_id, DataType::Utf8, true));
+    for name in [&columns.updated_at, &columns.valid_from, &columns.valid_to] {
+        fields.push(Field::new(name, time.clone(), true));
+    }
+    if snapshot.hard_deletes == crate::project::settings::HardDeletes::NewRecord {
+        fields.push(Field::new(&columns.is_deleted, DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
 /// Relations a model's compiled SQL reads: its upstreams, looking through inlined ephemeral models.
 fn input_relations(manifest: &Manifest, id: &str) -> Vec<String> {
     let mut relations = Vec::new();
@@ -289,7 +307,10 @@ pub(crate) fn plan_manifest(
                     };
                     // A table or incremental model is written to Delta: a column Delta cannot hold fails here, not
                     // when the build writes its first batch.
-                    if matches!(node.materialized, Materialization::Table | Materialization::Incremental) {
+                    if matches!(
+                        node.materialized,
+                        Materialization::Table | Materialization::Incremental | Materialization::Snapshot
+                    ) {
                         let unstorable = schema
                             .fields()
                             .iter()
@@ -311,6 +332,8 @@ pub(crate) fn plan_manifest(
                     // Views are read as their query; tables and incremental models as Delta tables.
                     let schema = match node.materialized {
                         Materialization::Table | Materialization::Incremental => stored_schema(&schema),
+                        // A snapshot's table is the query's columns and the snapshot's own.
+                        Materialization::Snapshot => stored_schema(&snapshot_schema(&schema, &node.settings)),
                         // External files are read back with the types they were written with.
                         Materialization::View | Materialization::Ephemeral | Materialization::External => schema,
                     };

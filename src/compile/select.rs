@@ -51,6 +51,7 @@ impl SelectableGraph {
                         resource_type: match node.resource_type {
                             NodeKind::Model => ResourceType::Model,
                             NodeKind::Seed => ResourceType::Seed,
+                            NodeKind::Snapshot => ResourceType::Snapshot,
                         },
                         layer: node.layer.map(Layer::as_str),
                         path: &node.path,

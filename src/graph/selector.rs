@@ -17,6 +17,7 @@ use super::{Dag, NodeId};
 pub enum ResourceType {
     Model,
     Seed,
+    Snapshot,
     Source,
 }
 
@@ -25,6 +26,7 @@ impl ResourceType {
         match self {
             ResourceType::Model => "model",
             ResourceType::Seed => "seed",
+            ResourceType::Snapshot => "snapshot",
             ResourceType::Source => "source",
         }
     }

@@ -7,7 +7,7 @@ use datafusion::logical_expr::LogicalPlan;
 use serde::{Deserialize, Serialize};
 
 use super::{model_lineage, Kind};
-use crate::manifest::{Manifest, NodeKind};
+use crate::manifest::Manifest;
 
 /// `target/lineage.json`: every node and, for planned models, every column's sources.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -113,10 +113,7 @@ impl ProjectLineage {
                     unique_id: node.unique_id.clone(),
                     name: node.name.clone(),
                     relation: node.relation.clone(),
-                    resource_type: match node.resource_type {
-                        NodeKind::Seed => "seed".into(),
-                        NodeKind::Model => "model".into(),
-                    },
+                    resource_type: node.resource_type.as_str().into(),
                     layer: node.layer.map(|l| l.as_str().to_string()),
                     materialized: Some(node.materialized.as_str().to_string()),
                     depends_on: node.depends_on.nodes.clone(),

@@ -177,6 +177,7 @@ impl Emitter {
         let job_type = match node.resource_type {
             crate::manifest::NodeKind::Seed => "SEED",
             crate::manifest::NodeKind::Model => "MODEL",
+            crate::manifest::NodeKind::Snapshot => "SNAPSHOT",
         };
         let mut job_facets = json!({
             "jobType": facet(JOB_TYPE_FACET, json!({ "processingType": "BATCH", "integration": "PIPE", "jobType": job_type })),

@@ -167,6 +167,19 @@ pub struct ProjectInfo {
 pub enum NodeKind {
     Model,
     Seed,
+    /// A dbt snapshot (`Materialization::Snapshot`): a model-like node whose table keeps its query's history.
+    Snapshot,
+}
+
+impl NodeKind {
+    /// dbt's name of the resource type: `model`, `seed`, `snapshot`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Model => "model",
+            NodeKind::Seed => "seed",
+            NodeKind::Snapshot => "snapshot",
+        }
+    }
 }
 
 /// A model or a seed.

@@ -76,6 +76,8 @@ pub struct ProjectConfig {
     pub models_tree: Value,
     /// The `seeds:` config tree, as written.
     pub seeds_tree: Value,
+    /// The `snapshots:` config tree, as written.
+    pub snapshots_tree: Value,
     /// Where installed packages are (`packages-install-path`, `dbt_packages` by default).
     pub packages_install_path: String,
     /// `dispatch:`: for a macro namespace, the packages `adapter.dispatch` searches, in order.
@@ -148,6 +150,8 @@ pub(crate) struct RawProjectConfig {
     pub models: Option<Value>,
     #[serde(default)]
     pub seeds: Option<Value>,
+    #[serde(default)]
+    pub snapshots: Option<Value>,
     #[serde(default)]
     pub packages_install_path: Option<String>,
     #[serde(default)]
@@ -223,6 +227,7 @@ impl ProjectConfig {
             layer_rules: raw.layer_rules.unwrap_or_default(),
             models_tree: raw.models.unwrap_or(Value::Null),
             seeds_tree: raw.seeds.unwrap_or(Value::Null),
+            snapshots_tree: raw.snapshots.unwrap_or(Value::Null),
             packages_install_path: raw.packages_install_path.unwrap_or_else(|| "dbt_packages".into()),
             dispatch: raw.dispatch.unwrap_or_default(),
             profile: raw.profile,
@@ -339,6 +344,8 @@ pub enum Materialization {
     Incremental,
     /// dbt-duckdb's `external`: files at a location (Parquet, CSV or JSON), read back as a table.
     External,
+    /// A dbt snapshot: the history of a query's rows (slowly changing dimension, type 2), kept as a Delta table.
+    Snapshot,
 }
 
 impl Materialization {
@@ -349,6 +356,7 @@ impl Materialization {
             "ephemeral" => Some(Materialization::Ephemeral),
             "incremental" => Some(Materialization::Incremental),
             "external" => Some(Materialization::External),
+            "snapshot" => Some(Materialization::Snapshot),
             _ => None,
         }
     }
@@ -360,6 +368,7 @@ impl Materialization {
             Materialization::Ephemeral => "ephemeral",
             Materialization::Incremental => "incremental",
             Materialization::External => "external",
+            Materialization::Snapshot => "snapshot",
         }
     }
 }
@@ -452,6 +461,7 @@ mod tests {
             layer_rules: None,
             models: Some(tree),
             seeds: None,
+            snapshots: None,
             packages_install_path: None,
             dispatch: None,
             profile: None,

@@ -69,7 +69,7 @@ pub struct TestFile {
 pub struct ModelFile {
     pub name: String,
     pub file: FileId,
-    /// A dbt Python model or snapshot: pipe does not run these yet; it is a node that fails with "not supported".
+    /// A dbt Python model: pipe does not run these; it is a node that fails with "not supported".
     pub unsupported: Option<Unsupported>,
     /// Path relative to the project root, with `/` separators.
     pub path: String,
@@ -88,13 +88,18 @@ pub struct ModelFile {
     pub package: Option<String>,
 }
 
+impl ModelFile {
+    /// Whether the file is a snapshot (a `{% snapshot %}` block, or a YAML-defined one).
+    pub fn is_snapshot(&self) -> bool {
+        self.config.str_value("materialized") == Some("snapshot")
+    }
+}
+
 /// A kind of dbt node pipe reads but does not run yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unsupported {
     /// A `.py` model.
     PythonModel,
-    /// A `{% snapshot %}` block under the snapshot paths.
-    Snapshot,
 }
 
 #[derive(Debug, Clone)]
@@ -215,7 +220,12 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
     let model_paths = |p: Option<&Package>| p.map_or_else(|| config.model_paths.clone(), |p| p.model_paths.clone());
     let seed_paths = |p: Option<&Package>| p.map_or_else(|| config.seed_paths.clone(), |p| p.seed_paths.clone());
     let model_entries = owned(&model_paths, &["sql", "py"]);
-    let yaml_entries = owned(&model_paths, &["yml", "yaml"]);
+    // Property YAML: under the model paths, and the project's snapshot paths (snapshots' properties).
+    let yaml_paths = |p: Option<&Package>| match p {
+        Some(p) => p.model_paths.clone(),
+        None => config.model_paths.iter().chain(&config.snapshot_paths).cloned().collect(),
+    };
+    let yaml_entries = owned(&yaml_paths, &["yml", "yaml"]);
     let seed_entries = owned(&seed_paths, &["csv"]);
     let macro_entries = discover(root, &config.macro_paths, &["sql"]);
     let test_entries = discover(root, &config.test_paths, &["sql"]);
@@ -244,6 +254,7 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
     // Property YAML first: model config from it is needed when building `ModelFile`s.
     let mut model_props: BTreeMap<String, (FileId, usize, ModelProperties)> = BTreeMap::new();
     let mut seed_props: BTreeMap<String, ModelProperties> = BTreeMap::new();
+    let mut snapshot_props: BTreeMap<String, (FileId, usize, ModelProperties)> = BTreeMap::new();
     let mut sources = Vec::new();
     for (Found { rel, .. }, text) in read_found(&yaml_entries) {
         let text = match text {
@@ -284,6 +295,10 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         }
         for seed in props.seeds {
             seed_props.insert(seed.name.clone(), seed);
+        }
+        for snapshot in props.snapshots {
+            let at = entries.get(&snapshot.name).copied().unwrap_or(0);
+            snapshot_props.insert(snapshot.name.clone(), (file_id, at, snapshot));
         }
         for source in props.sources {
             let source_at = properties::find_entry(&file.text, &source.name);
@@ -405,29 +420,49 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
             });
         }
     }
-    // dbt snapshots: nodes that fail with "not supported" (the models reading them are skipped, not unknown refs).
+    // dbt snapshots: each `{% snapshot name %}` block is a node materialized as a snapshot, its SQL the block's body
+    // (the file's text with all else blanked, so lines and columns stay); and (dbt 1.9) each `snapshots:` entry of
+    // the property YAML with a `relation` is one over that relation.
+    let snapshot_config = |folders: &[&str], name: &str| {
+        let mut snapshot_config = config.tree_config(&config.snapshots_tree, folders);
+        if let Some((_, _, props)) = snapshot_props.get(name) {
+            if let Some(yaml_config) = &props.config {
+                config::merge_config(&mut snapshot_config, yaml_config);
+            }
+        }
+        snapshot_config.insert("materialized".into(), Value::String("snapshot".into()));
+        snapshot_config
+    };
+    let snapshot_file = |name: String, file: FileId, path: String, folders: Vec<String>| {
+        let folder_refs: Vec<&str> = folders.iter().map(String::as_str).collect();
+        let props = snapshot_props.get(&name);
+        ModelFile {
+            config: snapshot_config(&folder_refs, &name),
+            name,
+            file,
+            unsupported: None,
+            path,
+            folders,
+            folder_layer: None,
+            properties: props.map(|(_, _, p)| p.clone()),
+            properties_at: props.map(|(f, at, _)| (*f, *at)),
+            version: None,
+            package: None,
+        }
+    };
     for (rel, text) in read_all(&discover(root, &config.snapshot_paths, &["sql"])) {
         let Ok(text) = text else { continue };
-        let names = snapshot_names(&text);
-        if names.is_empty() {
-            continue;
+        let folders = folders_under(&rel, &config.snapshot_paths);
+        for (name, body) in snapshot_blocks(&text) {
+            let file = files.add(rel.clone(), body);
+            models.push(snapshot_file(name, file, rel.clone(), folders.clone()));
         }
-        let file = files.add(rel.clone(), text);
-        for name in names {
-            models.push(ModelFile {
-                name,
-                file,
-                unsupported: Some(Unsupported::Snapshot),
-                path: rel.clone(),
-                folders: Vec::new(),
-                folder_layer: None,
-                config: ConfigMap::new(),
-                properties: None,
-                properties_at: None,
-                version: None,
-                package: None,
-            });
-        }
+    }
+    for (name, (file_id, _, props)) in &snapshot_props {
+        let Some(relation) = &props.relation else { continue };
+        let path = files.get(*file_id).path.clone();
+        let file = files.add(path.clone(), format!("select * from {{{{ {relation} }}}}\n"));
+        models.push(snapshot_file(name.clone(), file, path.to_string_lossy().replace('\\', "/"), Vec::new()));
     }
 
     let mut macro_files = Vec::new();
@@ -691,20 +726,42 @@ fn source_def(
 }
 
 /// The names of the `{% snapshot name %}` blocks of a file.
-fn snapshot_names(text: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("{%") {
-        rest = &rest[at + 2..];
-        let inner = rest.trim_start_matches('-').trim_start();
-        if let Some(after) = inner.strip_prefix("snapshot ") {
-            let name: String = after.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
-            if !name.is_empty() {
-                names.push(name);
+/// The `{% snapshot name %} ... {% endsnapshot %}` blocks of a file: each block's name, and the file's text with
+/// everything but the block's body blanked (newlines kept), so positions in the body are positions in the file.
+fn snapshot_blocks(text: &str) -> Vec<(String, String)> {
+    // Each `{% ... %}` tag: its span and its words.
+    let mut tags = Vec::new();
+    let mut from = 0;
+    while let Some(open) = text[from..].find("{%").map(|i| i + from) {
+        let Some(close) = text[open..].find("%}").map(|i| i + open + 2) else { break };
+        let inner = text[open + 2..close - 2].trim_matches(|c: char| c == '-' || c.is_whitespace());
+        tags.push((open..close, inner.split_whitespace().map(str::to_string).collect::<Vec<_>>()));
+        from = close;
+    }
+    let mut blocks = Vec::new();
+    let mut open: Option<(String, usize)> = None;
+    for (span, words) in tags {
+        match (words.first().map(String::as_str), &open) {
+            (Some("snapshot"), None) => {
+                let name: String = words
+                    .get(1)
+                    .map(|w| w.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect())
+                    .unwrap_or_default();
+                if !name.is_empty() {
+                    open = Some((name, span.end));
+                }
             }
+            (Some("endsnapshot"), Some((name, body_start))) => {
+                let body = *body_start..span.start;
+                let blanked: String =
+                    text.char_indices().map(|(i, c)| if body.contains(&i) || c == '\n' { c } else { ' ' }).collect();
+                blocks.push((name.clone(), blanked));
+                open = None;
+            }
+            _ => {}
         }
     }
-    names
+    blocks
 }
 
 /// Whether a file under the test paths defines `{% test %}` blocks (a generic test file).

@@ -23,6 +23,9 @@ pub(crate) struct PropertiesFile {
     pub sources: Vec<SourceProperties>,
     #[serde(default)]
     pub seeds: Vec<ModelProperties>,
+    /// Snapshot entries: properties of `{% snapshot %}` blocks, or (dbt 1.9) whole snapshots, given a `relation`.
+    #[serde(default)]
+    pub snapshots: Vec<ModelProperties>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -59,6 +62,9 @@ pub struct ModelProperties {
     pub latest_version: Option<Value>,
     #[serde(default)]
     pub deprecation_date: Option<Value>,
+    /// A YAML-defined snapshot's input (dbt 1.9): `ref('orders')` or `source('shop', 'orders')`.
+    #[serde(default)]
+    pub relation: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -222,7 +228,6 @@ pub(crate) fn find_entry(text: &str, name: &str) -> usize {
 /// dbt keys pipe does not run yet: reported as such, never as a spelling mistake.
 const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
     ("unit_tests", "unit tests"),
-    ("snapshots", "snapshots"),
     ("exposures", "exposures"),
     ("metrics", "metrics"),
     ("semantic_models", "semantic models"),
@@ -233,7 +238,7 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
 ];
 
 /// The keys each kind of entry knows, for did-you-mean.
-const FILE_KEYS: &[&str] = &["version", "models", "sources", "seeds"];
+const FILE_KEYS: &[&str] = &["version", "models", "sources", "seeds", "snapshots"];
 const MODEL_KEYS: &[&str] = &[
     "name",
     "description",
@@ -350,9 +355,14 @@ pub(crate) fn check_unknown_keys(
 ) {
     unknown(file_id, file, 0, &props.other, "a property file", FILE_KEYS, out);
     let at = |name: &str| entries.get(name).copied().unwrap_or(0);
-    for model in props.models.iter().chain(&props.seeds) {
+    for model in props.models.iter().chain(&props.seeds).chain(&props.snapshots) {
         let at = at(&model.name);
         unknown(file_id, file, at, &model.other, &format!("model `{}`", model.name), MODEL_KEYS, out);
+        if model.relation.is_some() && !props.snapshots.iter().any(|s| std::ptr::eq(s, model)) {
+            let what = format!("model `{}`", model.name);
+            let relation = BTreeMap::from([("relation".to_string(), Value::Null)]);
+            unknown(file_id, file, at, &relation, &what, MODEL_KEYS, out);
+        }
         for column in &model.columns {
             let col_at = find_entry(&file.text[at..], &column.name) + at;
             let what = format!("column `{}.{}`", model.name, column.name);

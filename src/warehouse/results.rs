@@ -75,7 +75,9 @@ impl NodeResult {
     pub fn base(node: &Node, status: NodeStatus) -> NodeResult {
         let materialized = match node.resource_type {
             crate::manifest::NodeKind::Seed => "seed".to_string(),
-            crate::manifest::NodeKind::Model => node.materialized.as_str().to_string(),
+            crate::manifest::NodeKind::Model | crate::manifest::NodeKind::Snapshot => {
+                node.materialized.as_str().to_string()
+            }
         };
         NodeResult {
             unique_id: node.unique_id.clone(),

@@ -8,6 +8,7 @@ mod ledger;
 pub mod microbatch;
 mod parallel_write;
 mod seed;
+mod snapshot;
 mod table;
 mod view;
 
@@ -221,6 +222,7 @@ pub fn for_kind(kind: Materialization) -> Option<&'static dyn Materialize> {
         Materialization::View => Some(&view::ViewMaterialization),
         Materialization::Incremental => Some(&incremental::IncrementalMaterialization),
         Materialization::External => Some(&external::ExternalMaterialization),
+        Materialization::Snapshot => Some(&snapshot::SnapshotMaterialization),
         // Ephemeral models are inlined at compile time and never run.
         Materialization::Ephemeral => None,
     }

@@ -25,10 +25,30 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
-    let selected = if args.select.select.is_empty() && args.select.exclude.is_empty() {
+    // `test_type:unit|data|generic|singular` selects tests by kind; the other terms select what they read.
+    let (types, terms): (Vec<&String>, Vec<&String>) =
+        args.select.select.iter().partition(|term| term.starts_with("test_type:"));
+    let mut select = args.select.clone();
+    select.select = terms.into_iter().cloned().collect();
+    let types: Vec<&str> = types.iter().filter_map(|t| t.strip_prefix("test_type:")).collect();
+    if let Some(unknown) = types.iter().find(|t| !["unit", "data", "generic", "singular"].contains(t)) {
+        eprintln!(
+            "error: unknown test type `{unknown}`: use `unit`, `data` (generic and singular), `generic` or `singular`"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let of_type = |test: &crate::manifest::TestNode| {
+        let kind = match (&test.unit, test.test.as_str()) {
+            (Some(_), _) => "unit",
+            (None, "singular") => "singular",
+            _ => "generic",
+        };
+        types.is_empty() || types.iter().any(|t| *t == kind || (*t == "data" && kind != "unit"))
+    };
+    let selected = if select.select.is_empty() && select.exclude.is_empty() {
         None
     } else {
-        match selected_ids(&manifest, &args.select, args.project.diagnostics)? {
+        match selected_ids(&manifest, &select, args.project.diagnostics)? {
             Ok(ids) => Some(ids),
             Err(code) => return Ok(code),
         }
@@ -36,6 +56,7 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     let (tests, blocked): (Vec<_>, Vec<_>) = manifest
         .tests
         .values()
+        .filter(|t| of_type(t))
         .filter(|t| selected.as_ref().is_none_or(|ids| t.depends_on.nodes.iter().any(|d| ids.contains(d))))
         .partition(|t| !t.depends_on.nodes.iter().any(|d| manifest.compile_errors.contains_key(d)));
     let runtime = super::runtime(None)?;

@@ -393,6 +393,7 @@ fn declared_tests(
                 depends_on: DependsOn { nodes: depends, macros: Vec::new() },
                 path,
                 render_at_build,
+                unit: None,
             },
         );
     }
@@ -488,6 +489,7 @@ fn constraint_tests(manifest: &Manifest, tests: &mut BTreeMap<String, TestNode>,
                         depends_on: DependsOn { nodes: vec![node.unique_id.clone()], macros: Vec::new() },
                         path: node.path.clone(),
                         render_at_build: None,
+                        unit: None,
                     },
                 );
             }
@@ -570,6 +572,7 @@ fn singular_tests(
                     relation: String::new(),
                     filter: None,
                 }),
+                unit: None,
             },
         );
     }

@@ -14,6 +14,7 @@ mod naming;
 mod nodes;
 mod plan;
 mod select;
+mod unit;
 
 use nodes::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -154,6 +155,9 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
         (plan_cache, plan_stats) =
             plan::plan_manifest(root, manifest, &origins, &project.files, cache, kept, &mut diagnostics);
         check_contracts(manifest, &origins, &mut diagnostics);
+    }
+    if let Some(manifest) = manifest.as_mut() {
+        unit::define(&project, manifest, &mut diagnostics);
     }
     // Planning and contract errors are the models' too; an error that belongs to no node stops the project.
     let ids = Ids::new(&project);

@@ -77,6 +77,44 @@ pub struct TestNode {
     /// columns): rendered again when it runs, as dbt renders tests at run time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub render_at_build: Option<TestTemplate>,
+    /// A unit test (`test` is `unit`): what it runs instead of a query of failing rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<UnitTest>,
+}
+
+/// A dbt unit test (`unit_tests:`): the model's SQL run on given rows in place of every relation it reads, its rows
+/// compared with the expected ones. It runs before the model builds; a failure keeps the model from building.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitTest {
+    /// The model's unique id.
+    pub model: String,
+    /// The SQL run: the model's compiled SQL, or its `is_incremental()` variant when the test overrides the macro.
+    pub sql: String,
+    /// Every relation the SQL reads, with the rows it reads there (none when the test gives none).
+    pub inputs: Vec<UnitInput>,
+    pub expect: UnitRows,
+}
+
+/// What a unit test's SQL reads under one relation's name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitInput {
+    pub relation: String,
+    /// The relation's planned columns, which the given rows are typed by (a row lists only the columns it needs);
+    /// empty when unknown (the rows' own values decide).
+    pub columns: Vec<PlannedColumn>,
+    pub rows: UnitRows,
+}
+
+/// Rows of a unit test, in the test's format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "format", content = "rows")]
+pub enum UnitRows {
+    /// A list of mappings, column to value.
+    Dict(Vec<serde_json::Map<String, Value>>),
+    /// CSV with a header (inline or from a fixture file).
+    Csv(String),
+    /// A query whose result is the rows.
+    Sql(String),
 }
 
 /// What a test rendered at run time is rendered from.

@@ -24,7 +24,9 @@ pub use config::{
     ProjectConfig, SqlDialect, PARQUET_COMPRESSIONS,
 };
 pub use packages::Package;
-pub use properties::{ColumnProperties, ModelProperties, SourceProperties, SourceTableProperties};
+pub use properties::{
+    ColumnProperties, ModelProperties, SourceProperties, SourceTableProperties, UnitRowsProperties, UnitTestProperties,
+};
 pub use settings::{ModelSettings, SourceSettings};
 pub use versions::{VersionOf, VersionedModel};
 
@@ -54,6 +56,17 @@ pub struct Project {
     pub target: profiles::Target,
     /// Versioned models by name (dbt's `versions:`): which file defines each version.
     pub versions: BTreeMap<String, VersionedModel>,
+    /// dbt's unit tests (`unit_tests:` in the property YAML).
+    pub unit_tests: Vec<UnitTestDef>,
+}
+
+/// A `unit_tests:` entry and where it is written.
+#[derive(Debug, Clone)]
+pub struct UnitTestDef {
+    pub properties: UnitTestProperties,
+    pub file: FileId,
+    /// The entry's offset in the file.
+    pub at: usize,
 }
 
 /// A singular test: a query under a test path whose rows are failures.
@@ -255,6 +268,7 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
     let mut model_props: BTreeMap<String, (FileId, usize, ModelProperties)> = BTreeMap::new();
     let mut seed_props: BTreeMap<String, ModelProperties> = BTreeMap::new();
     let mut snapshot_props: BTreeMap<String, (FileId, usize, ModelProperties)> = BTreeMap::new();
+    let mut unit_tests = Vec::new();
     let mut sources = Vec::new();
     for (Found { rel, .. }, text) in read_found(&yaml_entries) {
         let text = match text {
@@ -295,6 +309,10 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         }
         for seed in props.seeds {
             seed_props.insert(seed.name.clone(), seed);
+        }
+        for unit_test in props.unit_tests {
+            let at = entries.get(&unit_test.name).copied().unwrap_or(0);
+            unit_tests.push(UnitTestDef { properties: unit_test, file: file_id, at });
         }
         for snapshot in props.snapshots {
             let at = entries.get(&snapshot.name).copied().unwrap_or(0);
@@ -511,6 +529,10 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
 
     let mut test_files = Vec::new();
     for (rel, text) in read_all(&test_entries) {
+        // dbt's unit test fixtures (`tests/fixtures/`) are rows, not tests.
+        if rel.split('/').any(|part| part == "fixtures") {
+            continue;
+        }
         match text {
             // dbt's `tests/generic/`: `{% test %}` blocks are generic tests (macros), not singular tests.
             Ok(text) if defines_test_blocks(&text) => {
@@ -540,6 +562,7 @@ pub fn load_project(root: &Path) -> (Result<Project, SourceMap>, Vec<Diagnostic>
         seeds,
         test_files,
         versions,
+        unit_tests,
     };
     (Ok(project), diagnostics)
 }

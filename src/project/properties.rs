@@ -26,6 +26,9 @@ pub(crate) struct PropertiesFile {
     /// Snapshot entries: properties of `{% snapshot %}` blocks, or (dbt 1.9) whole snapshots, given a `relation`.
     #[serde(default)]
     pub snapshots: Vec<ModelProperties>,
+    /// dbt 1.8's unit tests.
+    #[serde(default)]
+    pub unit_tests: Vec<UnitTestProperties>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -67,6 +70,50 @@ pub struct ModelProperties {
     pub relation: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
+}
+
+/// A `unit_tests:` entry (dbt 1.8).
+#[derive(Debug, Clone, Deserialize)]
+pub struct UnitTestProperties {
+    pub name: String,
+    pub model: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub given: Vec<UnitRowsProperties>,
+    pub expect: UnitRowsProperties,
+    #[serde(default)]
+    pub overrides: Option<UnitOverrides>,
+    #[serde(default)]
+    pub config: Option<ConfigMap>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// A unit test's `given` input or its `expect`: rows as `dict` (the default), `csv` or `sql`, inline or from a
+/// fixture file.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UnitRowsProperties {
+    /// `ref('x')`, `source('a', 'b')` or `this` (for `given`).
+    #[serde(default)]
+    pub input: Option<String>,
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub rows: Option<Value>,
+    #[serde(default)]
+    pub fixture: Option<String>,
+}
+
+/// A unit test's `overrides`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UnitOverrides {
+    #[serde(default)]
+    pub macros: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub vars: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, Value>,
 }
 
 /// One entry of a model's `versions:`. What it sets overrides the model's entry for this version; its `columns`
@@ -227,7 +274,6 @@ pub(crate) fn find_entry(text: &str, name: &str) -> usize {
 
 /// dbt keys pipe does not run yet: reported as such, never as a spelling mistake.
 const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
-    ("unit_tests", "unit tests"),
     ("exposures", "exposures"),
     ("metrics", "metrics"),
     ("semantic_models", "semantic models"),
@@ -238,7 +284,7 @@ const NOT_SUPPORTED_YET: &[(&str, &str)] = &[
 ];
 
 /// The keys each kind of entry knows, for did-you-mean.
-const FILE_KEYS: &[&str] = &["version", "models", "sources", "seeds", "snapshots"];
+const FILE_KEYS: &[&str] = &["version", "models", "sources", "seeds", "snapshots", "unit_tests"];
 const MODEL_KEYS: &[&str] = &[
     "name",
     "description",

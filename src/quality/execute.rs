@@ -54,6 +54,10 @@ pub async fn run_tests(
     for test in tests {
         let started = Instant::now();
         let outcome = match (&test.render_at_build, renderer) {
+            _ if test.unit.is_some() => match &test.unit {
+                Some(unit) => super::unit::run(ctx, unit).await,
+                None => Err("not a unit test".into()),
+            },
             (Some(template), Some(renderer)) => match render_now(ctx, renderer, template).await {
                 Ok(sql) => run_one(ctx, warehouse, test, &sql).await,
                 Err(message) => Err(message),
@@ -145,8 +149,9 @@ async fn fail_count(ctx: &SessionContext, sql: &str, fail_calc: &str) -> Result<
 /// The tests a node's build runs on its result: those declared on it that read nothing but it, its ancestors and
 /// sources.
 pub fn audit_tests<'m>(manifest: &'m crate::manifest::Manifest, node: &str) -> Vec<&'m TestNode> {
+    // Unit tests run before the model, not on its result (`unit_tests`).
     let mut tests: Vec<&TestNode> =
-        manifest.tests.values().filter(|t| t.attached_node.as_deref() == Some(node)).collect();
+        manifest.tests.values().filter(|t| t.attached_node.as_deref() == Some(node) && t.unit.is_none()).collect();
     if tests.iter().all(|t| t.depends_on.nodes.len() == 1) {
         return tests;
     }
@@ -161,6 +166,11 @@ pub fn audit_tests<'m>(manifest: &'m crate::manifest::Manifest, node: &str) -> V
     }
     tests.retain(|t| t.depends_on.nodes.iter().all(|d| ancestors.contains(d) || manifest.sources.contains_key(d)));
     tests
+}
+
+/// The unit tests of a model: they run before it builds, and a failure keeps it from building.
+pub fn unit_tests<'m>(manifest: &'m crate::manifest::Manifest, node: &str) -> Vec<&'m TestNode> {
+    manifest.tests.values().filter(|t| t.unit.is_some() && t.attached_node.as_deref() == Some(node)).collect()
 }
 
 /// The schema failing rows are stored in.

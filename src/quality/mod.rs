@@ -11,5 +11,6 @@ pub mod execute;
 pub mod freshness;
 pub mod observe;
 pub mod registry;
+mod unit;
 
 pub use execute::{run_tests, TestOutcome, TestStatus, Threshold};

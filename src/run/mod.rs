@@ -537,7 +537,7 @@ async fn run_nodes(
     let shared_tests: Vec<&crate::manifest::TestNode> = manifest
         .tests
         .values()
-        .filter(|t| !audited.contains(t.unique_id.as_str()))
+        .filter(|t| !audited.contains(t.unique_id.as_str()) && t.unit.is_none())
         .filter(|t| t.depends_on.nodes.iter().any(|d| succeeded.contains(d.as_str())))
         .filter(|t| {
             // Everything the test reads is built: in this run, or before it (not selected), or a source.
@@ -671,6 +671,27 @@ async fn run_node(
         failpoints: &shared.options.failpoints,
         renderer: shared.options.render_at_build.as_ref(),
     };
+    // Unit tests run before the model: a failing one keeps it (and what reads it) from building.
+    let units = crate::quality::execute::unit_tests(&shared.manifest, &node.unique_id);
+    let unit_outcomes = match units.is_empty() {
+        true => Vec::new(),
+        false => crate::quality::run_tests(&shared.ctx, None, &units, &[], None).await,
+    };
+    let failed: Vec<String> = unit_outcomes
+        .iter()
+        .filter(|o| matches!(o.status, crate::quality::TestStatus::Fail | crate::quality::TestStatus::Error))
+        .map(|o| format!("unit test `{}` failed: {}", o.name, o.message.as_deref().unwrap_or("")))
+        .collect();
+    if !failed.is_empty() {
+        let message = format!(
+            "{}
+the model was not built",
+            failed.join("\n")
+        );
+        let mut result = NodeResult::error(node, Code::TestsFailed, message, started.elapsed());
+        result.tests = unit_outcomes;
+        return result;
+    }
     // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
     let warehouse = shared.warehouse.clone();
     let relation = node.relation.clone();
@@ -767,6 +788,8 @@ async fn run_node(
                 });
             }
             result.record_tests(tests, attached);
+            // The unit tests that passed before it built.
+            result.tests.splice(0..0, unit_outcomes);
             result.timing.total_seconds = started.elapsed().as_secs_f64();
             result
         }

@@ -183,6 +183,82 @@ pub enum Scope {
     Snapshot,
 }
 
+impl Scope {
+    /// The command's name: `build`, `run`, `seed`, `snapshot`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Build => "build",
+            Scope::Run => "run",
+            Scope::Seed => "seed",
+            Scope::Snapshot => "snapshot",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Scope> {
+        [Scope::Build, Scope::Run, Scope::Seed, Scope::Snapshot].into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// `pipe retry`: the last run's command again, over the nodes that failed or were skipped.
+#[derive(Debug, clap::Args)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Models run at once (default: the last run's).
+    #[arg(long, value_parser = super::parse_threads)]
+    pub threads: Option<usize>,
+    /// Output for people (`text`) or machines (`json`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Reruns, with the last run's command and flags (`run_results.json`), the nodes it left failed or skipped.
+pub(super) fn retry(args: &RetryArgs) -> anyhow::Result<ExitCode> {
+    let path = args.project.project_dir.join(target_path(&args.project.project_dir)).join("run_results.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        eprintln!("error: there is no run to retry: `{}` does not exist (run `pipe build` first)", path.display());
+        return Ok(ExitCode::from(2));
+    };
+    let last: run::RunResults = match serde_json::from_str(&text) {
+        Ok(last) => last,
+        Err(err) => {
+            eprintln!("error: `{}` is not a run's results: {err}", path.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let names: Vec<String> = last
+        .results
+        .iter()
+        .filter(|r| matches!(r.status, NodeStatus::Error | NodeStatus::Skipped))
+        .map(|r| r.name.clone())
+        .collect();
+    if names.is_empty() {
+        eprintln!("Nothing to retry: every node of the last run ({}) succeeded", last.run_id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let invocation = last.args.unwrap_or_default();
+    let flag = |key: &str| invocation.get(key).and_then(serde_json::Value::as_bool).unwrap_or(false);
+    let scope = invocation.get("which").and_then(|w| w.as_str()).and_then(Scope::parse).unwrap_or(Scope::Build);
+    let threads = args.threads.or_else(|| invocation.get("threads").and_then(|t| t.as_u64()).map(|t| t as usize));
+    eprintln!("Retrying `pipe {}` on {} node(s): {}", scope.as_str(), names.len(), names.join(", "));
+    let mut build = SeedArgs {
+        project: args.project.clone(),
+        select: SelectArgs { select: names, exclude: Vec::new(), state: None },
+        threads,
+        full_refresh: flag("full_refresh"),
+        log_format: args.log_format,
+    }
+    .build_args();
+    build.fail_fast = flag("fail_fast");
+    run(&build, scope)
+}
+
+/// The project's `target-path` (without compiling it).
+fn target_path(project_dir: &std::path::Path) -> String {
+    let (project, _) = crate::project::load_project(project_dir);
+    project.map(|p| p.config.target_path).unwrap_or_else(|_| "target".into())
+}
+
 /// Parses `4GiB`, `512MiB`, `1G`, `1000000` into bytes.
 pub fn parse_bytes(text: &str) -> Result<usize, String> {
     let text = text.trim();
@@ -311,6 +387,14 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
         backfill_id,
         runtime: &runtime,
         render_at_build: compilation.render_at_build.take(),
+        invocation: serde_json::json!({
+            "which": scope.as_str(),
+            "select": args.select.select,
+            "exclude": args.select.exclude,
+            "threads": args.threads,
+            "full_refresh": args.full_refresh,
+            "fail_fast": args.fail_fast,
+        }),
     };
     if args.watch {
         return super::watch::watch(&cycle);
@@ -342,6 +426,8 @@ pub(super) struct Cycle<'a> {
     pub backfill_id: Option<String>,
     pub runtime: &'a tokio::runtime::Runtime,
     pub render_at_build: Option<std::sync::Arc<crate::compile::BuildRenderer>>,
+    /// The command and flags, for `run_results.json`.
+    pub invocation: serde_json::Value,
 }
 
 impl Cycle<'_> {
@@ -409,6 +495,7 @@ impl Cycle<'_> {
             project_root: &args.project.project_dir,
             selected: self.selected.to_vec(),
             options: BuildOptions {
+                invocation: Some(self.invocation.clone()),
                 threads: self.threads,
                 full_refresh: args.full_refresh,
                 fail_fast: args.fail_fast,

@@ -77,6 +77,8 @@ pub enum Command {
     Seed(build::SeedArgs),
     /// Run the snapshots: record the changes of their queries' rows as new versions (dbt's snapshots, SCD type 2).
     Snapshot(build::SnapshotArgs),
+    /// Run again, with the last run's command and flags, the nodes it left failed or skipped (`run_results.json`).
+    Retry(build::RetryArgs),
     /// Print a model's rows.
     Show(query::ShowArgs),
     /// Run SQL over the warehouse and print the result.
@@ -321,6 +323,7 @@ fn run_main() -> ExitCode {
         Command::Run(args) => build::run(&args, build::Scope::Run),
         Command::Seed(args) => build::run(&args.build_args(), build::Scope::Seed),
         Command::Snapshot(args) => build::run(&args.build_args(), build::Scope::Snapshot),
+        Command::Retry(args) => build::retry(&args),
         Command::Show(args) => query::show(&args),
         Command::Query(args) => query::query(&args),
         Command::History(args) => query::history(&args),

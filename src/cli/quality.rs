@@ -74,6 +74,7 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
         elapsed_seconds: started.elapsed().as_secs_f64(),
         results: Vec::new(),
         tests: outcomes.clone(),
+        args: None,
     };
     if let Err(err) = runtime.block_on(crate::warehouse::runs::record(&warehouse, &results)) {
         eprintln!("warning: test run not recorded in `pipe.test_runs`: {err}");

@@ -32,6 +32,8 @@ pub use crate::warehouse::{clean_datafusion_message, RunError};
 /// How a build runs.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// The command and flags that started the run, recorded in `run_results.json` (`pipe retry` repeats them).
+    pub invocation: Option<serde_json::Value>,
     pub threads: usize,
     pub full_refresh: bool,
     pub fail_fast: bool,
@@ -561,6 +563,7 @@ async fn run_nodes(
         elapsed_seconds: started.elapsed().as_secs_f64(),
         results: ordered,
         tests,
+        args: request.options.invocation.clone(),
     };
     Ok((results, shared.warehouse.clone()))
 }

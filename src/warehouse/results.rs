@@ -157,6 +157,9 @@ pub struct RunResults {
     /// Tests that read several nodes, run after them.
     #[serde(default)]
     pub tests: Vec<TestOutcome>,
+    /// The command and flags of the run (`which`: build, run, seed, snapshot), for `pipe retry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<serde_json::Value>,
 }
 
 impl RunResults {

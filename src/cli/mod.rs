@@ -61,10 +61,15 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Render, parse and check every model, then write `target/manifest.json` and `target/compiled/`.
+    /// Render, parse and check every model, then write `target/manifest.json` and `target/compiled/` (also
+    /// `pipe parse`).
+    #[command(alias = "parse")]
     Compile(CompileArgs),
-    /// List selected nodes with their layer, materialization and tags.
+    /// List selected nodes with their layer, materialization and tags (also `pipe list`).
+    #[command(alias = "list")]
     Ls(LsArgs),
+    /// Remove the project's `clean-targets` (default: its target folder).
+    Clean(CleanArgs),
     /// Create a minimal medallion project that compiles as created.
     Init(InitArgs),
     /// Install the `local:` packages of `packages.yml` into `dbt_packages/` (hub and git packages: `dbt deps`).
@@ -173,6 +178,20 @@ pub struct LsArgs {
     /// `text`: one node per line; `json`: a JSON array.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Only nodes of these types: `model`, `seed`, `snapshot`, `source` (any number).
+    #[arg(long = "resource-type", alias = "resource-types", num_args = 1..)]
+    pub resource_type: Vec<String>,
+    /// With `--output json`: only these keys of each node (`name`, `unique_id`, `resource_type`, `layer`,
+    /// `materialized`, `tags`, `path`), as dbt's `--output-keys`.
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
+    pub output_keys: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// The project folder (holding `pipe.yml` or `dbt_project.yml`).
+    #[arg(long, default_value = ".")]
+    pub project_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -193,8 +212,8 @@ pub struct DepsArgs {
 
 #[derive(Debug, Args)]
 pub struct ExplainArgs {
-    /// A code such as `P0401`, or its name such as `ref-not-found`.
-    pub code: String,
+    /// A code such as `P0401`, or its name such as `ref-not-found`; without one, every code is listed.
+    pub code: Option<String>,
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -313,10 +332,14 @@ fn run_main() -> ExitCode {
         }
         eprintln!("internal error in pipe{location}: {message}");
     }));
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return parse_error(err),
+    };
     let result = match cli.command {
         Command::Compile(args) => run_compile(&args),
         Command::Ls(args) => run_ls(&args),
+        Command::Clean(args) => run_clean(&args),
         Command::Init(args) => init::run(&args),
         Command::Deps(args) => deps::run(&args),
         Command::Build(args) => build::run(&args, build::Scope::Build),
@@ -580,6 +603,60 @@ struct LsRow<'a> {
     path: &'a str,
 }
 
+/// dbt's commands pipe does not have, and what to use instead.
+const DBT_COMMANDS: &[(&str, &str)] = &[
+    ("run-operation", "pipe has no `run-operation` yet: call the macro from a model, or run SQL with `pipe query`"),
+    ("debug", "pipe has no `debug` yet: `pipe compile` checks the project and profile, `pipe status` the warehouse"),
+    ("clone", "pipe has no `clone`: a deferred build reads production tables where they are"),
+    ("source", "use `pipe freshness` for `dbt source freshness`"),
+    ("environment", "pipe has no `environment` command"),
+];
+
+/// A command line clap refused: a dbt command pipe lacks says what pipe offers instead.
+fn parse_error(err: clap::Error) -> ExitCode {
+    if err.kind() == clap::error::ErrorKind::InvalidSubcommand {
+        let asked = std::env::args().nth(1).unwrap_or_default();
+        if let Some((_, instead)) = DBT_COMMANDS.iter().find(|(name, _)| *name == asked) {
+            eprintln!("error: `{asked}` is a dbt command; {instead}");
+            return ExitCode::from(2);
+        }
+    }
+    let _ = err.print();
+    match err.use_stderr() {
+        true => ExitCode::from(2),
+        false => ExitCode::SUCCESS,
+    }
+}
+
+/// Removes the project's `clean-targets` (dbt's key; default: the target folder). A path outside the project, or
+/// the warehouse unless it is listed by name, is never removed.
+fn run_clean(args: &CleanArgs) -> anyhow::Result<ExitCode> {
+    let (project, diagnostics) = crate::project::load_project(&args.project_dir);
+    let Ok(project) = project else {
+        for diagnostic in diagnostics.iter().filter(|d| d.is_error()) {
+            eprintln!("error: {}", diagnostic.message);
+        }
+        return Ok(ExitCode::from(2));
+    };
+    let root = project.root.canonicalize()?;
+    let mut code = ExitCode::SUCCESS;
+    for target in &project.config.clean_targets {
+        let path = root.join(target);
+        let Ok(resolved) = path.canonicalize() else {
+            eprintln!("{target}: not there, nothing to remove");
+            continue;
+        };
+        if !resolved.starts_with(&root) || resolved == root {
+            eprintln!("error: `{target}` is not a folder inside the project; it was not removed");
+            code = ExitCode::from(1);
+            continue;
+        }
+        std::fs::remove_dir_all(&resolved)?;
+        eprintln!("removed {target}");
+    }
+    Ok(code)
+}
+
 fn run_ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
     let (_compilation, manifest) = match compile_reported(&args.project)? {
         Ok(done) => done,
@@ -615,9 +692,22 @@ fn run_ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         })
+        .filter(|row| args.resource_type.is_empty() || args.resource_type.iter().any(|t| t == row.resource_type))
         .collect();
     let mut out = String::new();
     match args.output {
+        OutputFormat::Json if !args.output_keys.is_empty() => {
+            let rows: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|row| {
+                    let full = serde_json::to_value(row).unwrap_or_default();
+                    let kept = args.output_keys.iter().filter_map(|k| Some((k.clone(), full.get(k)?.clone())));
+                    serde_json::Value::Object(kept.collect())
+                })
+                .collect();
+            out = serde_json::to_string_pretty(&rows)?;
+            out.push('\n');
+        }
         OutputFormat::Json => {
             out = serde_json::to_string_pretty(&rows)?;
             out.push('\n');
@@ -651,13 +741,22 @@ pub(crate) fn write_stdout(text: &str) {
 }
 
 fn run_explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
-    match Code::from_str_any(&args.code) {
+    let Some(asked) = &args.code else {
+        let mut out = String::new();
+        for code in Code::ALL {
+            let summary = code.explanation().lines().next().unwrap_or_default();
+            out.push_str(&format!("{}  {:<28}  {summary}\n", code.id(), code.name()));
+        }
+        write_stdout(&out);
+        return Ok(ExitCode::SUCCESS);
+    };
+    match Code::from_str_any(asked) {
         Some(code) => {
             write_stdout(&format!("{} ({})\n\n{}\n", code.id(), code.name(), code.explanation()));
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            eprintln!("error: unknown diagnostic code `{}`", args.code);
+            eprintln!("error: unknown diagnostic code `{asked}` (`pipe explain` lists them all)");
             Ok(ExitCode::from(2))
         }
     }

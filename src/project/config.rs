@@ -78,6 +78,8 @@ pub struct ProjectConfig {
     pub seeds_tree: Value,
     /// The `snapshots:` config tree, as written.
     pub snapshots_tree: Value,
+    /// What `pipe clean` removes (`clean-targets`; default: the target folder).
+    pub clean_targets: Vec<String>,
     /// Where installed packages are (`packages-install-path`, `dbt_packages` by default).
     pub packages_install_path: String,
     /// `dispatch:`: for a macro namespace, the packages `adapter.dispatch` searches, in order.
@@ -152,6 +154,8 @@ pub(crate) struct RawProjectConfig {
     pub seeds: Option<Value>,
     #[serde(default)]
     pub snapshots: Option<Value>,
+    #[serde(default, rename = "clean-targets")]
+    pub clean_targets: Option<Vec<String>>,
     #[serde(default)]
     pub packages_install_path: Option<String>,
     #[serde(default)]
@@ -213,6 +217,7 @@ impl ProjectConfig {
         let from_vars =
             raw.vars.as_ref().and_then(|v| v.get("sql_dialect")).and_then(Value::as_str).map(str::to_string);
         let dialect = raw.sql_dialect.clone().or(from_vars);
+        let target_path = raw.target_path.clone().unwrap_or_else(|| "target".into());
         ProjectConfig {
             name: raw.name,
             file_name,
@@ -221,13 +226,14 @@ impl ProjectConfig {
             seed_paths: or(raw.seed_paths, "seeds"),
             test_paths: or(raw.test_paths, "tests"),
             snapshot_paths: or(raw.snapshot_paths, "snapshots"),
-            target_path: raw.target_path.unwrap_or_else(|| "target".into()),
+            target_path: target_path.clone(),
             warehouse: raw.warehouse.unwrap_or_else(|| "warehouse".into()),
             vars: raw.vars.unwrap_or_default(),
             layer_rules: raw.layer_rules.unwrap_or_default(),
             models_tree: raw.models.unwrap_or(Value::Null),
             seeds_tree: raw.seeds.unwrap_or(Value::Null),
             snapshots_tree: raw.snapshots.unwrap_or(Value::Null),
+            clean_targets: raw.clean_targets.unwrap_or_else(|| vec![target_path.clone()]),
             packages_install_path: raw.packages_install_path.unwrap_or_else(|| "dbt_packages".into()),
             dispatch: raw.dispatch.unwrap_or_default(),
             profile: raw.profile,
@@ -462,6 +468,7 @@ mod tests {
             models: Some(tree),
             seeds: None,
             snapshots: None,
+            clean_targets: None,
             packages_install_path: None,
             dispatch: None,
             profile: None,

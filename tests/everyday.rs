@@ -1,0 +1,54 @@
+//! The small commands dbt users type every day: `list` (with `--resource-type` and `--output-keys`), `parse`,
+//! `clean`, `explain` with no code, and dbt commands pipe lacks saying what to use instead.
+
+mod support;
+
+use support::{example_project, pipe, text};
+
+#[test]
+fn list_filters_by_resource_type_and_keeps_the_keys_asked_for() {
+    let dir = example_project();
+    let out =
+        pipe(dir.path(), &["list", "--resource-type", "seed", "-o", "json", "--output-keys", "name,resource_type"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert!(!rows.is_empty());
+    for row in rows {
+        assert_eq!(row["resource_type"], "seed");
+        assert_eq!(row.as_object().unwrap().len(), 2, "only the keys asked for: {row}");
+    }
+}
+
+#[test]
+fn parse_writes_the_manifest_and_clean_removes_the_target_folder_only() {
+    let dir = example_project();
+    assert!(pipe(dir.path(), &["parse"]).status.success());
+    assert!(dir.path().join("target/manifest.json").exists());
+    let out = pipe(dir.path(), &["clean"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!dir.path().join("target").exists());
+    assert!(dir.path().join("models").exists());
+    // A clean target outside the project is refused.
+    let outside = tempfile::tempdir().unwrap();
+    let name = outside.path().file_name().unwrap().to_string_lossy().to_string();
+    let config = std::fs::read_to_string(dir.path().join("pipe.yml")).unwrap();
+    std::fs::write(dir.path().join("pipe.yml"), format!("{config}\nclean-targets: ['../{name}']\n")).unwrap();
+    let out = pipe(dir.path(), &["clean"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("is not a folder inside the project"), "{}", text(&out.stderr));
+    assert!(outside.path().exists());
+}
+
+#[test]
+fn explain_lists_every_code_and_dbt_commands_say_what_to_use() {
+    let out = pipe(std::path::Path::new("."), &["explain"]);
+    assert!(out.status.success());
+    let listed = text(&out.stdout);
+    assert!(listed.contains("P0401  ref-not-found"), "{listed}");
+    let out = pipe(std::path::Path::new("."), &["run-operation", "grant_select"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("`run-operation` is a dbt command"), "{}", text(&out.stderr));
+    let out = pipe(std::path::Path::new("."), &["source", "freshness"]);
+    assert!(text(&out.stderr).contains("use `pipe freshness`"), "{}", text(&out.stderr));
+}

@@ -308,6 +308,8 @@ pub enum DiagnosticFormat {
     Short,
     /// One JSON object per line.
     Json,
+    /// GitHub Actions workflow commands (`::error file=...,line=...::message`): annotations on the pull request.
+    Github,
 }
 
 pub fn render(diagnostic: &Diagnostic, sources: &SourceMap, format: DiagnosticFormat, color: bool) -> String {
@@ -315,6 +317,7 @@ pub fn render(diagnostic: &Diagnostic, sources: &SourceMap, format: DiagnosticFo
         DiagnosticFormat::Human => render_human(diagnostic, sources, color),
         DiagnosticFormat::Short => render_short(diagnostic, sources),
         DiagnosticFormat::Json => render_json(diagnostic, sources),
+        DiagnosticFormat::Github => render_github(diagnostic, sources),
     }
 }
 
@@ -329,6 +332,27 @@ fn severity_word(severity: Severity) -> &'static str {
         Severity::Error => "error",
         Severity::Warning => "warning",
     }
+}
+
+/// A GitHub Actions annotation: `::error file=models/a.sql,line=3,col=8,title=P0401 ref-not-found::message`, with
+/// the escapes GitHub's workflow commands require (`%`, `\r`, `\n`; and `:`, `,` in properties).
+pub fn render_github(diagnostic: &Diagnostic, sources: &SourceMap) -> String {
+    let data = |text: &str| text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A");
+    let property = |text: &str| data(text).replace(':', "%3A").replace(',', "%2C");
+    let mut properties = Vec::new();
+    if let Some(label) = &diagnostic.primary {
+        let file = sources.get(label.file);
+        let (line, col) = file.line_col(label.span.start);
+        properties.push(format!("file={}", property(&file.display_path())));
+        properties.push(format!("line={line}"));
+        properties.push(format!("col={col}"));
+    }
+    properties.push(format!("title={}", property(&format!("{} {}", diagnostic.code.id(), diagnostic.code.name()))));
+    let mut message = diagnostic.message.clone();
+    if let Some(help) = &diagnostic.help {
+        message.push_str(&format!("\nhelp: {help}"));
+    }
+    format!("::{} {}::{}\n", severity_word(diagnostic.severity), properties.join(","), data(&message))
 }
 
 pub fn render_short(diagnostic: &Diagnostic, sources: &SourceMap) -> String {

@@ -52,3 +52,47 @@ fn explain_lists_every_code_and_dbt_commands_say_what_to_use() {
     let out = pipe(std::path::Path::new("."), &["source", "freshness"]);
     assert!(text(&out.stderr).contains("use `pipe freshness`"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn ci_output_github_annotations_and_a_junit_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let write = |path: &str, content: &str| {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    };
+    write("pipe.yml", "name: ci\n");
+    write("models/bronze/brz_ok.sql", "{{ config(materialized='table') }}\nselect 1 as id\n");
+    write("models/bronze/brz_bad.sql", "{{ config(materialized='table') }}\nselect cast('x' as int) as id\n");
+    write("models/silver/slv_after.sql", "{{ config(materialized='table') }}\nselect * from {{ ref('brz_bad') }}\n");
+    write(
+        "models/bronze/props.yml",
+        "models:\n  - name: brz_ok\n    columns:\n      - name: id\n        tests: [not_null, {accepted_values: {values: [2]}}]\n",
+    );
+    write("models/silver/slv_missing.sql", "select * from\n  {{ ref('nowhere') }}\n");
+
+    let out = pipe(root, &["compile", "--diagnostics", "github"]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.lines().any(|l| l.starts_with("::error file=models/silver/slv_missing.sql,line=2,")
+            && l.contains("title=P0401 ref-not-found::")),
+        "{stderr}"
+    );
+
+    let out = pipe(root, &["build"]);
+    assert_eq!(out.status.code(), Some(1));
+    let junit = std::fs::read_to_string(root.join("target/junit.xml")).unwrap();
+    assert!(junit.starts_with("<?xml"), "{junit}");
+    assert!(junit.contains("<testsuite name=\"pipe build\""), "{junit}");
+    assert!(junit.contains("name=\"bronze.brz_bad\"") && junit.contains("<failure message="), "{junit}");
+    assert!(junit.contains("name=\"silver.slv_after\"") && junit.contains("<skipped message="), "{junit}");
+    assert!(junit.contains("accepted_values"), "the tests are test cases: {junit}");
+
+    std::fs::remove_file(root.join("target/junit.xml")).unwrap();
+    let out = pipe(root, &["test"]);
+    assert_eq!(out.status.code(), Some(1));
+    let junit = std::fs::read_to_string(root.join("target/junit.xml")).unwrap();
+    assert!(junit.contains("<testsuite name=\"pipe test\""), "{junit}");
+    assert!(junit.contains("<failure"), "the accepted_values test fails: {junit}");
+}

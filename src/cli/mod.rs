@@ -275,7 +275,7 @@ fn resident_bytes() -> Option<u64> {
 // The library's option enums, as the CLI's flag values: the library does not depend on clap.
 impl clap::ValueEnum for DiagnosticFormat {
     fn value_variants<'a>() -> &'a [Self] {
-        &[DiagnosticFormat::Human, DiagnosticFormat::Short, DiagnosticFormat::Json]
+        &[DiagnosticFormat::Human, DiagnosticFormat::Short, DiagnosticFormat::Json, DiagnosticFormat::Github]
     }
 
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
@@ -286,6 +286,9 @@ impl clap::ValueEnum for DiagnosticFormat {
                 PossibleValue::new("short").help("One `file:line:col: severity[code]: message` line per diagnostic")
             }
             DiagnosticFormat::Json => PossibleValue::new("json").help("One JSON object per line"),
+            DiagnosticFormat::Github => {
+                PossibleValue::new("github").help("GitHub Actions annotations (`::error file=...,line=...::...`)")
+            }
         })
     }
 }

@@ -76,6 +76,11 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
         tests: outcomes.clone(),
         args: None,
     };
+    // The outcomes as a JUnit report too, for CI systems.
+    let target = super::target_dir(&compilation, &args.project);
+    if let Err(err) = results.write_junit(&target) {
+        eprintln!("warning: `junit.xml` not written: {err}");
+    }
     if let Err(err) = runtime.block_on(crate::warehouse::runs::record(&warehouse, &results)) {
         eprintln!("warning: test run not recorded in `pipe.test_runs`: {err}");
     }

@@ -167,11 +167,86 @@ impl RunResults {
         self.results.iter().filter(|r| r.status == status).count()
     }
 
+    /// Writes `run_results.json` and `junit.xml` to `target`.
     pub fn write(&self, target: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(target)?;
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         let text = crate::secrets::mask(&text).into_owned() + "\n";
-        crate::files::write_atomic(&target.join("run_results.json"), text.as_bytes())
+        crate::files::write_atomic(&target.join("run_results.json"), text.as_bytes())?;
+        self.write_junit(target)
+    }
+
+    /// Writes `junit.xml`: each node and each test a test case (an error a `<failure>`, a skipped node
+    /// `<skipped>`), for CI systems that read JUnit reports.
+    pub fn write_junit(&self, target: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(target)?;
+        let text = crate::secrets::mask(&self.junit()).into_owned();
+        crate::files::write_atomic(&target.join("junit.xml"), text.as_bytes())
+    }
+
+    /// The results as a JUnit XML report.
+    pub fn junit(&self) -> String {
+        fn escape(text: &str) -> String {
+            text.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+                .replace('\'', "&apos;")
+        }
+        let mut cases = Vec::new();
+        let (mut failures, mut skipped) = (0, 0);
+        for node in &self.results {
+            let body = match node.status {
+                NodeStatus::Success => String::new(),
+                NodeStatus::Error => {
+                    failures += 1;
+                    let message = node.message.as_deref().unwrap_or("failed");
+                    let first = message.lines().next().unwrap_or_default();
+                    format!("<failure message=\"{}\">{}</failure>", escape(first), escape(message))
+                }
+                NodeStatus::Skipped => {
+                    skipped += 1;
+                    format!("<skipped message=\"{}\"/>", escape(node.message.as_deref().unwrap_or("skipped")))
+                }
+            };
+            cases.push(format!(
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\">{body}</testcase>",
+                escape(&node.materialized),
+                escape(&node.relation),
+                node.timing.total_seconds
+            ));
+        }
+        let tests = self.results.iter().flat_map(|n| &n.tests).chain(&self.tests);
+        let mut count = self.results.len();
+        for test in tests {
+            count += 1;
+            let body = match test.status {
+                TestStatus::Pass => String::new(),
+                TestStatus::Warn => {
+                    format!("<system-out>{}</system-out>", escape(test.message.as_deref().unwrap_or("")))
+                }
+                TestStatus::Fail | TestStatus::Error => {
+                    failures += 1;
+                    let message = test.message.as_deref().unwrap_or("failed");
+                    let first = message.lines().next().unwrap_or_default();
+                    format!("<failure message=\"{}\">{}</failure>", escape(first), escape(message))
+                }
+            };
+            cases.push(format!(
+                "    <testcase classname=\"test\" name=\"{}\" time=\"{:.3}\">{body}</testcase>",
+                escape(&test.name),
+                test.seconds
+            ));
+        }
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"pipe\" tests=\"{count}\" \
+             failures=\"{failures}\" time=\"{:.3}\">\n  <testsuite name=\"pipe {}\" tests=\"{count}\" \
+             failures=\"{failures}\" skipped=\"{skipped}\" time=\"{:.3}\">\n{}\n  </testsuite>\n</testsuites>\n",
+            self.elapsed_seconds,
+            self.args.as_ref().and_then(|a| a.get("which")).and_then(|w| w.as_str()).unwrap_or("test"),
+            self.elapsed_seconds,
+            cases.join("\n")
+        )
     }
 }
 

@@ -63,6 +63,9 @@ pub(super) fn run(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
         settle: None,
         openlineage_url: args.openlineage_url.clone(),
         openlineage_deadline: std::time::Duration::from_secs(10),
+        defer: false,
+        favor_state: false,
+        defer_warehouse: None,
     };
     run_with(&build, Scope::Run, Some(Backfill { dry_run: args.dry_run }))
 }

@@ -71,6 +71,16 @@ pub struct BuildArgs {
     /// past it they are only in `target/openlineage.ndjson`.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub openlineage_deadline: std::time::Duration,
+    /// Slim CI: a selected model's unselected upstreams that this warehouse lacks are read from the warehouse of
+    /// `--state` (production's), never built nor written.
+    #[arg(long, requires = "state")]
+    pub defer: bool,
+    /// With `--defer`: read those upstreams from the state's warehouse even when this warehouse has them.
+    #[arg(long, requires = "defer")]
+    pub favor_state: bool,
+    /// With `--defer`: the state's warehouse (default: the `warehouse` its manifest names, beside the state folder).
+    #[arg(long, requires = "defer")]
+    pub defer_warehouse: Option<std::path::PathBuf>,
 }
 
 /// `pipe seed`: only the flags that mean something for seeds.
@@ -139,6 +149,9 @@ impl SeedArgs {
             settle: None,
             openlineage_url: None,
             openlineage_deadline: std::time::Duration::from_secs(10),
+            defer: false,
+            favor_state: false,
+            defer_warehouse: None,
         }
     }
 }
@@ -251,6 +264,61 @@ pub(super) fn retry(args: &RetryArgs) -> anyhow::Result<ExitCode> {
     .build_args();
     build.fail_fast = flag("fail_fast");
     run(&build, scope)
+}
+
+/// `--defer`: the upstreams of the selection that are not selected, to be read from the state's warehouse (those
+/// this warehouse lacks, or all with `--favor-state`).
+fn deferred(
+    args: &BuildArgs,
+    manifest: &crate::manifest::Manifest,
+    selected: &[String],
+) -> Result<Vec<run::Deferred>, String> {
+    use crate::project::Materialization;
+    let Some(state_dir) = &args.select.state else { return Err("`--defer` needs `--state <folder>`".into()) };
+    let manifest_path = if state_dir.is_dir() { state_dir.join("manifest.json") } else { state_dir.clone() };
+    let state = crate::manifest::Manifest::read(&manifest_path)
+        .map_err(|e| format!("cannot read the state manifest `{}`: {e}", manifest_path.display()))?;
+    let warehouse = match &args.defer_warehouse {
+        Some(dir) => dir.clone(),
+        None => {
+            let folder = manifest_path.parent().and_then(|p| p.parent()).unwrap_or(std::path::Path::new("."));
+            folder.join(&state.project.warehouse)
+        }
+    };
+    if !warehouse.is_dir() {
+        return Err(format!(
+            "the state's warehouse `{}` does not exist; name it with `--defer-warehouse`",
+            warehouse.display()
+        ));
+    }
+    let local = args.project.project_dir.join(&manifest.project.warehouse);
+    let chosen: std::collections::BTreeSet<&str> = selected.iter().map(String::as_str).collect();
+    let mut upstream = std::collections::BTreeSet::new();
+    let mut frontier: Vec<&str> = selected.iter().map(String::as_str).collect();
+    while let Some(id) = frontier.pop() {
+        for (up, down) in &manifest.edges {
+            if down == id && upstream.insert(up.as_str()) {
+                frontier.push(up.as_str());
+            }
+        }
+    }
+    let mut deferred = Vec::new();
+    for id in upstream.into_iter().filter(|id| !chosen.contains(id)) {
+        let (Some(node), Some(there)) = (manifest.nodes.get(id), state.nodes.get(id)) else { continue };
+        if matches!(node.materialized, Materialization::Ephemeral | Materialization::View | Materialization::External) {
+            continue;
+        }
+        let here = crate::warehouse::Warehouse::open(&local).ok().is_some_and(|w| w.has_table(&node.relation));
+        if here && !args.favor_state {
+            continue;
+        }
+        deferred.push(run::Deferred {
+            relation: node.relation.clone(),
+            relation_there: there.relation.clone(),
+            warehouse: warehouse.clone(),
+        });
+    }
+    Ok(deferred)
 }
 
 /// The project's `target-path` (without compiling it).
@@ -387,6 +455,16 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
         backfill_id,
         runtime: &runtime,
         render_at_build: compilation.render_at_build.take(),
+        deferred: match args.defer {
+            true => match deferred(args, &manifest, &selected) {
+                Ok(deferred) => deferred,
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    return Ok(ExitCode::from(2));
+                }
+            },
+            false => Vec::new(),
+        },
         invocation: serde_json::json!({
             "which": scope.as_str(),
             "select": args.select.select,
@@ -428,6 +506,8 @@ pub(super) struct Cycle<'a> {
     pub render_at_build: Option<std::sync::Arc<crate::compile::BuildRenderer>>,
     /// The command and flags, for `run_results.json`.
     pub invocation: serde_json::Value,
+    /// `--defer`: the unselected upstream relations read from the state's warehouse.
+    pub deferred: Vec<run::Deferred>,
 }
 
 impl Cycle<'_> {
@@ -496,6 +576,7 @@ impl Cycle<'_> {
             selected: self.selected.to_vec(),
             options: BuildOptions {
                 invocation: Some(self.invocation.clone()),
+                deferred: self.deferred.clone(),
                 threads: self.threads,
                 full_refresh: args.full_refresh,
                 fail_fast: args.fail_fast,

@@ -522,6 +522,36 @@ fn read_state(select: &SelectArgs) -> anyhow::Result<Option<Manifest>> {
     Manifest::read(&path).map(Some).map_err(|e| anyhow::anyhow!("cannot read state manifest `{}`: {e}", path.display()))
 }
 
+/// The `--state` run's result per node (`run_results.json` beside the state's manifest): `success`, `error`,
+/// `skipped`, or `fail` / `warn` when a test of the node failed or warned.
+fn read_state_results(select: &SelectArgs) -> Option<BTreeMap<String, String>> {
+    let dir = select.state.as_ref()?;
+    let dir = if dir.is_dir() { dir.clone() } else { dir.parent()?.to_path_buf() };
+    let results: crate::run::RunResults =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("run_results.json")).ok()?).ok()?;
+    Some(
+        results
+            .results
+            .iter()
+            .map(|r| {
+                let test = |status| r.tests.iter().any(|t| t.status == status);
+                let word = if test(crate::quality::TestStatus::Fail) {
+                    "fail"
+                } else if r.status == crate::run::NodeStatus::Error {
+                    "error"
+                } else if r.status == crate::run::NodeStatus::Skipped {
+                    "skipped"
+                } else if test(crate::quality::TestStatus::Warn) {
+                    "warn"
+                } else {
+                    "success"
+                };
+                (r.unique_id.clone(), word.to_string())
+            })
+            .collect(),
+    )
+}
+
 /// Selected unique ids in topological order, or the exit code after reporting a selector error.
 fn selected_ids(
     manifest: &Manifest,
@@ -531,7 +561,8 @@ fn selected_ids(
     let state = read_state(select)?;
     let graph = SelectableGraph::new(manifest);
     let sources = SourceMap::default();
-    match graph.select(manifest, &select.select, &select.exclude, state.as_ref()) {
+    let results = read_state_results(select);
+    match graph.select(manifest, &select.select, &select.exclude, state.as_ref(), results.as_ref()) {
         Ok(selection) => {
             let warnings: Vec<Diagnostic> = selection
                 .unmatched

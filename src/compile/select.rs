@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::graph::selector::{self, NodeFacts, ResourceType, SelectError, Selection, StateChange};
+use crate::graph::selector::{self, Modified, NodeFacts, ResourceType, SelectError, Selection, StateChange};
 use crate::graph::{Dag, NodeId};
 use crate::manifest::{Manifest, NodeKind};
 use crate::project::{ConfigMap, Layer};
@@ -25,13 +25,15 @@ impl SelectableGraph {
         SelectableGraph { ids, dag, order }
     }
 
-    /// Applies `--select`/`--exclude`; `state` is the previous manifest for `state:` methods.
+    /// Applies `--select`/`--exclude`; `state` is the previous manifest for `state:` methods, `results` the
+    /// `--state` run's result per node (`success`, `error`, `skipped`, `fail`, `warn`) for `result:`.
     pub fn select(
         &self,
         manifest: &Manifest,
         select: &[String],
         exclude: &[String],
         state: Option<&Manifest>,
+        results: Option<&BTreeMap<String, String>>,
     ) -> Result<Selection, SelectError> {
         let empty_tags: Vec<String> = Vec::new();
         let empty_config = ConfigMap::new();
@@ -40,9 +42,15 @@ impl SelectableGraph {
             .iter()
             .map(|id| {
                 if let Some(node) = manifest.nodes.get(id) {
+                    let modified = match state.and_then(|previous| Some((previous, previous.nodes.get(id)?))) {
+                        Some((previous, old)) => modified(previous, old, manifest, node),
+                        None => Modified::default(),
+                    };
                     let state = state.map(|previous| match previous.nodes.get(id) {
                         None => StateChange::New,
-                        Some(old) if old.checksum != node.checksum => StateChange::Modified,
+                        Some(old) if old.checksum != node.checksum || modified != Modified::default() => {
+                            StateChange::Modified
+                        }
                         Some(_) => StateChange::Unchanged,
                     });
                     NodeFacts {
@@ -59,6 +67,8 @@ impl SelectableGraph {
                         config: &node.config,
                         source: None,
                         state,
+                        modified,
+                        result: results.and_then(|r| r.get(id)).map(String::as_str),
                     }
                 } else {
                     let source = &manifest.sources[id];
@@ -77,10 +87,36 @@ impl SelectableGraph {
                         config: &empty_config,
                         source: Some((&source.source_name, &source.name)),
                         state,
+                        modified: Modified::default(),
+                        result: None,
                     }
                 }
             })
             .collect();
         selector::select(select, exclude, &self.dag, &facts, &self.order)
+    }
+}
+
+/// What changed in `node` since `old` (in the manifest `previous`).
+fn modified(
+    previous: &Manifest,
+    old: &crate::manifest::Node,
+    manifest: &Manifest,
+    node: &crate::manifest::Node,
+) -> Modified {
+    fn contract_of(n: &crate::manifest::Node) -> (bool, Vec<(&String, &Option<String>)>) {
+        let enforced = n.settings.contract_enforced;
+        let columns = match enforced {
+            true => n.columns.values().map(|c| (&c.name, &c.data_type)).collect(),
+            false => Vec::new(),
+        };
+        (enforced, columns)
+    }
+    let macro_checksum = |m: &Manifest, id: &str| m.macros.get(id).map(|x| x.checksum.clone());
+    Modified {
+        body: old.raw_sql != node.raw_sql,
+        configs: old.config != node.config,
+        contract: contract_of(old) != contract_of(node),
+        macros: node.depends_on.macros.iter().any(|m| macro_checksum(previous, m) != macro_checksum(manifest, m)),
     }
 }

@@ -40,6 +40,18 @@ pub enum StateChange {
     Unchanged,
 }
 
+/// What changed in a modified node (`state:modified.body|configs|contract|macros`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Modified {
+    /// Its SQL (or seed file) as written.
+    pub body: bool,
+    pub configs: bool,
+    /// Its contract: enforced or not, and the declared columns when enforced.
+    pub contract: bool,
+    /// A macro it calls.
+    pub macros: bool,
+}
+
 /// What selection methods can see of a node. No SQL.
 #[derive(Debug, Clone)]
 pub struct NodeFacts<'a> {
@@ -55,6 +67,10 @@ pub struct NodeFacts<'a> {
     pub source: Option<(&'a str, &'a str)>,
     /// `None` when no `--state` manifest was given.
     pub state: Option<StateChange>,
+    /// What changed, when `state` is `Modified`.
+    pub modified: Modified,
+    /// Its status in the `--state` run's results (`success`, `error`, `skipped`, `fail`, `warn`), for `result:`.
+    pub result: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +90,7 @@ enum Method {
     Config(String, String),
     Source(String),
     State(String),
+    Result(String),
     ResourceType(String),
 }
 
@@ -86,7 +103,14 @@ struct Atom {
     children: Option<Option<usize>>,
 }
 
-const METHODS: &[&str] = &["tag", "layer", "path", "config.<key>", "source", "state", "resource_type", "fqn"];
+const METHODS: &[&str] = &["tag", "layer", "path", "config.<key>", "source", "state", "result", "resource_type", "fqn"];
+
+/// `state:` values.
+const STATES: &[&str] =
+    &["new", "modified", "modified.body", "modified.configs", "modified.contract", "modified.macros"];
+
+/// `result:` values: a node's status in the `--state` run, or its tests' (`fail`, `warn`).
+const RESULTS: &[&str] = &["success", "error", "skipped", "fail", "warn"];
 
 fn parse_atom(text: &str) -> Result<Atom, String> {
     let mut rest = text;
@@ -129,8 +153,12 @@ fn parse_atom(text: &str) -> Result<Atom, String> {
                 "layer" => Method::Layer(value),
                 "path" => Method::Path(value),
                 "source" => Method::Source(value),
-                "state" if value == "modified" || value == "new" => Method::State(value),
-                "state" => return Err(format!("unknown state `{value}`; use `state:modified` or `state:new`")),
+                "state" if STATES.contains(&value.as_str()) => Method::State(value),
+                "state" => {
+                    return Err(format!("unknown state `{value}`; use one of `{}`", STATES.join("`, `")));
+                }
+                "result" if RESULTS.contains(&value.as_str()) => Method::Result(value),
+                "result" => return Err(format!("unknown result `{value}`; use one of `{}`", RESULTS.join("`, `"))),
                 "resource_type" => Method::ResourceType(value),
                 "fqn" => Method::Name(value.rsplit('.').next().unwrap_or(&value).to_string()),
                 m if m.starts_with("config.") && m.len() > "config.".len() => {
@@ -185,9 +213,20 @@ fn matches(method: &Method, facts: &NodeFacts<'_>) -> Result<bool, ()> {
         },
         Method::State(which) => match facts.state {
             None => return Err(()),
-            Some(StateChange::New) => which == "new" || which == "modified",
-            Some(StateChange::Modified) => which == "modified",
+            Some(StateChange::New) => which == "new" || which.starts_with("modified"),
+            Some(StateChange::Modified) => match which.as_str() {
+                "modified" => true,
+                "modified.body" => facts.modified.body,
+                "modified.configs" => facts.modified.configs,
+                "modified.contract" => facts.modified.contract,
+                "modified.macros" => facts.modified.macros,
+                _ => false,
+            },
             Some(StateChange::Unchanged) => false,
+        },
+        Method::Result(which) => match facts.state {
+            None => return Err(()),
+            Some(_) => facts.result == Some(which.as_str()),
         },
         Method::ResourceType(kind) => facts.resource_type.as_str() == kind,
     })
@@ -373,6 +412,8 @@ mod tests {
                 config,
                 source: (*kind == ResourceType::Source).then_some(("raw", name.as_str())),
                 state: state.map(|s| s[i]),
+                modified: Modified::default(),
+                result: None,
             })
             .collect();
         let topo = dag.topological_order(|n| n.0);
@@ -427,6 +468,8 @@ mod tests {
                 config,
                 source: None,
                 state: None,
+                modified: Modified::default(),
+                result: None,
             })
             .collect();
         let err = select_expr("colour:red", &dag, &facts).unwrap_err();
@@ -434,7 +477,7 @@ mod tests {
             err,
             SelectError::Invalid {
                 selector: "colour:red".into(),
-                reason: "unknown selector method `colour`; known methods: tag, layer, path, config.<key>, source, state, resource_type, fqn".into()
+                reason: "unknown selector method `colour`; known methods: tag, layer, path, config.<key>, source, state, result, resource_type, fqn".into()
             }
         );
         assert_eq!(

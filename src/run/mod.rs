@@ -14,7 +14,7 @@ pub mod session;
 pub mod sources;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,6 +34,8 @@ pub use crate::warehouse::{clean_datafusion_message, RunError};
 pub struct BuildOptions {
     /// The command and flags that started the run, recorded in `run_results.json` (`pipe retry` repeats them).
     pub invocation: Option<serde_json::Value>,
+    /// `--defer`: relations read from another warehouse (production's) instead of this one; never written.
+    pub deferred: Vec<Deferred>,
     pub threads: usize,
     pub full_refresh: bool,
     pub fail_fast: bool,
@@ -91,6 +93,34 @@ pub trait BuildEvents: Send + Sync + std::fmt::Debug {
 
     /// Progress inside the model `model` (a microbatch model's batches).
     fn progress(&self, _model: &str, _message: &str) {}
+}
+
+/// A relation a deferred build reads from another warehouse: `relation` here is `relation_there` in the warehouse at
+/// `warehouse`.
+#[derive(Debug, Clone)]
+pub struct Deferred {
+    pub relation: String,
+    pub relation_there: String,
+    pub warehouse: PathBuf,
+}
+
+/// Registers each deferred relation as the other warehouse's table (read only: nothing there is written).
+async fn register_deferred(ctx: &SessionContext, deferred: &[Deferred]) -> Result<(), RunError> {
+    let mut opened: BTreeMap<PathBuf, Warehouse> = BTreeMap::new();
+    for defer in deferred {
+        if !opened.contains_key(&defer.warehouse) {
+            opened.insert(defer.warehouse.clone(), Warehouse::open(&defer.warehouse)?);
+        }
+        let warehouse = &opened[&defer.warehouse];
+        let Some(table) = warehouse.load(&defer.relation_there).await? else {
+            return Err(RunError::NotATable {
+                relation: format!("{} (in {})", defer.relation_there, defer.warehouse.display()),
+            });
+        };
+        let _ = ctx.deregister_table(defer.relation.as_str());
+        ctx.register_table(defer.relation.as_str(), warehouse.provider(&table).await?)?;
+    }
+    Ok(())
 }
 
 /// Ends the process at once (as a kill would) when `abort@<model>:<moment>` is among the failpoints.
@@ -399,6 +429,7 @@ async fn run_nodes(
     let manifest = request.manifest;
     let (ctx, warehouse, source_errors) =
         open_session(manifest, request.project_root, request.options.memory_limit).await?;
+    register_deferred(&ctx, &request.options.deferred).await?;
 
     // Ephemeral models never run; they are inlined into their readers.
     let runnable: Vec<&str> = request

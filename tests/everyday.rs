@@ -96,3 +96,16 @@ fn ci_output_github_annotations_and_a_junit_report() {
     assert!(junit.contains("<testsuite name=\"pipe test\""), "{junit}");
     assert!(junit.contains("<failure"), "the accepted_values test fails: {junit}");
 }
+
+#[test]
+fn compile_with_a_selection_prints_the_compiled_sql() {
+    let dir = example_project();
+    let out = pipe(dir.path(), &["compile", "-s", "gld_daily_revenue"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let sql = text(&out.stdout);
+    assert!(sql.contains("group by order_date"), "{sql}");
+    assert!(!sql.contains("{{"), "rendered: {sql}");
+    // Without a selection, compile prints no SQL.
+    let out = pipe(dir.path(), &["compile"]);
+    assert!(text(&out.stdout).trim().is_empty(), "{}", text(&out.stdout));
+}

@@ -619,6 +619,24 @@ fn run_compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         display_path(&target.join("manifest.json"))
     );
+    // `pipe compile -s m`: the selected models' compiled SQL on stdout, as `dbt compile -s m` prints it.
+    if !args.select.select.is_empty() {
+        let mut out = String::new();
+        for node in selected.iter().filter_map(|id| manifest.nodes.get(id)) {
+            if node.resource_type == crate::manifest::NodeKind::Seed {
+                continue;
+            }
+            if selected.len() > 1 {
+                out.push_str(&format!("-- {}\n", node.unique_id));
+            }
+            out.push_str(node.compiled_sql.trim_end());
+            out.push_str("\n\n");
+        }
+        write_stdout(&crate::secrets::mask(out.trim_end()));
+        if !out.is_empty() {
+            write_stdout("\n");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -99,15 +99,7 @@ fn state_modified_says_what_changed_and_result_selects_by_the_last_run() {
     // `result:` reads the state's run results.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let write = |path: &str, content: &str| {
-        let path = root.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    };
-    write("pipe.yml", "name: results\n");
-    write("models/bronze/brz_ok.sql", "{{ config(materialized='table') }}\nselect 1 as id\n");
-    write("models/bronze/brz_bad.sql", "{{ config(materialized='table') }}\nselect cast('x' as int) as id\n");
-    write("models/silver/slv_after.sql", "{{ config(materialized='table') }}\nselect * from {{ ref('brz_bad') }}\n");
+    support::write_files(root, support::FAILING_RUN);
     assert_eq!(pipe(root, &["build"]).status.code(), Some(1));
     let last = root.join("target").to_str().unwrap().to_string();
     let out = pipe(root, &["ls", "-s", "result:error", "result:skipped", "--state", &last]);

@@ -57,20 +57,17 @@ fn explain_lists_every_code_and_dbt_commands_say_what_to_use() {
 fn ci_output_github_annotations_and_a_junit_report() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let write = |path: &str, content: &str| {
-        let path = root.join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    };
-    write("pipe.yml", "name: ci\n");
-    write("models/bronze/brz_ok.sql", "{{ config(materialized='table') }}\nselect 1 as id\n");
-    write("models/bronze/brz_bad.sql", "{{ config(materialized='table') }}\nselect cast('x' as int) as id\n");
-    write("models/silver/slv_after.sql", "{{ config(materialized='table') }}\nselect * from {{ ref('brz_bad') }}\n");
-    write(
-        "models/bronze/props.yml",
-        "models:\n  - name: brz_ok\n    columns:\n      - name: id\n        tests: [not_null, {accepted_values: {values: [2]}}]\n",
+    support::write_files(root, support::FAILING_RUN);
+    support::write_files(
+        root,
+        &[
+            (
+                "models/bronze/props.yml",
+                "models:\n  - name: brz_ok\n    columns:\n      - name: id\n        tests: [not_null, {accepted_values: {values: [2]}}]\n",
+            ),
+            ("models/silver/slv_missing.sql", "select * from\n  {{ ref('nowhere') }}\n"),
+        ],
     );
-    write("models/silver/slv_missing.sql", "select * from\n  {{ ref('nowhere') }}\n");
 
     let out = pipe(root, &["compile", "--diagnostics", "github"]);
     let stderr = text(&out.stderr);

@@ -5,26 +5,12 @@ mod support;
 
 use support::{pipe, text};
 
-fn write(dir: &std::path::Path, path: &str, content: &str) {
-    let path = dir.join(path);
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, content).unwrap();
-}
-
 #[test]
 fn retry_reruns_the_failed_and_skipped_nodes_with_the_last_command() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    write(root, "pipe.yml", "name: again\n");
-    write(root, "seeds/codes.csv", "code\na\n");
-    write(root, "models/bronze/brz_ok.sql", "{{ config(materialized='table') }}\nselect 1 as id\n");
-    // Fails when it runs (not at compile): the text is not a number.
-    write(root, "models/bronze/brz_bad.sql", "{{ config(materialized='table') }}\nselect cast('x' as int) as id\n");
-    write(
-        root,
-        "models/silver/slv_after.sql",
-        "{{ config(materialized='table') }}\nselect * from {{ ref('brz_bad') }}\n",
-    );
+    support::write_files(root, support::FAILING_RUN);
+    support::write_files(root, &[("seeds/codes.csv", "code\na\n")]);
 
     let out = pipe(root, &["run", "--threads", "1"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -33,7 +19,10 @@ fn retry_reruns_the_failed_and_skipped_nodes_with_the_last_command() {
     assert_eq!(results["args"]["which"], "run");
     assert_eq!(results["args"]["threads"], 1);
 
-    write(root, "models/bronze/brz_bad.sql", "{{ config(materialized='table') }}\nselect 2 as id\n");
+    support::write_files(
+        root,
+        &[("models/bronze/brz_bad.sql", "{{ config(materialized='table') }}\nselect 2 as id\n")],
+    );
     let out = pipe(root, &["retry"]);
     let said = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{said}");
@@ -51,7 +40,7 @@ fn retry_reruns_the_failed_and_skipped_nodes_with_the_last_command() {
 #[test]
 fn retry_without_a_previous_run_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "pipe.yml", "name: fresh\n");
+    support::write_files(dir.path(), &[("pipe.yml", "name: fresh\n")]);
     let out = pipe(dir.path(), &["retry"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("there is no run to retry"), "{}", text(&out.stderr));

@@ -53,11 +53,7 @@ const FILES: &[(&str, &str)] = &[
 
 fn project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for (path, text) in FILES {
-        let path = dir.path().join(path);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
+    support::write_files(dir.path(), FILES);
     dir
 }
 

@@ -51,6 +51,24 @@ pub fn pipe(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// A project whose run fails in one model: `brz_ok` builds, `brz_bad` fails when it runs (not at compile), and
+/// `slv_after`, which reads it, is skipped.
+pub const FAILING_RUN: &[(&str, &str)] = &[
+    ("pipe.yml", "name: failing\n"),
+    ("models/bronze/brz_ok.sql", "{{ config(materialized='table') }}\nselect 1 as id\n"),
+    ("models/bronze/brz_bad.sql", "{{ config(materialized='table') }}\nselect cast('x' as int) as id\n"),
+    ("models/silver/slv_after.sql", "{{ config(materialized='table') }}\nselect * from {{ ref('brz_bad') }}\n"),
+];
+
+/// Writes `files` (path relative to `dir`, text) into `dir`, creating folders.
+pub fn write_files(dir: &Path, files: &[(&str, &str)]) {
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

@@ -220,7 +220,7 @@ async fn apply(
 }
 
 /// The outcome of a run that wrote nothing (an empty batch, a batch already committed): the table as it is.
-async fn nothing_written(
+pub(super) async fn nothing_written(
     cx: &ModelContext<'_>,
     table: &deltalake::DeltaTable,
     note: String,

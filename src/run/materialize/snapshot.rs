@@ -19,6 +19,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 
+use super::incremental::nothing_written;
 use super::{plan, Materialize, ModelContext, Outcome};
 use crate::project::settings::{HardDeletes, SnapshotSettings, SnapshotStrategy};
 use crate::project::Materialization;
@@ -372,28 +373,6 @@ async fn add_new_columns(
         .with_commit_properties(CommitProperties::default().with_metadata(cx.commit_metadata()))
         .await
         .map_err(|e| RunError::write(&cx.node.name, e))
-}
-
-/// The outcome of a run that changed nothing: the table as it is.
-async fn nothing_written(
-    cx: &ModelContext<'_>,
-    table: &deltalake::DeltaTable,
-    note: String,
-    plan_time: std::time::Duration,
-    started: Instant,
-) -> Result<Outcome, RunError> {
-    let commit = cx.warehouse.last_commit(table).await?;
-    Ok(Outcome {
-        rows_written: Some(0),
-        delta_version: Some(commit.version),
-        provider: Some(cx.warehouse.provider(table).await?),
-        note: Some(note),
-        plan_time,
-        write_time: started.elapsed(),
-        execute_time: commit.execute_time,
-        tests: None,
-        rows_read: None,
-    })
 }
 
 fn digest(parts: &[&str]) -> String {

@@ -118,11 +118,16 @@ impl ScalarUDFImpl for TimestampTextUdf {
             .ok_or_else(|| datafusion::error::DataFusionError::Internal("not a timestamp".into()))?;
         let texts: StringArray = micros.iter().map(|value| value.map(timestamp_text)).collect();
         let result: ArrayRef = Arc::new(texts);
-        Ok(match arg {
-            ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?),
-            ColumnarValue::Array(_) => ColumnarValue::Array(result),
-        })
+        like(arg, result)
     }
+}
+
+/// `result` in the shape of the argument it was computed from: a scalar for a scalar, else the array.
+fn like(arg: &ColumnarValue, result: ArrayRef) -> Result<ColumnarValue> {
+    Ok(match arg {
+        ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?),
+        ColumnarValue::Array(_) => ColumnarValue::Array(result),
+    })
 }
 
 /// Microseconds since the epoch as DuckDB writes a timestamp.
@@ -167,10 +172,7 @@ impl ScalarUDFImpl for IntervalTextUdf {
         let Some(result) = intervals_as_text(&array) else {
             return plan_err!("duckdb_interval_text takes an interval, not {}", array.data_type());
         };
-        Ok(match arg {
-            ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?),
-            ColumnarValue::Array(_) => ColumnarValue::Array(result),
-        })
+        like(arg, result)
     }
 }
 

@@ -134,20 +134,38 @@ fn thread_count_does_not_change_results() {
     assert_eq!(dump(one.path()), dump(four.path()));
 }
 
+/// `--log-format json` lines are dbt's structured logs: `info.name`/`code`/`msg`/`level`, `data.node_info`.
 #[test]
-fn json_log_format_is_one_object_per_node() {
+fn json_log_format_is_one_dbt_shaped_event_per_node() {
     let dir = example_project();
     let output = pipe(dir.path(), &["run", "-s", "slv_orders+", "--log-format", "json"]);
     // `run` skips seeds and the upstream bronze tables do not exist yet: slv_orders fails and its readers skip.
     assert_eq!(output.status.code(), Some(1));
     let lines: Vec<serde_json::Value> =
         text(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let statuses: Vec<(&str, &str)> =
-        lines[..lines.len() - 1].iter().map(|l| (l["name"].as_str().unwrap(), l["status"].as_str().unwrap())).collect();
-    assert_eq!(statuses[0], ("slv_orders", "error"));
-    assert_eq!(statuses.len(), 4);
-    assert!(statuses[1..].iter().all(|(_, s)| *s == "skipped"), "{statuses:?}");
-    assert_eq!(lines.last().unwrap()["error"], 1);
+    let events: Vec<(&str, &str, &str)> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| {
+            let info = &l["info"];
+            (
+                info["name"].as_str().unwrap(),
+                l["data"]["node_info"]["node_name"].as_str().unwrap(),
+                info["level"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(events[0], ("LogModelResult", "slv_orders", "error"));
+    assert_eq!(events.len(), 4);
+    assert!(events[1..].iter().all(|(name, _, _)| *name == "SkippingDetails"), "{events:?}");
+    assert!(lines[0]["info"]["msg"]
+        .as_str()
+        .unwrap()
+        .starts_with("1 of 4 ERROR creating sql table model silver.slv_orders"));
+    assert_eq!(lines[0]["info"]["code"], "Q012");
+    assert_eq!(lines[0]["data"]["node_info"]["node_status"], "error");
+    let stats = lines.last().unwrap();
+    assert_eq!(stats["info"]["name"], "StatsLine");
+    assert_eq!(stats["info"]["msg"], "Done. PASS=0 WARN=0 ERROR=1 SKIP=3 TOTAL=4");
 }
 
 /// A `table` model is written by one Parquet writer per partition of its query (one or more, as DataFusion splits the scan), all

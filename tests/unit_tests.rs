@@ -134,3 +134,48 @@ fn a_unit_test_of_an_input_the_model_does_not_read_fails_at_compile() {
     assert!(said.contains("unit test `totals_per_customer` gives rows for"), "{said}");
     assert!(said.contains("`ref('brz_orders')`, which model") && said.contains("does not read"), "{said}");
 }
+
+/// `overrides.vars` and `overrides.env_vars`: the test runs the model rendered with them, not the project's.
+#[test]
+fn overrides_of_vars_and_env_vars_render_the_model_with_them() {
+    let dir = project();
+    support::write_files(
+        dir.path(),
+        &[
+            (
+                "models/silver/slv_large.sql",
+                "{{ config(materialized='table') }}\n\
+                 select id, '{{ env_var('PIPE_UNIT_REGION', 'eu') }}' as region from {{ ref('brz_orders') }}\n\
+                 where amount >= {{ var('large_from', 100) }}\n",
+            ),
+            (
+                "models/silver/large_units.yml",
+                "unit_tests:\n\
+                 \x20 - name: large_from_an_overridden_var\n\
+                 \x20   model: slv_large\n\
+                 \x20   overrides:\n\
+                 \x20     vars: {large_from: 7}\n\
+                 \x20     env_vars: {PIPE_UNIT_REGION: us}\n\
+                 \x20   given:\n\
+                 \x20     - input: ref('brz_orders')\n\
+                 \x20       rows: [{id: 1, amount: 10.5}, {id: 2, amount: 3}, {id: 3, amount: 7}]\n\
+                 \x20   expect:\n\
+                 \x20     rows: [{id: 1, region: us}, {id: 3, region: us}]\n",
+            ),
+        ],
+    );
+    let (code, said) = output(dir.path(), &["test", "-s", "test_type:unit", "slv_large"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("PASS  large_from_an_overridden_var"), "{said}");
+    // The model itself is built with the project's values: no order reaches 100, the region is the default.
+    let (code, said) = output(dir.path(), &["build", "-s", "+slv_large"]);
+    assert_eq!(code, Some(0), "{said}");
+    let (_, rows) = output(dir.path(), &["query", "select count(*) as n from silver.slv_large", "-o", "csv"]);
+    assert!(rows.starts_with("n\n0\n"), "{rows}");
+    // Without the overrides the expectation fails: the overrides are what made it pass.
+    let units = dir.path().join("models/silver/large_units.yml");
+    let yaml = std::fs::read_to_string(&units).unwrap().replace("vars: {large_from: 7}", "vars: {}");
+    std::fs::write(&units, yaml).unwrap();
+    let (code, said) = output(dir.path(), &["test", "-s", "test_type:unit", "slv_large"]);
+    assert_eq!(code, Some(1), "{said}");
+}

@@ -14,7 +14,8 @@ use crate::run::{self, BuildOptions, BuildRequest, NodeResult, NodeStatus};
 pub enum LogFormat {
     /// One line per node on stderr, a summary at the end.
     Text,
-    /// One JSON object per node on stdout, then one for the run.
+    /// One JSON line per event on stdout, in dbt's structured-log shape (`info.name`, `info.msg`, `data`): each
+    /// node's and test's result, then the run's counts (`StatsLine`).
     Json,
 }
 
@@ -400,7 +401,7 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
     };
     let target = target_dir(&compilation, &args.project);
     manifest.write(&target)?;
-    let selected = match selected_ids(&manifest, &args.select, args.project.diagnostics)? {
+    let selected = match selected_ids(&manifest, &args.select, &args.project)? {
         Ok(ids) => ids,
         Err(code) => return Ok(code),
     };
@@ -542,7 +543,7 @@ impl Cycle<'_> {
             *done += 1;
             if json {
                 let mut stdout = std::io::stdout().lock();
-                let line = serde_json::to_string(result).unwrap_or_default();
+                let line = super::log_json::node_event(result, *done, total, &run_id).to_string();
                 let _ = writeln!(stdout, "{}", crate::secrets::mask(&line));
             } else {
                 let line = crate::secrets::mask(&result_line(result, *done, total)).into_owned();
@@ -581,7 +582,7 @@ impl Cycle<'_> {
                 full_refresh: args.full_refresh,
                 fail_fast: args.fail_fast,
                 memory_limit: args.memory_limit,
-                run_id,
+                run_id: run_id.clone(),
                 render_times: self.render_times.clone(),
                 plans: std::sync::Arc::clone(&self.plans),
                 event_time: crate::run::materialize::microbatch::EventTimeWindow {
@@ -648,8 +649,12 @@ impl Cycle<'_> {
         let (ok, errors, skipped) =
             (results.count(NodeStatus::Success), results.count(NodeStatus::Error), results.count(NodeStatus::Skipped));
         if json {
-            let summary = serde_json::json!({"run_id": results.run_id, "success": ok, "error": errors, "skipped": skipped, "elapsed_seconds": results.elapsed_seconds});
-            let _ = writeln!(std::io::stdout().lock(), "{summary}");
+            let mut stdout = std::io::stdout().lock();
+            for (index, test) in results.tests.iter().enumerate() {
+                let line = super::log_json::test_event(test, index + 1, results.tests.len(), &results.run_id);
+                let _ = writeln!(stdout, "{}", crate::secrets::mask(&line.to_string()));
+            }
+            let _ = writeln!(stdout, "{}", super::log_json::stats_event(results));
         } else {
             let rows: u64 = results.results.iter().filter_map(|r| r.rows_written).sum();
             eprintln!("{}", stage_accounting(results, skip_unchanged));

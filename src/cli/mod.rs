@@ -26,10 +26,13 @@ macro_rules! println {
 
 mod backfill;
 mod build;
+mod debug;
 mod deps;
 mod docs;
 mod init;
 mod lineage;
+mod log_json;
+mod operation;
 mod quality;
 mod query;
 mod watch;
@@ -70,6 +73,11 @@ pub enum Command {
     Ls(LsArgs),
     /// Remove the project's `clean-targets` (default: its target folder).
     Clean(CleanArgs),
+    /// Check the project file, the profile and target, the packages and that the warehouse is writable.
+    Debug(debug::DebugArgs),
+    /// Call a macro outside a build (`pipe run-operation grant_select --args '{role: analyst}'`); it may read the
+    /// warehouse, and what it logs is printed.
+    RunOperation(operation::RunOperationArgs),
     /// Create a minimal medallion project that compiles as created.
     Init(InitArgs),
     /// Install the `local:` packages of `packages.yml` into `dbt_packages/` (hub and git packages: `dbt deps`).
@@ -96,8 +104,11 @@ pub enum Command {
     Backfill(backfill::BackfillArgs),
     /// Run the data tests (YAML generic tests and singular tests) against the warehouse.
     Test(quality::TestArgs),
-    /// How old each source's newest data is (`freshness`), and each model's last build (`expect_every`).
+    /// How old each source's newest data is (`freshness`), and each model's last build (`expect_every`); writes
+    /// dbt's `target/sources.json`.
     Freshness(quality::FreshnessArgs),
+    /// `pipe source freshness`: dbt's spelling of `pipe freshness`.
+    Source(quality::SourceArgs),
     /// The schema registry: `pipe schema diff <model>`.
     Schema(quality::SchemaArgs),
     /// Per model: last run, rows, duration trend, freshness and failing tests, from the run history.
@@ -161,6 +172,10 @@ pub struct CompileArgs {
     pub project: ProjectArgs,
     #[command(flatten)]
     pub select: SelectArgs,
+    /// Print the compiled SQL of a query written as a model is (`ref`, `source`, macros), as dbt's
+    /// `compile --inline "select * from {{ ref('orders') }}"`.
+    #[arg(long)]
+    pub inline: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -343,6 +358,8 @@ fn run_main() -> ExitCode {
         Command::Compile(args) => run_compile(&args),
         Command::Ls(args) => run_ls(&args),
         Command::Clean(args) => run_clean(&args),
+        Command::Debug(args) => debug::run(&args),
+        Command::RunOperation(args) => operation::run(&args),
         Command::Init(args) => init::run(&args),
         Command::Deps(args) => deps::run(&args),
         Command::Build(args) => build::run(&args, build::Scope::Build),
@@ -357,6 +374,10 @@ fn run_main() -> ExitCode {
         Command::Backfill(args) => backfill::run(&args),
         Command::Test(args) => quality::run(&args),
         Command::Freshness(args) => quality::freshness(&args),
+        Command::Source(args) => {
+            let quality::SourceCommand::Freshness(args) = &args.command;
+            quality::freshness(args)
+        }
         Command::Schema(args) => quality::schema(&args),
         Command::Status(args) => quality::status(&args),
         Command::Lineage(args) => lineage::run(&args),
@@ -552,17 +573,37 @@ fn read_state_results(select: &SelectArgs) -> Option<BTreeMap<String, String>> {
     )
 }
 
+/// The sources whose newest data is later in this project's `sources.json` (the last `pipe source freshness`)
+/// than in the `--state` folder's: what `source_status:fresher` selects. `None` when either file is missing.
+fn read_fresher_sources(select: &SelectArgs, target: &Path) -> Option<std::collections::BTreeSet<String>> {
+    use crate::quality::freshness::read_sources_json;
+    let dir = select.state.as_ref()?;
+    let dir = if dir.is_dir() { dir.clone() } else { dir.parent()?.to_path_buf() };
+    let previous = read_sources_json(&std::fs::read_to_string(dir.join("sources.json")).ok()?)?;
+    let current = read_sources_json(&std::fs::read_to_string(target.join("sources.json")).ok()?)?;
+    Some(
+        current
+            .into_iter()
+            .filter(|(id, loaded)| previous.get(id).is_none_or(|before| loaded > before))
+            .map(|(id, _)| id)
+            .collect(),
+    )
+}
+
 /// Selected unique ids in topological order, or the exit code after reporting a selector error.
 fn selected_ids(
     manifest: &Manifest,
     select: &SelectArgs,
-    format: DiagnosticFormat,
+    project: &ProjectArgs,
 ) -> anyhow::Result<Result<Vec<String>, ExitCode>> {
+    let format = project.diagnostics;
     let state = read_state(select)?;
     let graph = SelectableGraph::new(manifest);
     let sources = SourceMap::default();
     let results = read_state_results(select);
-    match graph.select(manifest, &select.select, &select.exclude, state.as_ref(), results.as_ref()) {
+    let target = project.project_dir.join(&manifest.project.target_path);
+    let fresher = read_fresher_sources(select, &target);
+    match graph.select(manifest, &select.select, &select.exclude, state.as_ref(), results.as_ref(), fresher.as_ref()) {
         Ok(selection) => {
             let warnings: Vec<Diagnostic> = selection
                 .unmatched
@@ -582,6 +623,15 @@ fn selected_ids(
             report(&[diagnostic], &sources, format, None);
             Ok(Err(ExitCode::from(2)))
         }
+        Err(SelectError::StateMissing { selector }) if selector.contains("source_status:") => {
+            let diagnostic = Diagnostic::error(
+                Code::StateMissing,
+                format!("`{selector}` needs `sources.json` in both `--state <dir>` and this project's target folder"),
+            )
+            .with_help("run `pipe source freshness` in production (its target is the state) and again here");
+            report(&[diagnostic], &sources, format, None);
+            Ok(Err(ExitCode::from(2)))
+        }
         Err(SelectError::StateMissing { selector }) => {
             let diagnostic = Diagnostic::error(Code::StateMissing, format!("`{selector}` needs `--state <dir>`"))
                 .with_help("pass the `target/` folder of a previous compile, e.g. `--state prod-target/`");
@@ -597,7 +647,7 @@ fn run_compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
-    let selected = match selected_ids(&manifest, &args.select, args.project.diagnostics)? {
+    let selected = match selected_ids(&manifest, &args.select, &args.project)? {
         Ok(ids) => ids,
         Err(code) => return Ok(code),
     };
@@ -619,6 +669,15 @@ fn run_compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         started.elapsed().as_secs_f64(),
         display_path(&target.join("manifest.json"))
     );
+    if let Some(text) = &args.inline {
+        return Ok(match query::render_inline(&compilation, &manifest, &args.project, text, false)? {
+            Ok(sql) => {
+                write_stdout(&format!("{}\n", sql.trim_end()));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        });
+    }
     // `pipe compile -s m`: the selected models' compiled SQL on stdout, as `dbt compile -s m` prints it.
     if !args.select.select.is_empty() {
         let mut out = String::new();
@@ -657,10 +716,7 @@ struct LsRow<'a> {
 
 /// dbt's commands pipe does not have, and what to use instead.
 const DBT_COMMANDS: &[(&str, &str)] = &[
-    ("run-operation", "pipe has no `run-operation` yet: call the macro from a model, or run SQL with `pipe query`"),
-    ("debug", "pipe has no `debug` yet: `pipe compile` checks the project and profile, `pipe status` the warehouse"),
     ("clone", "pipe has no `clone`: a deferred build reads production tables where they are"),
-    ("source", "use `pipe freshness` for `dbt source freshness`"),
     ("environment", "pipe has no `environment` command"),
 ];
 
@@ -714,7 +770,7 @@ fn run_ls(args: &LsArgs) -> anyhow::Result<ExitCode> {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
-    let selected = match selected_ids(&manifest, &args.select, args.project.diagnostics)? {
+    let selected = match selected_ids(&manifest, &args.select, &args.project)? {
         Ok(ids) => ids,
         Err(code) => return Ok(code),
     };

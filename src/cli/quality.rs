@@ -48,7 +48,7 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
     let selected = if select.select.is_empty() && select.exclude.is_empty() {
         None
     } else {
-        match selected_ids(&manifest, &select, args.project.diagnostics)? {
+        match selected_ids(&manifest, &select, &args.project)? {
             Ok(ids) => Some(ids),
             Err(code) => return Ok(code),
         }
@@ -138,21 +138,53 @@ pub(super) fn run(args: &TestArgs) -> anyhow::Result<ExitCode> {
 pub struct FreshnessArgs {
     #[command(flatten)]
     pub project: ProjectArgs,
+    /// Check only the selected sources and models (`-s source:raw.orders`, `-s source:raw+`); default: all.
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Where to write dbt's `sources.json` (default: `<target>/sources.json`).
+    #[arg(long, short = 'o')]
+    pub output: Option<std::path::PathBuf>,
 }
 
-/// `pipe freshness`: sources against `warn_after` / `error_after`, models against `expect_every`.
+#[derive(Debug, Args)]
+pub struct SourceArgs {
+    #[command(subcommand)]
+    pub command: SourceCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SourceCommand {
+    /// How old each source's newest data is against its `freshness:`, as `dbt source freshness`; writes
+    /// `target/sources.json`.
+    Freshness(FreshnessArgs),
+}
+
+/// `pipe freshness` (`pipe source freshness`): sources against `warn_after` / `error_after`, models against
+/// `expect_every`; the sources' results are written as dbt's `sources.json`.
 pub(super) fn freshness(args: &FreshnessArgs) -> anyhow::Result<ExitCode> {
-    use crate::quality::freshness::{check, FreshnessStatus};
-    let (_compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Read)? {
+    use crate::quality::freshness::{check, sources_json, FreshnessStatus};
+    let (compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Read)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
+    let selected = if args.select.select.is_empty() && args.select.exclude.is_empty() {
+        None
+    } else {
+        // A bare selection of sources: `-s source:raw` names them, and `+` reaches their models' checks.
+        match selected_ids(&manifest, &args.select, &args.project)? {
+            Ok(ids) => Some(ids),
+            Err(code) => return Ok(code),
+        }
+    };
     let runtime = super::runtime(None)?;
+    let started = std::time::Instant::now();
     let results = runtime.block_on(async {
         let (ctx, warehouse, _) = run::open_session(&manifest, &args.project.project_dir, None).await?;
         Ok::<_, run::RunError>(check(&manifest, &args.project.project_dir, &ctx, &warehouse, chrono::Utc::now()).await)
     })?;
-    let mut errors = 0;
+    let results: Vec<_> =
+        results.into_iter().filter(|r| selected.as_ref().is_none_or(|ids| ids.contains(&r.unique_id))).collect();
+    let (mut errors, mut failed_queries) = (0, 0);
     for result in &results {
         let word = match result.status {
             FreshnessStatus::Pass => "PASS",
@@ -161,11 +193,31 @@ pub(super) fn freshness(args: &FreshnessArgs) -> anyhow::Result<ExitCode> {
                 errors += 1;
                 "ERROR"
             }
+            FreshnessStatus::RuntimeError => {
+                failed_queries += 1;
+                "ERROR"
+            }
         };
         eprintln!("{word:<5} {:<50} {}", result.name, result.detail);
     }
-    eprintln!("Checked the freshness of {} sources and models: {errors} stale past `error_after`", results.len());
-    Ok(if errors > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    let output =
+        args.output.clone().unwrap_or_else(|| super::target_dir(&compilation, &args.project).join("sources.json"));
+    let json = sources_json(&results, &uuid::Uuid::new_v4().to_string(), started.elapsed().as_secs_f64());
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    crate::files::write_atomic(&output, serde_json::to_string_pretty(&json)?.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write `{}`: {e}", output.display()))?;
+    let unread = match failed_queries {
+        0 => String::new(),
+        n => format!(", {n} could not be checked"),
+    };
+    eprintln!(
+        "Checked the freshness of {} sources and models: {errors} stale past `error_after`{unread} -> {}",
+        results.len(),
+        super::display_path(&output)
+    );
+    Ok(if errors + failed_queries > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 #[derive(Debug, Args)]

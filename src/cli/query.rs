@@ -27,7 +27,15 @@ pub struct ShowArgs {
     #[command(flatten)]
     pub project: ProjectArgs,
     /// The model (or seed) to show.
-    pub model: String,
+    #[arg(required_unless_present_any = ["inline", "select"], conflicts_with_all = ["inline", "select"])]
+    pub model: Option<String>,
+    /// The model to show, as dbt spells it (`pipe show -s orders`).
+    #[arg(long, short = 's', conflicts_with = "inline")]
+    pub select: Option<String>,
+    /// Show the rows of a query written as a model is (`ref`, `source`, macros): `--inline "select * from
+    /// {{ ref('orders') }}"`.
+    #[arg(long)]
+    pub inline: Option<String>,
     /// Rows to print.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
@@ -94,11 +102,30 @@ fn find_node<'m>(manifest: &'m Manifest, name: &str) -> Result<&'m Node, ExitCod
 }
 
 pub(super) fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
-    let (_compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Read)? {
+    let (compilation, manifest) = match compile_reported_with(&args.project, false, Partial::Read)? {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
-    let node = match find_node(&manifest, &args.model) {
+    if let Some(text) = &args.inline {
+        if args.as_of.is_some() {
+            eprintln!("error: --as-of reads one model's table; write `VERSION AS OF` in the inline query instead");
+            return Ok(ExitCode::from(2));
+        }
+        let sql = match render_inline(&compilation, &manifest, &args.project, text, true)? {
+            Ok(sql) => sql,
+            Err(code) => return Ok(code),
+        };
+        // The limit applies over the query's plan, so its `order by` holds.
+        return query_and_print(
+            &args.project,
+            &manifest,
+            sql.trim().trim_end_matches(';'),
+            args.output,
+            Some(args.limit),
+        );
+    }
+    let name = args.model.as_deref().or(args.select.as_deref()).unwrap_or_default();
+    let node = match find_node(&manifest, name) {
         Ok(node) => node,
         Err(code) => return Ok(code),
     };
@@ -114,7 +141,38 @@ pub(super) fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let sql = format!("select * from {}{version} limit {}", node.relation, args.limit);
-    query_and_print(&args.project, &manifest, &sql, args.output)
+    query_and_print(&args.project, &manifest, &sql, args.output, None)
+}
+
+/// `--inline` text rendered as a model of the project; with `warehouse`, introspective macros ask the warehouse.
+/// `Err(exit code)` after reporting a render error.
+pub(super) fn render_inline(
+    compilation: &crate::compile::Compilation,
+    manifest: &Manifest,
+    project: &ProjectArgs,
+    text: &str,
+    warehouse: bool,
+) -> anyhow::Result<Result<String, ExitCode>> {
+    let Some(loaded) = compilation.project.as_ref() else {
+        return Ok(Err(ExitCode::from(1)));
+    };
+    let options = super::compile_options(project)?;
+    let renderer = crate::compile::BuildRenderer::always(loaded, &options, manifest);
+    let rendered = if warehouse {
+        let runtime = super::runtime(None)?;
+        let (ctx, _, _) = runtime.block_on(run::open_session(manifest, &project.project_dir, None))?;
+        let catalog = crate::warehouse::catalog::SessionCatalog { ctx, handle: runtime.handle().clone() };
+        renderer.render_inline(&manifest.nodes, text, Some(Arc::new(catalog)))
+    } else {
+        renderer.render_inline(&manifest.nodes, text, None)
+    };
+    match rendered {
+        Ok(sql) => Ok(Ok(sql)),
+        Err(diagnostic) => {
+            eprintln!("error[{}]: in the inline query: {}", diagnostic.code.id(), diagnostic.message);
+            Ok(Err(ExitCode::from(1)))
+        }
+    }
 }
 
 pub(super) fn history(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
@@ -233,7 +291,7 @@ pub(super) fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
-    query_and_print(&args.project, &manifest, &args.sql, args.output)
+    query_and_print(&args.project, &manifest, &args.sql, args.output, None)
 }
 
 fn query_and_print(
@@ -241,6 +299,7 @@ fn query_and_print(
     manifest: &Manifest,
     sql: &str,
     output: TableFormat,
+    limit: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
     let runtime = super::runtime(None)?;
     let query_error = |e: datafusion::error::DataFusionError| run::RunError::Query {
@@ -252,7 +311,10 @@ fn query_and_print(
         let (ctx, warehouse, errors) = run::open_session(manifest, &project.project_dir, None).await?;
         unreadable = errors;
         let sql = run::history::resolve_time_travel(sql, &ctx, &warehouse).await?;
-        let frame = crate::sql::duckdb::sql(&ctx, &sql).await.map_err(query_error)?;
+        let mut frame = crate::sql::duckdb::sql(&ctx, &sql).await.map_err(query_error)?;
+        if let Some(limit) = limit {
+            frame = frame.limit(0, Some(limit)).map_err(query_error)?;
+        }
         // An empty result still has its columns: the header is printed.
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let mut batches = frame.collect().await.map_err(query_error)?;

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use crate::diagnostics::{Diagnostic, FileId, SourceFile};
 use crate::manifest::{Manifest, Node, TestTemplate};
 use crate::project::{ConfigMap, Project};
@@ -36,11 +38,29 @@ fn copy(file: &SourceFile) -> SourceFile {
 impl BuildRenderer {
     /// `None` when no model of `manifest` is rendered at build time.
     pub fn new(project: &Project, options: &CompileOptions, manifest: &Manifest) -> Option<BuildRenderer> {
-        let at_build: Vec<&Node> = manifest.nodes.values().filter(|n| n.render_at_build).collect();
-        if at_build.is_empty() && manifest.tests.values().all(|t| t.render_at_build.is_none()) {
+        let at_build = manifest.nodes.values().any(|n| n.render_at_build);
+        if !at_build && manifest.tests.values().all(|t| t.render_at_build.is_none()) {
             return None;
         }
+        Some(BuildRenderer::always(project, options, manifest))
+    }
+
+    /// A renderer for `manifest` even when no model needs one: `pipe run-operation` calls a macro with it.
+    pub fn always(project: &Project, options: &CompileOptions, manifest: &Manifest) -> BuildRenderer {
+        BuildRenderer::with_overrides(project, options, manifest, &Overrides::default())
+    }
+
+    /// [`BuildRenderer::always`] with `vars` and environment variables set over the project's.
+    fn with_overrides(
+        project: &Project,
+        options: &CompileOptions,
+        manifest: &Manifest,
+        overrides: &Overrides,
+    ) -> BuildRenderer {
+        let at_build: Vec<&Node> = manifest.nodes.values().filter(|n| n.render_at_build).collect();
         let mut context = super::context::base_context(project, options);
+        context.vars.extend(overrides.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        context.env_vars.extend(overrides.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
         for node in manifest.nodes.values() {
             context.relations.insert(node.name.clone(), node.relation.clone());
         }
@@ -63,7 +83,62 @@ impl BuildRenderer {
                 Some((node.name.clone(), (model.file, copy(project.files.get(model.file)), model.config.clone())))
             })
             .collect();
-        Some(BuildRenderer { renderer, context, macro_files, models })
+        BuildRenderer { renderer, context, macro_files, models }
+    }
+
+    /// `pipe run-operation`: calls the macro `name` (or `package.name`) with `args` as keyword arguments, with
+    /// `catalog` answering `run_query` and `statement`. Returns what the macro said (`log(..., info=True)`,
+    /// `print`); its rendered text is discarded, as dbt discards it.
+    pub fn render_operation(
+        &self,
+        name: &str,
+        args: &BTreeMap<String, Value>,
+        catalog: Arc<dyn Catalog>,
+    ) -> Result<Vec<String>, Diagnostic> {
+        let arguments: Vec<String> = args.iter().map(|(k, v)| format!("{k}={}", jinja_literal(v))).collect();
+        let text = format!("{{{{ {name}({}) }}}}", arguments.join(", "));
+        let sources: Vec<MacroSource<'_>> = self
+            .macro_files
+            .iter()
+            .map(|(package, file, source)| MacroSource { package, file: *file, source })
+            .collect();
+        let file = SourceFile::new("<run-operation>".into(), Arc::from(text.as_str()));
+        let rendered = self.renderer.render_test_at_build(FileId(0), &file, &self.context, &sources, catalog)?;
+        Ok(rendered.logs)
+    }
+
+    /// `pipe compile --inline` / `pipe show --inline`: `text` rendered as a model of the project (`ref`, `source`,
+    /// macros), with the ephemeral models it reads as CTEs. With a `catalog`, introspection asks it (`show`);
+    /// without, it renders as at compile (`execute` false).
+    pub fn render_inline(
+        &self,
+        nodes: &BTreeMap<String, Node>,
+        text: &str,
+        catalog: Option<Arc<dyn Catalog>>,
+    ) -> Result<String, Diagnostic> {
+        let sources: Vec<MacroSource<'_>> = self
+            .macro_files
+            .iter()
+            .map(|(package, file, source)| MacroSource { package, file: *file, source })
+            .collect();
+        let file = SourceFile::new("<inline>".into(), Arc::from(text));
+        let rendered = match catalog {
+            Some(catalog) => self.renderer.render_test_at_build(FileId(0), &file, &self.context, &sources, catalog)?,
+            None => self.renderer.render_test(FileId(0), &file, &self.context, &sources)?,
+        };
+        let ephemerals: Vec<(String, String)> = rendered
+            .refs
+            .iter()
+            .filter_map(|dependency| {
+                let name = dependency.name.last()?;
+                nodes.values().find(|n| &n.name == name && n.materialized == crate::project::Materialization::Ephemeral)
+            })
+            .map(|node| (node.name.clone(), node.compiled_sql.clone()))
+            .collect();
+        Ok(match ephemerals.is_empty() {
+            true => rendered.sql,
+            false => super::ephemeral::with_ctes(&rendered.sql, &ephemerals),
+        })
     }
 
     /// Renders a test whose render asks the warehouse, with `catalog` answering (the session the test runs in).
@@ -105,5 +180,61 @@ impl BuildRenderer {
         )?;
         let inline = |sql: &str| super::ephemeral::inline_into(sql, node, nodes);
         Ok((inline(&rendered.sql), rendered.sql_incremental.as_deref().map(inline)))
+    }
+}
+
+/// `vars` and environment variables a render sees over the project's (a unit test's `overrides`).
+#[derive(Debug, Default)]
+pub(super) struct Overrides {
+    pub vars: BTreeMap<String, Value>,
+    pub env_vars: BTreeMap<String, String>,
+}
+
+/// `node` rendered again as at compile, with `overrides`: its SQL and `is_incremental()` variant, ephemeral
+/// upstreams inlined. A unit test that overrides `vars` or `env_vars` runs this SQL.
+pub(super) fn render_overridden(
+    project: &Project,
+    options: &CompileOptions,
+    manifest: &Manifest,
+    node: &Node,
+    overrides: &Overrides,
+) -> Result<(String, Option<String>), Diagnostic> {
+    let renderer = BuildRenderer::with_overrides(project, options, manifest, overrides);
+    let Some(model) = project.models.iter().find(|m| m.name == node.name) else {
+        return Ok((node.compiled_sql.clone(), node.compiled_sql_incremental.clone()));
+    };
+    let sources: Vec<MacroSource<'_>> = renderer
+        .macro_files
+        .iter()
+        .map(|(package, file, source)| MacroSource { package, file: *file, source })
+        .collect();
+    let file = project.files.get(model.file);
+    let rendered = renderer.renderer.render_model_with(
+        model.file,
+        file,
+        &node.relation,
+        &model.config,
+        &renderer.context,
+        &sources,
+    )?;
+    let inline = |sql: &str| super::ephemeral::inline_into(sql, node, &manifest.nodes);
+    Ok((inline(&rendered.sql), rendered.sql_incremental.as_deref().map(inline)))
+}
+
+/// A JSON value as a Jinja expression: `none`, `true`, numbers, quoted strings, lists and dicts.
+fn jinja_literal(value: &Value) -> String {
+    match value {
+        Value::Null => "none".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(text) => serde_json::to_string(text).unwrap_or_default(),
+        Value::Array(items) => format!("[{}]", items.iter().map(jinja_literal).collect::<Vec<_>>().join(", ")),
+        Value::Object(map) => {
+            let entries: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", serde_json::to_string(k).unwrap_or_default(), jinja_literal(v)))
+                .collect();
+            format!("{{{}}}", entries.join(", "))
+        }
     }
 }

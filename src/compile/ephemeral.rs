@@ -49,7 +49,7 @@ fn ephemeral_upstreams(node: &Node, nodes: &BTreeMap<String, Node>) -> Vec<(Stri
 }
 
 /// Prepends CTEs to a query, merging them into its own `with` clause when it has one.
-fn with_ctes(sql: &str, ctes: &[(String, String)]) -> String {
+pub(super) fn with_ctes(sql: &str, ctes: &[(String, String)]) -> String {
     let definitions: Vec<String> = ctes
         .iter()
         .map(|(name, body)| format!("{EPHEMERAL_PREFIX}{name} as (\n{}\n)", body.trim().trim_end_matches(';')))

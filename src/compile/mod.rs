@@ -157,7 +157,7 @@ pub fn compile(root: &Path, options: &CompileOptions) -> Compilation {
         check_contracts(manifest, &origins, &mut diagnostics);
     }
     if let Some(manifest) = manifest.as_mut() {
-        unit::define(&project, manifest, &mut diagnostics);
+        unit::define(&project, options, manifest, &mut diagnostics);
     }
     // Planning and contract errors are the models' too; an error that belongs to no node stops the project.
     let ids = Ids::new(&project);

@@ -1,6 +1,6 @@
 //! Selection over a manifest: node facts for the selector grammar, and `state:` comparison with a previous manifest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::graph::selector::{self, Modified, NodeFacts, ResourceType, SelectError, Selection, StateChange};
 use crate::graph::{Dag, NodeId};
@@ -34,6 +34,7 @@ impl SelectableGraph {
         exclude: &[String],
         state: Option<&Manifest>,
         results: Option<&BTreeMap<String, String>>,
+        fresher: Option<&BTreeSet<String>>,
     ) -> Result<Selection, SelectError> {
         let empty_tags: Vec<String> = Vec::new();
         let empty_config = ConfigMap::new();
@@ -69,6 +70,7 @@ impl SelectableGraph {
                         state,
                         modified,
                         result: results.and_then(|r| r.get(id)).map(String::as_str),
+                        fresher: None,
                     }
                 } else {
                     let source = &manifest.sources[id];
@@ -89,6 +91,7 @@ impl SelectableGraph {
                         state,
                         modified: Modified::default(),
                         result: None,
+                        fresher: fresher.map(|f| f.contains(id)),
                     }
                 }
             })

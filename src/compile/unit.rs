@@ -12,13 +12,21 @@ use crate::diagnostics::{Code, Diagnostic};
 use crate::manifest::{DependsOn, Manifest, Severity, TestNode, Threshold, UnitInput, UnitRows, UnitTest};
 use crate::project::{Project, UnitRowsProperties, UnitTestDef};
 
+use super::at_build::{render_overridden, Overrides};
+use super::CompileOptions;
+
 /// Adds the project's unit tests to the manifest; a test that cannot be resolved is a diagnostic at its entry.
-pub(super) fn define(project: &Project, manifest: &mut Manifest, diagnostics: &mut Vec<Diagnostic>) {
+pub(super) fn define(
+    project: &Project,
+    options: &CompileOptions,
+    manifest: &mut Manifest,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     for def in &project.unit_tests {
         if def.properties.config.as_ref().and_then(|c| c.get("enabled")).and_then(Value::as_bool) == Some(false) {
             continue;
         }
-        match unit_test(project, manifest, def) {
+        match unit_test(project, options, manifest, def) {
             Ok(test) => {
                 manifest.tests.insert(test.unique_id.clone(), test);
             }
@@ -32,7 +40,12 @@ pub(super) fn define(project: &Project, manifest: &mut Manifest, diagnostics: &m
     }
 }
 
-fn unit_test(project: &Project, manifest: &Manifest, def: &UnitTestDef) -> Result<TestNode, Diagnostic> {
+fn unit_test(
+    project: &Project,
+    options: &CompileOptions,
+    manifest: &Manifest,
+    def: &UnitTestDef,
+) -> Result<TestNode, Diagnostic> {
     let props = &def.properties;
     let error = |message: String, help: &str| {
         Diagnostic::error(Code::InvalidConfig, message)
@@ -51,15 +64,25 @@ fn unit_test(project: &Project, manifest: &Manifest, def: &UnitTestDef) -> Resul
         })?;
     let overrides = props.overrides.clone().unwrap_or_default();
     let incremental = overrides.macros.get("is_incremental").and_then(Value::as_bool) == Some(true);
-    if let Some(key) = overrides.vars.keys().chain(overrides.env_vars.keys()).next() {
-        return Err(error(
-            format!("unit test `{}` overrides `{key}`: `overrides.vars` and `overrides.env_vars` are not supported by pipe yet", props.name),
-            "remove the override (the test then runs with the project's vars and environment)",
-        ));
-    }
+    // `overrides.vars` / `env_vars`: the model rendered again with them; otherwise its compiled SQL.
+    let (full, incremental_sql) = if overrides.vars.is_empty() && overrides.env_vars.is_empty() {
+        (model.compiled_sql.clone(), model.compiled_sql_incremental.clone())
+    } else {
+        let env_vars = overrides
+            .env_vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+            .collect();
+        let values = Overrides { vars: overrides.vars.clone().into_iter().collect(), env_vars };
+        render_overridden(project, options, manifest, model, &values).map_err(|mut diagnostic| {
+            diagnostic.message =
+                format!("unit test `{}` (model rendered with its overrides): {}", props.name, diagnostic.message);
+            diagnostic
+        })?
+    };
     let sql = match incremental {
-        true => model.compiled_sql_incremental.clone().unwrap_or_else(|| model.compiled_sql.clone()),
-        false => model.compiled_sql.clone(),
+        true => incremental_sql.unwrap_or(full),
+        false => full,
     };
     // Every relation the model reads, typed by its planned columns.
     let mut inputs: BTreeMap<String, UnitInput> = BTreeMap::new();

@@ -71,6 +71,9 @@ pub struct NodeFacts<'a> {
     pub modified: Modified,
     /// Its status in the `--state` run's results (`success`, `error`, `skipped`, `fail`, `warn`), for `result:`.
     pub result: Option<&'a str>,
+    /// For sources, whether its newest data is later than in the `--state` run's `sources.json`; `None` when
+    /// either `sources.json` is missing.
+    pub fresher: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +94,7 @@ enum Method {
     Source(String),
     State(String),
     Result(String),
+    SourceStatus(String),
     ResourceType(String),
 }
 
@@ -103,7 +107,8 @@ struct Atom {
     children: Option<Option<usize>>,
 }
 
-const METHODS: &[&str] = &["tag", "layer", "path", "config.<key>", "source", "state", "result", "resource_type", "fqn"];
+const METHODS: &[&str] =
+    &["tag", "layer", "path", "config.<key>", "source", "state", "result", "source_status", "resource_type", "fqn"];
 
 /// `state:` values.
 const STATES: &[&str] =
@@ -159,6 +164,8 @@ fn parse_atom(text: &str) -> Result<Atom, String> {
                 }
                 "result" if RESULTS.contains(&value.as_str()) => Method::Result(value),
                 "result" => return Err(format!("unknown result `{value}`; use one of `{}`", RESULTS.join("`, `"))),
+                "source_status" if value == "fresher" => Method::SourceStatus(value),
+                "source_status" => return Err(format!("unknown source status `{value}`; use `fresher`")),
                 "resource_type" => Method::ResourceType(value),
                 "fqn" => Method::Name(value.rsplit('.').next().unwrap_or(&value).to_string()),
                 m if m.starts_with("config.") && m.len() > "config.".len() => {
@@ -227,6 +234,11 @@ fn matches(method: &Method, facts: &NodeFacts<'_>) -> Result<bool, ()> {
         Method::Result(which) => match facts.state {
             None => return Err(()),
             Some(_) => facts.result == Some(which.as_str()),
+        },
+        Method::SourceStatus(_) => match (facts.source, facts.fresher) {
+            (None, _) => false,
+            (Some(_), None) => return Err(()),
+            (Some(_), Some(fresher)) => fresher,
         },
         Method::ResourceType(kind) => facts.resource_type.as_str() == kind,
     })
@@ -414,6 +426,7 @@ mod tests {
                 state: state.map(|s| s[i]),
                 modified: Modified::default(),
                 result: None,
+                fresher: None,
             })
             .collect();
         let topo = dag.topological_order(|n| n.0);
@@ -470,6 +483,7 @@ mod tests {
                 state: None,
                 modified: Modified::default(),
                 result: None,
+                fresher: None,
             })
             .collect();
         let err = select_expr("colour:red", &dag, &facts).unwrap_err();
@@ -477,7 +491,7 @@ mod tests {
             err,
             SelectError::Invalid {
                 selector: "colour:red".into(),
-                reason: "unknown selector method `colour`; known methods: tag, layer, path, config.<key>, source, state, result, resource_type, fqn".into()
+                reason: "unknown selector method `colour`; known methods: tag, layer, path, config.<key>, source, state, result, source_status, resource_type, fqn".into()
             }
         );
         assert_eq!(

@@ -331,7 +331,7 @@ pub struct SourceNode {
     pub columns: BTreeMap<String, Column>,
     /// Columns read from the files with declared types applied; `None` when the files could not be read.
     pub planned_columns: Option<Vec<PlannedColumn>>,
-    pub freshness: Option<Value>,
+    pub freshness: Option<crate::project::FreshnessRule>,
     pub loaded_at_field: Option<String>,
     pub tests: Vec<Value>,
     /// The YAML file that declares it.

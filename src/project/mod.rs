@@ -27,7 +27,7 @@ pub use packages::Package;
 pub use properties::{
     ColumnProperties, ModelProperties, SourceProperties, SourceTableProperties, UnitRowsProperties, UnitTestProperties,
 };
-pub use settings::{ModelSettings, SourceSettings};
+pub use settings::{FreshnessPeriod, FreshnessRule, ModelSettings, SourceSettings};
 pub use versions::{VersionOf, VersionedModel};
 
 use crate::diagnostics::{Code, Diagnostic, FileId, SourceMap};
@@ -162,7 +162,7 @@ pub struct SourceDef {
     pub path: Option<String>,
     pub options: BTreeMap<String, Value>,
     pub columns: Vec<ColumnProperties>,
-    pub freshness: Option<Value>,
+    pub freshness: Option<FreshnessRule>,
     pub loaded_at_field: Option<String>,
     pub tests: Vec<Value>,
     pub meta: Option<Value>,
@@ -730,6 +730,22 @@ fn source_def(
     };
     let mut options = location_options;
     options.extend(table.options.unwrap_or_default());
+    // `freshness:` on the table or its source, or in their `config:` (dbt 1.9).
+    let in_config_freshness = |config: Option<&ConfigMap>| config.and_then(|c| c.get("freshness")).cloned();
+    let source_rule = source.freshness.clone().or_else(|| in_config_freshness(source.config.as_ref()));
+    let table_rule = table.freshness.clone().or_else(|| in_config_freshness(table.config.as_ref()));
+    let freshness = match FreshnessRule::merged(source_rule.as_ref(), table_rule.as_ref()) {
+        Ok(rule) => rule,
+        Err(message) => {
+            let span = properties::find_key(text, "freshness", offset).unwrap_or(offset..offset);
+            diagnostics.push(
+                Diagnostic::error(Code::InvalidConfig, format!("source `{}.{}`: {message}", source.name, table.name))
+                    .with_primary(file, span, "this freshness")
+                    .with_help("write `freshness: {warn_after: {count: 12, period: hour}, error_after: {count: 1, period: day}}`"),
+            );
+            None
+        }
+    };
     SourceDef {
         source_name: source.name.clone(),
         table_name: table.name,
@@ -739,7 +755,7 @@ fn source_def(
         path,
         options,
         columns: table.columns,
-        freshness: table.freshness.or_else(|| source.freshness.clone()),
+        freshness,
         loaded_at_field: table.loaded_at_field.or_else(|| source.loaded_at_field.clone()),
         tests: table.tests.into_iter().chain(table.data_tests).collect(),
         meta: table.meta,

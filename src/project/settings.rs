@@ -9,7 +9,9 @@ use serde_json::Value;
 
 use super::{ConfigExt, ConfigMap};
 
+mod freshness;
 mod snapshot;
+pub use freshness::{FreshnessPeriod, FreshnessRule};
 pub use snapshot::{HardDeletes, SnapshotColumns, SnapshotSettings, SnapshotStrategy};
 
 /// How an incremental model applies a batch.

@@ -335,3 +335,18 @@ fn models_that_do_not_compile_fail_alone_and_everything_else_builds() {
     let unrelated = pipe(root, &["build", "-s", "+slv_events"]);
     assert_eq!(unrelated.status.code(), Some(0), "{}", text(&unrelated.stderr));
 }
+
+/// A model reading a view that an earlier run stored, built by a fresh compile (a clean CI checkout has no plan
+/// cache): the view's joins are inlined into the reader's plan, not optimized twice (DataFusion's `join_selection`
+/// refused that).
+#[test]
+fn a_fresh_compile_builds_a_reader_of_a_view_from_an_earlier_run() {
+    let dir = example_project();
+    let model = dir.path().join("models/silver/int_orders_enriched.sql");
+    let sql = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(&model, sql.replace("materialized='ephemeral'", "materialized='view'")).unwrap();
+    assert!(pipe(dir.path(), &["build"]).status.success());
+    std::fs::remove_dir_all(dir.path().join("target")).unwrap();
+    let out = pipe(dir.path(), &["build", "-s", "gld_daily_revenue"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}

@@ -307,7 +307,7 @@ async fn plan_query_in(cx: &ModelContext<'_>, session: &SessionContext, sql: &st
 }
 
 /// `plan` with its scans bound to the session's tables instead of the compile's empty ones; `None` when a table is
-/// missing or its schema differs in any field (name, type or nullability) from what the compile planned against.
+/// missing, is a view, or its schema differs in any field (name, type or nullability) from what the compile planned against.
 async fn rebind(session: &SessionContext, plan: &LogicalPlan) -> Option<LogicalPlan> {
     let mut names = Vec::new();
     plan.apply_with_subqueries(|node| {
@@ -320,6 +320,12 @@ async fn rebind(session: &SessionContext, plan: &LogicalPlan) -> Option<LogicalP
     let mut providers = HashMap::new();
     for name in names {
         let provider = session.table_provider(name.clone()).await.ok()?;
+        // A view read from an earlier run: the compile's optimized plan may hold filters in the view's scan, which
+        // keeps DataFusion from inlining it, and a view scanned on its own is optimized twice (its joins then
+        // fail `join_selection`). Planning the SQL again inlines it.
+        if provider.get_logical_plan().is_some() {
+            return None;
+        }
         providers.insert(name, provider);
     }
     let rebound = plan.clone().transform_up_with_subqueries(|node| match node {

@@ -107,3 +107,28 @@ fn state_modified_says_what_changed_and_result_selects_by_the_last_run() {
         text(&out.stdout).lines().map(|l| l.split_whitespace().next().unwrap_or_default().to_string()).collect();
     assert_eq!(names, ["brz_bad", "slv_after"], "{}", text(&out.stderr));
 }
+
+/// An unselected upstream that production built as a view is deferred too: its stored SQL is planned over the
+/// other deferred relations, and the selected model reads production's rows through it.
+#[test]
+fn a_deferred_view_reads_through_to_production_tables() {
+    let as_view = |dir: &Path| {
+        let model = dir.join("models/silver/int_orders_enriched.sql");
+        let sql = std::fs::read_to_string(&model).unwrap();
+        std::fs::write(&model, sql.replace("materialized='ephemeral'", "materialized='view'")).unwrap();
+    };
+    let prod = example_project();
+    as_view(prod.path());
+    assert!(pipe(prod.path(), &["build"]).status.success());
+    let pr = example_project();
+    as_view(pr.path());
+    let model = pr.path().join("models/gold/gld_daily_revenue.sql");
+    let sql = std::fs::read_to_string(&model).unwrap();
+    std::fs::write(&model, sql.replace("-- Revenue and order count per day", "-- Revenue and orders per day")).unwrap();
+    let state = prod.path().join("target");
+    let out = pipe(pr.path(), &["build", "-s", "state:modified", "--defer", "--state", state.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let query = ["query", "select count(*) as days, sum(orders) as orders from gold.gld_daily_revenue", "-o", "csv"];
+    assert_eq!(text(&pipe(pr.path(), &query).stdout), text(&pipe(prod.path(), &query).stdout));
+    assert!(!pr.path().join("warehouse/silver/int_orders_enriched").exists(), "the view was not created here");
+}

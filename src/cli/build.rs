@@ -304,12 +304,16 @@ fn deferred(
         }
     }
     let mut deferred = Vec::new();
-    for id in upstream.into_iter().filter(|id| !chosen.contains(id)) {
+    let local = crate::warehouse::Warehouse::open(&local).ok();
+    // In dependency order: a deferred view is planned over the deferred tables it reads.
+    let upstream: Vec<&str> =
+        manifest.order.iter().map(String::as_str).filter(|id| upstream.contains(id) && !chosen.contains(id)).collect();
+    for id in upstream {
         let (Some(node), Some(there)) = (manifest.nodes.get(id), state.nodes.get(id)) else { continue };
-        if matches!(node.materialized, Materialization::Ephemeral | Materialization::View | Materialization::External) {
+        if matches!(node.materialized, Materialization::Ephemeral | Materialization::External) {
             continue;
         }
-        let here = crate::warehouse::Warehouse::open(&local).ok().is_some_and(|w| w.has_table(&node.relation));
+        let here = local.as_ref().is_some_and(|w| w.has_table(&node.relation) || w.read_view(&node.relation).is_some());
         if here && !args.favor_state {
             continue;
         }

@@ -104,7 +104,8 @@ pub struct Deferred {
     pub warehouse: PathBuf,
 }
 
-/// Registers each deferred relation as the other warehouse's table (read only: nothing there is written).
+/// Registers each deferred relation as the other warehouse's table or view (read only: nothing there is written).
+/// `deferred` is in dependency order, so a deferred view is planned over the deferred tables it reads.
 async fn register_deferred(ctx: &SessionContext, deferred: &[Deferred]) -> Result<(), RunError> {
     let mut opened: BTreeMap<PathBuf, Warehouse> = BTreeMap::new();
     for defer in deferred {
@@ -112,13 +113,22 @@ async fn register_deferred(ctx: &SessionContext, deferred: &[Deferred]) -> Resul
             opened.insert(defer.warehouse.clone(), Warehouse::open(&defer.warehouse)?);
         }
         let warehouse = &opened[&defer.warehouse];
-        let Some(table) = warehouse.load(&defer.relation_there).await? else {
-            return Err(RunError::NotATable {
-                relation: format!("{} (in {})", defer.relation_there, defer.warehouse.display()),
-            });
+        let there = format!("{} (in {})", defer.relation_there, defer.warehouse.display());
+        let provider: Arc<dyn datafusion::catalog::TableProvider> = match warehouse.load(&defer.relation_there).await? {
+            Some(table) => warehouse.provider(&table).await?,
+            None => {
+                let Some(view) = warehouse.read_view(&defer.relation_there) else {
+                    return Err(RunError::NotATable { relation: there });
+                };
+                let frame = crate::sql::duckdb::sql(ctx, &view.sql).await.map_err(|e| RunError::Query {
+                    model: defer.relation.clone(),
+                    message: format!("the deferred view {there} cannot be read: {}", clean_datafusion_message(&e)),
+                })?;
+                Arc::new(ViewTable::new(frame.logical_plan().clone(), Some(view.sql)))
+            }
         };
         let _ = ctx.deregister_table(defer.relation.as_str());
-        ctx.register_table(defer.relation.as_str(), warehouse.provider(&table).await?)?;
+        ctx.register_table(defer.relation.as_str(), provider)?;
     }
     Ok(())
 }

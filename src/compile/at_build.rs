@@ -45,6 +45,11 @@ impl BuildRenderer {
         Some(BuildRenderer::always(project, options, manifest))
     }
 
+    /// The macro files as the renderer takes them.
+    fn macro_sources(&self) -> Vec<MacroSource<'_>> {
+        self.macro_files.iter().map(|(package, file, source)| MacroSource { package, file: *file, source }).collect()
+    }
+
     /// A renderer for `manifest` even when no model needs one: `pipe run-operation` calls a macro with it.
     pub fn always(project: &Project, options: &CompileOptions, manifest: &Manifest) -> BuildRenderer {
         BuildRenderer::with_overrides(project, options, manifest, &Overrides::default())
@@ -97,11 +102,7 @@ impl BuildRenderer {
     ) -> Result<Vec<String>, Diagnostic> {
         let arguments: Vec<String> = args.iter().map(|(k, v)| format!("{k}={}", jinja_literal(v))).collect();
         let text = format!("{{{{ {name}({}) }}}}", arguments.join(", "));
-        let sources: Vec<MacroSource<'_>> = self
-            .macro_files
-            .iter()
-            .map(|(package, file, source)| MacroSource { package, file: *file, source })
-            .collect();
+        let sources = self.macro_sources();
         let file = SourceFile::new("<run-operation>".into(), Arc::from(text.as_str()));
         let rendered = self.renderer.render_test_at_build(FileId(0), &file, &self.context, &sources, catalog)?;
         Ok(rendered.logs)
@@ -116,11 +117,7 @@ impl BuildRenderer {
         text: &str,
         catalog: Option<Arc<dyn Catalog>>,
     ) -> Result<String, Diagnostic> {
-        let sources: Vec<MacroSource<'_>> = self
-            .macro_files
-            .iter()
-            .map(|(package, file, source)| MacroSource { package, file: *file, source })
-            .collect();
+        let sources = self.macro_sources();
         let file = SourceFile::new("<inline>".into(), Arc::from(text));
         let rendered = match catalog {
             Some(catalog) => self.renderer.render_test_at_build(FileId(0), &file, &self.context, &sources, catalog)?,
@@ -143,11 +140,7 @@ impl BuildRenderer {
 
     /// Renders a test whose render asks the warehouse, with `catalog` answering (the session the test runs in).
     pub fn render_test(&self, test: &TestTemplate, catalog: Arc<dyn Catalog>) -> Result<String, Diagnostic> {
-        let sources: Vec<MacroSource<'_>> = self
-            .macro_files
-            .iter()
-            .map(|(package, file, source)| MacroSource { package, file: *file, source })
-            .collect();
+        let sources = self.macro_sources();
         let file = SourceFile::new("<test>".into(), Arc::from(test.text.as_str()));
         let rendered = self.renderer.render_test_at_build(FileId(0), &file, &self.context, &sources, catalog)?;
         Ok(super::define::finish_test_sql(&rendered.sql, &test.relation, test.filter.as_deref()))
@@ -164,11 +157,7 @@ impl BuildRenderer {
         let Some((file_id, file, config)) = self.models.get(&node.name) else {
             return Ok((node.compiled_sql.clone(), node.compiled_sql_incremental.clone()));
         };
-        let sources: Vec<MacroSource<'_>> = self
-            .macro_files
-            .iter()
-            .map(|(package, file, source)| MacroSource { package, file: *file, source })
-            .collect();
+        let sources = self.macro_sources();
         let rendered = self.renderer.render_model_at_build(
             *file_id,
             file,
@@ -203,11 +192,7 @@ pub(super) fn render_overridden(
     let Some(model) = project.models.iter().find(|m| m.name == node.name) else {
         return Ok((node.compiled_sql.clone(), node.compiled_sql_incremental.clone()));
     };
-    let sources: Vec<MacroSource<'_>> = renderer
-        .macro_files
-        .iter()
-        .map(|(package, file, source)| MacroSource { package, file: *file, source })
-        .collect();
+    let sources = renderer.macro_sources();
     let file = project.files.get(model.file);
     let rendered = renderer.renderer.render_model_with(
         model.file,

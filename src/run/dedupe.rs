@@ -11,7 +11,10 @@
 //! the same whatever the order rows arrive in, which is one of the orders `row_number()` allows.
 //!
 //! Memory: the operator keeps each key's current winner (with a compaction pass whenever dropped rows outnumber
-//! them), and does not spill. A session with `--memory-limit` leaves the rule out, so the window's sort can spill.
+//! them), accounted in the session's memory pool. When the pool refuses more, the winners so far are sorted (by key,
+//! then as the window orders, then by every column) and written to disk as a run, and the table starts again; at
+//! the end the runs are merged with DataFusion's spilling merge and the first row of each key is kept: the same rows
+//! as in memory, in bounded memory (`--memory-limit`).
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -19,13 +22,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::make_comparator;
-use datafusion::arrow::array::{new_empty_array, ArrayRef, RecordBatch};
-use datafusion::arrow::compute::{interleave_record_batch, SortOptions};
+use datafusion::arrow::array::{new_empty_array, ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::compute::{filter_record_batch, interleave_record_batch, SortOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DFSchemaRef, Result, ScalarValue};
 use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
@@ -36,12 +40,16 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::physical_expr::expressions::Column as PhysicalColumn;
 use datafusion::physical_expr::EquivalenceProperties;
-use datafusion::physical_expr::PhysicalSortExpr;
+use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::aggregates::group_values::new_group_values;
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, SpillMetrics};
+use datafusion::physical_plan::sorts::sort::sort_batch_chunked;
+use datafusion::physical_plan::sorts::streaming_merge::{SortedSpillFile, StreamingMergeBuilder};
+use datafusion::physical_plan::spill::SpillManager;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan, ExecutionPlanProperties,
@@ -338,31 +346,121 @@ impl ExecutionPlan for KeepFirstExec {
         let input = self.input.execute(partition, Arc::clone(&context))?;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
         let schema = self.schema();
-        let batch_size = context.session_config().batch_size();
-        let mut winners = Winners::new(&schema, self.keys.clone(), self.order.clone(), COMPACT_SLACK)?;
+        let batch_size = context.session_config().batch_size().max(1);
+        let (keys, order) = (self.keys.clone(), self.order.clone());
+        let mut winners = Winners::new(&schema, keys.clone(), order.clone(), COMPACT_SLACK)?;
+        let reservation = MemoryConsumer::new(format!("KeepFirstExec[{partition}]"))
+            .with_can_spill(true)
+            .register(context.memory_pool());
+        // Held from the start, as DataFusion's sort holds it, so the merge of spilled runs has memory to start with.
+        let merge_reservation =
+            MemoryConsumer::new(format!("KeepFirstExecMerge[{partition}]")).register(context.memory_pool());
+        merge_reservation.try_resize(context.session_config().options().execution.sort_spill_reservation_bytes)?;
+        let spill_manager =
+            SpillManager::new(context.runtime_env(), SpillMetrics::new(&self.metrics, partition), Arc::clone(&schema));
+        let ordering = spill_ordering(&schema, &keys, &order)?;
         let output_metrics = baseline.clone();
         let output = futures::stream::once(async move {
             let mut input = input;
+            let mut runs: Vec<SortedSpillFile> = Vec::new();
             while let Some(batch) = input.next().await {
                 let batch = batch?;
                 let _timer = baseline.elapsed_compute().timer();
                 winners.push(batch)?;
+                // Over the memory pool's share: the winners so far go to disk as a sorted run, and the table starts
+                // again. A key may then win in several runs; the merge keeps its first.
+                if reservation.try_resize(winners.memory_size()).is_err() {
+                    runs.extend(winners.spill(&spill_manager, &ordering, batch_size)?);
+                    winners = Winners::new(&schema, keys.clone(), order.clone(), COMPACT_SLACK)?;
+                    reservation.free();
+                }
             }
-            Ok::<_, datafusion::error::DataFusionError>(winners.into_output(batch_size))
-        })
-        .map_ok(move |output| {
+            if runs.is_empty() {
+                let output = winners.into_output(batch_size);
+                // Built a batch at a time as the consumer asks, so the output is never all in memory at once.
+                let baseline = output_metrics.clone();
+                let batches = futures::stream::iter(output.chunks).map(move |range| {
+                    let _timer = baseline.elapsed_compute().timer();
+                    let batches: Vec<&RecordBatch> = output.batches.iter().collect();
+                    let batch = interleave_record_batch(&batches, &output.best[range])?;
+                    baseline.record_output(batch.num_rows());
+                    Ok(batch)
+                });
+                return Ok::<_, datafusion::error::DataFusionError>(batches.boxed());
+            }
+            runs.extend(winners.spill(&spill_manager, &ordering, batch_size)?);
+            drop(winners);
+            reservation.free();
+            let merged = StreamingMergeBuilder::new()
+                .with_sorted_spill_files(runs)
+                .with_spill_manager(spill_manager)
+                .with_schema(Arc::clone(&schema))
+                .with_expressions(&ordering)
+                .with_metrics(BaselineMetrics::new(&ExecutionPlanMetricsSet::new(), partition))
+                .with_batch_size(batch_size)
+                .with_reservation(merge_reservation)
+                .build()?;
+            let mut first = FirstPerKey::new(&schema, keys)?;
             let baseline = output_metrics.clone();
-            // Built a batch at a time as the consumer asks, so the output is never all in memory at once.
-            futures::stream::iter(output.chunks).map(move |range| {
-                let _timer = baseline.elapsed_compute().timer();
-                let batches: Vec<&RecordBatch> = output.batches.iter().collect();
-                let batch = interleave_record_batch(&batches, &output.best[range])?;
-                baseline.record_output(batch.num_rows());
-                Ok(batch)
-            })
+            Ok(merged
+                .map(move |batch| {
+                    let batch = first.filter(&batch?)?;
+                    baseline.record_output(batch.num_rows());
+                    Ok(batch)
+                })
+                .boxed())
         })
         .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), output)))
+    }
+}
+
+/// The order of spilled runs and their merge: by key, then as the window orders, then by every column (the tie-break
+/// of [`compare_rows`]); a key's first row in it is its winner.
+fn spill_ordering(
+    schema: &SchemaRef,
+    keys: &[Arc<dyn PhysicalExpr>],
+    order: &[PhysicalSortExpr],
+) -> Result<LexOrdering> {
+    let by_key = keys.iter().map(|k| PhysicalSortExpr::new(Arc::clone(k), SortOptions::default()));
+    let by_column = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| PhysicalSortExpr::new(Arc::new(PhysicalColumn::new(f.name(), i)), SortOptions::default()));
+    let exprs: Vec<PhysicalSortExpr> = by_key.chain(order.iter().cloned()).chain(by_column).collect();
+    LexOrdering::new(exprs).ok_or_else(|| datafusion::error::DataFusionError::Internal("no sort keys".into()))
+}
+
+/// Keeps the first row of each key of a stream sorted by key.
+struct FirstPerKey {
+    keys: Vec<Arc<dyn PhysicalExpr>>,
+    converter: RowConverter,
+    last: Option<datafusion::arrow::row::OwnedRow>,
+}
+
+impl FirstPerKey {
+    fn new(schema: &SchemaRef, keys: Vec<Arc<dyn PhysicalExpr>>) -> Result<Self> {
+        let fields = keys.iter().map(|k| Ok(SortField::new(k.data_type(schema)?))).collect::<Result<Vec<_>>>()?;
+        Ok(Self { keys, converter: RowConverter::new(fields)?, last: None })
+    }
+
+    fn filter(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        if batch.num_rows() == 0 {
+            return Ok(batch.clone());
+        }
+        let rows = self.converter.convert_columns(&Winners::evaluate(self.keys.iter().cloned(), batch)?)?;
+        let keep: BooleanArray = (0..rows.num_rows())
+            .map(|i| {
+                let previous = match i {
+                    0 => self.last.as_ref().map(|l| l.row()),
+                    _ => Some(rows.row(i - 1)),
+                };
+                Some(previous != Some(rows.row(i)))
+            })
+            .collect();
+        self.last = Some(rows.row(rows.num_rows() - 1).owned());
+        Ok(filter_record_batch(batch, &keep)?)
     }
 }
 
@@ -475,6 +573,31 @@ impl Winners {
         Ok(interleave_record_batch(&batches, &self.best)?)
     }
 
+    /// The memory the state holds: retained batches, their sort keys, the hash table and the winners' positions.
+    fn memory_size(&self) -> usize {
+        let batches: usize = self.batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        let ranks: usize = self.ranks.iter().map(Rows::size).sum();
+        let positions = (self.best.capacity() * 2 + self.group_ids.capacity()) * std::mem::size_of::<usize>();
+        batches + ranks + self.groups.size() + positions
+    }
+
+    /// Writes the winners so far to disk as a run sorted by `ordering`, in batches of `batch_size` rows.
+    fn spill(
+        &self,
+        manager: &SpillManager,
+        ordering: &LexOrdering,
+        batch_size: usize,
+    ) -> Result<Option<SortedSpillFile>> {
+        if self.best.is_empty() {
+            return Ok(None);
+        }
+        let sorted = sort_batch_chunked(&self.take_winners()?, ordering, batch_size)?;
+        let largest = sorted.iter().map(RecordBatch::get_array_memory_size).max().unwrap_or(0);
+        Ok(manager
+            .spill_record_batch_and_finish(&sorted, "KeepFirstExec")?
+            .map(|file| SortedSpillFile { file, max_record_batch_memory: largest }))
+    }
+
     /// Keeps what the output needs (the batches and the winners' positions) and drops the rest: the hash table
     /// and the sort keys.
     fn into_output(self, batch_size: usize) -> WinnersOutput {
@@ -550,9 +673,25 @@ mod tests {
     }
 
     fn session(rule: bool) -> SessionContext {
+        session_with(rule, None)
+    }
+
+    /// A session whose memory pool holds `memory` bytes: operators that can spill must.
+    fn session_with(rule: bool, memory: Option<usize>) -> SessionContext {
+        let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new();
+        if let Some(memory) = memory {
+            runtime =
+                runtime.with_memory_pool(Arc::new(datafusion::execution::memory_pool::FairSpillPool::new(memory)));
+        }
         let mut state = SessionStateBuilder::new()
             .with_default_features()
-            .with_config(SessionConfig::new().with_target_partitions(4))
+            .with_config(
+                SessionConfig::new()
+                    .with_target_partitions(4)
+                    .with_batch_size(1024)
+                    .with_sort_spill_reservation_bytes(32 << 10),
+            )
+            .with_runtime_env(runtime.build_arc().unwrap())
             .with_query_planner(Arc::new(PipeQueryPlanner));
         if rule {
             state = state.with_optimizer_rule(Arc::new(DedupeRule));
@@ -603,6 +742,34 @@ mod tests {
             rows(&session(false), &dedupe("o asc nulls last, k nulls first, o nulls first, v nulls first", "rn = 1"))
                 .await;
         assert_same(&ascending, &window);
+    }
+
+    /// Under a memory pool too small for the winners, each partition spills sorted runs and merges them: the same
+    /// rows as in memory, and the spill is in the operator's metrics.
+    #[tokio::test]
+    async fn spills_under_a_memory_limit_and_keeps_the_same_rows() {
+        // No `order by`: the sort above would need the pool too. The rows are compared as sorted lines.
+        let sql = "select k, o, v from (select *, row_number() over (partition by k order by o desc) as rn from t) \
+                   where rn = 1";
+        let sorted = |batches: &[RecordBatch]| {
+            let text = pretty_format_batches(batches).unwrap().to_string();
+            let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+            lines.sort();
+            lines.join("\n")
+        };
+        let unlimited = session(true).sql(sql).await.unwrap().collect().await.unwrap();
+        let ctx = session_with(true, Some(1 << 20));
+        let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        let batches = datafusion::physical_plan::collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+        assert_same(&sorted(&batches), &sorted(&unlimited));
+        let mut exec = plan;
+        while exec.name() != "KeepFirstExec" {
+            exec = Arc::clone(exec.children()[0]);
+        }
+        let metrics = exec.metrics().unwrap();
+        assert!(metrics.spill_count().unwrap_or(0) > 0, "no spill: {metrics}");
+        assert!(metrics.spilled_rows().unwrap_or(0) > 0, "{metrics}");
+        assert_eq!(metrics.output_rows(), Some(3_001));
     }
 
     /// Compaction (every 100 dropped rows here) keeps the same winners as holding every batch.

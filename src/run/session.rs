@@ -35,11 +35,9 @@ pub fn new_session(manifest: &Manifest, memory_limit: Option<usize>) -> Result<S
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
-        .with_query_planner(Arc::new(PipeQueryPlanner));
-    // The hash-based dedupe does not spill; under a memory limit the window's sort (which does) stays.
-    if memory_limit.is_none() {
-        state = state.with_optimizer_rule(Arc::new(DedupeRule));
-    }
+        .with_query_planner(Arc::new(PipeQueryPlanner))
+        // The hash-based dedupe spills sorted runs under a memory limit, as the window's sort would.
+        .with_optimizer_rule(Arc::new(DedupeRule));
     if duckdb {
         state = crate::sql::duckdb::extend(state);
     }

@@ -2,6 +2,7 @@
 # Build benchmark: `pipe build` (release) next to dbt-duckdb (`peer.sh build`) and DuckDB alone
 # (`duckdb_plain.py`) on the same generated medallion project, in the same run.
 #   bench/build.sh [ROWS ...]        (default: 1000000 10000000)
+#   MEMORY_LIMIT=1GiB bench/build.sh  pipe builds with `--memory-limit` (spilling sorts, joins, aggregates, dedupe)
 # Prints wall time, rows/s and peak RSS of pipe (best of 2), the peers' figures, and the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ cargo build --release --quiet
 bin="$CARGO_TARGET_DIR/release/pipe"
 venv=${PEER_VENV:-$HOME/.cache/pipe-peer-venv}
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(1000000 10000000)
+limit=()
+[ -z "${MEMORY_LIMIT:-}" ] || limit=(--memory-limit "$MEMORY_LIMIT")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for rows in "${sizes[@]}"; do
@@ -19,12 +22,12 @@ for rows in "${sizes[@]}"; do
   best=""; best_rss=""
   for _ in 1 2; do
     rm -rf "$dir/warehouse" "$dir/target"
-    /usr/bin/time -o "$work/time" -f "%e %M" "$bin" build --project-dir "$dir" >/dev/null 2>&1
+    /usr/bin/time -o "$work/time" -f "%e %M" "$bin" build --project-dir "$dir" "${limit[@]}" >/dev/null 2>&1
     line=$(tail -1 "$work/time")
     wall=${line% *}; rss=${line#* }
     if [ -z "$best" ] || awk "BEGIN{exit !($wall < $best)}"; then best=$wall; best_rss=$rss; fi
   done
-  awk -v w="$best" -v r="$rows" -v m="$best_rss" 'BEGIN{printf "pipe build    rows=%d wall=%.2f s rows/s=%.0f rss=%d MiB\n", r, w, r/w, m/1024}'
+  awk -v w="$best" -v r="$rows" -v m="$best_rss" -v l="${MEMORY_LIMIT:-none}" 'BEGIN{printf "pipe build    rows=%d wall=%.2f s rows/s=%.0f rss=%d MiB memory-limit=%s\n", r, w, r/w, m/1024, l}'
   if [ -z "${SKIP_PEER:-}" ]; then
     peer=$(bash "$shared/peer.sh" build "$dir")
     echo "$peer (rows=$rows)"

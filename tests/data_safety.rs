@@ -667,3 +667,35 @@ fn a_panicking_model_fails_alone_and_the_build_finishes() {
         "status,n\nerror,1\nskipped,1\nsuccess,2\n"
     );
 }
+
+/// Under `--memory-limit`, models running at once share one memory pool: a model that runs out of it while others
+/// run is run again alone (nothing else starts meanwhile) before it is failed, and says so; alone (`--threads 1`)
+/// the same failure is final.
+#[test]
+fn a_model_out_of_the_shared_memory_pool_runs_again_alone() {
+    let dir = project(&[
+        ("silver/slv_a.sql", "{{ config(materialized='table') }}\nselect id from {{ ref('brz_items') }}\n"),
+        ("silver/slv_b.sql", "{{ config(materialized='table') }}\nselect id, value from {{ ref('brz_items') }}\n"),
+        ("gold/gld_a.sql", "{{ config(materialized='table') }}\nselect count(*) as n from {{ ref('slv_a') }}\n"),
+    ]);
+    write(dir.path(), "data/items/1.csv", "id,value\n1,a\n");
+    let build = |threads: &str| {
+        let output = assert_cmd::Command::cargo_bin("pipe")
+            .unwrap()
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .env("PIPE_FAILPOINTS", "exhausted@slv_a")
+            .args(["build", "--memory-limit", "1GiB", "--threads", threads, "--full-refresh"])
+            .output()
+            .unwrap();
+        (output.status.code(), text(&output.stderr))
+    };
+    let (code, stderr) = build("2");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("ran again alone: the memory pool ran out while other models shared it"), "{stderr}");
+    assert!(stderr.contains("4 succeeded, 0 failed, 0 skipped"), "{stderr}");
+    assert_eq!(query(dir.path(), "select n from gold.gld_a"), "n\n1\n");
+    let (code, stderr) = build("1");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("Resources exhausted: failpoint"), "{stderr}");
+}

@@ -69,7 +69,8 @@ pub struct BuildOptions {
     pub settle_interval: std::time::Duration,
     /// Failures the tests inject (`PIPE_FAILPOINTS`, read by `cli`): `panic@<model>` panics in that model's task;
     /// `abort@<model>:before-commit` ends the process once the model's data files are written, before its commit;
-    /// `abort@<model>:after-commit` right after its commit, before the run's results and history are written.
+    /// `abort@<model>:after-commit` right after its commit, before the run's results and history are written;
+    /// `exhausted@<model>` fails the model's first run as running out of the memory pool would.
     pub failpoints: Vec<String>,
     /// Check the schema registry before running: a model whose columns break its `schema_compatibility` stops the
     /// build (`run::schema_gate`). The CLI runs the gate itself, before a backfill's dry run or a watch starts,
@@ -243,6 +244,7 @@ async fn run_nodes(
         run_id: request.options.run_id.clone(),
         options: request.options.clone(),
         manifest: manifest.clone(),
+        exhausted: Default::default(),
     });
     let mut waiting: HashMap<&str, usize> =
         runnable.iter().map(|id| (*id, parents.get(id).map_or(0, BTreeSet::len))).collect();
@@ -252,12 +254,13 @@ async fn run_nodes(
     let mut running = tokio::task::JoinSet::new();
     let mut tasks: HashMap<tokio::task::Id, String> = HashMap::new();
     let mut stop = false;
+    // Models that ran out of the memory pool while others shared it: each runs again once nothing else runs.
+    let mut alone: std::collections::VecDeque<&str> = std::collections::VecDeque::new();
+    let mut retried: BTreeSet<&str> = BTreeSet::new();
+    let mut solo = false;
 
     loop {
-        // A node starts only when a slot is free, so `--fail-fast` stops every node that has not started.
-        while let Some(&id) = ready.front().filter(|_| !stop) {
-            let Ok(permit) = Arc::clone(&semaphore).try_acquire_owned() else { break };
-            ready.pop_front();
+        let mut start = |id: &str, permit, running: &mut tokio::task::JoinSet<NodeResult>| {
             let node = manifest.nodes[id].clone();
             let failed_source = node.depends_on.nodes.iter().find_map(|d| source_errors.get(d).cloned());
             let compute_once = node.materialized == Materialization::View && readers.get(id).copied().unwrap_or(0) >= 2;
@@ -278,6 +281,19 @@ async fn run_nodes(
                 result
             });
             tasks.insert(handle.id(), unique_id);
+        };
+        if let Some(&id) = alone.front().filter(|_| running.is_empty()) {
+            alone.pop_front();
+            let permit = Arc::clone(&semaphore).try_acquire_owned().ok();
+            start(id, permit, &mut running);
+            solo = true;
+        }
+        // A node starts only when a slot is free, so `--fail-fast` stops every node that has not started. Nothing
+        // starts beside a model run alone, nor while one waits to.
+        while let Some(&id) = ready.front().filter(|_| !stop && !solo && alone.is_empty()) {
+            let Ok(permit) = Arc::clone(&semaphore).try_acquire_owned() else { break };
+            ready.pop_front();
+            start(id, Some(permit), &mut running);
         }
         let Some(joined) = running.join_next_with_id().await else {
             break;
@@ -301,6 +317,19 @@ async fn run_nodes(
                 )
             }
         };
+        // Out of the shared memory pool with other models running: run again alone before failing it.
+        let mut result = result;
+        let exhausted = result.message.as_deref().is_some_and(|m| m.contains("Resources exhausted"));
+        if exhausted && request.options.memory_limit.is_some() && request.options.threads > 1 {
+            if let Some(key) = selected.get(result.unique_id.as_str()).copied().filter(|k| retried.insert(k)) {
+                alone.push_back(key);
+                continue;
+            }
+        }
+        if std::mem::take(&mut solo) {
+            let said = "ran again alone: the memory pool ran out while other models shared it";
+            result.message = Some(result.message.map_or(said.to_string(), |m| format!("{said}; {m}")));
+        }
         on_result(&result);
         let id = result.unique_id.clone();
         let succeeded = result.status == NodeStatus::Success;

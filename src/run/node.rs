@@ -32,6 +32,8 @@ pub(super) struct Shared {
     pub(super) options: BuildOptions,
     /// For what a model needs of the others (fingerprints of inputs, upstream configs).
     pub(super) manifest: Manifest,
+    /// The models the `exhausted@<model>` failpoint has failed once.
+    pub(super) exhausted: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// `node` with its SQL rendered now, against the warehouse as this build has left it (its upstreams are built).
@@ -130,6 +132,11 @@ pub(super) async fn run_node(
     }
     if shared.options.failpoints.iter().any(|f| f.strip_prefix("panic@") == Some(node.name.as_str())) {
         panic!("failpoint panic@{}", node.name);
+    }
+    let exhaust = shared.options.failpoints.iter().any(|f| f.strip_prefix("exhausted@") == Some(node.name.as_str()));
+    if exhaust && shared.exhausted.lock().unwrap_or_else(|e| e.into_inner()).insert(node.unique_id.clone()) {
+        let message = "Resources exhausted: failpoint exhausted@ (the model's first run)".to_string();
+        return NodeResult::error(node, Code::QueryFailed, message, started.elapsed());
     }
     let rendered;
     let node = match (&shared.options.render_at_build, node.render_at_build) {

@@ -83,7 +83,7 @@ pub(super) fn node_event(result: &NodeResult, index: usize, total: usize, invoca
         (_, true) => ("LogModelResult", "Q012", "ERROR creating"),
     };
     let description = match kind {
-        "seed" => result.relation.clone(),
+        "seed" | "snapshot" => result.relation.clone(),
         _ => format!("sql {} {kind} {}", result.materialized, result.relation),
     };
     let word = if error { "ERROR" } else { "OK" };

@@ -320,9 +320,10 @@ async fn rebind(session: &SessionContext, plan: &LogicalPlan) -> Option<LogicalP
     let mut providers = HashMap::new();
     for name in names {
         let provider = session.table_provider(name.clone()).await.ok()?;
-        // A view read from an earlier run: the compile's optimized plan may hold filters in the view's scan, which
-        // keeps DataFusion from inlining it, and a view scanned on its own is optimized twice (its joins then
-        // fail `join_selection`). Planning the SQL again inlines it.
+        // A view (read from an earlier run, or built in this one): its scan bound into the compile's plan made
+        // DataFusion's physical optimizer fail on the view's joins (`join_selection`: "Cannot swap HashJoinExec
+        // inputs after dynamic filters have been constructed"). Planning the SQL again binds and inlines the view as
+        // any query does.
         if provider.get_logical_plan().is_some() {
             return None;
         }

@@ -399,6 +399,9 @@ pub(super) struct Backfill {
 }
 
 pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill>) -> anyhow::Result<ExitCode> {
+    if let (Some(_), Some(bound)) = (args.memory_limit, super::BOUNDED_MEMORY.get()) {
+        bound();
+    }
     let (mut compilation, manifest) = match compile_reported_with(&args.project, true, Partial::Build)? {
         Ok(done) => done,
         Err(code) => return Ok(code),

@@ -247,6 +247,10 @@ pub(crate) fn parse_threads(text: &str) -> Result<usize, String> {
     }
 }
 
+/// What the binary does to hold the process to a memory limit beyond DataFusion's pool (its allocator returns freed
+/// memory at once); set by `main.rs`, which owns the allocator, and called when a build has `--memory-limit`.
+pub static BOUNDED_MEMORY: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
 /// The most memory rendering templates may add to the process. No real model's render comes near it; a template that
 /// doubles a string in a loop passes it within a second (fuel counts instructions, and each doubling is one).
 pub const RENDER_MEMORY: u64 = 2 << 30;

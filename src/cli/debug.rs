@@ -74,7 +74,7 @@ pub(super) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
             None
         }
     };
-    let profile = project.as_ref().map(|p| p.config.profile.clone().unwrap_or_else(|| p.config.name.clone()));
+    let profile = project.as_ref().map(|p| p.config.profile_name().to_string());
     let target = match &profile {
         Some(profile) => {
             let resolved = crate::project::profiles::resolve(

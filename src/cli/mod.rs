@@ -539,6 +539,16 @@ fn target_dir(compilation: &Compilation, args: &ProjectArgs) -> PathBuf {
     args.project_dir.join(target)
 }
 
+/// The `--state` folder: the path given, or the folder of the manifest file given.
+fn state_folder(select: &SelectArgs) -> Option<PathBuf> {
+    let dir = select.state.as_ref()?;
+    if dir.is_dir() {
+        Some(dir.clone())
+    } else {
+        dir.parent().map(Path::to_path_buf)
+    }
+}
+
 fn read_state(select: &SelectArgs) -> anyhow::Result<Option<Manifest>> {
     let Some(dir) = &select.state else {
         return Ok(None);
@@ -550,8 +560,7 @@ fn read_state(select: &SelectArgs) -> anyhow::Result<Option<Manifest>> {
 /// The `--state` run's result per node (`run_results.json` beside the state's manifest): `success`, `error`,
 /// `skipped`, or `fail` / `warn` when a test of the node failed or warned.
 fn read_state_results(select: &SelectArgs) -> Option<BTreeMap<String, String>> {
-    let dir = select.state.as_ref()?;
-    let dir = if dir.is_dir() { dir.clone() } else { dir.parent()?.to_path_buf() };
+    let dir = state_folder(select)?;
     let results: crate::run::RunResults =
         serde_json::from_str(&std::fs::read_to_string(dir.join("run_results.json")).ok()?).ok()?;
     Some(
@@ -581,8 +590,7 @@ fn read_state_results(select: &SelectArgs) -> Option<BTreeMap<String, String>> {
 /// than in the `--state` folder's: what `source_status:fresher` selects. `None` when either file is missing.
 fn read_fresher_sources(select: &SelectArgs, target: &Path) -> Option<std::collections::BTreeSet<String>> {
     use crate::quality::freshness::read_sources_json;
-    let dir = select.state.as_ref()?;
-    let dir = if dir.is_dir() { dir.clone() } else { dir.parent()?.to_path_buf() };
+    let dir = state_folder(select)?;
     let previous = read_sources_json(&std::fs::read_to_string(dir.join("sources.json")).ok()?)?;
     let current = read_sources_json(&std::fs::read_to_string(target.join("sources.json")).ok()?)?;
     Some(

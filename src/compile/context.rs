@@ -16,7 +16,7 @@ pub(super) fn resolve_target(project: &mut Project, options: &CompileOptions, di
     if !options.target_name.is_empty() {
         project.target.name = options.target_name.clone();
     }
-    let profile = project.config.profile.clone().unwrap_or_else(|| project.config.name.clone());
+    let profile = project.config.profile_name().to_string();
     match project::profiles::resolve(&profile, &options.profiles_dirs, options.target.as_deref(), &options.env_vars) {
         Ok(Some(target)) => project.target = target,
         Ok(None) => {

@@ -211,6 +211,11 @@ pub(crate) const DBT_ONLY_PROJECT_KEYS: &[&str] = &[
 ];
 
 impl ProjectConfig {
+    /// The `profiles.yml` profile the project builds with: `profile:`, else the project's name.
+    pub fn profile_name(&self) -> &str {
+        self.profile.as_deref().unwrap_or(&self.name)
+    }
+
     pub(crate) fn from_raw(raw: RawProjectConfig, file_name: &'static str) -> ProjectConfig {
         let or = |v: Option<Vec<String>>, d: &str| v.unwrap_or_else(|| vec![d.to_string()]);
         // `sql_dialect:` in `pipe.yml`; under `vars:` in `dbt_project.yml`, where top-level keys are dbt's.

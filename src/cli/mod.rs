@@ -442,10 +442,10 @@ fn compile_options(args: &ProjectArgs) -> anyhow::Result<CompileOptions> {
     let now = chrono::Utc::now();
     let env_vars: BTreeMap<String, String> = std::env::vars().collect();
     crate::secrets::register(&env_vars);
-    let plan_cache = if args.no_plan { PlanCache::default() } else { PlanCache::read(&plan_cache_path(args)) };
     Ok(CompileOptions {
         plan: !args.no_plan,
-        plan_cache,
+        // Read by a compile (`compile_reported_with`), not by the renders of `run-operation` and `--inline`.
+        plan_cache: PlanCache::default(),
         keep_plans: false,
         vars: parse_vars(args.vars.as_deref())?,
         env_vars,
@@ -496,7 +496,8 @@ fn compile_reported_with(
     // `flags.WHICH`: a partial compile is a build's.
     let command = if mode == Partial::Build { "build" } else { "compile" }.to_string();
     let partial = mode != Partial::No;
-    let options = CompileOptions { keep_plans, command, ..compile_options(args)? };
+    let plan_cache = if args.no_plan { PlanCache::default() } else { PlanCache::read(&plan_cache_path(args)) };
+    let options = CompileOptions { keep_plans, command, plan_cache, ..compile_options(args)? };
     let mut compilation = compile(&args.project_dir, &options);
     // What models said with `log(..., info=True)` or `print`, as dbt shows it.
     for line in &compilation.logs {
@@ -682,7 +683,7 @@ fn run_compile(args: &CompileArgs) -> anyhow::Result<ExitCode> {
         display_path(&target.join("manifest.json"))
     );
     if let Some(text) = &args.inline {
-        return Ok(match query::render_inline(&compilation, &manifest, &args.project, text, false)? {
+        return Ok(match query::render_inline(&compilation, &manifest, &args.project, text, None)? {
             Ok(sql) => {
                 write_stdout(&format!("{}\n", sql.trim_end()));
                 ExitCode::SUCCESS

@@ -111,18 +111,15 @@ pub(super) fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
             eprintln!("error: --as-of reads one model's table; write `VERSION AS OF` in the inline query instead");
             return Ok(ExitCode::from(2));
         }
-        let sql = match render_inline(&compilation, &manifest, &args.project, text, true)? {
+        // One session: the render's introspection and the query read the same registered tables.
+        let reading = Reading::open(&manifest, &args.project)?;
+        let sql = match render_inline(&compilation, &manifest, &args.project, text, Some(&reading))? {
             Ok(sql) => sql,
             Err(code) => return Ok(code),
         };
         // The limit applies over the query's plan, so its `order by` holds.
-        return query_and_print(
-            &args.project,
-            &manifest,
-            sql.trim().trim_end_matches(';'),
-            args.output,
-            Some(args.limit),
-        );
+        let sql = sql.trim().trim_end_matches(';');
+        return query_and_print(&reading, &manifest, sql, args.output, Some(args.limit));
     }
     let name = args.model.as_deref().or(args.select.as_deref()).unwrap_or_default();
     let node = match find_node(&manifest, name) {
@@ -141,31 +138,44 @@ pub(super) fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let sql = format!("select * from {}{version} limit {}", node.relation, args.limit);
-    query_and_print(&args.project, &manifest, &sql, args.output, None)
+    query_and_print(&Reading::open(&manifest, &args.project)?, &manifest, &sql, args.output, None)
 }
 
-/// `--inline` text rendered as a model of the project; with `warehouse`, introspective macros ask the warehouse.
+/// The warehouse opened for reading: a runtime and a session with every source, table and view registered, and
+/// the tables that could not be (by unique id, with why).
+pub(super) struct Reading {
+    runtime: tokio::runtime::Runtime,
+    ctx: datafusion::prelude::SessionContext,
+    warehouse: Warehouse,
+    unreadable: BTreeMap<String, String>,
+}
+
+impl Reading {
+    pub(super) fn open(manifest: &Manifest, project: &ProjectArgs) -> anyhow::Result<Reading> {
+        let runtime = super::runtime(None)?;
+        let (ctx, warehouse, unreadable) = runtime.block_on(run::open_session(manifest, &project.project_dir, None))?;
+        Ok(Reading { runtime, ctx, warehouse, unreadable })
+    }
+}
+
+/// `--inline` text rendered as a model of the project; with `reading`, introspective macros ask that session.
 /// `Err(exit code)` after reporting a render error.
 pub(super) fn render_inline(
     compilation: &crate::compile::Compilation,
     manifest: &Manifest,
     project: &ProjectArgs,
     text: &str,
-    warehouse: bool,
+    reading: Option<&Reading>,
 ) -> anyhow::Result<Result<String, ExitCode>> {
     let Some(loaded) = compilation.project.as_ref() else {
         return Ok(Err(ExitCode::from(1)));
     };
     let options = super::compile_options(project)?;
     let renderer = crate::compile::BuildRenderer::always(loaded, &options, manifest);
-    let rendered = if warehouse {
-        let runtime = super::runtime(None)?;
-        let (ctx, _, _) = runtime.block_on(run::open_session(manifest, &project.project_dir, None))?;
-        let catalog = crate::warehouse::catalog::SessionCatalog { ctx, handle: runtime.handle().clone() };
-        renderer.render_inline(&manifest.nodes, text, Some(Arc::new(catalog)))
-    } else {
-        renderer.render_inline(&manifest.nodes, text, None)
-    };
+    let catalog = reading.map(|r| -> Arc<dyn crate::template::Catalog> {
+        Arc::new(crate::warehouse::catalog::SessionCatalog { ctx: r.ctx.clone(), handle: r.runtime.handle().clone() })
+    });
+    let rendered = renderer.render_inline(&manifest.nodes, text, catalog);
     match rendered {
         Ok(sql) => Ok(Ok(sql)),
         Err(diagnostic) => {
@@ -291,27 +301,24 @@ pub(super) fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
-    query_and_print(&args.project, &manifest, &args.sql, args.output, None)
+    query_and_print(&Reading::open(&manifest, &args.project)?, &manifest, &args.sql, args.output, None)
 }
 
 fn query_and_print(
-    project: &ProjectArgs,
+    reading: &Reading,
     manifest: &Manifest,
     sql: &str,
     output: TableFormat,
     limit: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
-    let runtime = super::runtime(None)?;
     let query_error = |e: datafusion::error::DataFusionError| run::RunError::Query {
         model: "query".into(),
         message: run::clean_datafusion_message(&e),
     };
-    let mut unreadable = BTreeMap::new();
-    let batches = runtime.block_on(async {
-        let (ctx, warehouse, errors) = run::open_session(manifest, &project.project_dir, None).await?;
-        unreadable = errors;
-        let sql = run::history::resolve_time_travel(sql, &ctx, &warehouse).await?;
-        let mut frame = crate::sql::duckdb::sql(&ctx, &sql).await.map_err(query_error)?;
+    let (ctx, warehouse) = (&reading.ctx, &reading.warehouse);
+    let batches = reading.runtime.block_on(async {
+        let sql = run::history::resolve_time_travel(sql, ctx, warehouse).await?;
+        let mut frame = crate::sql::duckdb::sql(ctx, &sql).await.map_err(query_error)?;
         if let Some(limit) = limit {
             frame = frame.limit(0, Some(limit)).map_err(query_error)?;
         }
@@ -329,7 +336,7 @@ fn query_and_print(
             let err = missing_table_message(manifest, &err.to_string());
             eprintln!("error: {err}");
             // A table the query may have meant, left out because it cannot be read.
-            for message in unreadable.values() {
+            for message in reading.unreadable.values() {
                 eprintln!("note: {message}");
             }
             return Ok(ExitCode::from(1));

@@ -437,15 +437,18 @@ fn secrets_are_masked_everywhere_pipe_writes_or_prints() {
     assert!(messages.contains("*****"), "{messages}");
 }
 
+/// Two silver models on one bronze model, and a gold model on the first: a failure in `slv_a` skips `gld_a` only.
+const TWO_BRANCHES: &[(&str, &str)] = &[
+    ("silver/slv_a.sql", "{{ config(materialized='table') }}\nselect id from {{ ref('brz_items') }}\n"),
+    ("silver/slv_b.sql", "{{ config(materialized='table') }}\nselect id, value from {{ ref('brz_items') }}\n"),
+    ("gold/gld_a.sql", "{{ config(materialized='table') }}\nselect count(*) as n from {{ ref('slv_a') }}\n"),
+];
+
 // 10. One table's broken log fails what reads it, not the warehouse.
 
 #[test]
 fn a_table_with_a_broken_log_fails_only_what_reads_it() {
-    let dir = project(&[
-        ("silver/slv_a.sql", "{{ config(materialized='table') }}\nselect id from {{ ref('brz_items') }}\n"),
-        ("silver/slv_b.sql", "{{ config(materialized='table') }}\nselect id, value from {{ ref('brz_items') }}\n"),
-        ("gold/gld_a.sql", "{{ config(materialized='table') }}\nselect count(*) as n from {{ ref('slv_a') }}\n"),
-    ]);
+    let dir = project(TWO_BRANCHES);
     write(dir.path(), "data/items/1.csv", "id,value\n1,a\n2,b\n");
     run(dir.path(), &["build"], 0);
     run(dir.path(), &["build"], 0);
@@ -637,11 +640,7 @@ fn a_source_path_spelled_absolute_does_not_ingest_again() {
 
 #[test]
 fn a_panicking_model_fails_alone_and_the_build_finishes() {
-    let dir = project(&[
-        ("silver/slv_a.sql", "{{ config(materialized='table') }}\nselect id from {{ ref('brz_items') }}\n"),
-        ("silver/slv_b.sql", "{{ config(materialized='table') }}\nselect id, value from {{ ref('brz_items') }}\n"),
-        ("gold/gld_a.sql", "{{ config(materialized='table') }}\nselect count(*) as n from {{ ref('slv_a') }}\n"),
-    ]);
+    let dir = project(TWO_BRANCHES);
     write(dir.path(), "data/items/1.csv", "id,value\n1,a\n");
     let output = assert_cmd::Command::cargo_bin("pipe")
         .unwrap()
@@ -673,11 +672,7 @@ fn a_panicking_model_fails_alone_and_the_build_finishes() {
 /// the same failure is final.
 #[test]
 fn a_model_out_of_the_shared_memory_pool_runs_again_alone() {
-    let dir = project(&[
-        ("silver/slv_a.sql", "{{ config(materialized='table') }}\nselect id from {{ ref('brz_items') }}\n"),
-        ("silver/slv_b.sql", "{{ config(materialized='table') }}\nselect id, value from {{ ref('brz_items') }}\n"),
-        ("gold/gld_a.sql", "{{ config(materialized='table') }}\nselect count(*) as n from {{ ref('slv_a') }}\n"),
-    ]);
+    let dir = project(TWO_BRANCHES);
     write(dir.path(), "data/items/1.csv", "id,value\n1,a\n");
     let build = |threads: &str| {
         let output = assert_cmd::Command::cargo_bin("pipe")

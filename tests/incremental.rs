@@ -459,3 +459,40 @@ fn incremental_predicates_narrow_the_rows_a_merge_matches() {
     build(dir.path());
     assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n3,d2,cy2\n");
 }
+
+/// A batch too large for its share of `--memory-limit`'s pool is staged on disk (and says so), and every strategy
+/// applies it from there exactly as it applies a batch held in memory: the same table as a build without a limit.
+#[test]
+fn a_batch_staged_on_disk_under_a_memory_limit_gives_the_same_table() {
+    // 60,000 new rows over 50 days (two of which the first batch has).
+    let mut batch = String::from("id,day,name,updated_at\n");
+    for i in 0..60_000 {
+        batch.push_str(&format!("{},d{},name number {i} of the batch,2026-02-01 10:00:00\n", i + 4, i % 50));
+    }
+    for strategy in [
+        "unique_key='id'",
+        "incremental_strategy='delete+insert', unique_key='id'",
+        "incremental_strategy='append'",
+        "incremental_strategy='insert_overwrite', partition_by='day'",
+    ] {
+        let table = |limit: Option<&str>| {
+            let dir = project(strategy);
+            build(dir.path());
+            std::fs::write(dir.path().join("data/updates/2.csv"), &batch).unwrap();
+            let mut args = vec!["build"];
+            args.extend(limit.iter().flat_map(|l| ["--memory-limit", *l]));
+            let output = pipe(dir.path(), &args);
+            let stderr = text(&output.stderr);
+            assert_eq!(output.status.code(), Some(0), "{strategy}: {stderr}");
+            (rows(dir.path()), stderr)
+        };
+        let (unlimited, stderr) = table(None);
+        assert!(!stderr.contains("staged on disk"), "{strategy}: {stderr}");
+        let (bounded, stderr) = table(Some("8MiB"));
+        assert!(stderr.contains("60000 rows in the batch (staged on disk: "), "{strategy}: {stderr}");
+        // With the header: the first batch's 3 rows, except where `insert_overwrite` replaced their days, and the 60,000.
+        let expected = if strategy.contains("overwrite") { 60_001 } else { 60_004 };
+        assert_eq!(unlimited.lines().count(), expected, "{strategy}");
+        assert!(bounded == unlimited, "{strategy}: the tables differ");
+    }
+}

@@ -16,6 +16,7 @@ mod open;
 mod schemas;
 pub mod session;
 pub mod sources;
+pub mod staged;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

@@ -4,7 +4,8 @@
 //! - `merge` (default with `unique_key`): update rows whose key matches, insert the others (Delta MERGE), with
 //!   `merge_update_columns` / `merge_exclude_columns`, and `incremental_predicates` (more conditions on `target`
 //!   and `source`, as in dbt, so a merge into a partitioned table touches only the partitions they select);
-//! - `delete+insert`: replace every row whose key is in the batch by the batch's rows (`replaceWhere`);
+//! - `delete+insert`: replace every row whose key is in the batch by the batch's rows (one Delta MERGE that deletes
+//!   the rows a key of the batch matches and inserts the batch: a join, however many keys the batch has);
 //! - `insert_overwrite`: replace the `partition_by` partitions present in the batch (`replaceWhere`).
 //!
 //! A batch holding two rows with one key is refused before anything is written, naming the key.
@@ -12,9 +13,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::array_value_to_string;
-use datafusion::datasource::MemTable;
 use datafusion::logical_expr::Expr;
 use datafusion::prelude::DataFrame;
 use deltalake::kernel::transaction::CommitProperties;
@@ -24,6 +23,7 @@ use super::table::publish;
 use super::{plan, Materialize, ModelContext, Outcome};
 use crate::project::settings::{IncrementalStrategy, OnSchemaChange};
 use crate::project::Materialization;
+use crate::run::staged::Staged;
 use crate::run::RunError;
 
 pub struct IncrementalMaterialization;
@@ -64,31 +64,32 @@ impl Materialize for IncrementalMaterialization {
         let plan_time = started.elapsed();
         let started = Instant::now();
 
-        // The batch is computed once: it is checked, then written from memory.
-        let schema = Arc::new(frame.schema().as_arrow().clone());
-        super::check_contract(node, &schema)?;
-        let batches = frame.collect().await.map_err(|e| RunError::query(&node.name, e))?;
-        let batch = datafusion::arrow::compute::concat_batches(&schema, &batches)
-            .map_err(|e| RunError::Internal(e.to_string()))?;
-        if batch.num_rows() == 0 {
+        // The batch is computed once, held in memory or staged on disk (`run::staged`), then checked, audited and
+        // applied from there.
+        super::check_contract(node, frame.schema().as_arrow())?;
+        let digest = !node.depends_on.nodes.is_empty();
+        let staged = Staged::new(cx.session, frame, digest).await.map_err(|e| RunError::query(&node.name, e))?;
+        if staged.rows() == 0 {
             // Nothing new: no commit, so a rerun without new input adds no version.
             return nothing_written(cx, &table, "empty batch: nothing written".into(), plan_time, started).await;
         }
+        let query = |e| RunError::query(&node.name, e);
         if !keys.is_empty() && strategy != IncrementalStrategy::Append {
-            check_unique_keys(&node.name, &batch, &keys)?;
+            check_unique_keys(&node.name, staged.frame(cx.session).map_err(query)?, &keys).await?;
         }
         let target_schema = cx.warehouse.provider(&table).await?.schema();
-        let (batch, change) = apply_schema_change(node, batch, &target_schema)?;
+        let (columns, change) = apply_schema_change(node, staged.schema(), &target_schema)?;
+        let columns: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let batch = staged.frame(cx.session).and_then(|f| f.select_columns(&columns)).map_err(query)?;
         // The batch's identity: what it was computed from (the SQL, the versions of the tables and files it read, the
         // watermark values) and its rows. A retried batch (the process died around its commit, the same command run
         // again on the same inputs) is found and not applied twice; a new batch with equal rows, computed from new
         // inputs, is applied. A batch that reads no table or file at all has nothing to tell a retry by: applied.
-        let batch_id = match node.depends_on.nodes.is_empty() {
-            true => None,
-            false => {
+        let batch_id = match staged.digest() {
+            None => None,
+            Some(rows) => {
                 let inputs = crate::run::input_fingerprint(cx.manifest, cx.warehouse, cx.project_root, node).await;
-                batch_digest(&batch)
-                    .map(|rows| format!("pipe.batch:{}", batch_identity(sql, &inputs, &watermarks, &rows)))
+                Some(format!("pipe.batch:{}", batch_identity(sql, &inputs, &watermarks, &rows)))
             }
         };
         if let Some(id) = &batch_id {
@@ -99,7 +100,8 @@ impl Materialize for IncrementalMaterialization {
         }
         // A batch whose size is out of the model's normal range is refused before it is applied (when its
         // anomalies are errors); an empty batch above wrote nothing and is not judged.
-        cx.refuse_anomalous_rows(batch.num_rows() as u64).await?;
+        let rows = staged.rows();
+        cx.refuse_anomalous_rows(rows).await?;
         // Write-audit-publish: the model's tests run on the table as it will be, before the batch is applied.
         let replace_by = match strategy {
             IncrementalStrategy::Append => Vec::new(),
@@ -113,15 +115,15 @@ impl Materialize for IncrementalMaterialization {
         let metadata = cx.commit_metadata();
         let transactions = batch_id.iter().map(|id| deltalake::kernel::Transaction::new(id.clone(), 1)).collect();
         let commit = CommitProperties::default().with_metadata(metadata).with_application_transactions(transactions);
-        let rows = batch.num_rows() as u64;
         let batch = Batch { batch, change, replace_by, commit };
         let table = apply(cx, table, strategy, batch).await?;
         let commit = cx.warehouse.last_commit(&table).await?;
+        let staged_note = staged.spill_note().map(|n| format!(" ({n})")).unwrap_or_default();
         Ok(Outcome {
             rows_written: Some(rows),
             delta_version: Some(commit.version),
             provider: Some(cx.warehouse.provider(&table).await?),
-            note: Some(format!("{}: {rows} rows in the batch", strategy.as_str())),
+            note: Some(format!("{}: {rows} rows in the batch{staged_note}", strategy.as_str())),
             plan_time,
             write_time: started.elapsed(),
             execute_time: commit.execute_time,
@@ -134,7 +136,7 @@ impl Materialize for IncrementalMaterialization {
 /// A batch computed, checked and audited, ready to apply: how its columns meet the table's (`change`), the columns
 /// whose values it replaces (`replace_by`), and the commit carrying its metadata and identity.
 struct Batch {
-    batch: RecordBatch,
+    batch: DataFrame,
     change: SchemaChange,
     replace_by: Vec<String>,
     commit: CommitProperties,
@@ -151,12 +153,11 @@ async fn apply(
     let node = cx.node;
     let (keys, partitions) = (&node.settings.unique_key, &node.settings.partition_by);
     let merge_schema = change == SchemaChange::AddColumns;
-    let schema = batch.schema();
+    let all: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
     let session = Arc::new(cx.session.state());
     let table = match strategy {
         _ if change == SchemaChange::Sync => sync_all_columns(cx, &table, batch, &replace_by, commit).await?,
         IncrementalStrategy::Merge => {
-            let source = batch_frame(cx, &schema, batch.clone(), &node.name)?;
             // `incremental_predicates` narrow the target rows a merge considers (e.g. `target.day = source.day`
             // on a table partitioned by `day`), so only the files they select are read and rewritten.
             let predicate = keys
@@ -165,14 +166,13 @@ async fn apply(
                 .chain(node.settings.incremental_predicates.iter().map(|p| format!("({p})")))
                 .collect::<Vec<_>>()
                 .join(" AND ");
-            let all: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
             let mut update_columns = match &node.settings.merge_update_columns {
                 list if !list.is_empty() => list.clone(),
                 _ => all.iter().filter(|c| !keys.contains(c)).cloned().collect(),
             };
             update_columns.retain(|c| !node.settings.merge_exclude_columns.contains(c));
             let builder = table
-                .merge(source, predicate.as_str())
+                .merge(batch, predicate.as_str())
                 .with_writer_properties(super::writer_properties(node))
                 .with_source_alias("source")
                 .with_target_alias("target")
@@ -192,7 +192,8 @@ async fn apply(
             builder.await.map_err(|e| RunError::write(&node.name, e))?.0
         }
         IncrementalStrategy::Append => table
-            .write(vec![batch])
+            .write(Vec::new())
+            .with_input_plan(batch.logical_plan().clone())
             .with_writer_properties(super::writer_properties(node))
             .with_session_state(session)
             .with_save_mode(SaveMode::Append)
@@ -200,12 +201,63 @@ async fn apply(
             .with_commit_properties(commit)
             .await
             .map_err(|e| RunError::write(&node.name, e))?,
-        _ => {
-            // delete+insert replaces rows by key; insert_overwrite replaces partitions. Both are one commit.
-            let columns = if strategy == IncrementalStrategy::DeleteInsert { keys } else { partitions };
-            let predicate = replace_predicate(&batch, columns)?;
+        IncrementalStrategy::DeleteInsert => {
+            // The source is the batch twice: once with its keys in `__pipe_key_<i>`, matching (and deleting) every
+            // row of the table with that key, once with null there, matching nothing and inserted. As in dbt, a
+            // null key matches no row of the table.
+            let query = |e| RunError::query(&node.name, e);
+            let key_columns: Vec<String> = (0..keys.len()).map(|i| format!("__pipe_key_{i}")).collect();
+            let values = || all.iter().map(|c| datafusion::prelude::col(datafusion::common::Column::from_name(c)));
+            let matching: Vec<Expr> = keys
+                .iter()
+                .zip(&key_columns)
+                .map(|(k, name)| datafusion::prelude::col(datafusion::common::Column::from_name(k)).alias(name))
+                .chain(values())
+                .collect();
+            let mut inserted = Vec::new();
+            for (k, name) in keys.iter().zip(&key_columns) {
+                let field = batch.schema().as_arrow().field_with_name(k).map_err(|e| query(e.into()))?.clone();
+                let null = datafusion::common::ScalarValue::try_from(field.data_type()).map_err(query)?;
+                inserted.push(datafusion::prelude::lit(null).alias(name));
+            }
+            inserted.extend(values());
+            let source = batch
+                .clone()
+                .select(matching)
+                .and_then(|m| batch.select(inserted).and_then(|i| m.union(i)))
+                .map_err(query)?;
+            let predicate = keys
+                .iter()
+                .zip(&key_columns)
+                .map(|(k, name)| format!("target.{} = source.{}", quote(k), quote(name)))
+                .chain(node.settings.incremental_predicates.iter().map(|p| format!("({p})")))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let first_key = quote(key_columns.first().map_or("__pipe_key_0", String::as_str));
             table
-                .write(vec![batch])
+                .merge(source, predicate.as_str())
+                .with_writer_properties(super::writer_properties(node))
+                .with_source_alias("source")
+                .with_target_alias("target")
+                .with_session_state(session)
+                .with_merge_schema(merge_schema)
+                .with_commit_properties(commit)
+                .when_matched_delete(|delete| delete)?
+                .when_not_matched_insert(|insert| {
+                    all.iter().fold(insert.predicate(format!("source.{first_key} is null")), |i, c| {
+                        i.set(quote(c), format!("source.{}", quote(c)))
+                    })
+                })?
+                .await
+                .map_err(|e| RunError::write(&node.name, e))?
+                .0
+        }
+        _ => {
+            // insert_overwrite replaces the partitions the batch has, in one commit.
+            let predicate = replace_predicate(&node.name, &batch, partitions).await?;
+            table
+                .write(Vec::new())
+                .with_input_plan(batch.logical_plan().clone())
                 .with_writer_properties(super::writer_properties(node))
                 .with_session_state(session)
                 .with_save_mode(SaveMode::Overwrite)
@@ -318,25 +370,6 @@ fn batch_identity(sql: &str, inputs: &str, watermarks: &[String], rows: &str) ->
     format!("{}-{digest}", rows.split('-').next().unwrap_or("0"))
 }
 
-/// A digest of a batch's rows that does not depend on their order: the sum of the rows' SHA-256 digests in the
-/// Arrow row format, with the row count. `None` for column types the row format cannot hold.
-fn batch_digest(batch: &RecordBatch) -> Option<String> {
-    use datafusion::arrow::row::{RowConverter, SortField};
-    use sha2::{Digest, Sha256};
-    let fields: Vec<SortField> =
-        batch.schema().fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
-    let converter = RowConverter::new(fields).ok()?;
-    let rows = converter.convert_columns(batch.columns()).ok()?;
-    let mut sum = [0u64; 4];
-    for row in rows.iter() {
-        let digest = Sha256::digest(row.as_ref());
-        for (lane, chunk) in sum.iter_mut().zip(digest.chunks_exact(8)) {
-            *lane = lane.wrapping_add(u64::from_le_bytes(chunk.try_into().ok()?));
-        }
-    }
-    Some(format!("{:x}-{:016x}{:016x}{:016x}{:016x}", batch.num_rows(), sum[0], sum[1], sum[2], sum[3]))
-}
-
 /// `with_schema_mode(Merge)` when new columns are to be added.
 trait SchemaModeExt {
     fn with_schema_mode_opt(self, merge: bool) -> Self;
@@ -354,21 +387,20 @@ impl SchemaModeExt for deltalake::operations::write::WriteBuilder {
 
 /// Applies `on_schema_change` to a batch whose columns differ from the table's: `ignore` (default) drops new
 /// columns, `fail` refuses, `append_new_columns` adds them to the table. A column the table has and the batch lacks
-/// is an error except with `append_new_columns`, where it is written as null.
+/// is an error except with `append_new_columns`, where it is written as null. Returns the batch's columns to write.
 fn apply_schema_change(
     node: &crate::manifest::Node,
-    batch: RecordBatch,
+    batch_schema: &datafusion::arrow::datatypes::Schema,
     target: &datafusion::arrow::datatypes::Schema,
-) -> Result<(RecordBatch, SchemaChange), RunError> {
-    let batch_schema = batch.schema();
+) -> Result<(Vec<String>, SchemaChange), RunError> {
     let has =
         |schema: &datafusion::arrow::datatypes::Schema, name: &str| schema.fields().iter().any(|f| f.name() == name);
-    let added: Vec<String> =
-        batch_schema.fields().iter().map(|f| f.name().clone()).filter(|n| !has(target, n)).collect();
+    let columns: Vec<String> = batch_schema.fields().iter().map(|f| f.name().clone()).collect();
+    let added: Vec<String> = columns.iter().filter(|n| !has(target, n)).cloned().collect();
     let removed: Vec<String> =
-        target.fields().iter().map(|f| f.name().clone()).filter(|n| !has(&batch_schema, n)).collect();
+        target.fields().iter().map(|f| f.name().clone()).filter(|n| !has(batch_schema, n)).collect();
     if added.is_empty() && removed.is_empty() {
-        return Ok((batch, SchemaChange::None));
+        return Ok((columns, SchemaChange::None));
     }
     let mode = node.settings.on_schema_change;
     let describe = || {
@@ -376,13 +408,10 @@ fn apply_schema_change(
         format!("new columns: {}; missing columns: {}", list(&added), list(&removed))
     };
     match mode {
-        OnSchemaChange::AppendNewColumns => Ok((batch, SchemaChange::AddColumns)),
-        OnSchemaChange::SyncAllColumns => Ok((batch, SchemaChange::Sync)),
+        OnSchemaChange::AppendNewColumns => Ok((columns, SchemaChange::AddColumns)),
+        OnSchemaChange::SyncAllColumns => Ok((columns, SchemaChange::Sync)),
         OnSchemaChange::Ignore if removed.is_empty() => {
-            let keep: Vec<usize> =
-                (0..batch_schema.fields().len()).filter(|&i| !added.contains(batch_schema.field(i).name())).collect();
-            let projected = batch.project(&keep).map_err(|e| RunError::Internal(e.to_string()))?;
-            Ok((projected, SchemaChange::None))
+            Ok((columns.into_iter().filter(|c| !added.contains(c)).collect(), SchemaChange::None))
         }
         _ => Err(RunError::Unsupported(format!(
             "the batch's columns differ from the table's ({}); `on_schema_change: {}` refuses this: set `append_new_columns` or run with `--full-refresh`",
@@ -409,7 +438,7 @@ enum SchemaChange {
 async fn sync_all_columns(
     cx: &ModelContext<'_>,
     table: &deltalake::DeltaTable,
-    batch: RecordBatch,
+    batch: DataFrame,
     replace_by: &[String],
     commit: CommitProperties,
 ) -> Result<deltalake::DeltaTable, RunError> {
@@ -436,15 +465,14 @@ async fn sync_all_columns(
 async fn new_result(
     cx: &ModelContext<'_>,
     table: &deltalake::DeltaTable,
-    batch: RecordBatch,
+    batch_frame: DataFrame,
     replace_by: &[String],
 ) -> Result<DataFrame, RunError> {
     use datafusion::logical_expr::JoinType;
     let node = cx.node;
     let query = |e| RunError::query(&node.name, e);
-    let schema = batch.schema();
+    let schema = Arc::new(batch_frame.schema().as_arrow().clone());
     let old = cx.session.read_table(cx.warehouse.provider(table).await?).map_err(query)?;
-    let batch_frame = batch_frame(cx, &schema, batch, &node.name)?;
     let kept = if replace_by.is_empty() {
         old
     } else {
@@ -455,66 +483,63 @@ async fn new_result(
     super::kept_then_batch(kept, &schema, batch_frame).map_err(query)
 }
 
-fn batch_frame(
-    cx: &ModelContext<'_>,
-    schema: &datafusion::arrow::datatypes::SchemaRef,
-    batch: RecordBatch,
-    model: &str,
-) -> Result<DataFrame, RunError> {
-    let table = MemTable::try_new(Arc::clone(schema), vec![vec![batch]]).map_err(|e| RunError::query(model, e))?;
-    cx.session.read_table(Arc::new(table)).map_err(|e| RunError::query(model, e))
-}
-
-/// Refuses a batch with two rows for one key, naming the key.
-fn check_unique_keys(model: &str, batch: &RecordBatch, keys: &[String]) -> Result<(), RunError> {
-    let mut indexes = Vec::new();
+/// Refuses a batch with two rows for one key, naming the key: an aggregate over the batch (which spills under a
+/// memory limit), stopped at the first key found twice.
+async fn check_unique_keys(model: &str, batch: DataFrame, keys: &[String]) -> Result<(), RunError> {
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::prelude::{col, lit};
+    let query = |e| RunError::query(model, e);
     for key in keys {
-        let index = batch.schema().index_of(key).map_err(|_| {
-            RunError::Unsupported(format!("`unique_key` column `{key}` is not an output column of `{model}`"))
-        })?;
-        indexes.push(index);
-    }
-    // Keys compared in Arrow's row format (one byte string per row), formatted only for the message.
-    use datafusion::arrow::row::{RowConverter, SortField};
-    let columns: Vec<_> = indexes.iter().map(|&i| Arc::clone(batch.column(i))).collect();
-    let fields = columns.iter().map(|c| SortField::new(c.data_type().clone())).collect();
-    let rows = RowConverter::new(fields)
-        .and_then(|converter| converter.convert_columns(&columns))
-        .map_err(|e| RunError::Internal(e.to_string()))?;
-    let mut seen = std::collections::HashSet::with_capacity(batch.num_rows());
-    for (row, key) in rows.iter().enumerate() {
-        if !seen.insert(key) {
-            let shown: Vec<String> = keys
-                .iter()
-                .zip(&indexes)
-                .map(|(k, &i)| format!("{k}={}", array_value_to_string(batch.column(i), row).unwrap_or_default()))
-                .collect();
+        if batch.schema().as_arrow().index_of(key).is_err() {
             return Err(RunError::Unsupported(format!(
-                "the batch has more than one row for key ({}); deduplicate the model's batch or fix `unique_key`",
-                shown.join(", ")
+                "`unique_key` column `{key}` is not an output column of `{model}`"
             )));
         }
     }
-    Ok(())
+    let columns: Vec<Expr> = keys.iter().map(|k| col(datafusion::common::Column::from_name(k))).collect();
+    let twice = batch
+        .aggregate(columns, vec![count(lit(1)).alias("__pipe_rows")])
+        .and_then(|f| f.filter(col("__pipe_rows").gt(lit(1))))
+        .and_then(|f| f.limit(0, Some(1)))
+        .map_err(query)?
+        .collect()
+        .await
+        .map_err(query)?;
+    let Some(found) = twice.iter().find(|b| b.num_rows() > 0) else { return Ok(()) };
+    let shown: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| format!("{k}={}", array_value_to_string(found.column(i), 0).unwrap_or_default()))
+        .collect();
+    Err(RunError::Unsupported(format!(
+        "the batch has more than one row for key ({}); deduplicate the model's batch or fix `unique_key`",
+        shown.join(", ")
+    )))
 }
 
 /// `(c1, c2) IN (...)` as an expression: ORs of equalities (or `IS NULL`s) over the distinct values of `columns` in
 /// a non-empty batch, each value a literal of its column's type (Delta casts it to the table's type).
-fn replace_predicate(batch: &RecordBatch, columns: &[String]) -> Result<Expr, RunError> {
-    let mut indexes = Vec::new();
+async fn replace_predicate(model: &str, batch: &DataFrame, columns: &[String]) -> Result<Expr, RunError> {
     for column in columns {
-        indexes.push(
-            batch
-                .schema()
-                .index_of(column)
-                .map_err(|_| RunError::Unsupported(format!("column `{column}` is not in the batch")))?,
-        );
+        if batch.schema().as_arrow().index_of(column).is_err() {
+            return Err(RunError::Unsupported(format!("column `{column}` is not in the batch")));
+        }
     }
+    let query = |e| RunError::query(model, e);
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let distinct = batch
+        .clone()
+        .select_columns(&names)
+        .and_then(|f| f.distinct())
+        .map_err(query)?
+        .collect()
+        .await
+        .map_err(query)?;
     // Keyed by the term's text, so each distinct combination of values is one term, in a stable order.
     let mut terms = std::collections::BTreeMap::new();
-    for row in 0..batch.num_rows() {
+    for (batch, row) in distinct.iter().flat_map(|b| (0..b.num_rows()).map(move |row| (b, row))) {
         let mut parts = Vec::new();
-        for (column, &index) in columns.iter().zip(&indexes) {
+        for (index, column) in columns.iter().enumerate() {
             let name = Expr::Column(datafusion::common::Column::new_unqualified(column));
             let array = batch.column(index);
             parts.push(if array.is_null(row) {

@@ -291,3 +291,32 @@ fn hop_and_session_windows_compute_their_rows() {
         "user_id,clicks,started\n1,4,2026-01-01T10:00:00\n2,1,2026-01-01T10:05:00\n2,1,2026-01-01T10:40:00\n"
     );
 }
+
+/// Slices too large for their share of `--memory-limit`'s pool are staged on disk (the note says how many), then
+/// audited and written from there: the same table as without a limit.
+#[test]
+fn slices_staged_on_disk_under_a_memory_limit_give_the_same_table() {
+    let events: Vec<(u32, String, u32)> =
+        (0..40_000u32).map(|i| (100 + i, format!("2026-01-0{} {:02}:00:00", 5 + i % 2, i % 24), i % 97)).collect();
+    let rows: Vec<(u32, &str, u32)> = events.iter().map(|(id, ts, amount)| (*id, ts.as_str(), *amount)).collect();
+    let table = |limit: Option<&str>| {
+        let dir = project();
+        let root = dir.path();
+        build(root, "2026-01-04");
+        write_events(root, "2.csv", &rows);
+        let mut args = vec!["build", "--event-time-end", "2026-01-07"];
+        args.extend(limit.iter().flat_map(|l| ["--memory-limit", *l]));
+        let output = pipe(root, &args);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        let table = query(root, "select count(*) as n, sum(id) as ids, sum(amount) as amount from silver.slv_events");
+        (table, query(root, "select * from gold.gld_daily order by day"), stderr)
+    };
+    let (unlimited, daily, stderr) = table(None);
+    assert!(!stderr.contains("staged on disk"), "{stderr}");
+    assert!(unlimited.starts_with("n,ids,amount\n40003,"), "{unlimited}");
+    let (bounded, bounded_daily, stderr) = table(Some("1MiB"));
+    assert!(stderr.contains("batch(es) staged on disk ("), "{stderr}");
+    assert_eq!(bounded, unlimited);
+    assert_eq!(bounded_daily, daily);
+}

@@ -173,3 +173,43 @@ fn a_snapshot_without_its_settings_fails_at_compile() {
     let stderr = text(&output.stderr);
     assert!(stderr.contains("snapshot `statuses` uses the `check` strategy but has no `check_cols`"), "{stderr}");
 }
+
+/// A snapshot whose query and changes are too large for their share of `--memory-limit`'s pool stages them on
+/// disk (the note says so) and records the same versions as without a limit.
+#[test]
+fn a_snapshot_staged_on_disk_under_a_memory_limit_records_the_same_versions() {
+    let version = |changed: bool| {
+        let mut csv = String::from("id,name,status,updated_at\n");
+        for id in 0..90_000 {
+            let (status, at) = match changed && id % 3 == 0 {
+                true => ("churned", "2024-02-01 00:00:00"),
+                false => ("active", "2024-01-01 00:00:00"),
+            };
+            csv.push_str(&format!("{id},customer number {id},{status},{at}\n"));
+        }
+        csv
+    };
+    let versions = |limit: Option<&str>| {
+        let dir = project();
+        let mut stderr = String::new();
+        for changed in [false, true] {
+            std::fs::create_dir_all(dir.path().join("data")).unwrap();
+            std::fs::write(dir.path().join("data/customers.csv"), version(changed)).unwrap();
+            let mut args = vec!["build", "--select", "customers"];
+            args.extend(limit.iter().flat_map(|l| ["--memory-limit", *l]));
+            let output = pipe(dir.path(), &args);
+            stderr = text(&output.stderr);
+            assert!(output.status.success(), "{stderr}");
+        }
+        let sql = "select count(*) as versions, count(dbt_valid_to) as closed, sum(id) as ids, \
+                   count(distinct dbt_scd_id) as scd_ids, min(dbt_valid_to) as first_closed from snapshots.customers";
+        (query(dir.path(), sql), stderr)
+    };
+    let (unlimited, stderr) = versions(None);
+    assert!(!stderr.contains("staged on disk"), "{stderr}");
+    assert!(unlimited.contains("\n120000,30000,"), "{unlimited}");
+    let (bounded, stderr) = versions(Some("24MiB"));
+    assert!(stderr.contains("30000 versions inserted, 30000 closed ("), "{stderr}");
+    assert!(stderr.contains("staged on disk: "), "{stderr}");
+    assert_eq!(bounded, unlimited);
+}

@@ -27,6 +27,7 @@ use datafusion::logical_expr::Expr;
 
 use super::{accounted, plan_query, ModelContext, Outcome};
 use crate::manifest::Node;
+use crate::run::staged::Staged;
 use crate::run::RunError;
 
 /// A batch's event-time range, `[start, end)`.
@@ -247,6 +248,8 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
     let partitions = node.settings.partition_by.clone();
     let mut rows_written = 0u64;
     let mut tests = None;
+    // Slices that went to disk under a memory limit, and their bytes, said in the note.
+    let mut staged_on_disk = (0usize, 0u64);
     let plan_time = started.elapsed();
     let write_started = Instant::now();
     let existing_table = existing.clone();
@@ -276,21 +279,17 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
                 .map(|(start, end)| {
                     let frame = slice(start, end);
                     async move {
+                        // Held in memory, or staged on disk under a memory limit (`run::staged`): audited, then
+                        // written from there.
                         let frame = frame.await?;
-                        let schema = std::sync::Arc::new(frame.schema().as_arrow().clone());
-                        let mut rows = frame.collect().await.map_err(|e| RunError::query(&node.name, e))?;
-                        if rows.is_empty() {
-                            // An empty slice still replaces (clears) what the table holds for it.
-                            rows.push(datafusion::arrow::record_batch::RecordBatch::new_empty(schema));
-                        }
-                        Ok::<_, RunError>(rows)
+                        Staged::new(cx.session, frame, false).await.map_err(|e| RunError::query(&node.name, e))
                     }
                 })
                 .buffered(SLICES_AT_ONCE);
             futures::pin_mut!(computed);
             let mut done = 0;
-            while let Some(rows) = computed.next().await {
-                let rows = rows?;
+            while let Some(staged) = computed.next().await {
+                let staged = staged?;
                 let (start, end) = (&batches[done].0, &batches[done].1);
                 done += 1;
                 let target = match table.take() {
@@ -308,23 +307,24 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
                 let commit = CommitProperties::default()
                     .with_metadata(metadata.clone())
                     .with_application_transactions(transactions);
-                let predicate = match rows.first() {
-                    Some(batch) => {
-                        let schema = datafusion::common::DFSchema::try_from(batch.schema().as_ref().clone())
-                            .map_err(|e| RunError::query(&node.name, e))?;
-                        config.slice_in(*start, *end, &schema)
-                    }
-                    None => config.slice_in(*start, *end, &datafusion::common::DFSchema::empty()),
-                };
+                let schema = datafusion::common::DFSchema::try_from(staged.schema().as_ref().clone())
+                    .map_err(|e| RunError::query(&node.name, e))?;
+                let predicate = config.slice_in(*start, *end, &schema);
+                let rows = staged.frame(cx.session).map_err(|e| RunError::query(&node.name, e))?;
+                if staged.spilled_bytes() > 0 {
+                    staged_on_disk = (staged_on_disk.0 + 1, staged_on_disk.1 + staged.spilled_bytes());
+                }
                 let has_table = target.version().is_some();
                 // Write-audit-publish: the model's tests run on the table as it will be with this slice replaced,
                 // before the slice is committed; a failing one leaves the table at its version.
                 if !cx.attached_tests().is_empty() {
-                    let result = slice_result(cx, has_table.then_some(&target), &rows, &predicate).await?;
+                    let result = slice_result(cx, has_table.then_some(&target), rows.clone(), &predicate).await?;
                     tests = Some(cx.audit(result).await?);
                 }
+                // An empty slice still replaces (clears) what the table holds for it.
                 let mut write = target
-                    .write(rows)
+                    .write(Vec::new())
+                    .with_input_plan(rows.logical_plan().clone())
                     .with_writer_properties(super::writer_properties(node))
                     .with_session_state(std::sync::Arc::new(cx.session.state()))
                     .with_commit_properties(commit);
@@ -363,11 +363,17 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
             "\n{n} late rows beyond allowed_lateness: not applied, kept upstream (`pipe backfill` applies them)"
         ),
     };
+    let staged = match staged_on_disk {
+        (0, _) => String::new(),
+        (slices, bytes) => {
+            format!("; {slices} batch(es) staged on disk ({:.1} MiB)", bytes as f64 / (1024.0 * 1024.0))
+        }
+    };
     Ok(Outcome {
         rows_written: Some(rows_written),
         delta_version,
         provider,
-        note: Some(format!("microbatch: {note}{late}")),
+        note: Some(format!("microbatch: {note}{staged}{late}")),
         plan_time,
         write_time: write_started.elapsed(),
         execute_time,
@@ -382,16 +388,12 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
 async fn slice_result(
     cx: &ModelContext<'_>,
     target: Option<&DeltaTable>,
-    rows: &[datafusion::arrow::record_batch::RecordBatch],
+    slice: datafusion::prelude::DataFrame,
     predicate: &Expr,
 ) -> Result<std::sync::Arc<dyn datafusion::catalog::TableProvider>, RunError> {
     use datafusion::logical_expr::is_not_true;
     let query = |e| RunError::query(&cx.node.name, e);
-    let schema =
-        rows.first().map(|b| b.schema()).ok_or_else(|| RunError::Internal("a slice without a schema".into()))?;
-    let slice = datafusion::datasource::MemTable::try_new(std::sync::Arc::clone(&schema), vec![rows.to_vec()])
-        .map_err(query)?;
-    let slice = cx.session.read_table(std::sync::Arc::new(slice)).map_err(query)?;
+    let schema = std::sync::Arc::new(slice.schema().as_arrow().clone());
     let Some(target) = target else { return Ok(slice.into_view()) };
     let old = cx.session.read_table(cx.warehouse.provider(target).await?).map_err(query)?;
     let kept = old.filter(is_not_true(predicate.clone())).map_err(query)?;

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use datafusion::datasource::MemTable;
+use crate::run::staged::Staged;
 use datafusion::prelude::SessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 
@@ -231,14 +231,16 @@ impl Materialize for SnapshotMaterialization {
         let schema = Arc::new(frame.schema().as_arrow().clone());
         let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
         check_columns(&node.name, settings, &node.settings.unique_key, &columns)?;
-        // The query's rows are read once: every part of the run's changes compares the same rows.
-        let rows = frame.collect().await.map_err(query)?;
+        // The query's rows are read once (held in memory, or staged on disk under a memory limit): every part of
+        // the run's changes compares the same rows.
+        let rows = Staged::new(cx.session, frame, false).await.map_err(query)?;
+        let rows_note = rows.spill_note().map(|n| format!("the query's rows {n}"));
         let plan_time = started.elapsed();
         let started = Instant::now();
 
-        let scratch = SessionContext::new_with_config(cx.session.copied_config());
-        let source = MemTable::try_new(Arc::clone(&schema), vec![rows]).map_err(query)?;
-        scratch.register_table("source", Arc::new(source)).map_err(query)?;
+        // The scratch session shares the run's memory pool and disk manager.
+        let scratch = SessionContext::new_with_config_rt(cx.session.copied_config(), cx.session.runtime_env());
+        scratch.register_table("source", rows.provider().map_err(query)?).map_err(query)?;
         let now = format!("'{}'", chrono::Utc::now().naive_utc().format("%Y-%m-%d %H:%M:%S%.6f"));
         let existing = cx.warehouse.load(&node.relation).await?;
         let table_columns = match &existing {
@@ -256,13 +258,8 @@ impl Materialize for SnapshotMaterialization {
         let table = add_new_columns(cx, table, &schema, &staging.table_columns).await?;
         scratch.register_table("snapshot", cx.warehouse.provider(&table).await?).map_err(query)?;
         let changes = scratch.sql(&staging.changes()).await.map_err(query)?;
-        let batches = changes.collect().await.map_err(query)?;
-        let Some(changes_schema) = batches.first().map(|b| b.schema()) else {
-            return nothing_written(cx, &table, "no changes: nothing written".into(), plan_time, started).await;
-        };
-        let batch = datafusion::arrow::compute::concat_batches(&changes_schema, &batches)
-            .map_err(|e| RunError::Internal(e.to_string()))?;
-        if batch.num_rows() == 0 {
+        let changes = Staged::new(&scratch, changes, false).await.map_err(query)?;
+        if changes.rows() == 0 {
             return nothing_written(cx, &table, "no changes: nothing written".into(), plan_time, started).await;
         }
         // The run's identity: what it read. Run again on the same inputs after its commit, it is found and not
@@ -273,16 +270,17 @@ impl Materialize for SnapshotMaterialization {
             let note = format!("changes already committed ({run_id}): nothing written");
             return nothing_written(cx, &table, note, plan_time, started).await;
         }
-        let rows = batch.num_rows() as u64;
-        let inserted = batch.column_by_name("__pipe_merge_key").map_or(0, |keys| keys.null_count() as u64);
+        let rows = changes.rows();
+        let source = changes.frame(&scratch).map_err(query)?;
+        let inserted = count_new_versions(source.clone()).await.map_err(query)?;
         let commit = CommitProperties::default()
             .with_metadata(cx.commit_metadata())
             .with_application_transactions(vec![deltalake::kernel::Transaction::new(run_id, 1)]);
         crate::run::abort_at(cx.failpoints, &node.name, "before-commit");
-        let source = scratch.read_batch(batch).map_err(query)?;
         let scd = quote(&settings.columns.scd_id);
         let valid_to = quote(&settings.columns.valid_to);
-        let inserts: Vec<String> = changes_schema
+        let inserts: Vec<String> = changes
+            .schema()
             .fields()
             .iter()
             .map(|f| f.name().clone())
@@ -308,7 +306,11 @@ impl Materialize for SnapshotMaterialization {
             rows_written: Some(inserted),
             delta_version: Some(commit.version),
             provider: Some(cx.warehouse.provider(&table).await?),
-            note: Some(format!("{inserted} versions inserted, {} closed", rows - inserted)),
+            note: Some(format!(
+                "{inserted} versions inserted, {} closed{}",
+                rows - inserted,
+                rows_note.or(changes.spill_note()).map(|n| format!(" ({n})")).unwrap_or_default()
+            )),
             plan_time,
             write_time: started.elapsed(),
             execute_time: commit.execute_time,
@@ -316,6 +318,21 @@ impl Materialize for SnapshotMaterialization {
             rows_read: None,
         })
     }
+}
+
+/// The changes that insert a version (those without a version to close, `__pipe_merge_key` null).
+async fn count_new_versions(changes: datafusion::prelude::DataFrame) -> datafusion::common::Result<u64> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::functions_aggregate::expr_fn::count;
+    use datafusion::prelude::{col, lit};
+    let counted = changes
+        .filter(col("__pipe_merge_key").is_null())?
+        .aggregate(vec![], vec![count(lit(1)).alias("n")])?
+        .collect()
+        .await?;
+    let n = counted.iter().find(|b| b.num_rows() > 0).map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0));
+    Ok(n as u64)
 }
 
 /// The columns the settings name are columns of the query, and the query has none of the snapshot's own.

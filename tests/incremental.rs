@@ -496,3 +496,43 @@ fn a_batch_staged_on_disk_under_a_memory_limit_gives_the_same_table() {
         assert!(bounded == unlimited, "{strategy}: the tables differ");
     }
 }
+
+/// Bronze ingestion of new files too large for their share of `--memory-limit`'s pool: each file's rows (checked
+/// against the source's declared types) are staged on disk, then appended in one commit, with the same rows and
+/// ledger as without a limit.
+#[test]
+fn bronze_ingestion_staged_on_disk_under_a_memory_limit_gives_the_same_table() {
+    let big = |from: usize| {
+        let mut csv = String::from("id,day,name,updated_at\n");
+        for i in from..from + 40_000 {
+            csv.push_str(&format!("{i},d{},a rather long name for row {i},2026-02-01 10:00:00\n", i % 9));
+        }
+        csv
+    };
+    let table = |limit: Option<&str>| {
+        let dir = bronze_project();
+        std::fs::write(
+            dir.path().join("models/sources.yml"),
+            "sources:\n  - name: raw\n    tables:\n      - name: updates\n        format: csv\n        path: data/updates/*.csv\n        columns:\n          - {name: id, data_type: bigint}\n          - {name: updated_at, data_type: timestamp}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("data/updates/2.csv"), big(10)).unwrap();
+        std::fs::write(dir.path().join("data/updates/3.csv"), big(50_010)).unwrap();
+        let mut args = vec!["build"];
+        args.extend(limit.iter().flat_map(|l| ["--memory-limit", *l]));
+        let output = pipe(dir.path(), &args);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        let sums = "select count(*) as n, sum(id) as ids, count(distinct name) as names, min(updated_at) as first \
+                    from bronze.brz_updates";
+        let output = pipe(dir.path(), &["query", sums, "-o", "csv"]);
+        (format!("{}{}", ingested(dir.path()), text(&output.stdout)), stderr)
+    };
+    let (unlimited, stderr) = table(None);
+    assert!(stderr.contains("ingested 3 new file(s)"), "{stderr}");
+    assert!(!stderr.contains("staged on disk"), "{stderr}");
+    assert!(unlimited.contains("data/updates/3.csv,40000,1\nn,ids,names,first\n80003,"), "{unlimited}");
+    let (bounded, stderr) = table(Some("8MiB"));
+    assert!(stderr.contains("ingested 3 new file(s) (staged on disk: "), "{stderr}");
+    assert_eq!(bounded, unlimited);
+}

@@ -25,6 +25,7 @@ use deltalake::protocol::SaveMode;
 use super::ledger::{self, FileState, LandedFile};
 use super::{ModelContext, Outcome};
 use crate::manifest::SourceNode;
+use crate::run::staged::Staged;
 use crate::run::RunError;
 use crate::sql::source_schema;
 
@@ -144,7 +145,8 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
     // Rows read from the new files as they are, before the source contract splits them (checked files only; an
     // unchecked file is scanned by the model's query, which counts it).
     let mut read_from_files: u64 = 0;
-    let mut batches: Vec<RecordBatch> = Vec::new();
+    // Per piece, its rows through the model's query (in memory, or staged on disk under a memory limit).
+    let mut staged: Vec<Staged> = Vec::new();
     let mut transactions = Vec::new();
     let pieces_dir = cx.warehouse.root().join("_pipe").join("pieces").join(cx.run_id);
     let header = format == crate::project::SourceFormat::Csv && source.settings.header;
@@ -182,11 +184,22 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
             )));
         }
         quarantined.push((ledger::piece_id(&file.key, piece.from), bad));
-        batches.extend(rows);
+        staged.push(rows);
         transactions.extend(ledger::transactions(file, file.size)?);
     }
     let _ = std::fs::remove_dir_all(&pieces_dir);
-    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let rows: u64 = staged.iter().map(Staged::rows).sum();
+    let spilled: u64 = staged.iter().map(Staged::spilled_bytes).sum();
+    let query = |e| RunError::query(&node.name, e);
+    let mut all: Option<datafusion::prelude::DataFrame> = None;
+    for piece in &staged {
+        let frame = piece.frame(cx.session).map_err(query)?;
+        all = Some(match all {
+            None => frame,
+            Some(all) => all.union(frame).map_err(query)?,
+        });
+    }
+    let all = all.ok_or_else(|| RunError::Internal("an ingestion with no piece".into()))?;
     // Rows that break the source contract go, unmodified and with the reason, to a quarantine table next to the
     // bronze table, before the bronze commit: a crash in between re-reads the file, and the quarantine's own
     // per-file transactions keep it from being written twice.
@@ -202,7 +215,8 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         None => (cx.warehouse.table_for_write(&node.relation).await?, SaveMode::Overwrite),
     };
     let table = table
-        .write(batches)
+        .write(Vec::new())
+        .with_input_plan(all.logical_plan().clone())
         .with_writer_properties(super::writer_properties(cx.node))
         .with_session_state(Arc::new(cx.session.state()))
         .with_save_mode(mode)
@@ -211,7 +225,7 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
         .map_err(|e| RunError::write(&node.name, e))?;
     let commit = cx.warehouse.last_commit(&table).await?;
     Ok(Outcome {
-        rows_written: Some(rows as u64),
+        rows_written: Some(rows),
         delta_version: Some(commit.version),
         provider: Some(cx.warehouse.provider(&table).await?),
         note: Some({
@@ -220,6 +234,9 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
             match pieces.len() - whole {
                 0 => {}
                 n => note.push_str(&format!(" and the bytes appended to {n} file(s) since they were ingested")),
+            }
+            if spilled > 0 {
+                note.push_str(&format!(" (staged on disk: {:.1} MiB)", spilled as f64 / (1024.0 * 1024.0)));
             }
             if quarantine_rows > 0 {
                 note.push_str(&format!(
@@ -297,12 +314,14 @@ async fn read_file(
     path: &Path,
     key: &str,
     loaded_at: &ScalarValue,
-) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>, u64), RunError> {
+) -> Result<(Staged, Vec<RecordBatch>, u64), RunError> {
     let node = cx.node;
     let err = |message: String| RunError::Source { source_name: source.relation.clone(), message };
     let format = source.format.ok_or_else(|| err("no format".into()))?;
     let shown = path.to_string_lossy();
     let (url, listing) = source_schema::listing(cx.project_root, &shown, format, &source.settings).map_err(err)?;
+    // The rows that hold the source contract, staged: they are read by the model's query below.
+    let mut good_rows: Option<Staged> = None;
     let (table, bad, read): (Arc<dyn datafusion::catalog::TableProvider>, Vec<RecordBatch>, u64) =
         if contract_checked(source) {
             // CSV is read as text; JSON and Parquet with the types their values (or the file's schema) have.
@@ -321,9 +340,11 @@ async fn read_file(
             let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(raw_schema);
             let raw = Arc::new(ListingTable::try_new(config)?);
             let declared = source.declared_types();
-            let (good, bad, good_rows) = split_by_contract(cx, raw, schema, &declared, key, loaded_at).await?;
-            let read = good_rows + bad.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-            (good, bad, read)
+            let (good, bad) = split_by_contract(cx, raw, schema, &declared, key, loaded_at).await?;
+            let read = good.rows() + bad.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            let provider = good.provider().map_err(|e| RunError::query(&node.name, e))?;
+            good_rows = Some(good);
+            (provider, bad, read)
         } else {
             let config = ListingTableConfig::new(url).with_listing_options(listing).with_schema(Arc::clone(schema));
             (Arc::new(ListingTable::try_new(config)?), Vec::new(), 0)
@@ -335,12 +356,13 @@ async fn read_file(
         .and_then(|f| f.with_column("_pipe_loaded_at", lit(loaded_at.clone())))
         .and_then(|f| f.with_column("_pipe_batch_id", lit(cx.run_id)))
         .map_err(|e| RunError::query(&node.name, e))?;
-    let rows = frame.collect().await.map_err(|e| RunError::query(&node.name, e))?;
+    let rows = Staged::new(&session, frame, false).await.map_err(|e| RunError::query(&node.name, e))?;
+    drop(good_rows);
     Ok((rows, bad, read))
 }
 
 /// Splits a file read as text into the rows that hold their declared types (cast to them, as the source's
-/// schema) and the rows that do not (as read, with `_pipe_reason`, `_pipe_source_file`, `_pipe_loaded_at`).
+/// schema; staged) and the rows that do not (as read, with `_pipe_reason`, `_pipe_source_file`, `_pipe_loaded_at`).
 /// Built as expressions over the file's table: a declared type is an Arrow type here, never SQL text.
 async fn split_by_contract(
     cx: &ModelContext<'_>,
@@ -349,7 +371,7 @@ async fn split_by_contract(
     declared: &std::collections::BTreeMap<String, String>,
     file: &str,
     loaded_at: &ScalarValue,
-) -> Result<(Arc<dyn datafusion::catalog::TableProvider>, Vec<RecordBatch>, u64), RunError> {
+) -> Result<(Staged, Vec<RecordBatch>), RunError> {
     use datafusion::functions::string::expr_fn::concat;
     use datafusion::logical_expr::{cast, try_cast, when, Expr};
     use datafusion::prelude::ident;
@@ -394,11 +416,7 @@ async fn split_by_contract(
         .filter(datafusion::logical_expr::not(any_broken.clone()))
         .and_then(|f| f.select(casts))
         .map_err(query)?;
-    let good_schema = Arc::new(good.schema().as_arrow().clone());
-    let good_rows = good.collect().await.map_err(query)?;
-    let good_count = good_rows.iter().map(|b| b.num_rows() as u64).sum();
-    let good: Arc<dyn datafusion::catalog::TableProvider> =
-        Arc::new(datafusion::datasource::MemTable::try_new(good_schema, vec![good_rows]).map_err(query)?);
+    let good = Staged::new(cx.session, good, false).await.map_err(query)?;
     let reason = if reasons.is_empty() { lit("") } else { concat(reasons) };
     let bad = frame
         .filter(any_broken)
@@ -409,5 +427,5 @@ async fn split_by_contract(
         .collect()
         .await
         .map_err(query)?;
-    Ok((good, bad.into_iter().filter(|b| b.num_rows() > 0).collect(), good_count))
+    Ok((good, bad.into_iter().filter(|b| b.num_rows() > 0).collect()))
 }

@@ -8,6 +8,7 @@
 
 pub mod accounting;
 pub mod dedupe;
+pub mod distinct;
 mod fingerprint;
 pub mod history;
 pub mod materialize;

@@ -1,6 +1,6 @@
 //! The DataFusion session a build runs in: one per run, with a schema per relation namespace (`bronze`, `silver`,
 //! `gold`, `seeds`, each source name) and, with `--memory-limit`, a memory pool that spills sorts, joins and
-//! aggregates to disk instead of failing.
+//! aggregates (several distinct counts in one grouping included) to disk instead of failing.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -37,7 +37,9 @@ pub fn new_session(manifest: &Manifest, memory_limit: Option<usize>) -> Result<S
         .with_runtime_env(runtime)
         .with_query_planner(Arc::new(PipeQueryPlanner))
         // The hash-based dedupe spills sorted runs under a memory limit, as the window's sort would.
-        .with_optimizer_rule(Arc::new(DedupeRule));
+        .with_optimizer_rule(Arc::new(DedupeRule))
+        // Several `count(distinct ...)` in one grouping become groupings that spill, instead of in-memory sets.
+        .with_optimizer_rule(Arc::new(super::distinct::MultiDistinctRule));
     if duckdb {
         state = crate::sql::duckdb::extend(state);
     }

@@ -12,7 +12,7 @@ limit = sys.argv[2] if len(sys.argv) > 2 else None
 models = {path.stem: path.read_text() for path in (project / "target" / "compiled").rglob("*.sql")}
 con = duckdb.connect(":memory:")
 if limit:
-    con.execute(f"set memory_limit = '{limit.replace('i', '')}'")
+    con.execute(f"set memory_limit = '{limit}'")
 con.execute(f"set temp_directory = '{project / '.duckdb_tmp'}'")
 os.chdir(project)
 reference = re.compile(r'(?:"[^"]*"\.)?"main"\."(\w+)"')

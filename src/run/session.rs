@@ -37,9 +37,12 @@ pub fn new_session(manifest: &Manifest, memory_limit: Option<usize>) -> Result<S
         .with_runtime_env(runtime)
         .with_query_planner(Arc::new(PipeQueryPlanner))
         // The hash-based dedupe spills sorted runs under a memory limit, as the window's sort would.
-        .with_optimizer_rule(Arc::new(DedupeRule))
-        // Several `count(distinct ...)` in one grouping become groupings that spill, instead of in-memory sets.
-        .with_optimizer_rule(Arc::new(super::distinct::MultiDistinctRule));
+        .with_optimizer_rule(Arc::new(DedupeRule));
+    if memory_limit.is_some() {
+        // Several `count(distinct ...)` in one grouping become groupings that spill, instead of in-memory sets
+        // (which cannot spill). Without a limit the sets are kept: they read the input once.
+        state = state.with_optimizer_rule(Arc::new(super::distinct::MultiDistinctRule));
+    }
     if duckdb {
         state = crate::sql::duckdb::extend(state);
     }

@@ -34,7 +34,9 @@ pub struct BuildArgs {
     /// Rebuild incremental models and reload seeds from scratch.
     #[arg(long)]
     pub full_refresh: bool,
-    /// Memory DataFusion may use before spilling to disk, e.g. `4GiB` or `512MiB`.
+    /// Memory DataFusion may use before spilling to disk, e.g. `4GiB` or `512MiB`. Sorts, joins' hash
+    /// aggregates, deduplication and distinct counts spill; an incremental batch, microbatch slice, snapshot or new
+    /// bronze file larger than a quarter of it is staged on disk before it is checked and written.
     #[arg(long, value_parser = parse_bytes)]
     pub memory_limit: Option<usize>,
     /// Output for people (`text`) or machines (`json`).

@@ -138,6 +138,21 @@ fn delete_insert_replaces_rows_by_key() {
     assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada2\n2,d1,bo\n3,d2,cy\n4,d2,dee\n");
 }
 
+/// A batch row without a key matches no row of the table (as in dbt) and is inserted once; a keyed row still
+/// replaces its key's rows.
+#[test]
+fn delete_insert_inserts_a_row_without_a_key_once() {
+    let dir = project("unique_key='id', incremental_strategy='delete+insert'");
+    build(dir.path());
+    std::fs::write(
+        dir.path().join("data/updates/2.csv"),
+        "id,day,name,updated_at\n,d3,nokey,2026-01-04 10:00:00\n2,d1,bo2,2026-01-04 11:00:00\n",
+    )
+    .unwrap();
+    build(dir.path());
+    assert_eq!(rows(dir.path()), "id,day,name\n1,d1,ada\n2,d1,bo2\n3,d2,cy\n,d3,nokey\n");
+}
+
 #[test]
 fn insert_overwrite_replaces_the_batch_partitions() {
     let dir = project("incremental_strategy='insert_overwrite', partition_by='day'");

@@ -204,7 +204,8 @@ async fn apply(
         IncrementalStrategy::DeleteInsert => {
             // The source is the batch twice: once with its keys in `__pipe_key_<i>`, matching (and deleting) every
             // row of the table with that key, once with null there, matching nothing and inserted. As in dbt, a
-            // null key matches no row of the table.
+            // null key matches no row of the table, so the first half leaves out the rows with one (they would be
+            // inserted twice).
             let query = |e| RunError::query(&node.name, e);
             let key_columns: Vec<String> = (0..keys.len()).map(|i| format!("__pipe_key_{i}")).collect();
             let values = || all.iter().map(|c| datafusion::prelude::col(datafusion::common::Column::from_name(c)));
@@ -221,9 +222,15 @@ async fn apply(
                 inserted.push(datafusion::prelude::lit(null).alias(name));
             }
             inserted.extend(values());
+            let keyed = keys
+                .iter()
+                .map(|k| datafusion::prelude::col(datafusion::common::Column::from_name(k)).is_not_null())
+                .reduce(Expr::and)
+                .unwrap_or(datafusion::prelude::lit(true));
             let source = batch
                 .clone()
-                .select(matching)
+                .filter(keyed)
+                .and_then(|b| b.select(matching))
                 .and_then(|m| batch.select(inserted).and_then(|i| m.union(i)))
                 .map_err(query)?;
             let predicate = keys

@@ -195,7 +195,7 @@ fn a_snapshot_staged_on_disk_under_a_memory_limit_records_the_same_versions() {
         for changed in [false, true] {
             std::fs::create_dir_all(dir.path().join("data")).unwrap();
             std::fs::write(dir.path().join("data/customers.csv"), version(changed)).unwrap();
-            let mut args = vec!["build", "--select", "customers"];
+            let mut args = vec!["snapshot", "--select", "customers"];
             args.extend(limit.iter().flat_map(|l| ["--memory-limit", *l]));
             let output = pipe(dir.path(), &args);
             stderr = text(&output.stderr);

@@ -114,6 +114,10 @@ pub struct SnapshotArgs {
     /// Snapshots run at once, 1 to 256 (default: the number of cores).
     #[arg(long, value_parser = super::parse_threads)]
     pub threads: Option<usize>,
+    /// Memory DataFusion may use before spilling to disk, e.g. `4GiB`; a snapshot's query and changes larger than a
+    /// quarter of it are staged on disk.
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory_limit: Option<usize>,
     /// Output for people (`text`) or machines (`json`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -122,14 +126,14 @@ pub struct SnapshotArgs {
 impl SnapshotArgs {
     /// The build that runs the selected snapshots (a snapshot keeps its history: no `--full-refresh`).
     pub(super) fn build_args(&self) -> BuildArgs {
-        SeedArgs {
+        let seeds = SeedArgs {
             project: self.project.clone(),
             select: self.select.clone(),
             threads: self.threads,
             full_refresh: false,
             log_format: self.log_format,
-        }
-        .build_args()
+        };
+        BuildArgs { memory_limit: self.memory_limit, ..seeds.build_args() }
     }
 }
 

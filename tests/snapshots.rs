@@ -208,7 +208,7 @@ fn a_snapshot_staged_on_disk_under_a_memory_limit_records_the_same_versions() {
     let (unlimited, stderr) = versions(None);
     assert!(!stderr.contains("staged on disk"), "{stderr}");
     assert!(unlimited.contains("\n120000,30000,"), "{unlimited}");
-    let (bounded, stderr) = versions(Some("24MiB"));
+    let (bounded, stderr) = versions(Some("32MiB"));
     assert!(stderr.contains("30000 versions inserted, 30000 closed ("), "{stderr}");
     assert!(stderr.contains("staged on disk: "), "{stderr}");
     assert_eq!(bounded, unlimited);

@@ -205,7 +205,7 @@ impl Staged {
     pub fn spill_note(&self) -> Option<String> {
         match self.spilled_bytes() {
             0 => None,
-            bytes => Some(format!("staged on disk: {:.1} MiB", bytes as f64 / (1024.0 * 1024.0))),
+            bytes => Some(format!("staged on disk: {}", mib(bytes))),
         }
     }
 
@@ -234,6 +234,11 @@ impl Staged {
     pub fn frame(&self, session: &SessionContext) -> Result<DataFrame> {
         session.read_table(self.provider()?)
     }
+}
+
+/// Bytes as MiB with one decimal: "12.5 MiB".
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {

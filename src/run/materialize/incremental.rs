@@ -28,6 +28,11 @@ use crate::run::RunError;
 
 pub struct IncrementalMaterialization;
 
+/// A column of the batch by its exact name (never parsed or case-folded).
+fn column(name: &str) -> Expr {
+    datafusion::prelude::col(datafusion::common::Column::from_name(name))
+}
+
 fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
@@ -208,13 +213,9 @@ async fn apply(
             // inserted twice).
             let query = |e| RunError::query(&node.name, e);
             let key_columns: Vec<String> = (0..keys.len()).map(|i| format!("__pipe_key_{i}")).collect();
-            let values = || all.iter().map(|c| datafusion::prelude::col(datafusion::common::Column::from_name(c)));
-            let matching: Vec<Expr> = keys
-                .iter()
-                .zip(&key_columns)
-                .map(|(k, name)| datafusion::prelude::col(datafusion::common::Column::from_name(k)).alias(name))
-                .chain(values())
-                .collect();
+            let values = || all.iter().map(|c| column(c));
+            let matching: Vec<Expr> =
+                keys.iter().zip(&key_columns).map(|(k, name)| column(k).alias(name)).chain(values()).collect();
             let mut inserted = Vec::new();
             for (k, name) in keys.iter().zip(&key_columns) {
                 let field = batch.schema().as_arrow().field_with_name(k).map_err(|e| query(e.into()))?.clone();
@@ -224,7 +225,7 @@ async fn apply(
             inserted.extend(values());
             let keyed = keys
                 .iter()
-                .map(|k| datafusion::prelude::col(datafusion::common::Column::from_name(k)).is_not_null())
+                .map(|k| column(k).is_not_null())
                 .reduce(Expr::and)
                 .unwrap_or(datafusion::prelude::lit(true));
             let source = batch
@@ -503,7 +504,7 @@ async fn check_unique_keys(model: &str, batch: DataFrame, keys: &[String]) -> Re
             )));
         }
     }
-    let columns: Vec<Expr> = keys.iter().map(|k| col(datafusion::common::Column::from_name(k))).collect();
+    let columns: Vec<Expr> = keys.iter().map(|k| column(k)).collect();
     let twice = batch
         .aggregate(columns, vec![count(lit(1)).alias("__pipe_rows")])
         .and_then(|f| f.filter(col("__pipe_rows").gt(lit(1))))

@@ -236,7 +236,7 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
                 n => note.push_str(&format!(" and the bytes appended to {n} file(s) since they were ingested")),
             }
             if spilled > 0 {
-                note.push_str(&format!(" (staged on disk: {:.1} MiB)", spilled as f64 / (1024.0 * 1024.0)));
+                note.push_str(&format!(" (staged on disk: {})", crate::run::staged::mib(spilled)));
             }
             if quarantine_rows > 0 {
                 note.push_str(&format!(

@@ -366,7 +366,7 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
     let staged = match staged_on_disk {
         (0, _) => String::new(),
         (slices, bytes) => {
-            format!("; {slices} batch(es) staged on disk ({:.1} MiB)", bytes as f64 / (1024.0 * 1024.0))
+            format!("; {slices} batch(es) staged on disk ({})", crate::run::staged::mib(bytes))
         }
     };
     Ok(Outcome {

@@ -41,6 +41,15 @@ fn the_example_passes_its_tests_in_build_and_in_pipe_test() {
         query(root, "select rows_read, rows_filtered, rows_deduplicated, rows_written from pipe.node_runs where relation = 'silver.slv_orders'"),
         "rows_read,rows_filtered,rows_deduplicated,rows_written\n16,2,2,12\n"
     );
+    // Where the time went: each operator of the executed plan with its metrics, as EXPLAIN ANALYZE gives them.
+    assert_eq!(
+        query(root, "select operator, output_rows from pipe.operator_runs where relation = 'silver.slv_orders' and operator in ('KeepFirstExec', 'DataSourceExec') order by position"),
+        "operator,output_rows\nKeepFirstExec,12\nDataSourceExec,14\n"
+    );
+    assert_eq!(
+        query(root, "select count(*) > 0 as timed from pipe.operator_runs where compute_seconds > 0"),
+        "timed\ntrue\n"
+    );
     let staged = std::fs::read_dir(root.join("warehouse/_pipe_staging")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(staged, 0, "staged results are removed once published");
     // Tests reading models built in parallel run once those are built.

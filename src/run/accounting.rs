@@ -74,6 +74,47 @@ impl RowAccounting {
     }
 }
 
+impl RowAccounting {
+    /// Every operator of every plan that ran, depth first, with its metrics: what `EXPLAIN ANALYZE` would print
+    /// for the model's queries, without running them again.
+    pub fn operators(&self) -> Vec<crate::warehouse::results::OperatorRun> {
+        let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        let mut operators = Vec::new();
+        for (index, plan) in plans.iter().enumerate() {
+            collect_operators(plan, index as u32, 0, &mut operators);
+        }
+        operators
+    }
+}
+
+fn collect_operators(
+    plan: &Arc<dyn ExecutionPlan>,
+    index: u32,
+    depth: u32,
+    operators: &mut Vec<crate::warehouse::results::OperatorRun>,
+) {
+    let metrics = plan.metrics();
+    let detail = datafusion::physical_plan::displayable(plan.as_ref()).one_line().to_string();
+    let detail = match detail.trim_end().char_indices().nth(200) {
+        Some((cut, _)) => format!("{}...", &detail[..cut]),
+        None => detail.trim_end().to_string(),
+    };
+    operators.push(crate::warehouse::results::OperatorRun {
+        plan: index,
+        position: operators.iter().filter(|o| o.plan == index).count() as u32,
+        depth,
+        operator: plan.name().to_string(),
+        detail,
+        output_rows: metrics.as_ref().and_then(|m| m.output_rows()).map(|r| r as u64),
+        compute_seconds: metrics.as_ref().and_then(|m| m.elapsed_compute()).map(|ns| ns as f64 / 1e9),
+        spill_count: metrics.as_ref().and_then(|m| m.spill_count()).map(|c| c as u64),
+        spilled_bytes: metrics.as_ref().and_then(|m| m.spilled_bytes()).map(|b| b as u64),
+    });
+    for child in plan.children() {
+        collect_operators(child, index, depth + 1, operators);
+    }
+}
+
 fn walk(plan: &Arc<dyn ExecutionPlan>, owner: &dyn Fn(&str) -> Option<String>, summary: &mut RowSummary) {
     let node = plan.as_ref();
     if let Some(filter) = node.downcast_ref::<FilterExec>() {

@@ -274,6 +274,7 @@ the model was not built",
                 }
                 result.rows_filtered = Some(summary.filtered);
                 result.rows_deduplicated = Some(summary.deduplicated);
+                result.operators = cx.accounting.operators();
             }
             result.rows_in_scanned = scanned.is_some();
             result.rows_in = match scanned {

@@ -123,7 +123,7 @@ pub async fn open_session(
         }
     }
     // Run history.
-    for relation in ["runs", "node_runs", "test_runs"].map(|t| format!("{}.{t}", crate::warehouse::RUNS_SCHEMA)) {
+    for relation in crate::warehouse::runs::HISTORY_TABLES.map(|t| format!("{}.{t}", crate::warehouse::RUNS_SCHEMA)) {
         if let Ok(Some(table)) = warehouse.load(&relation).await {
             ctx.register_table(relation.as_str(), warehouse.provider(&table).await?)?;
         }

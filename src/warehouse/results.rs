@@ -30,6 +30,25 @@ pub struct Timing {
     pub total_seconds: f64,
 }
 
+/// One operator of a model's executed physical plan, with what its metrics measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OperatorRun {
+    /// Which of the model's executed plans (a model may run several: an incremental batch, then its merge).
+    pub plan: u32,
+    /// Position in the plan, depth first from the root; with `depth` it gives the tree back.
+    pub position: u32,
+    pub depth: u32,
+    /// The operator's name (`HashJoinExec`, `KeepFirstExec`, `DataSourceExec`, ...).
+    pub operator: String,
+    /// The operator as `EXPLAIN` prints it (one line, shortened).
+    pub detail: String,
+    pub output_rows: Option<u64>,
+    /// CPU time the operator spent computing, over all its partitions (`elapsed_compute`).
+    pub compute_seconds: Option<f64>,
+    pub spill_count: Option<u64>,
+    pub spilled_bytes: Option<u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeResult {
     pub unique_id: String,
@@ -58,6 +77,10 @@ pub struct NodeResult {
     /// Rows dropped as duplicates (`row_number() ... = 1`), from the executed plan's metrics.
     #[serde(default)]
     pub rows_deduplicated: Option<u64>,
+    /// Each operator of the executed plans, from their metrics (`EXPLAIN ANALYZE`'s figures), recorded in
+    /// `pipe.operator_runs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operators: Vec<OperatorRun>,
     /// The node's layer, for the stage accounting.
     #[serde(default)]
     pub layer: Option<String>,
@@ -94,6 +117,7 @@ impl NodeResult {
             rows_in_scanned: false,
             rows_filtered: None,
             rows_deduplicated: None,
+            operators: Vec::new(),
             layer: node.layer.map(|l| l.as_str().to_string()),
             latency_seconds: None,
             message: None,

@@ -1,5 +1,6 @@
 //! Run history in the warehouse: every build appends its run to `pipe.runs` and each node's result to
-//! `pipe.node_runs` (Delta tables under `<warehouse>/pipe/`), so `pipe query "select * from pipe.node_runs"`
+//! `pipe.node_runs` and each executed operator's metrics to `pipe.operator_runs` (Delta tables under
+//! `<warehouse>/pipe/`), so `pipe query "select * from pipe.node_runs"`
 //! shows row counts and durations over time, and anomaly detection compares a run with the ones before it.
 
 use std::sync::Arc;
@@ -15,6 +16,9 @@ use super::Warehouse;
 
 /// The schema run history lives in.
 pub const RUNS_SCHEMA: &str = "pipe";
+
+/// The run-history tables in [`RUNS_SCHEMA`].
+pub const HISTORY_TABLES: [&str; 4] = ["runs", "node_runs", "operator_runs", "test_runs"];
 
 fn started_micros(results: &RunResults) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(&results.started_at).ok().map(|t| t.timestamp_micros())
@@ -140,13 +144,16 @@ pub async fn record(warehouse: &Warehouse, results: &RunResults) -> Result<(), R
     .map_err(|e| RunError::Internal(e.to_string()))?;
     append(warehouse, &format!("{RUNS_SCHEMA}.runs"), run).await?;
     if !results.results.is_empty() {
-        append(warehouse, &format!("{RUNS_SCHEMA}.node_runs"), node_runs(results, timestamp)?).await?;
+        append(warehouse, &format!("{RUNS_SCHEMA}.node_runs"), node_runs(results, &timestamp)?).await?;
+    }
+    if results.results.iter().any(|r| !r.operators.is_empty()) {
+        append(warehouse, &format!("{RUNS_SCHEMA}.operator_runs"), operator_runs(results, &timestamp)?).await?;
     }
     record_tests(warehouse, results, timestamp).await
 }
 
 /// `pipe.node_runs` rows for a run's node results.
-fn node_runs(results: &RunResults, timestamp: impl Fn(usize) -> ArrayRef) -> Result<RecordBatch, RunError> {
+fn node_runs(results: &RunResults, timestamp: &impl Fn(usize) -> ArrayRef) -> Result<RecordBatch, RunError> {
     let n = results.results.len();
     let text = |f: &dyn Fn(&super::results::NodeResult) -> Option<String>| -> ArrayRef {
         Arc::new(StringArray::from(results.results.iter().map(f).collect::<Vec<_>>()))
@@ -198,6 +205,40 @@ fn node_runs(results: &RunResults, timestamp: impl Fn(usize) -> ArrayRef) -> Res
     ])
     .map_err(|e| RunError::Internal(e.to_string()))?;
     Ok(nodes)
+}
+
+/// `pipe.operator_runs` rows: each operator of each model's executed plans, with its metrics.
+fn operator_runs(results: &RunResults, timestamp: &impl Fn(usize) -> ArrayRef) -> Result<RecordBatch, RunError> {
+    use super::results::{NodeResult, OperatorRun};
+    let rows: Vec<(&NodeResult, &OperatorRun)> =
+        results.results.iter().flat_map(|r| r.operators.iter().map(move |o| (r, o))).collect();
+    let n = rows.len();
+    let text = |f: &dyn Fn(&(&NodeResult, &OperatorRun)) -> String| -> ArrayRef {
+        Arc::new(StringArray::from(rows.iter().map(f).collect::<Vec<_>>()))
+    };
+    let count = |f: &dyn Fn(&OperatorRun) -> Option<u64>| -> ArrayRef {
+        Arc::new(Int64Array::from(rows.iter().map(|(_, o)| f(o).map(|v| v as i64)).collect::<Vec<_>>()))
+    };
+    RecordBatch::try_from_iter_with_nullable(vec![
+        ("run_id", Arc::new(StringArray::from(vec![results.run_id.clone(); n])) as ArrayRef, true),
+        ("started_at", timestamp(n), true),
+        ("unique_id", text(&|(r, _)| r.unique_id.clone()), true),
+        ("relation", text(&|(r, _)| r.relation.clone()), true),
+        ("plan", count(&|o| Some(o.plan as u64)), true),
+        ("position", count(&|o| Some(o.position as u64)), true),
+        ("depth", count(&|o| Some(o.depth as u64)), true),
+        ("operator", text(&|(_, o)| o.operator.clone()), true),
+        ("detail", text(&|(_, o)| o.detail.clone()), true),
+        ("output_rows", count(&|o| o.output_rows), true),
+        (
+            "compute_seconds",
+            Arc::new(Float64Array::from(rows.iter().map(|(_, o)| o.compute_seconds).collect::<Vec<_>>())) as ArrayRef,
+            true,
+        ),
+        ("spill_count", count(&|o| o.spill_count), true),
+        ("spilled_bytes", count(&|o| o.spilled_bytes), true),
+    ])
+    .map_err(|e| RunError::Internal(e.to_string()))
 }
 
 /// Appends a run's test outcomes to `pipe.test_runs`.

@@ -26,6 +26,7 @@ macro_rules! println {
 
 mod backfill;
 mod build;
+mod cluster;
 mod debug;
 mod deps;
 mod docs;
@@ -119,6 +120,9 @@ pub enum Command {
     Docs(docs::DocsArgs),
     /// Explain a diagnostic code, e.g. `pipe explain P0401` or `pipe explain ref-not-found`.
     Explain(ExplainArgs),
+    /// The processes of a Ballista cluster that runs pipe's plans: `pipe ballista scheduler`, `pipe ballista
+    /// executor` (in a pipe built with the cargo feature `ballista`).
+    Ballista(cluster::BallistaArgs),
 }
 
 /// Options every command that reads a project shares.
@@ -387,6 +391,7 @@ fn run_main() -> ExitCode {
         Command::Lineage(args) => lineage::run(&args),
         Command::Docs(args) => docs::run(&args),
         Command::Explain(args) => run_explain(&args),
+        Command::Ballista(args) => cluster::run(&args),
     };
     match result {
         Ok(code) => code,

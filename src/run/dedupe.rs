@@ -278,7 +278,11 @@ pub struct KeepFirstExec {
 }
 
 impl KeepFirstExec {
-    fn new(input: Arc<dyn ExecutionPlan>, keys: Vec<Arc<dyn PhysicalExpr>>, order: Vec<PhysicalSortExpr>) -> Self {
+    pub(crate) fn new(
+        input: Arc<dyn ExecutionPlan>,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        order: Vec<PhysicalSortExpr>,
+    ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(input.schema()),
             input.output_partitioning().clone(),
@@ -286,6 +290,16 @@ impl KeepFirstExec {
             Boundedness::Bounded,
         ));
         Self { input, keys, order, properties, metrics: ExecutionPlanMetricsSet::new() }
+    }
+
+    /// The key expressions rows are deduplicated on.
+    pub fn keys(&self) -> &[Arc<dyn PhysicalExpr>] {
+        &self.keys
+    }
+
+    /// The order within a key: the first row in it is kept.
+    pub fn order(&self) -> &[PhysicalSortExpr] {
+        &self.order
     }
 }
 

@@ -7,6 +7,8 @@
 //! **Architecture invariant:** `run` never renders a template or reads a model file: the manifest holds all it needs.
 
 pub mod accounting;
+#[cfg(feature = "ballista")]
+pub mod cluster;
 pub mod dedupe;
 pub mod distinct;
 mod fingerprint;

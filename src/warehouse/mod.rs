@@ -17,6 +17,7 @@ use url::Url;
 
 pub mod catalog;
 mod error;
+pub mod files_scan;
 pub mod results;
 pub mod runs;
 pub mod session;

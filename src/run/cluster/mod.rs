@@ -1,0 +1,67 @@
+//! Scale-out on Apache DataFusion Ballista (cargo feature `ballista`).
+//!
+//! pipe plans a query on the client, as it does locally (its dedupe operator and rewrites included), and submits
+//! the physical plan to a Ballista scheduler, which splits it into stages at its shuffles and runs them on the
+//! executors. `pipe ballista scheduler` and `pipe ballista executor` ([`process`]) are Ballista's processes with
+//! pipe's codec ([`codec::PipeCodec`]) and functions, so they decode pipe's plans.
+//!
+//! Ballista's adaptive planner is off for pipe's jobs: after an executor was killed it returned output of a
+//! superseded stage attempt beside the rerun's, which duplicates rows.
+
+pub mod codec;
+pub mod process;
+
+use std::sync::Arc;
+
+use ballista_core::config::BallistaConfig;
+use ballista_core::extension::SessionConfigExt;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::Result;
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
+use datafusion::prelude::SessionConfig;
+use datafusion_proto::protobuf::PhysicalPlanNode;
+
+pub use codec::PipeCodec;
+
+/// The session settings pipe's jobs run with: the client's DataFusion options (so executors plan nothing
+/// differently), Ballista's, and the adaptive planner off.
+pub fn job_config(local: &SessionConfig) -> SessionConfig {
+    let mut config = SessionConfig::new_with_ballista().with_ballista_adaptive_query_planner(false);
+    for entry in local.options().entries() {
+        if let (Some(value), true) = (entry.value, entry.key.starts_with("datafusion.")) {
+            config = config.set_str(&entry.key, &value);
+        }
+    }
+    config
+}
+
+/// Runs `plan` on the cluster whose scheduler is at `scheduler` (`host:port`) and streams its result back.
+/// pipe's row-accounting nodes, which report to this process, are taken out first.
+pub async fn execute(
+    plan: Arc<dyn ExecutionPlan>,
+    scheduler: &str,
+    config: SessionConfig,
+) -> Result<SendableRecordBatchStream> {
+    let plan = without_accounting(plan)?;
+    let session_id = uuid::Uuid::new_v4().to_string();
+    ballista_core::execution_plans::execute_physical_plan::<PhysicalPlanNode>(
+        format!("http://{scheduler}"),
+        &BallistaConfig::default(),
+        plan,
+        &PipeCodec::default(),
+        session_id,
+        config,
+    )
+    .await
+}
+
+/// `plan` without [`crate::run::accounting::AccountExec`] nodes (each is replaced by its input).
+fn without_accounting(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        if node.downcast_ref::<crate::run::accounting::AccountExec>().is_some() {
+            return Ok(Transformed::yes(Arc::clone(node.children()[0])));
+        }
+        Ok(Transformed::no(node))
+    })
+    .map(|t| t.data)
+}

@@ -1,0 +1,91 @@
+//! `pipe ballista scheduler` and `pipe ballista executor`: Ballista's own scheduler and executor processes, started
+//! with what they need to run pipe's plans: [`PipeCodec`] for pipe's operators, and pipe's SQL functions (DuckDB's,
+//! as pipe plans them) in the registry a plan's function calls are decoded against. The stock Ballista binaries
+//! cannot decode those plans.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::start_server;
+use datafusion::execution::session_state::SessionState;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::SessionConfig;
+
+use super::codec::PipeCodec;
+
+/// Where a scheduler listens.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    pub bind: SocketAddr,
+}
+
+/// An executor: where it serves shuffle data (Arrow Flight, `port`) and tasks (`grpc_port`), which scheduler it
+/// registers with, how many tasks it runs at once, where it keeps shuffle files, and its memory pool.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    pub scheduler: SocketAddr,
+    pub bind_host: String,
+    pub port: u16,
+    pub grpc_port: u16,
+    pub concurrent_tasks: usize,
+    pub work_dir: Option<String>,
+    pub memory_limit: Option<u64>,
+}
+
+/// A session state with pipe's functions, over Ballista's defaults.
+fn pipe_state(config: SessionConfig) -> datafusion::common::Result<SessionState> {
+    let state = ballista_core::utils::default_session_builder(config)?;
+    Ok(crate::sql::duckdb::extend(SessionStateBuilder::new_from_existing(state)).build())
+}
+
+/// The functions an executor decodes plans against: DataFusion's, Ballista's and pipe's.
+fn function_registry() -> datafusion::common::Result<BallistaFunctionRegistry> {
+    let state = pipe_state(SessionConfig::new())?;
+    Ok(BallistaFunctionRegistry {
+        scalar_functions: state.scalar_functions().clone(),
+        aggregate_functions: state.aggregate_functions().clone(),
+        window_functions: state.window_functions().clone(),
+        ..BallistaFunctionRegistry::default()
+    })
+}
+
+/// Runs a scheduler until the process is stopped.
+pub async fn run_scheduler(options: &SchedulerOptions) -> Result<(), String> {
+    let config = SchedulerConfig {
+        bind_host: options.bind.ip().to_string(),
+        bind_port: options.bind.port(),
+        external_host: options.bind.ip().to_string(),
+        override_session_builder: Some(Arc::new(pipe_state)),
+        override_physical_codec: Some(Arc::new(PipeCodec::default())),
+        ..SchedulerConfig::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| e.to_string())?;
+    start_server(cluster, options.bind, Arc::new(config)).await.map_err(|e| e.to_string())
+}
+
+/// Runs an executor until the process is stopped or its scheduler tells it to stop.
+pub async fn run_executor(options: &ExecutorOptions) -> Result<(), String> {
+    let registry = function_registry().map_err(|e| e.to_string())?;
+    let config = ExecutorProcessConfig {
+        bind_host: options.bind_host.clone(),
+        external_host: Some(options.bind_host.clone()),
+        port: options.port,
+        grpc_port: options.grpc_port,
+        scheduler_host: options.scheduler.ip().to_string(),
+        scheduler_port: options.scheduler.port(),
+        scheduler_connect_timeout_seconds: 30,
+        vcores: options.concurrent_tasks,
+        work_dir: options.work_dir.clone(),
+        memory_pool_size: options.memory_limit,
+        // A dead executor is noticed within seconds, not the default minute.
+        executor_heartbeat_interval_seconds: 5,
+        override_function_registry: Some(Arc::new(registry)),
+        override_physical_codec: Some(Arc::new(PipeCodec::default())),
+        ..ExecutorProcessConfig::default()
+    };
+    start_executor_process(Arc::new(config)).await.map_err(|e| e.to_string())
+}

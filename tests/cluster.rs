@@ -1,0 +1,197 @@
+//! pipe on a Ballista cluster (cargo feature `ballista`): a real `pipe ballista scheduler` and two
+//! `pipe ballista executor` processes on 127.0.0.1, started and stopped here. A plan pipe made on the client, its
+//! keep-first dedupe included, runs on them and gives the rows the local engine gives; both executors ran tasks.
+#![cfg(feature = "ballista")]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_plan::{collect, displayable, ExecutionPlan};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use futures::TryStreamExt;
+
+/// A process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start(args: &[&str], log: &Path) -> Process {
+    let log = std::fs::File::create(log).unwrap();
+    let child = Command::cargo_bin("pipe").unwrap().args(args).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+    Process(child)
+}
+
+fn wait_for(address: SocketAddr) {
+    let started = Instant::now();
+    while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "nothing listens on {address}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A scheduler and `executors` executors, each running one task at a time with its own shuffle folder.
+struct Cluster {
+    scheduler: SocketAddr,
+    work_dirs: Vec<std::path::PathBuf>,
+    _processes: Vec<Process>,
+}
+
+fn cluster(dir: &Path, executors: usize) -> Cluster {
+    let scheduler: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut processes =
+        vec![start(&["ballista", "scheduler", "--bind", &scheduler.to_string()], &dir.join("scheduler.log"))];
+    wait_for(scheduler);
+    let mut work_dirs = Vec::new();
+    for i in 0..executors {
+        let (port, grpc_port) = (free_port(), free_port());
+        let work_dir = dir.join(format!("executor-{i}"));
+        std::fs::create_dir_all(&work_dir).unwrap();
+        processes.push(start(
+            &[
+                "ballista",
+                "executor",
+                "--scheduler",
+                &scheduler.to_string(),
+                "--port",
+                &port.to_string(),
+                "--grpc-port",
+                &grpc_port.to_string(),
+                "--concurrent-tasks",
+                "1",
+                "--work-dir",
+                work_dir.to_str().unwrap(),
+            ],
+            &dir.join(format!("executor-{i}.log")),
+        ));
+        wait_for(format!("127.0.0.1:{port}").parse().unwrap());
+        work_dirs.push(work_dir);
+    }
+    Cluster { scheduler, work_dirs, _processes: processes }
+}
+
+/// A session that plans as a build does: pipe's dedupe operator and DuckDB's functions.
+fn session() -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(SessionConfig::new().with_target_partitions(4))
+        .with_query_planner(Arc::new(pipe::run::dedupe::PipeQueryPlanner))
+        .with_optimizer_rule(Arc::new(pipe::run::dedupe::DedupeRule));
+    SessionContext::new_with_state(pipe::sql::duckdb::extend(state).build())
+}
+
+fn sorted_lines(batches: &[RecordBatch]) -> Vec<String> {
+    let text = pretty_format_batches(batches).unwrap().to_string();
+    let mut lines: Vec<String> = text.lines().filter(|l| l.starts_with("| ")).map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// Runs `plan` on the cluster and collects its rows.
+async fn run_on(cluster: &Cluster, plan: &Arc<dyn ExecutionPlan>, ctx: &SessionContext) -> Vec<RecordBatch> {
+    let config = pipe::run::cluster::job_config(ctx.state().config());
+    let started = Instant::now();
+    loop {
+        // Executors register on their first heartbeat; until then the scheduler has no slots.
+        match pipe::run::cluster::execute(Arc::clone(plan), &cluster.scheduler.to_string(), config.clone()).await {
+            Ok(stream) => return stream.try_collect::<Vec<_>>().await.unwrap(),
+            Err(err) if started.elapsed() < Duration::from_secs(60) => {
+                eprintln!("retrying: {err}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(err) => panic!("the job failed: {err}"),
+        }
+    }
+}
+
+fn files_under(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_with_the_keep_first_dedupe_runs_on_two_executors_with_the_local_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(dir.path(), 2);
+
+    // Four Parquet files of events, each key updated several times: the latest row per key is kept.
+    let ctx = session();
+    let data = dir.path().join("events");
+    for part in 0..4 {
+        let sql = format!(
+            "copy (select (value * 7 + {part}) % 500 as id, value + {part} * 2000 as version, \
+                    round(value * 1.25, 1) as amount from generate_series(1, 2000)) \
+             to '{}/part-{part}.parquet' stored as parquet",
+            data.display()
+        );
+        ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    }
+    ctx.register_parquet("events", data.to_str().unwrap(), Default::default()).await.unwrap();
+    let sql = "select id, version, amount from (select *, row_number() over (partition by id order by version desc) \
+               as rn from events) where rn = 1";
+    let plan: Arc<dyn ExecutionPlan> = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+    let shown = displayable(plan.as_ref()).indent(false).to_string();
+    assert!(shown.contains("KeepFirstExec"), "{shown}");
+    let local = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+    assert_eq!(local.iter().map(|b| b.num_rows()).sum::<usize>(), 500);
+
+    let remote = run_on(&cluster, &plan, &ctx).await;
+    assert_eq!(sorted_lines(&remote), sorted_lines(&local));
+    // Both executors wrote shuffle files: the stages ran on both.
+    for work_dir in &cluster.work_dirs {
+        assert!(files_under(work_dir) > 0, "{} ran no task", work_dir.display());
+    }
+}
+
+/// A warehouse table is read on the executors as the Parquet files of the version the client pinned
+/// (`DeltaFiles`): the cluster's answer is the local answer over delta-rs's own provider.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_table_is_read_on_the_executors_as_its_pinned_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(dir.path(), 2);
+    let ctx = session();
+    let table_dir = dir.path().join("warehouse/silver/orders");
+    std::fs::create_dir_all(&table_dir).unwrap();
+    let url = url::Url::from_directory_path(&table_dir).unwrap();
+    let mut table = deltalake::DeltaTableBuilder::from_url(url).unwrap().build().unwrap();
+    // Three commits of orders over four days, each order updated in later commits.
+    for commit in 0..3 {
+        let sql = format!(
+            "select (value * 13) % 700 as order_id, value + {commit} * 5000 as version, \
+                    cast(value % 4 as varchar) as day from generate_series(1, 3000)"
+        );
+        let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let mode =
+            if commit == 0 { deltalake::protocol::SaveMode::Overwrite } else { deltalake::protocol::SaveMode::Append };
+        table = table.write(batches).with_save_mode(mode).with_partition_columns(["day"]).await.unwrap();
+    }
+    let sql = |t: &str| {
+        format!(
+            "select order_id, version, day from (select *, row_number() over (partition by order_id \
+             order by version desc) as rn from {t}) where rn = 1"
+        )
+    };
+    ctx.register_table("local_orders", table.table_provider().await.unwrap()).unwrap();
+    let local = ctx.sql(&sql("local_orders")).await.unwrap().collect().await.unwrap();
+    assert_eq!(local.iter().map(|b| b.num_rows()).sum::<usize>(), 700);
+
+    ctx.register_table("orders", Arc::new(pipe::warehouse::files_scan::DeltaFiles::new(&table).await.unwrap()))
+        .unwrap();
+    let plan = ctx.sql(&sql("orders")).await.unwrap().create_physical_plan().await.unwrap();
+    let remote = run_on(&cluster, &plan, &ctx).await;
+    assert_eq!(sorted_lines(&remote), sorted_lines(&local));
+}

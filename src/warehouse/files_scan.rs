@@ -12,7 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DataFusionError, Result, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
@@ -30,6 +31,8 @@ pub struct DeltaFiles {
     partition_columns: Vec<FieldRef>,
     store: ObjectStoreUrl,
     files: Vec<PartitionedFile>,
+    /// Rows in the version, from the log's file statistics (`None` when a file has none).
+    rows: Option<usize>,
     version: i64,
 }
 
@@ -61,7 +64,9 @@ impl DeltaFiles {
         let store = ObjectStoreUrl::parse(format!("{}://{}", url.scheme(), url.host_str().unwrap_or("")))?;
         let root = url.path().trim_matches('/').to_string();
         let mut files = Vec::new();
+        let mut rows = Some(0);
         for file in snapshot.log_data().iter() {
+            rows = rows.zip(file.num_records()).map(|(total, n)| total + n);
             if file.deletion_vector_descriptor().is_some() {
                 return Err(DataFusionError::NotImplemented(format!(
                     "file {} has a deletion vector; pipe does not write them",
@@ -81,7 +86,7 @@ impl DeltaFiles {
             partitioned.partition_values = partition_values;
             files.push(partitioned);
         }
-        Ok(DeltaFiles { schema, file_schema, partition_columns, store, files, version })
+        Ok(DeltaFiles { schema, file_schema, partition_columns, store, files, rows, version })
     }
 
     /// The version whose files are scanned.
@@ -123,8 +128,15 @@ impl TableProvider for DeltaFiles {
         }
         let file_groups: Vec<FileGroup> =
             file_groups.into_iter().filter(|(_, files)| !files.is_empty()).map(|(_, f)| FileGroup::new(f)).collect();
+        // The row count, as delta-rs's provider gives it, so joins are planned alike (the smaller side builds).
+        let statistics = Statistics {
+            num_rows: self.rows.map_or(Precision::Absent, Precision::Exact),
+            total_byte_size: Precision::Absent,
+            column_statistics: Statistics::unknown_column(&self.schema),
+        };
         let config = FileScanConfigBuilder::new(self.store.clone(), source)
             .with_file_groups(file_groups)
+            .with_statistics(statistics)
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();
@@ -181,7 +193,9 @@ mod tests {
             .with_partition_columns(["day"])
             .await
             .unwrap();
-        let table = table.write(vec![batch(vec![6], "2026-01-03")]).with_save_mode(SaveMode::Append).await.unwrap();
+        table.write(vec![batch(vec![6], "2026-01-03")]).with_save_mode(SaveMode::Append).await.unwrap();
+        // As a build reads it: loaded from the log.
+        let table = deltalake::open_table(url).await.unwrap();
 
         let ctx = SessionContext::new();
         ctx.register_table("delta_rs", table.table_provider().await.unwrap()).unwrap();
@@ -203,6 +217,10 @@ mod tests {
         let plan = ctx.sql("select * from files").await.unwrap().create_physical_plan().await.unwrap();
         let shown = displayable(plan.as_ref()).indent(true).to_string();
         assert!(shown.contains("DataSourceExec") && shown.contains("file_type=parquet"), "{shown}");
+        // The row count of the log's statistics, as delta-rs's provider gives it.
+        use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+        let statistics = StatisticsContext::new().compute(plan.as_ref(), &StatisticsArgs::new()).unwrap();
+        assert_eq!(statistics.num_rows, datafusion::common::stats::Precision::Exact(6));
         #[cfg(feature = "ballista")]
         {
             use datafusion_proto::physical_plan::{AsExecutionPlan, DefaultPhysicalExtensionCodec};

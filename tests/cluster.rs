@@ -49,14 +49,18 @@ fn wait_for(address: SocketAddr) {
 struct Cluster {
     scheduler: SocketAddr,
     work_dirs: Vec<std::path::PathBuf>,
-    _processes: Vec<Process>,
+    executors: Vec<Process>,
+    _scheduler: Process,
 }
 
 fn cluster(dir: &Path, executors: usize) -> Cluster {
     let scheduler: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut processes =
-        vec![start(&["ballista", "scheduler", "--bind", &scheduler.to_string()], &dir.join("scheduler.log"))];
+    let scheduler_process = start(
+        &["ballista", "scheduler", "--bind", &scheduler.to_string(), "--executor-timeout", "10s"],
+        &dir.join("scheduler.log"),
+    );
     wait_for(scheduler);
+    let mut processes = Vec::new();
     let mut work_dirs = Vec::new();
     for i in 0..executors {
         let (port, grpc_port) = (free_port(), free_port());
@@ -82,7 +86,7 @@ fn cluster(dir: &Path, executors: usize) -> Cluster {
         wait_for(format!("127.0.0.1:{port}").parse().unwrap());
         work_dirs.push(work_dir);
     }
-    Cluster { scheduler, work_dirs, _processes: processes }
+    Cluster { scheduler, work_dirs, executors: processes, _scheduler: scheduler_process }
 }
 
 /// A session that plans as a build does: pipe's dedupe operator and DuckDB's functions.
@@ -104,12 +108,21 @@ fn sorted_lines(batches: &[RecordBatch]) -> Vec<String> {
 
 /// Runs `plan` on the cluster and collects its rows.
 async fn run_on(cluster: &Cluster, plan: &Arc<dyn ExecutionPlan>, ctx: &SessionContext) -> Vec<RecordBatch> {
+    try_run_on(&cluster.scheduler, plan, ctx).await.unwrap()
+}
+
+/// Runs `plan` on the cluster: its rows, or the job's error.
+async fn try_run_on(
+    scheduler: &SocketAddr,
+    plan: &Arc<dyn ExecutionPlan>,
+    ctx: &SessionContext,
+) -> datafusion::common::Result<Vec<RecordBatch>> {
     let config = pipe::run::cluster::job_config(ctx.state().config());
     let started = Instant::now();
     loop {
         // Executors register on their first heartbeat; until then the scheduler has no slots.
-        match pipe::run::cluster::execute(Arc::clone(plan), &cluster.scheduler.to_string(), config.clone()).await {
-            Ok(stream) => return stream.try_collect::<Vec<_>>().await.unwrap(),
+        match pipe::run::cluster::execute(Arc::clone(plan), &scheduler.to_string(), config.clone()).await {
+            Ok(stream) => return stream.try_collect::<Vec<_>>().await,
             Err(err) if started.elapsed() < Duration::from_secs(60) => {
                 eprintln!("retrying: {err}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -194,4 +207,57 @@ async fn a_delta_table_is_read_on_the_executors_as_its_pinned_files() {
     let plan = ctx.sql(&sql("orders")).await.unwrap().create_physical_plan().await.unwrap();
     let remote = run_on(&cluster, &plan, &ctx).await;
     assert_eq!(sorted_lines(&remote), sorted_lines(&local));
+}
+
+/// An executor is killed (SIGKILL) once it has written shuffle output, while the job runs: the job's answer is the
+/// local answer, no row twice (its lost map output is computed again elsewhere), or the job fails; never duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_executor_never_duplicates_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = cluster(dir.path(), 2);
+    let ctx = session();
+    let data = dir.path().join("events");
+    for part in 0..8 {
+        let sql = format!(
+            "copy (select (value * 7 + {part}) % 50000 as id, value + {part} * 300000 as version, \
+                    value % 97 as amount from generate_series(1, 300000)) \
+             to '{}/part-{part}.parquet' stored as parquet",
+            data.display()
+        );
+        ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    }
+    ctx.register_parquet("events", data.to_str().unwrap(), Default::default()).await.unwrap();
+    let sql = "select id, version, amount from (select *, row_number() over (partition by id order by version desc) \
+               as rn from events) where rn = 1";
+    let plan: Arc<dyn ExecutionPlan> = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+    let local = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
+    assert_eq!(local.iter().map(|b| b.num_rows()).sum::<usize>(), 50_000);
+
+    // Warm up: the executors have registered once a job has run.
+    let warm = ctx.sql("select 1 as one").await.unwrap().create_physical_plan().await.unwrap();
+    try_run_on(&cluster.scheduler, &warm, &ctx).await.unwrap();
+
+    let scheduler = cluster.scheduler;
+    let job = {
+        let (plan, ctx) = (Arc::clone(&plan), ctx.clone());
+        tokio::spawn(async move { try_run_on(&scheduler, &plan, &ctx).await })
+    };
+    let victim = &cluster.work_dirs[0];
+    let started = Instant::now();
+    while files_under(victim) == 0 && !job.is_finished() {
+        assert!(started.elapsed() < Duration::from_secs(120), "executor 0 never wrote shuffle output");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed = !job.is_finished();
+    cluster.executors[0].0.kill().unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(180), job).await.expect("the job neither ended nor failed");
+    match outcome.unwrap() {
+        Ok(remote) => {
+            let (remote, local) = (sorted_lines(&remote), sorted_lines(&local));
+            assert_eq!(remote.len(), local.len(), "rows lost or duplicated (executor killed mid-job: {killed})");
+            assert_eq!(remote, local);
+            eprintln!("the job succeeded with the local answer (executor killed mid-job: {killed})");
+        }
+        Err(err) => eprintln!("the job failed, which a build reports as the model failing: {err}"),
+    }
 }

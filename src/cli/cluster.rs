@@ -19,6 +19,10 @@ pub enum BallistaCommand {
         /// Address to listen on for clients and executors.
         #[arg(long, default_value = "127.0.0.1:50050")]
         bind: SocketAddr,
+        /// How long an executor may go without a heartbeat before it is taken as lost and its tasks run elsewhere
+        /// (`30s`, `3m`).
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        executor_timeout: std::time::Duration,
     },
     /// Run a Ballista executor that runs pipe's plans, registered with a scheduler.
     Executor {
@@ -60,9 +64,8 @@ pub fn run(args: &BallistaArgs) -> anyhow::Result<ExitCode> {
     use crate::run::cluster::process::{self, ExecutorOptions, SchedulerOptions};
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let outcome = match &args.command {
-        BallistaCommand::Scheduler { bind } => {
-            runtime.block_on(process::run_scheduler(&SchedulerOptions { bind: *bind }))
-        }
+        BallistaCommand::Scheduler { bind, executor_timeout } => runtime
+            .block_on(process::run_scheduler(&SchedulerOptions { bind: *bind, executor_timeout: *executor_timeout })),
         BallistaCommand::Executor {
             scheduler,
             bind_host,

@@ -17,10 +17,11 @@ use datafusion::prelude::SessionConfig;
 
 use super::codec::PipeCodec;
 
-/// Where a scheduler listens.
+/// Where a scheduler listens, and how long an executor may be silent before its tasks run elsewhere.
 #[derive(Debug, Clone)]
 pub struct SchedulerOptions {
     pub bind: SocketAddr,
+    pub executor_timeout: std::time::Duration,
 }
 
 /// An executor: where it serves shuffle data (Arrow Flight, `port`) and tasks (`grpc_port`), which scheduler it
@@ -59,6 +60,10 @@ pub async fn run_scheduler(options: &SchedulerOptions) -> Result<(), String> {
         bind_host: options.bind.ip().to_string(),
         bind_port: options.bind.port(),
         external_host: options.bind.ip().to_string(),
+        // Executors beat every 5 s (`run_executor`); a lost one is looked for at least every 5 s.
+        executor_timeout_seconds: options.executor_timeout.as_secs().max(6),
+        no_executors_grace_period_seconds: options.executor_timeout.as_secs().max(6),
+        expire_dead_executor_interval_seconds: (options.executor_timeout.as_secs() / 2).clamp(1, 5),
         override_session_builder: Some(Arc::new(pipe_state)),
         override_physical_codec: Some(Arc::new(PipeCodec::default())),
         ..SchedulerConfig::default()

@@ -3,6 +3,8 @@
 //! keep-first dedupe included, runs on them and gives the rows the local engine gives; both executors ran tasks.
 #![cfg(feature = "ballista")]
 
+mod support;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -259,5 +261,42 @@ async fn a_killed_executor_never_duplicates_rows() {
             eprintln!("the job succeeded with the local answer (executor killed mid-job: {killed})");
         }
         Err(err) => eprintln!("the job failed, which a build reports as the model failing: {err}"),
+    }
+}
+
+/// `pipe query --scheduler`: the example project built locally, then queried on the cluster (a gold model over
+/// silver tables, a join with the keep-first dedupe planned on the client): the same output as the local engine.
+#[test]
+fn pipe_query_on_the_cluster_answers_as_locally() {
+    let project = support::example_project();
+    let root = project.path();
+    let built = support::pipe(root, &["build"]);
+    assert_eq!(built.status.code(), Some(0), "{}", support::text(&built.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(dir.path(), 2);
+    let scheduler = cluster.scheduler.to_string();
+    let queries = [
+        "select * from gold.gld_daily_revenue order by 1, 2",
+        "select o.status, count(*) as n, sum(o.amount) as amount from silver.slv_orders o \
+         join silver.slv_customers c on o.customer_id = c.customer_id group by o.status order by o.status",
+        "select order_id, status from (select *, row_number() over (partition by customer_id order by amount desc) \
+         as rn from silver.slv_orders) where rn = 1 order by order_id",
+    ];
+    for sql in queries {
+        let local = support::pipe(root, &["query", sql, "-o", "csv"]);
+        assert_eq!(local.status.code(), Some(0), "{}", support::text(&local.stderr));
+        let started = Instant::now();
+        let remote = loop {
+            let remote = support::pipe(root, &["query", sql, "-o", "csv", "--scheduler", &scheduler]);
+            // Executors register on their first heartbeat.
+            if remote.status.code() == Some(0) || started.elapsed() > Duration::from_secs(60) {
+                break remote;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        assert_eq!(remote.status.code(), Some(0), "{sql}: {}", support::text(&remote.stderr));
+        let lines = support::text(&local.stdout).lines().count();
+        assert!(lines > 1, "{sql}: no rows");
+        assert_eq!(support::text(&remote.stdout), support::text(&local.stdout), "{sql}");
     }
 }

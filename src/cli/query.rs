@@ -55,6 +55,10 @@ pub struct QueryArgs {
     pub sql: String,
     #[arg(long, short = 'o', value_enum, default_value_t = TableFormat::Table)]
     pub output: TableFormat,
+    /// Run the query on a Ballista cluster (`host:port` of a `pipe ballista scheduler`; a pipe built with the
+    /// cargo feature `ballista`). The executors read the warehouse's files, so they must reach its folder.
+    #[arg(long)]
+    pub scheduler: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -301,7 +305,54 @@ pub(super) fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
-    query_and_print(&Reading::open(&manifest, &args.project)?, &manifest, &args.sql, args.output, None)
+    let reading = Reading::open(&manifest, &args.project)?;
+    match &args.scheduler {
+        None => query_and_print(&reading, &manifest, &args.sql, args.output, None),
+        Some(scheduler) => query_on_cluster(&reading, &manifest, &args.sql, args.output, scheduler),
+    }
+}
+
+#[cfg(not(feature = "ballista"))]
+fn query_on_cluster(_: &Reading, _: &Manifest, _: &str, _: TableFormat, _: &str) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "error: `--scheduler` needs a pipe built with the `ballista` feature (`cargo install --features ballista`)"
+    );
+    Ok(ExitCode::from(2))
+}
+
+/// The query planned here, as locally, and run on the cluster whose scheduler is at `scheduler`.
+#[cfg(feature = "ballista")]
+fn query_on_cluster(
+    reading: &Reading,
+    manifest: &Manifest,
+    sql: &str,
+    output: TableFormat,
+    scheduler: &str,
+) -> anyhow::Result<ExitCode> {
+    use futures::TryStreamExt;
+    let (ctx, warehouse) = (&reading.ctx, &reading.warehouse);
+    let batches = reading.runtime.block_on(async {
+        run::cluster::read_tables_as_files(ctx, manifest, warehouse).await?;
+        let frame = crate::sql::duckdb::sql(ctx, sql).await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let plan = frame.create_physical_plan().await?;
+        let config = run::cluster::job_config(ctx.state().config());
+        let mut batches: Vec<RecordBatch> = run::cluster::execute(plan, scheduler, config).await?.try_collect().await?;
+        if batches.iter().all(|b| b.num_rows() == 0) {
+            batches = vec![RecordBatch::new_empty(schema)];
+        }
+        Ok::<_, datafusion::error::DataFusionError>(batches)
+    });
+    match batches {
+        Ok(batches) => {
+            write_stdout(&format_batches(&batches, output)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            eprintln!("error: on the cluster at {scheduler}: {}", run::clean_datafusion_message(&err));
+            Ok(ExitCode::from(1))
+        }
+    }
 }
 
 fn query_and_print(

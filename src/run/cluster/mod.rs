@@ -65,3 +65,23 @@ fn without_accounting(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionP
     })
     .map(|t| t.data)
 }
+
+/// Re-registers every model table `ctx` reads from `warehouse` as [`crate::warehouse::files_scan::DeltaFiles`]
+/// (its loaded version's files), so plans over them can be sent to executors.
+pub async fn read_tables_as_files(
+    ctx: &datafusion::prelude::SessionContext,
+    manifest: &crate::manifest::Manifest,
+    warehouse: &crate::warehouse::Warehouse,
+) -> Result<()> {
+    for node in manifest.nodes.values() {
+        let relation = node.relation.as_str();
+        if !ctx.table_exist(relation)? {
+            continue;
+        }
+        let Ok(Some(table)) = warehouse.load(relation).await else { continue };
+        let files = crate::warehouse::files_scan::DeltaFiles::new(&table).await?;
+        ctx.deregister_table(relation)?;
+        ctx.register_table(relation, Arc::new(files))?;
+    }
+    Ok(())
+}

@@ -134,22 +134,20 @@ async fn try_run_on(
     }
 }
 
-fn files_under(dir: &Path) -> usize {
-    walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plan_with_the_keep_first_dedupe_runs_on_two_executors_with_the_local_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let cluster = cluster(dir.path(), 2);
-
-    // Four Parquet files of events, each key updated several times: the latest row per key is kept.
-    let ctx = session();
-    let data = dir.path().join("events");
-    for part in 0..4 {
+/// `files` Parquet files of `rows` events each over `keys` keys, every key updated several times, registered as
+/// `events`; the plan of "the latest row per key" (pipe's keep-first dedupe) and its rows on the local engine.
+async fn latest_per_key(
+    ctx: &SessionContext,
+    dir: &Path,
+    files: usize,
+    rows: usize,
+    keys: usize,
+) -> (Arc<dyn ExecutionPlan>, Vec<RecordBatch>) {
+    let data = dir.join("events");
+    for part in 0..files {
         let sql = format!(
-            "copy (select (value * 7 + {part}) % 500 as id, value + {part} * 2000 as version, \
-                    round(value * 1.25, 1) as amount from generate_series(1, 2000)) \
+            "copy (select (value * 7 + {part}) % {keys} as id, value + {part} * {rows} as version, \
+                    round(value * 1.25, 1) as amount from generate_series(1, {rows})) \
              to '{}/part-{part}.parquet' stored as parquet",
             data.display()
         );
@@ -162,7 +160,22 @@ async fn a_plan_with_the_keep_first_dedupe_runs_on_two_executors_with_the_local_
     let shown = displayable(plan.as_ref()).indent(false).to_string();
     assert!(shown.contains("KeepFirstExec"), "{shown}");
     let local = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
-    assert_eq!(local.iter().map(|b| b.num_rows()).sum::<usize>(), 500);
+    assert_eq!(local.iter().map(|b| b.num_rows()).sum::<usize>(), keys);
+    (plan, local)
+}
+
+fn files_under(dir: &Path) -> usize {
+    walkdir::WalkDir::new(dir).into_iter().filter_map(Result::ok).filter(|e| e.file_type().is_file()).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_with_the_keep_first_dedupe_runs_on_two_executors_with_the_local_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(dir.path(), 2);
+
+    // Four Parquet files of events, each key updated several times: the latest row per key is kept.
+    let ctx = session();
+    let (plan, local) = latest_per_key(&ctx, dir.path(), 4, 2000, 500).await;
 
     let remote = run_on(&cluster, &plan, &ctx).await;
     assert_eq!(sorted_lines(&remote), sorted_lines(&local));
@@ -218,22 +231,7 @@ async fn a_killed_executor_never_duplicates_rows() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = cluster(dir.path(), 2);
     let ctx = session();
-    let data = dir.path().join("events");
-    for part in 0..8 {
-        let sql = format!(
-            "copy (select (value * 7 + {part}) % 50000 as id, value + {part} * 300000 as version, \
-                    value % 97 as amount from generate_series(1, 300000)) \
-             to '{}/part-{part}.parquet' stored as parquet",
-            data.display()
-        );
-        ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-    }
-    ctx.register_parquet("events", data.to_str().unwrap(), Default::default()).await.unwrap();
-    let sql = "select id, version, amount from (select *, row_number() over (partition by id order by version desc) \
-               as rn from events) where rn = 1";
-    let plan: Arc<dyn ExecutionPlan> = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
-    let local = collect(Arc::clone(&plan), ctx.task_ctx()).await.unwrap();
-    assert_eq!(local.iter().map(|b| b.num_rows()).sum::<usize>(), 50_000);
+    let (plan, local) = latest_per_key(&ctx, dir.path(), 8, 300_000, 50_000).await;
 
     // Warm up: the executors have registered once a job has run.
     let warm = ctx.sql("select 1 as one").await.unwrap().create_physical_plan().await.unwrap();

@@ -81,15 +81,18 @@ impl RowAccounting {
         let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         let mut operators = Vec::new();
         for (index, plan) in plans.iter().enumerate() {
-            collect_operators(plan, index as u32, 0, &mut operators);
+            let first = operators.len();
+            collect_operators(plan, index as u32, first, 0, &mut operators);
         }
         operators
     }
 }
 
+/// Appends `plan`'s operators depth first; the plan's own operators start at `first` in `operators`.
 fn collect_operators(
     plan: &Arc<dyn ExecutionPlan>,
     index: u32,
+    first: usize,
     depth: u32,
     operators: &mut Vec<crate::warehouse::results::OperatorRun>,
 ) {
@@ -101,7 +104,7 @@ fn collect_operators(
     };
     operators.push(crate::warehouse::results::OperatorRun {
         plan: index,
-        position: operators.iter().filter(|o| o.plan == index).count() as u32,
+        position: (operators.len() - first) as u32,
         depth,
         operator: plan.name().to_string(),
         detail,
@@ -111,7 +114,7 @@ fn collect_operators(
         spilled_bytes: metrics.as_ref().and_then(|m| m.spilled_bytes()).map(|b| b as u64),
     });
     for child in plan.children() {
-        collect_operators(child, index, depth + 1, operators);
+        collect_operators(child, index, first, depth + 1, operators);
     }
 }
 

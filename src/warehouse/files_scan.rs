@@ -19,7 +19,7 @@ use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, Pa
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::{Expr, TableType};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use deltalake::DeltaTable;
 
@@ -89,6 +89,11 @@ impl DeltaFiles {
         Ok(DeltaFiles { schema, file_schema, partition_columns, store, files, rows, version })
     }
 
+    /// Whether `filter` reads only columns stored in the files (not partition values).
+    fn on_file_columns(&self, filter: &Expr) -> bool {
+        filter.column_refs().iter().all(|c| self.file_schema.field_with_name(&c.name).is_ok())
+    }
+
     /// The version whose files are scanned.
     pub fn version(&self) -> i64 {
         self.version
@@ -105,17 +110,35 @@ impl TableProvider for DeltaFiles {
         TableType::Base
     }
 
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| match self.on_file_columns(f) {
+                true => TableProviderFilterPushDown::Inexact,
+                false => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let table_schema = TableSchema::builder(Arc::clone(&self.file_schema))
             .with_table_partition_cols(self.partition_columns.clone())
             .build();
-        let source = Arc::new(ParquetSource::new(table_schema));
+        let mut source = ParquetSource::new(table_schema);
+        // Filters over the files' own columns prune row groups and pages, as delta-rs's scan does; DataFusion
+        // still applies every filter above the scan (`Inexact`).
+        let pushed: Vec<Expr> = filters.iter().filter(|f| self.on_file_columns(f)).cloned().collect();
+        if let Some(predicate) = datafusion::logical_expr::utils::conjunction(pushed) {
+            let df_schema = datafusion::common::DFSchema::try_from(Arc::clone(&self.schema))?;
+            source = source.with_predicate(state.create_physical_expr(predicate, &df_schema)?);
+        }
+        let source = Arc::new(source);
         // Files dealt out over the session's partitions, the largest first, so each group reads about as much.
         let groups = state.config().target_partitions().max(1).min(self.files.len().max(1));
         let mut by_size: Vec<&PartitionedFile> = self.files.iter().collect();
@@ -202,9 +225,13 @@ mod tests {
         let files = DeltaFiles::new(&table).await.unwrap();
         assert_eq!(files.version(), 1);
         ctx.register_table("files", Arc::new(files)).unwrap();
-        let query = |t: &str| format!("select id, name, day from {t} where day >= '2026-01-02' order by id");
+        let query = |t: &str| format!("select id, name, day from {t} where day >= '2026-01-02' and id > 4 order by id");
         let expected = rows(&ctx, &query("delta_rs")).await;
-        assert!(expected.contains("| 6  | n6   | 2026-01-03 |"), "{expected}");
+        assert!(expected.contains("| 6  | n6   | 2026-01-03 |") && !expected.contains("n4"), "{expected}");
+        // The filter on a file column reaches the Parquet scan, to prune row groups.
+        let plan = ctx.sql(&query("files")).await.unwrap().create_physical_plan().await.unwrap();
+        let shown = displayable(plan.as_ref()).indent(true).to_string();
+        assert!(shown.contains("predicate=id@0 > 4"), "{shown}");
         assert_eq!(rows(&ctx, &query("files")).await, expected);
 
         // Pinned: a commit after the provider was made is not read.

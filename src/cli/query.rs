@@ -123,7 +123,7 @@ pub(super) fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         };
         // The limit applies over the query's plan, so its `order by` holds.
         let sql = sql.trim().trim_end_matches(';');
-        return query_and_print(&reading, &manifest, sql, args.output, Some(args.limit));
+        return query_and_print(&reading, &manifest, sql, args.output, Some(args.limit), None);
     }
     let name = args.model.as_deref().or(args.select.as_deref()).unwrap_or_default();
     let node = match find_node(&manifest, name) {
@@ -142,7 +142,7 @@ pub(super) fn show(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         },
     };
     let sql = format!("select * from {}{version} limit {}", node.relation, args.limit);
-    query_and_print(&Reading::open(&manifest, &args.project)?, &manifest, &sql, args.output, None)
+    query_and_print(&Reading::open(&manifest, &args.project)?, &manifest, &sql, args.output, None, None)
 }
 
 /// The warehouse opened for reading: a runtime and a session with every source, table and view registered, and
@@ -305,62 +305,25 @@ pub(super) fn query(args: &QueryArgs) -> anyhow::Result<ExitCode> {
         Ok(done) => done,
         Err(code) => return Ok(code),
     };
+    if args.scheduler.is_some() && !cfg!(feature = "ballista") {
+        eprintln!(
+            "error: `--scheduler` needs a pipe built with the `ballista` feature (`cargo install --features ballista`)"
+        );
+        return Ok(ExitCode::from(2));
+    }
     let reading = Reading::open(&manifest, &args.project)?;
-    match &args.scheduler {
-        None => query_and_print(&reading, &manifest, &args.sql, args.output, None),
-        Some(scheduler) => query_on_cluster(&reading, &manifest, &args.sql, args.output, scheduler),
-    }
+    query_and_print(&reading, &manifest, &args.sql, args.output, None, args.scheduler.as_deref())
 }
 
-#[cfg(not(feature = "ballista"))]
-fn query_on_cluster(_: &Reading, _: &Manifest, _: &str, _: TableFormat, _: &str) -> anyhow::Result<ExitCode> {
-    eprintln!(
-        "error: `--scheduler` needs a pipe built with the `ballista` feature (`cargo install --features ballista`)"
-    );
-    Ok(ExitCode::from(2))
-}
-
-/// The query planned here, as locally, and run on the cluster whose scheduler is at `scheduler`.
-#[cfg(feature = "ballista")]
-fn query_on_cluster(
-    reading: &Reading,
-    manifest: &Manifest,
-    sql: &str,
-    output: TableFormat,
-    scheduler: &str,
-) -> anyhow::Result<ExitCode> {
-    use futures::TryStreamExt;
-    let (ctx, warehouse) = (&reading.ctx, &reading.warehouse);
-    let batches = reading.runtime.block_on(async {
-        run::cluster::read_tables_as_files(ctx, manifest, warehouse).await?;
-        let frame = crate::sql::duckdb::sql(ctx, sql).await?;
-        let schema = Arc::new(frame.schema().as_arrow().clone());
-        let plan = frame.create_physical_plan().await?;
-        let config = run::cluster::job_config(ctx.state().config());
-        let mut batches: Vec<RecordBatch> = run::cluster::execute(plan, scheduler, config).await?.try_collect().await?;
-        if batches.iter().all(|b| b.num_rows() == 0) {
-            batches = vec![RecordBatch::new_empty(schema)];
-        }
-        Ok::<_, datafusion::error::DataFusionError>(batches)
-    });
-    match batches {
-        Ok(batches) => {
-            write_stdout(&format_batches(&batches, output)?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(err) => {
-            eprintln!("error: on the cluster at {scheduler}: {}", run::clean_datafusion_message(&err));
-            Ok(ExitCode::from(1))
-        }
-    }
-}
-
+/// Runs `sql` over the warehouse and prints it: on this machine, or, given a `scheduler`, planned here and run on
+/// that Ballista cluster (feature `ballista`; the warehouse's tables read as their current versions' files).
 fn query_and_print(
     reading: &Reading,
     manifest: &Manifest,
     sql: &str,
     output: TableFormat,
     limit: Option<usize>,
+    scheduler: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let query_error = |e: datafusion::error::DataFusionError| run::RunError::Query {
         model: "query".into(),
@@ -368,6 +331,10 @@ fn query_and_print(
     };
     let (ctx, warehouse) = (&reading.ctx, &reading.warehouse);
     let batches = reading.runtime.block_on(async {
+        #[cfg(feature = "ballista")]
+        if scheduler.is_some() {
+            run::cluster::read_tables_as_files(ctx, manifest, warehouse).await.map_err(query_error)?;
+        }
         let sql = run::history::resolve_time_travel(sql, ctx, warehouse).await?;
         let mut frame = crate::sql::duckdb::sql(ctx, &sql).await.map_err(query_error)?;
         if let Some(limit) = limit {
@@ -375,7 +342,11 @@ fn query_and_print(
         }
         // An empty result still has its columns: the header is printed.
         let schema = Arc::new(frame.schema().as_arrow().clone());
-        let mut batches = frame.collect().await.map_err(query_error)?;
+        let mut batches = match scheduler {
+            None => frame.collect().await,
+            Some(scheduler) => collect_on_cluster(ctx, frame, scheduler).await,
+        }
+        .map_err(query_error)?;
         if batches.iter().all(|b| b.num_rows() == 0) {
             batches = vec![RecordBatch::new_empty(schema)];
         }
@@ -395,6 +366,28 @@ fn query_and_print(
     };
     write_stdout(&format_batches(&batches, output)?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// `frame`'s rows, computed on the Ballista cluster whose scheduler is at `scheduler`.
+#[cfg(feature = "ballista")]
+async fn collect_on_cluster(
+    ctx: &datafusion::prelude::SessionContext,
+    frame: datafusion::prelude::DataFrame,
+    scheduler: &str,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    use futures::TryStreamExt;
+    let plan = frame.create_physical_plan().await?;
+    let config = run::cluster::job_config(ctx.state().config());
+    run::cluster::execute(plan, scheduler, config).await?.try_collect().await
+}
+
+#[cfg(not(feature = "ballista"))]
+async fn collect_on_cluster(
+    _: &datafusion::prelude::SessionContext,
+    _: datafusion::prelude::DataFrame,
+    _: &str,
+) -> datafusion::error::Result<Vec<RecordBatch>> {
+    datafusion::common::not_impl_err!("running on a cluster needs the `ballista` feature")
 }
 
 /// DataFusion's "table 'datafusion.silver.x' not found", said in the project's terms: a model not built yet, an

@@ -39,8 +39,7 @@ pub struct DeltaFiles {
 impl DeltaFiles {
     /// The loaded version of `table`. Tables with deletion vectors are refused: their files hold deleted rows.
     pub async fn new(table: &DeltaTable) -> Result<DeltaFiles> {
-        let error = |e: deltalake::DeltaTableError| DataFusionError::External(Box::new(e));
-        let snapshot = table.snapshot().map_err(error)?;
+        let snapshot = table.snapshot().map_err(|e| DataFusionError::External(Box::new(e)))?;
         let version = snapshot.version() as i64;
         // The columns as delta-rs's provider gives them (strings as views, partition columns last).
         let schema = table.table_provider().await?.schema();

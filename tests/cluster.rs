@@ -298,3 +298,73 @@ fn pipe_query_on_the_cluster_answers_as_locally() {
         assert_eq!(support::text(&remote.stdout), support::text(&local.stdout), "{sql}");
     }
 }
+
+/// A scheduler with `executors` executors that have registered (a first job ran), so a build's jobs find slots.
+fn ready_cluster(dir: &Path, executors: usize) -> Cluster {
+    let cluster = cluster(dir, executors);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let ctx = session();
+        let warm = ctx.sql("select 1 as one").await.unwrap().create_physical_plan().await.unwrap();
+        try_run_on(&cluster.scheduler, &warm, &ctx).await.unwrap();
+    });
+    cluster
+}
+
+/// The commits in a table's Delta log.
+fn commits(table: &Path) -> Vec<serde_json::Value> {
+    let mut logs: Vec<_> = std::fs::read_dir(table.join("_delta_log"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    logs.sort();
+    logs.iter()
+        .map(|log| {
+            let text = std::fs::read_to_string(log).unwrap();
+            let info = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap());
+            info.into_iter().find_map(|action| action.get("commitInfo").cloned()).unwrap()
+        })
+        .collect()
+}
+
+/// `pipe build --engine ballista`: the example project built on a scheduler and two executors gives the tables
+/// the local engine gives. Each table model ran on the cluster (both executors ran tasks) and is one commit per
+/// build with pipe's metadata; the seed and the bronze files, which only the client sees, were read on the client.
+/// A second build replaces each table in one more commit, with the same rows.
+#[test]
+fn the_example_project_builds_on_the_cluster_with_the_local_tables() {
+    let local = support::example_project();
+    let built = support::pipe(local.path(), &["build"]);
+    assert_eq!(built.status.code(), Some(0), "{}", support::text(&built.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ready_cluster(dir.path(), 2);
+    let remote = support::example_project();
+    let scheduler = format!("df://{}", cluster.scheduler);
+    let built = support::pipe(remote.path(), &["build", "--engine", "ballista", "--scheduler", &scheduler]);
+    let log = support::text(&built.stderr);
+    assert_eq!(built.status.code(), Some(0), "{log}");
+    assert_eq!(support::dump(remote.path()), support::dump(local.path()));
+    assert!(
+        log.contains("seeds.country_codes") && log.contains("ran on this machine, not the cluster: a seed"),
+        "{log}"
+    );
+    assert_eq!(log.matches("not the cluster").count(), 1, "only the seed ran here:\n{log}");
+    for work_dir in &cluster.work_dirs {
+        assert!(files_under(work_dir) > 0, "{} ran no task", work_dir.display());
+    }
+    let table = remote.path().join("warehouse/gold/gld_daily_revenue");
+    let first = commits(&table);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0]["pipe.run_id"].is_string(), "{first:?}");
+
+    // Again: one more commit per table, the same rows.
+    let again = support::pipe(remote.path(), &["build", "--scheduler", &scheduler]);
+    assert_eq!(again.status.code(), Some(0), "{}", support::text(&again.stderr));
+    assert_eq!(support::dump(remote.path()), support::dump(local.path()));
+    let second = commits(&table);
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert_ne!(second[1]["pipe.run_id"], second[0]["pipe.run_id"]);
+}

@@ -66,6 +66,8 @@ pub(super) fn run(args: &BackfillArgs) -> anyhow::Result<ExitCode> {
         defer: false,
         favor_state: false,
         defer_warehouse: None,
+        engine: None,
+        scheduler: None,
     };
     run_with(&build, Scope::Run, Some(Backfill { dry_run: args.dry_run }))
 }

@@ -19,6 +19,12 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineArg {
+    Local,
+    Ballista,
+}
+
 #[derive(Debug, Args)]
 pub struct BuildArgs {
     #[command(flatten)]
@@ -58,6 +64,13 @@ pub struct BuildArgs {
     /// Build models whose schema change breaks their `schema_compatibility` all the same.
     #[arg(long)]
     pub allow_breaking: bool,
+    /// Where models' queries run: `local` (this process) or `ballista` (a cluster of `pipe ballista executor`s;
+    /// needs `--scheduler`). Default: `engine:` of the profile's target, else of the project file, else `local`.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
+    /// The Ballista scheduler, `df://host:port` (implies `--engine ballista`).
+    #[arg(long)]
+    pub scheduler: Option<String>,
     /// How often `--watch` looks for new files, e.g. `10s`, `500ms`, `1m`.
     #[arg(long, default_value = "10s", value_parser = parse_interval)]
     pub interval: std::time::Duration,
@@ -159,6 +172,8 @@ impl SeedArgs {
             defer: false,
             favor_state: false,
             defer_warehouse: None,
+            engine: None,
+            scheduler: None,
         }
     }
 }
@@ -414,6 +429,13 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
     };
     let target = target_dir(&compilation, &args.project);
     manifest.write(&target)?;
+    let engine = match engine(args, compilation.project.as_ref()) {
+        Ok(engine) => engine,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let selected = match selected_ids(&manifest, &args.select, &args.project)? {
         Ok(ids) => ids,
         Err(code) => return Ok(code),
@@ -464,6 +486,7 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
         selected: &selected,
         target: &target,
         threads,
+        engine,
         render_times: compilation.render_times.clone(),
         plans: std::sync::Arc::new(std::mem::take(&mut compilation.plans)),
         backfill_id,
@@ -495,6 +518,36 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
     Ok(if report.failed() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+/// The engine the build runs on: the flags', else the profile target's, else the project file's `engine:`.
+fn engine(args: &BuildArgs, project: Option<&crate::project::Project>) -> Result<crate::project::Engine, String> {
+    use crate::project::{Engine, EngineKeys};
+    let flags = EngineKeys {
+        engine: args.engine.map(|e| match e {
+            EngineArg::Local => "local".to_string(),
+            EngineArg::Ballista => "ballista".to_string(),
+        }),
+        scheduler: args.scheduler.clone(),
+    };
+    let none = EngineKeys::default();
+    let (target, file) = match project {
+        Some(project) => (&project.target.engine, &project.config.engine),
+        None => (&none, &none),
+    };
+    let file_name = project.map_or("pipe.yml", |p| p.config.file_name);
+    let engine = Engine::choose(&[
+        ("the command line", &flags),
+        ("the profile's target", target),
+        (&format!("`{file_name}`"), file),
+    ])?;
+    if engine != Engine::Local && !cfg!(feature = "ballista") {
+        return Err(
+            "the Ballista engine needs a pipe built with the `ballista` feature (`cargo install --features ballista`)"
+                .into(),
+        );
+    }
+    Ok(engine)
+}
+
 /// The schema gate's refusal, a model at a time, with what to do.
 fn print_breaks(breaks: &[crate::warehouse::SchemaBreak]) {
     for schema_break in breaks {
@@ -513,6 +566,7 @@ pub(super) struct Cycle<'a> {
     pub selected: &'a [String],
     pub target: &'a std::path::Path,
     pub threads: usize,
+    pub engine: crate::project::Engine,
     pub render_times: std::collections::BTreeMap<String, std::time::Duration>,
     pub plans: std::sync::Arc<std::collections::HashMap<String, datafusion::logical_expr::LogicalPlan>>,
     pub backfill_id: Option<String>,
@@ -617,6 +671,7 @@ impl Cycle<'_> {
                 // The gate ran above, before a dry run or a watch could start.
                 schema_gate: false,
                 register_schemas: !skip_unchanged,
+                engine: self.engine.clone(),
             },
             target: Some(self.target),
         };

@@ -333,7 +333,7 @@ fn query_and_print(
     let batches = reading.runtime.block_on(async {
         #[cfg(feature = "ballista")]
         if scheduler.is_some() {
-            run::cluster::read_tables_as_files(ctx, manifest, warehouse).await.map_err(query_error)?;
+            run::cluster::plan_for_cluster(ctx, manifest, warehouse).await.map_err(query_error)?;
         }
         let sql = run::history::resolve_time_travel(sql, ctx, warehouse).await?;
         let mut frame = crate::sql::duckdb::sql(ctx, &sql).await.map_err(query_error)?;

@@ -91,6 +91,68 @@ pub struct ProjectConfig {
     pub sql_dialect: Option<SqlDialect>,
     /// An `sql_dialect` value that is not a dialect, to report.
     pub bad_sql_dialect: Option<String>,
+    /// `engine:` and `scheduler:` as written: where models run (`Engine::choose` reads them).
+    pub engine: EngineKeys,
+}
+
+/// `engine:` (`local` or `ballista`) and `scheduler:` (`df://host:port`), as a project file or a profile target
+/// writes them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineKeys {
+    pub engine: Option<String>,
+    pub scheduler: Option<String>,
+}
+
+/// Where a build runs its models' queries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Engine {
+    /// In this process (DataFusion).
+    #[default]
+    Local,
+    /// On an Apache DataFusion Ballista cluster whose scheduler listens at `scheduler` (`host:port`).
+    Ballista { scheduler: String },
+}
+
+impl Engine {
+    /// The engine from the first place that names one: the command line's flags, the profile's target, the
+    /// project file; `local` when none does. A `scheduler` alone means `ballista`.
+    pub fn choose(places: &[(&str, &EngineKeys)]) -> Result<Engine, String> {
+        for (place, keys) in places {
+            let kind = match (&keys.engine, &keys.scheduler) {
+                (None, None) => continue,
+                (Some(kind), _) => kind.as_str(),
+                (None, Some(_)) => "ballista",
+            };
+            return match kind {
+                "local" => Ok(Engine::Local),
+                "ballista" => match &keys.scheduler {
+                    Some(address) => Ok(Engine::Ballista { scheduler: scheduler_address(address)? }),
+                    None => Err(format!(
+                        "{place} says `engine: ballista` without a `scheduler:` (`df://host:port` of a `pipe ballista scheduler`)"
+                    )),
+                },
+                other => Err(format!("{place} says `engine: {other}`; the engines are `local` and `ballista`")),
+            };
+        }
+        Ok(Engine::Local)
+    }
+
+    /// The scheduler's `host:port`, when models run on a cluster.
+    pub fn scheduler(&self) -> Option<&str> {
+        match self {
+            Engine::Local => None,
+            Engine::Ballista { scheduler } => Some(scheduler),
+        }
+    }
+}
+
+/// `df://host:port` (Ballista's form) or `host:port`, as `host:port`.
+fn scheduler_address(text: &str) -> Result<String, String> {
+    let address = text.strip_prefix("df://").unwrap_or(text).trim_end_matches('/');
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(address.to_string()),
+        _ => Err(format!("`scheduler: {text}` is not a scheduler address (`df://host:port`)")),
+    }
 }
 
 /// Whose SQL semantics a project's models are written in.
@@ -164,6 +226,10 @@ pub(crate) struct RawProjectConfig {
     pub profile: Option<String>,
     #[serde(default, rename = "sql_dialect")]
     pub sql_dialect: Option<String>,
+    #[serde(default)]
+    pub engine: Option<String>,
+    #[serde(default)]
+    pub scheduler: Option<String>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -186,6 +252,8 @@ pub(crate) const PROJECT_KEYS: &[&str] = &[
     "dispatch",
     "profile",
     "sql_dialect",
+    "engine",
+    "scheduler",
 ];
 
 /// dbt project keys pipe accepts and does not use; they are not reported as unknown.
@@ -244,6 +312,7 @@ impl ProjectConfig {
             profile: raw.profile,
             sql_dialect: dialect.as_deref().and_then(SqlDialect::parse),
             bad_sql_dialect: dialect.filter(|d| SqlDialect::parse(d).is_none()),
+            engine: EngineKeys { engine: raw.engine, scheduler: raw.scheduler },
         }
     }
 
@@ -478,9 +547,43 @@ mod tests {
             dispatch: None,
             profile: None,
             sql_dialect: None,
+            engine: None,
+            scheduler: None,
             other: BTreeMap::new(),
         };
         ProjectConfig::from_raw(raw, "pipe.yml")
+    }
+
+    /// The first place naming an engine wins; `df://` is optional; a scheduler alone means Ballista; bad values
+    /// say where they are.
+    #[test]
+    fn engine_choice() {
+        use super::{Engine, EngineKeys};
+        let keys = |engine: Option<&str>, scheduler: Option<&str>| EngineKeys {
+            engine: engine.map(str::to_string),
+            scheduler: scheduler.map(str::to_string),
+        };
+        let (none, local) = (keys(None, None), keys(Some("local"), None));
+        let cluster = keys(Some("ballista"), Some("df://10.0.0.5:50050"));
+        assert_eq!(Engine::choose(&[("flags", &none), ("pipe.yml", &none)]), Ok(Engine::Local));
+        assert_eq!(
+            Engine::choose(&[("flags", &none), ("pipe.yml", &cluster)]),
+            Ok(Engine::Ballista { scheduler: "10.0.0.5:50050".into() })
+        );
+        assert_eq!(Engine::choose(&[("flags", &local), ("pipe.yml", &cluster)]), Ok(Engine::Local));
+        assert_eq!(
+            Engine::choose(&[("flags", &keys(None, Some("h:1")))]),
+            Ok(Engine::Ballista { scheduler: "h:1".into() })
+        );
+        let no_scheduler = Engine::choose(&[("the profile", &keys(Some("ballista"), None))]).unwrap_err();
+        assert!(
+            no_scheduler.starts_with("the profile says `engine: ballista` without a `scheduler:`"),
+            "{no_scheduler}"
+        );
+        let unknown = Engine::choose(&[("pipe.yml", &keys(Some("spark"), None))]).unwrap_err();
+        assert!(unknown.contains("`engine: spark`"), "{unknown}");
+        let bad = Engine::choose(&[("pipe.yml", &keys(Some("ballista"), Some("df://nowhere")))]).unwrap_err();
+        assert!(bad.contains("not a scheduler address"), "{bad}");
     }
 
     #[test]

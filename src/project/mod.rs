@@ -20,8 +20,8 @@ use rayon::prelude::*;
 use serde_json::Value;
 
 pub use config::{
-    parse_duration, parse_utc_time, ConfigExt, ConfigMap, DispatchRule, Layer, LayerRules, Materialization,
-    ProjectConfig, SqlDialect, PARQUET_COMPRESSIONS,
+    parse_duration, parse_utc_time, ConfigExt, ConfigMap, DispatchRule, Engine, EngineKeys, Layer, LayerRules,
+    Materialization, ProjectConfig, SqlDialect, PARQUET_COMPRESSIONS,
 };
 pub use packages::Package;
 pub use properties::{

@@ -23,6 +23,8 @@ pub struct Target {
     pub external_root: Option<String>,
     /// The `profiles.yml` it was read from, when there was one.
     pub file: Option<PathBuf>,
+    /// `engine:` and `scheduler:`: the target's models run on a Ballista cluster.
+    pub engine: crate::project::EngineKeys,
 }
 
 impl Target {
@@ -36,6 +38,7 @@ impl Target {
             threads: None,
             external_root: None,
             file: None,
+            engine: Default::default(),
         }
     }
 }
@@ -88,6 +91,7 @@ pub fn resolve(
         threads: output.get("threads").and_then(Value::as_u64).map(|n| n as usize),
         external_root: text("external_root"),
         file: Some(file),
+        engine: crate::project::EngineKeys { engine: text("engine"), scheduler: text("scheduler") },
     }))
 }
 

@@ -95,6 +95,16 @@ impl ParquetCompression {
             _ => return None,
         })
     }
+
+    /// The name `parse` reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParquetCompression::Lz4 => "lz4",
+            ParquetCompression::Snappy => "snappy",
+            ParquetCompression::Zstd => "zstd",
+            ParquetCompression::None => "none",
+        }
+    }
 }
 
 /// `on_contract_violation` of a bronze model reading a source with declared types.

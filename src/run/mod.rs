@@ -84,6 +84,8 @@ pub struct BuildOptions {
     pub register_schemas: bool,
     /// Renders the models whose render asks the warehouse (`Node::render_at_build`) just before they run.
     pub render_at_build: Option<Arc<crate::compile::BuildRenderer>>,
+    /// Where the models' queries run: here, or on a Ballista cluster (which needs the `ballista` feature).
+    pub engine: crate::project::Engine,
 }
 
 /// Told as each node of a build starts and finishes, and of progress inside a node: `lineage::openlineage::Emitter`
@@ -218,6 +220,22 @@ async fn run_nodes(
     let (ctx, warehouse, source_errors) =
         open_session(manifest, request.project_root, request.options.memory_limit).await?;
     register_deferred(&ctx, &request.options.deferred).await?;
+    let warehouse = match &request.options.engine {
+        crate::project::Engine::Local => warehouse,
+        #[cfg(feature = "ballista")]
+        crate::project::Engine::Ballista { .. } => {
+            // Executors read the tables as the Parquet files of their versions (delta-rs's scan cannot be sent).
+            cluster::plan_for_cluster(&ctx, manifest, &warehouse)
+                .await
+                .map_err(|e| RunError::Internal(format!("cannot read the warehouse's tables as files: {e}")))?;
+            warehouse.scanning_files()
+        }
+        #[cfg(not(feature = "ballista"))]
+        crate::project::Engine::Ballista { .. } => return Err(RunError::Internal(
+            "`engine: ballista` needs a pipe built with the `ballista` feature (`cargo install --features ballista`)"
+                .into(),
+        )),
+    };
 
     // Ephemeral models never run; they are inlined into their readers.
     let runnable: Vec<&str> = request

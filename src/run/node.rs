@@ -176,6 +176,7 @@ pub(super) async fn run_node(
         settle_interval: shared.options.settle_interval,
         failpoints: &shared.options.failpoints,
         renderer: shared.options.render_at_build.as_ref(),
+        engine: &shared.options.engine,
     };
     // Unit tests run before the model: a failing one keeps it (and what reads it) from building.
     let units = crate::quality::execute::unit_tests(&shared.manifest, &node.unique_id);

@@ -48,6 +48,8 @@ pub const META_INPUTS: &str = "pipe.inputs";
 #[derive(Debug, Clone)]
 pub struct Warehouse {
     root: PathBuf,
+    /// `provider` gives [`files_scan::DeltaFiles`] (plans another process can run) instead of delta-rs's scan.
+    files_scan: bool,
 }
 
 /// A stored view definition.
@@ -117,7 +119,7 @@ impl Warehouse {
     pub fn open(root: &Path) -> Result<Warehouse, RunError> {
         std::fs::create_dir_all(root).map_err(|e| RunError::io(root, e))?;
         let root = root.canonicalize().map_err(|e| RunError::io(root, e))?;
-        Ok(Warehouse { root })
+        Ok(Warehouse { root, files_scan: false })
     }
 
     pub fn root(&self) -> &Path {
@@ -207,9 +209,21 @@ impl Warehouse {
         Ok(deltalake::DeltaTableBuilder::from_url(self.table_url(relation)?)?.build()?)
     }
 
-    /// A DataFusion provider over the latest version of `relation`.
+    /// A DataFusion provider over the loaded version of `table`.
     pub async fn provider(&self, table: &DeltaTable) -> Result<Arc<dyn TableProvider>, RunError> {
+        if self.files_scan {
+            let files = files_scan::DeltaFiles::new(table)
+                .await
+                .map_err(|e| RunError::Internal(format!("cannot list the files of {}: {e}", table.table_url())))?;
+            return Ok(Arc::new(files));
+        }
         Ok(table.table_provider().await?)
+    }
+
+    /// This warehouse with its tables read as the Parquet files of their versions ([`files_scan::DeltaFiles`]):
+    /// for plans that run on a cluster.
+    pub fn scanning_files(self) -> Warehouse {
+        Warehouse { files_scan: true, ..self }
     }
 
     /// Rows in the table's loaded version, summed from the file statistics of the Delta log: nothing is scanned.

@@ -1,7 +1,7 @@
 //! How pipe's physical operators cross the wire to a Ballista scheduler and its executors.
 //!
 //! Every process of a pipe cluster (the client, `pipe ballista scheduler`, `pipe ballista executor`) uses
-//! [`PipeCodec`]: a plan node pipe defines ([`KeepFirstExec`]) is written as pipe's own message, anything else
+//! [`PipeCodec`]: a plan node pipe defines ([`KeepFirstExec`], [`DeltaFilesWriteExec`]) is written as pipe's own message, anything else
 //! Ballista's codec knows (its shuffle readers and writers, DataFusion's extension nodes) goes to that codec. The
 //! first byte of every encoded node says which, so a node is never decoded by the wrong codec.
 
@@ -19,12 +19,31 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf::{PhysicalExprNode, PhysicalSortExprNode};
 use prost::Message;
 
+use super::write::{DeltaFilesWriteExec, FilesTarget};
+use crate::project::settings::ParquetCompression;
 use crate::run::dedupe::KeepFirstExec;
 
 /// A node encoded by Ballista's codec.
 const BALLISTA: u8 = 0;
 /// A [`KeepFirstExec`].
 const KEEP_FIRST: u8 = 1;
+/// A [`DeltaFilesWriteExec`].
+const FILES_WRITE: u8 = 2;
+
+/// [`DeltaFilesWriteExec`] on the wire: where and how its files are written.
+#[derive(Clone, PartialEq, Message)]
+struct FilesWriteNode {
+    #[prost(string, tag = "1")]
+    table_url: String,
+    #[prost(message, optional, tag = "2")]
+    schema: Option<datafusion_proto::protobuf::Schema>,
+    #[prost(string, repeated, tag = "3")]
+    partition_by: Vec<String>,
+    #[prost(string, tag = "4")]
+    compression: String,
+    #[prost(uint64, tag = "5")]
+    dictionary_page_size: u64,
+}
 
 /// [`KeepFirstExec`] on the wire: its keys and its order, over its (separately encoded) input's schema.
 #[derive(Clone, PartialEq, Message)]
@@ -63,6 +82,27 @@ impl PhysicalExtensionCodec for PipeCodec {
                 let order = parse_physical_sort_exprs(&node.order, &decode, &schema, proto_converter)?;
                 Ok(Arc::new(KeepFirstExec::new(Arc::clone(input), keys, order)))
             }
+            Some((&FILES_WRITE, rest)) => {
+                let node = FilesWriteNode::decode(rest)
+                    .map_err(|e| DataFusionError::Internal(format!("cannot decode a DeltaFilesWriteExec: {e}")))?;
+                let [input] = inputs else {
+                    return internal_err!("a DeltaFilesWriteExec has one input, got {}", inputs.len());
+                };
+                let Some(schema) = &node.schema else {
+                    return internal_err!("a DeltaFilesWriteExec without its schema");
+                };
+                let Some(compression) = ParquetCompression::parse(&node.compression) else {
+                    return internal_err!("unknown Parquet compression `{}`", node.compression);
+                };
+                let target = FilesTarget {
+                    table_url: node.table_url,
+                    schema: Arc::new(datafusion::arrow::datatypes::Schema::try_from(schema)?),
+                    partition_by: node.partition_by,
+                    compression,
+                    dictionary_page_size: node.dictionary_page_size,
+                };
+                Ok(Arc::new(DeltaFilesWriteExec::new(Arc::clone(input), target)))
+            }
             Some((other, _)) => internal_err!("unknown pipe plan node tag {other}"),
             None => internal_err!("an empty pipe plan node"),
         }
@@ -83,6 +123,20 @@ impl PhysicalExtensionCodec for PipeCodec {
             return message
                 .encode(buf)
                 .map_err(|e| DataFusionError::Internal(format!("cannot encode a KeepFirstExec: {e}")));
+        }
+        if let Some(write) = node.downcast_ref::<DeltaFilesWriteExec>() {
+            let target = write.target();
+            let message = FilesWriteNode {
+                table_url: target.table_url.clone(),
+                schema: Some(target.schema.as_ref().try_into()?),
+                partition_by: target.partition_by.clone(),
+                compression: target.compression.as_str().to_string(),
+                dictionary_page_size: target.dictionary_page_size,
+            };
+            buf.push(FILES_WRITE);
+            return message
+                .encode(buf)
+                .map_err(|e| DataFusionError::Internal(format!("cannot encode a DeltaFilesWriteExec: {e}")));
         }
         buf.push(BALLISTA);
         self.ballista.try_encode(node, buf, proto_converter)

@@ -10,6 +10,7 @@
 
 pub mod codec;
 pub mod process;
+pub mod write;
 
 use std::sync::Arc;
 
@@ -66,9 +67,26 @@ fn without_accounting(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionP
     .map(|t| t.data)
 }
 
-/// Re-registers every model table `ctx` reads from `warehouse` as [`crate::warehouse::files_scan::DeltaFiles`]
-/// (its loaded version's files), so plans over them can be sent to executors.
-pub async fn read_tables_as_files(
+/// Makes `ctx` plan for the cluster: every model table it reads from `warehouse` is registered again as
+/// [`crate::warehouse::files_scan::DeltaFiles`] (its loaded version's files), so plans over them can be sent to
+/// executors, and dynamic filters are off. A dynamic filter links a join's build side to its probe side's scan in
+/// one process; across stages it cannot be filled, and the scheduler, re-planning a stage once its inputs are
+/// known, may swap a join's inputs, which a join holding a dynamic filter refuses.
+pub async fn plan_for_cluster(
+    ctx: &datafusion::prelude::SessionContext,
+    manifest: &crate::manifest::Manifest,
+    warehouse: &crate::warehouse::Warehouse,
+) -> Result<()> {
+    // Set by its key: the key also turns off the join's, the top-k's and the aggregate's dynamic filters.
+    ctx.state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .set("datafusion.optimizer.enable_dynamic_filter_pushdown", "false")?;
+    read_tables_as_files(ctx, manifest, warehouse).await
+}
+
+async fn read_tables_as_files(
     ctx: &datafusion::prelude::SessionContext,
     manifest: &crate::manifest::Manifest,
     warehouse: &crate::warehouse::Warehouse,

@@ -7,6 +7,7 @@ mod ingest;
 mod ledger;
 pub mod microbatch;
 mod parallel_write;
+pub(crate) use parallel_write::{as_table_batch, commit, prepare};
 mod seed;
 mod snapshot;
 mod table;
@@ -73,6 +74,8 @@ pub struct ModelContext<'a> {
     pub failpoints: &'a [String],
     /// Renders the tests whose render asks the warehouse (`TestNode::render_at_build`) before they run.
     pub renderer: Option<&'a Arc<crate::compile::BuildRenderer>>,
+    /// Where the model's query runs.
+    pub engine: &'a crate::project::Engine,
 }
 
 impl ModelContext<'_> {
@@ -232,7 +235,15 @@ pub fn for_kind(kind: Materialization) -> Option<&'static dyn Materialize> {
 /// default: about 15% faster builds than Snappy here, read by Spark 3.4+, DuckDB, Polars, delta-rs), `snappy`
 /// (for older readers), `zstd` (smaller files) or `none`; and `parquet_dictionary_page_size` (bytes, default 16 KiB).
 pub(crate) fn writer_properties(node: &Node) -> WriterProperties {
-    let compression = match node.settings.parquet_compression {
+    parquet_writer_properties(node.settings.parquet_compression, node.settings.parquet_dictionary_page_size)
+}
+
+/// [`writer_properties`] from the two settings (what an executor is sent).
+pub(crate) fn parquet_writer_properties(
+    compression: ParquetCompression,
+    dictionary_page_size: u64,
+) -> WriterProperties {
+    let compression = match compression {
         ParquetCompression::Snappy => Compression::SNAPPY,
         ParquetCompression::Zstd => Compression::ZSTD(ZstdLevel::default()),
         ParquetCompression::None => Compression::UNCOMPRESSED,
@@ -241,7 +252,7 @@ pub(crate) fn writer_properties(node: &Node) -> WriterProperties {
     // A small dictionary page (`DEFAULT_DICTIONARY_PAGE_SIZE`): a column with few distinct values still gets its
     // dictionary, one with many (ids, timestamps) falls back to plain encoding after 16 KiB instead of hashing its
     // first 1 MiB of values per row group.
-    let dictionary_page = usize::try_from(node.settings.parquet_dictionary_page_size).unwrap_or(usize::MAX);
+    let dictionary_page = usize::try_from(dictionary_page_size).unwrap_or(usize::MAX);
     WriterProperties::builder()
         .set_created_by(format!("pipe {}", env!("CARGO_PKG_VERSION")))
         .set_compression(compression)

@@ -37,39 +37,15 @@ pub(super) async fn overwrite(
     cx: &ModelContext<'_>,
     table: &DeltaTable,
     frame: DataFrame,
-    mut metadata: HashMap<String, serde_json::Value>,
+    metadata: HashMap<String, serde_json::Value>,
 ) -> Result<Option<DeltaTable>, RunError> {
     let name = &cx.node.name;
-    let Some(target) = delta_arrow_schema(frame.schema().as_arrow()) else { return Ok(None) };
-    let Ok(delta_schema) = TryIntoKernel::<StructType>::try_into_kernel(&target) else { return Ok(None) };
-    let existing = match table.version() {
-        Some(_) => {
-            let snapshot = table.snapshot()?;
-            if snapshot.schema().as_ref() != &delta_schema || !snapshot.metadata().partition_columns().is_empty() {
-                return Ok(None);
-            }
-            Some(snapshot)
-        }
-        None => None,
-    };
+    let Some(prepared) = prepare(cx, table, frame, &[])? else { return Ok(None) };
     let started = Instant::now();
-    let columns: Vec<_> = frame
-        .schema()
-        .fields()
-        .iter()
-        .zip(target.fields())
-        .map(|(from, to)| match from.data_type() == to.data_type() {
-            true => col(datafusion::common::Column::from_name(from.name())),
-            false => {
-                cast(col(datafusion::common::Column::from_name(from.name())), to.data_type().clone()).alias(from.name())
-            }
-        })
-        .collect();
-    let frame = frame.select(columns).map_err(|e| RunError::query(name, e))?;
-    let plan = frame.create_physical_plan().await.map_err(|e| RunError::query(name, e))?;
+    let plan = prepared.frame.clone().create_physical_plan().await.map_err(|e| RunError::query(name, e))?;
     let streams = execute_stream_partitioned(plan, cx.session.task_ctx()).map_err(|e| RunError::query(name, e))?;
     let store = table.log_store().object_store(None);
-    let target = Arc::new(target);
+    let target = Arc::clone(&prepared.target);
     let config = WriterConfig::new(
         Arc::clone(&target),
         Vec::new(),
@@ -89,13 +65,7 @@ pub(super) async fn overwrite(
             while let Some(batch) = stream.next().await {
                 // The query failed (reading its input, computing a row): a query error, not a write error.
                 let batch = batch.map_err(|e| RunError::query(&model, e))?;
-                // The executed plan may say a column cannot be null where the planned schema says it can
-                // (`split_part` of literals): the batch takes the table's schema, whose columns are the same.
-                let batch = match batch.schema() == target {
-                    true => batch,
-                    false => RecordBatch::try_new(Arc::clone(&target), batch.columns().to_vec())
-                        .map_err(|e| RunError::FileWrite(e.to_string()))?,
-                };
+                let batch = as_table_batch(batch, &target).map_err(|e| RunError::FileWrite(e.to_string()))?;
                 rows.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
                 writer
                     .write(&batch)
@@ -120,7 +90,85 @@ pub(super) async fn overwrite(
         }
     }
     let rows = rows.load(Ordering::Relaxed);
-    let removes: Vec<Action> = match existing {
+    commit(cx, table, &prepared, adds, rows, metadata, Vec::new(), started).await.map(Some)
+}
+
+/// A query result made ready for pipe's own Delta writers.
+pub(crate) struct Prepared<'t> {
+    /// The result with its columns cast to the types Delta stores (timestamps in microseconds).
+    pub frame: DataFrame,
+    /// The table's Arrow schema (partition columns included): the batches the writers get have it.
+    pub target: Arc<Schema>,
+    pub delta_schema: StructType,
+    pub partition_by: Vec<String>,
+    /// The table's loaded version; `None` when the commit creates the table.
+    existing: Option<&'t deltalake::table::state::DeltaTableState>,
+}
+
+/// `frame` ready to be written to `table` partitioned by `partition_by`, or `None` when its column types are left
+/// to delta-rs, or the table exists with another schema or other partition columns (delta-rs's write changes them).
+pub(crate) fn prepare<'t>(
+    cx: &ModelContext<'_>,
+    table: &'t DeltaTable,
+    frame: DataFrame,
+    partition_by: &[String],
+) -> Result<Option<Prepared<'t>>, RunError> {
+    let Some(target) = delta_arrow_schema(frame.schema().as_arrow()) else { return Ok(None) };
+    let Ok(delta_schema) = TryIntoKernel::<StructType>::try_into_kernel(&target) else { return Ok(None) };
+    let existing = match table.version() {
+        Some(_) => {
+            let snapshot = table.snapshot()?;
+            if snapshot.schema().as_ref() != &delta_schema || snapshot.metadata().partition_columns() != partition_by {
+                return Ok(None);
+            }
+            Some(snapshot)
+        }
+        None => None,
+    };
+    let columns: Vec<_> = frame
+        .schema()
+        .fields()
+        .iter()
+        .zip(target.fields())
+        .map(|(from, to)| match from.data_type() == to.data_type() {
+            true => col(datafusion::common::Column::from_name(from.name())),
+            false => {
+                cast(col(datafusion::common::Column::from_name(from.name())), to.data_type().clone()).alias(from.name())
+            }
+        })
+        .collect();
+    let frame = frame.select(columns).map_err(|e| RunError::query(&cx.node.name, e))?;
+    Ok(Some(Prepared { frame, target: Arc::new(target), delta_schema, partition_by: partition_by.to_vec(), existing }))
+}
+
+/// `batch` with the table's schema. The executed plan may say a column cannot be null where the planned schema
+/// says it can (`split_part` of literals): the columns are the same.
+pub(crate) fn as_table_batch(
+    batch: RecordBatch,
+    target: &Arc<Schema>,
+) -> Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    match batch.schema() == *target {
+        true => Ok(batch),
+        false => RecordBatch::try_new(Arc::clone(target), batch.columns().to_vec()),
+    }
+}
+
+/// Commits `adds` (files written for `prepared`, `rows` rows in all) as the table's whole contents: `remove` of
+/// every current file plus the `add`s, or, for a new table, the create commit carrying them; with pipe's
+/// `metadata` and the application `transactions` (a ledger).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn commit(
+    cx: &ModelContext<'_>,
+    table: &DeltaTable,
+    prepared: &Prepared<'_>,
+    adds: Vec<deltalake::kernel::Add>,
+    rows: u64,
+    mut metadata: HashMap<String, serde_json::Value>,
+    transactions: Vec<deltalake::kernel::Transaction>,
+    started: Instant,
+) -> Result<DeltaTable, RunError> {
+    let name = &cx.node.name;
+    let removes: Vec<Action> = match prepared.existing {
         Some(snapshot) => snapshot.log_data().iter().map(|f| Action::Remove(f.remove_action(true))).collect(),
         None => Vec::new(),
     };
@@ -134,13 +182,14 @@ pub(super) async fn overwrite(
             "execution_time_ms": started.elapsed().as_millis() as u64,
         }),
     );
-    let properties = CommitProperties::default().with_metadata(metadata);
+    let properties = CommitProperties::default().with_metadata(metadata).with_application_transactions(transactions);
     crate::run::abort_at(cx.failpoints, name, "before-commit");
     let failed = |e: deltalake::DeltaTableError| RunError::write(name, e);
-    let written = match existing {
+    let partition_by = (!prepared.partition_by.is_empty()).then(|| prepared.partition_by.clone());
+    match prepared.existing {
         Some(snapshot) => {
             let actions = removes.into_iter().chain(adds.into_iter().map(Action::Add)).collect();
-            let operation = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by: None, predicate: None };
+            let operation = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by, predicate: None };
             CommitBuilder::from(properties)
                 .with_actions(actions)
                 .build(Some(snapshot as &dyn TableReference), table.log_store(), operation)
@@ -149,17 +198,17 @@ pub(super) async fn overwrite(
             // The handle moves on to the new version by reading the log entries after the one it holds.
             let mut table = table.clone();
             table.update_incremental(None).await.map_err(failed)?;
-            table
+            Ok(table)
         }
         None => table
             .create()
-            .with_columns(delta_schema.fields().cloned())
+            .with_columns(prepared.delta_schema.fields().cloned())
+            .with_partition_columns(prepared.partition_by.clone())
             .with_actions(adds.into_iter().map(Action::Add))
             .with_commit_properties(properties)
             .await
-            .map_err(failed)?,
-    };
-    Ok(Some(written))
+            .map_err(failed),
+    }
 }
 
 /// The Arrow schema of the files: Delta keeps timestamps in microseconds. `None` for types left to delta-rs.

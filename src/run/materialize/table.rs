@@ -47,15 +47,10 @@ pub(super) async fn publish(
     }
     let staged = cx.staged_relation();
     let staging = cx.warehouse.table_for_write(&staged).await?;
-    let staging = staging
-        .write(Vec::new())
-        .with_writer_properties(super::writer_properties(cx.node))
-        .with_input_plan(frame.logical_plan().clone())
-        .with_session_state(Arc::new(cx.session.state()))
-        .with_save_mode(SaveMode::Overwrite)
-        .with_schema_mode(SchemaMode::Overwrite)
-        .await
-        .map_err(|e| RunError::write(&cx.node.name, e))?;
+    let staging = match on_cluster(cx, &staging, &frame, Vec::new()).await? {
+        Ok(written) => written,
+        Err(_) => write_staged(cx, staging, &frame).await?,
+    };
     let provider = cx.warehouse.provider(&staging).await?;
     let published = async {
         if anomalies_fail {
@@ -80,6 +75,49 @@ pub(super) async fn publish(
     published
 }
 
+/// The frame's rows as the staged result's contents, written by delta-rs.
+async fn write_staged(
+    cx: &ModelContext<'_>,
+    staging: deltalake::DeltaTable,
+    frame: &datafusion::prelude::DataFrame,
+) -> Result<deltalake::DeltaTable, RunError> {
+    staging
+        .write(Vec::new())
+        .with_writer_properties(super::writer_properties(cx.node))
+        .with_input_plan(frame.logical_plan().clone())
+        .with_session_state(Arc::new(cx.session.state()))
+        .with_save_mode(SaveMode::Overwrite)
+        .with_schema_mode(SchemaMode::Overwrite)
+        .await
+        .map_err(|e| RunError::write(&cx.node.name, e))
+}
+
+/// With the Ballista engine: the frame's rows written by the cluster's executors and committed here as the table's
+/// contents (`Ok(Ok(table))`). On the local engine `Ok(Err(None))`; `Ok(Err(Some(why)))` when the cluster does not
+/// take this write (a seed, a query reading this machine's files): delta-rs or pipe's local writers write it here.
+async fn on_cluster(
+    cx: &ModelContext<'_>,
+    table: &deltalake::DeltaTable,
+    frame: &datafusion::prelude::DataFrame,
+    transactions: Vec<Transaction>,
+) -> Result<Result<deltalake::DeltaTable, Option<String>>, RunError> {
+    let Some(_scheduler) = cx.engine.scheduler() else { return Ok(Err(None)) };
+    #[cfg(feature = "ballista")]
+    {
+        use crate::run::cluster::write::{overwrite, Placement};
+        let metadata = cx.commit_metadata();
+        return Ok(match overwrite(cx, table, frame.clone(), metadata, transactions, _scheduler).await? {
+            Placement::Cluster(table) => Ok(table),
+            Placement::Here(why) => Err(Some(why)),
+        });
+    }
+    #[cfg(not(feature = "ballista"))]
+    {
+        let _ = (table, frame, transactions);
+        Err(RunError::Internal("`engine: ballista` needs a pipe built with the `ballista` feature".into()))
+    }
+}
+
 /// Replaces the table's contents with the frame's rows in one commit.
 /// `transactions` (Delta application transactions: a ledger) are committed with the rows.
 async fn write_overwrite(
@@ -91,6 +129,26 @@ async fn write_overwrite(
     let started = Instant::now();
     let relation = &cx.node.relation;
     let table = cx.warehouse.table_for_write(relation).await?;
+    let here = match on_cluster(cx, &table, &frame, transactions.clone()).await? {
+        Ok(table) => return outcome(cx, &table, plan_time, started).await,
+        Err(why) => why,
+    };
+    let mut written = write_here(cx, table, frame, plan_time, started, transactions).await?;
+    if let Some(why) = here {
+        written.note = Some(format!("ran on this machine, not the cluster: {why}"));
+    }
+    Ok(written)
+}
+
+/// `write_overwrite` in this process.
+async fn write_here(
+    cx: &ModelContext<'_>,
+    table: deltalake::DeltaTable,
+    frame: datafusion::prelude::DataFrame,
+    plan_time: std::time::Duration,
+    started: Instant,
+    transactions: Vec<Transaction>,
+) -> Result<Outcome, RunError> {
     let metadata = cx.commit_metadata();
     let partitions = cx.node.settings.partition_by.clone();
     // pipe's parallel writers commit rows and metadata; a ledger goes through delta-rs's write.

@@ -7,6 +7,7 @@ mod ingest;
 mod ledger;
 pub mod microbatch;
 mod parallel_write;
+#[cfg(feature = "ballista")]
 pub(crate) use parallel_write::{as_table_batch, commit, prepare};
 mod seed;
 mod snapshot;

@@ -368,3 +368,94 @@ fn the_example_project_builds_on_the_cluster_with_the_local_tables() {
     assert_eq!(second.len(), 2, "{second:?}");
     assert_ne!(second[1]["pipe.run_id"], second[0]["pipe.run_id"]);
 }
+
+/// A project whose bronze table is built from CSV files and whose silver models are incremental: merged on `id`,
+/// appended to, and `delete+insert` on `id`, each taking the rows newer than its table's latest.
+fn incremental_project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for folder in ["models/bronze", "models/silver", "data/updates"] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    std::fs::write(root.join("pipe.yml"), "name: inc\n").unwrap();
+    std::fs::write(
+        root.join("models/sources.yml"),
+        "sources:\n  - name: raw\n    tables:\n      - name: updates\n        format: csv\n        path: data/updates/*.csv\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("models/bronze/brz_updates.sql"),
+        "{{ config(materialized='table') }}\nselect * from {{ source('raw', 'updates') }}\n",
+    )
+    .unwrap();
+    for (name, strategy) in [
+        ("merged", "unique_key='id'"),
+        ("appended", "incremental_strategy='append'"),
+        ("replaced", "incremental_strategy='delete+insert', unique_key='id'"),
+    ] {
+        std::fs::write(
+            root.join(format!("models/silver/{name}.sql")),
+            format!(
+                "{{{{ config(materialized='incremental', {strategy}) }}}}\n\
+                 select id, day, name, updated_at from {{{{ ref('brz_updates') }}}}\n\
+                 {{% if is_incremental() %}} where updated_at > (select max(updated_at) from {{{{ this }}}}) {{% endif %}}\n"
+            ),
+        )
+        .unwrap();
+    }
+    std::fs::write(root.join("data/updates/1.csv"), "id,day,name,updated_at\n1,d1,ada,1\n2,d1,bo,1\n3,d2,cy,1\n")
+        .unwrap();
+    dir
+}
+
+fn silver_rows(root: &Path) -> String {
+    let mut out = String::new();
+    for model in ["merged", "appended", "replaced"] {
+        let sql = format!("select * from silver.{model} order by id, updated_at");
+        let output = support::pipe(root, &["query", &sql, "-o", "csv"]);
+        assert_eq!(output.status.code(), Some(0), "{model}: {}", support::text(&output.stderr));
+        out.push_str(&format!("{model}:\n{}", support::text(&output.stdout)));
+    }
+    out
+}
+
+fn jobs_run(cluster: &Cluster) -> usize {
+    cluster.work_dirs.iter().map(|d| std::fs::read_dir(d).unwrap().count()).sum()
+}
+
+/// Incremental models on the cluster: the batch is computed by the executors, checked and applied (merge, append,
+/// delete+insert) from the client, in one commit each. The tables are the local engine's after the first build and
+/// after new rows landed.
+#[test]
+fn incremental_batches_are_computed_on_the_cluster_and_applied_by_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ready_cluster(dir.path(), 2);
+    let scheduler = format!("df://{}", cluster.scheduler);
+    let (local, remote) = (incremental_project(), incremental_project());
+    for round in 0..2 {
+        if round == 1 {
+            for project in [&local, &remote] {
+                std::fs::write(
+                    project.path().join("data/updates/2.csv"),
+                    "id,day,name,updated_at\n1,d1,ada2,2\n4,d2,dee,2\n",
+                )
+                .unwrap();
+            }
+        }
+        let built = support::pipe(local.path(), &["build"]);
+        assert_eq!(built.status.code(), Some(0), "{}", support::text(&built.stderr));
+        let jobs = jobs_run(&cluster);
+        let built = support::pipe(remote.path(), &["build", "--scheduler", &scheduler]);
+        let log = support::text(&built.stderr);
+        assert_eq!(built.status.code(), Some(0), "{log}");
+        assert!(jobs_run(&cluster) >= jobs + 3, "the silver models ran no jobs on the cluster:\n{log}");
+        assert!(log.contains("ran on this machine, not the cluster: it reads `/"), "the CSV source is read here:\n{log}");
+        assert_eq!(silver_rows(remote.path()), silver_rows(local.path()), "round {round}:\n{log}");
+        if round == 1 {
+            assert!(log.contains("merge: 2 rows in the batch"), "{log}");
+            assert_eq!(commits(&remote.path().join("warehouse/silver/merged")).len(), 2);
+        }
+    }
+    let rows = silver_rows(remote.path());
+    assert!(rows.contains("merged:\nid,day,name,updated_at\n1,d1,ada2,2\n2,d1,bo,1\n3,d2,cy,1\n4,d2,dee,2\n"), "{rows}");
+}

@@ -60,6 +60,21 @@ impl Staged {
     /// Runs `frame` and holds its rows; with `digest`, also digests them (`None` later when a column's type has
     /// no row format).
     pub async fn new(session: &SessionContext, frame: DataFrame, digest: bool) -> Result<Staged> {
+        let plan = frame.create_physical_plan().await?;
+        // The executed plan's schema: the one its batches carry (the logical plan's may differ in nullability).
+        let schema = plan.schema();
+        let streams = execute_stream_partitioned(plan, session.task_ctx())?;
+        Staged::from_streams(session, schema, streams, digest).await
+    }
+
+    /// `new` for rows computed elsewhere (on a cluster): `streams` carry batches of `schema`, held within
+    /// `session`'s memory budget.
+    pub async fn from_streams(
+        session: &SessionContext,
+        schema: SchemaRef,
+        streams: Vec<datafusion::physical_plan::SendableRecordBatchStream>,
+        digest: bool,
+    ) -> Result<Staged> {
         let task = session.task_ctx();
         let pool = Arc::clone(&task.runtime_env().memory_pool);
         let budget = match pool.memory_limit() {
@@ -68,10 +83,6 @@ impl Staged {
         };
         let reservation = MemoryConsumer::new("pipe staged result").register(&pool);
         let shared = Arc::new(Mutex::new(Shared { reservation, budget, spilling: false, dir: None }));
-        let plan = frame.create_physical_plan().await?;
-        // The executed plan's schema: the one its batches carry (the logical plan's may differ in nullability).
-        let schema = plan.schema();
-        let streams = execute_stream_partitioned(plan, task)?;
         let mut tasks = tokio::task::JoinSet::new();
         for (partition, mut stream) in streams.into_iter().enumerate() {
             let shared = Arc::clone(&shared);

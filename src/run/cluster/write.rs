@@ -215,7 +215,7 @@ pub(crate) async fn overwrite(
 
 /// What `plan` reads that the executors may not see: rows held in this process's memory, or files on this
 /// machine's disk outside the warehouse folder (which executors share).
-fn local_input(plan: &Arc<dyn ExecutionPlan>, warehouse: &std::path::Path) -> Option<String> {
+pub(crate) fn local_input(plan: &Arc<dyn ExecutionPlan>, warehouse: &std::path::Path) -> Option<String> {
     use datafusion::datasource::memory::MemorySourceConfig;
     use datafusion::datasource::physical_plan::FileScanConfig;
     use datafusion::datasource::source::DataSourceExec;

@@ -23,7 +23,6 @@ use super::table::publish;
 use super::{plan, Materialize, ModelContext, Outcome};
 use crate::project::settings::{IncrementalStrategy, OnSchemaChange};
 use crate::project::Materialization;
-use crate::run::staged::Staged;
 use crate::run::RunError;
 
 pub struct IncrementalMaterialization;
@@ -73,7 +72,7 @@ impl Materialize for IncrementalMaterialization {
         // applied from there.
         super::check_contract(node, frame.schema().as_arrow())?;
         let digest = !node.depends_on.nodes.is_empty();
-        let staged = Staged::new(cx.session, frame, digest).await.map_err(|e| RunError::query(&node.name, e))?;
+        let staged = super::stage(cx, frame, digest).await?;
         if staged.rows() == 0 {
             // Nothing new: no commit, so a rerun without new input adds no version.
             return nothing_written(cx, &table, "empty batch: nothing written".into(), plan_time, started).await;

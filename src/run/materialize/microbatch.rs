@@ -27,7 +27,6 @@ use datafusion::logical_expr::Expr;
 
 use super::{accounted, plan_query, ModelContext, Outcome};
 use crate::manifest::Node;
-use crate::run::staged::Staged;
 use crate::run::RunError;
 
 /// A batch's event-time range, `[start, end)`.
@@ -282,7 +281,7 @@ pub(super) async fn run(cx: &ModelContext<'_>) -> Result<Outcome, RunError> {
                         // Held in memory, or staged on disk under a memory limit (`run::staged`): audited, then
                         // written from there.
                         let frame = frame.await?;
-                        Staged::new(cx.session, frame, false).await.map_err(|e| RunError::query(&node.name, e))
+                        super::stage(cx, frame, false).await
                     }
                 })
                 .buffered(SLICES_AT_ONCE);

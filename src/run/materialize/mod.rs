@@ -284,6 +284,29 @@ pub(crate) fn kept_then_batch(
     kept.select(columns)?.union(batch)
 }
 
+/// `frame`'s rows computed and held for checking and applying (`run::staged`): on the cluster with the Ballista
+/// engine (its rows streamed back here), unless the query reads what only this machine sees; else here.
+pub(crate) async fn stage(
+    cx: &ModelContext<'_>,
+    frame: DataFrame,
+    digest: bool,
+) -> Result<crate::run::staged::Staged, RunError> {
+    let query = |e| RunError::query(&cx.node.name, e);
+    #[cfg(feature = "ballista")]
+    if let Some(scheduler) = cx.engine.scheduler() {
+        let plan = frame.clone().create_physical_plan().await.map_err(query)?;
+        if crate::run::cluster::write::local_input(&plan, cx.warehouse.root()).is_none() {
+            let schema = plan.schema();
+            let config = crate::run::cluster::job_config(cx.session.state().config());
+            let stream = crate::run::cluster::execute(plan, scheduler, config).await.map_err(query)?;
+            return crate::run::staged::Staged::from_streams(cx.session, schema, vec![stream], digest)
+                .await
+                .map_err(query);
+        }
+    }
+    crate::run::staged::Staged::new(cx.session, frame, digest).await.map_err(query)
+}
+
 /// Plans a model's SQL to be executed, under the model's row accounting (`run::accounting`).
 pub(crate) async fn plan(cx: &ModelContext<'_>, sql: &str) -> Result<DataFrame, RunError> {
     plan_in(cx, cx.session, sql).await

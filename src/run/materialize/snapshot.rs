@@ -233,7 +233,7 @@ impl Materialize for SnapshotMaterialization {
         check_columns(&node.name, settings, &node.settings.unique_key, &columns)?;
         // The query's rows are read once (held in memory, or staged on disk under a memory limit): every part of
         // the run's changes compares the same rows.
-        let rows = Staged::new(cx.session, frame, false).await.map_err(query)?;
+        let rows = super::stage(cx, frame, false).await?;
         let rows_note = rows.spill_note().map(|n| format!("the query's rows {n}"));
         let plan_time = started.elapsed();
         let started = Instant::now();

@@ -449,7 +449,10 @@ fn incremental_batches_are_computed_on_the_cluster_and_applied_by_the_client() {
         let log = support::text(&built.stderr);
         assert_eq!(built.status.code(), Some(0), "{log}");
         assert!(jobs_run(&cluster) >= jobs + 3, "the silver models ran no jobs on the cluster:\n{log}");
-        assert!(log.contains("ran on this machine, not the cluster: it reads `/"), "the CSV source is read here:\n{log}");
+        assert!(
+            log.contains("ran on this machine, not the cluster: it reads `/"),
+            "the CSV source is read here:\n{log}"
+        );
         assert_eq!(silver_rows(remote.path()), silver_rows(local.path()), "round {round}:\n{log}");
         if round == 1 {
             assert!(log.contains("merge: 2 rows in the batch"), "{log}");
@@ -457,5 +460,71 @@ fn incremental_batches_are_computed_on_the_cluster_and_applied_by_the_client() {
         }
     }
     let rows = silver_rows(remote.path());
-    assert!(rows.contains("merged:\nid,day,name,updated_at\n1,d1,ada2,2\n2,d1,bo,1\n3,d2,cy,1\n4,d2,dee,2\n"), "{rows}");
+    assert!(
+        rows.contains("merged:\nid,day,name,updated_at\n1,d1,ada2,2\n2,d1,bo,1\n3,d2,cy,1\n4,d2,dee,2\n"),
+        "{rows}"
+    );
+}
+
+/// The Parquet file names in a table's folder, and those its log's commits added.
+fn files_and_added(table: &Path) -> (std::collections::BTreeSet<String>, std::collections::BTreeSet<String>) {
+    let on_disk = std::fs::read_dir(table)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".parquet"))
+        .collect();
+    let mut added = std::collections::BTreeSet::new();
+    for log in std::fs::read_dir(table.join("_delta_log")).unwrap().filter_map(Result::ok) {
+        if log.path().extension().is_some_and(|e| e == "json") {
+            for line in std::fs::read_to_string(log.path()).unwrap().lines() {
+                let action: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(path) = action["add"]["path"].as_str() {
+                    added.insert(path.to_string());
+                }
+            }
+        }
+    }
+    (on_disk, added)
+}
+
+/// The client dies (the process aborts, as a kill would) after the executors wrote a model's files and before its
+/// commit: the table stays at its old version, its rows unchanged, the unfinished files in no commit. The next build
+/// converges to the local engine's tables and deletes the files the dead build left.
+#[test]
+fn a_client_dying_before_its_commit_leaves_the_table_as_it_was_and_the_next_build_converges() {
+    let local = support::example_project();
+    let built = support::pipe(local.path(), &["build"]);
+    assert_eq!(built.status.code(), Some(0), "{}", support::text(&built.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ready_cluster(dir.path(), 2);
+    let scheduler = format!("df://{}", cluster.scheduler);
+    let remote = support::example_project();
+    let root = remote.path();
+    let built = support::pipe(root, &["build", "--scheduler", &scheduler]);
+    assert_eq!(built.status.code(), Some(0), "{}", support::text(&built.stderr));
+    let table = root.join("warehouse/gold/gld_revenue_by_region");
+    let before = support::pipe(root, &["query", "select * from gold.gld_revenue_by_region order by all", "-o", "csv"]);
+
+    let died = Command::cargo_bin("pipe")
+        .unwrap()
+        .current_dir(root)
+        .env("NO_COLOR", "1")
+        .env("PIPE_FAILPOINTS", "abort@gld_revenue_by_region:before-commit")
+        .args(["build", "--scheduler", &scheduler, "--select", "gld_revenue_by_region"])
+        .output()
+        .unwrap();
+    assert_ne!(died.status.code(), Some(0), "{}", support::text(&died.stderr));
+    assert_eq!(commits(&table).len(), 1, "the dead build committed");
+    let (on_disk, added) = files_and_added(&table);
+    assert!(on_disk.len() > added.len(), "the executors wrote no files before the client died: {on_disk:?}");
+    let after = support::pipe(root, &["query", "select * from gold.gld_revenue_by_region order by all", "-o", "csv"]);
+    assert_eq!(support::text(&after.stdout), support::text(&before.stdout));
+
+    let built = support::pipe(root, &["build", "--scheduler", &scheduler]);
+    assert_eq!(built.status.code(), Some(0), "{}", support::text(&built.stderr));
+    assert_eq!(commits(&table).len(), 2);
+    assert_eq!(support::dump(root), support::dump(local.path()));
+    let (on_disk, added) = files_and_added(&table);
+    assert_eq!(on_disk, added, "files of the dead build are left");
 }

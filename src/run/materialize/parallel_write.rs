@@ -186,7 +186,18 @@ pub(crate) async fn commit(
     crate::run::abort_at(cx.failpoints, name, "before-commit");
     let failed = |e: deltalake::DeltaTableError| RunError::write(name, e);
     let partition_by = (!prepared.partition_by.is_empty()).then(|| prepared.partition_by.clone());
-    match prepared.existing {
+    // The files this commit names: any other data file written since the version it replaces was committed is
+    // left by a write that never committed (a killed process, a failed task attempt).
+    let named: std::collections::HashSet<String> = adds
+        .iter()
+        .map(|a| file_name(&a.path))
+        .chain(removes.iter().filter_map(|r| match r {
+            Action::Remove(remove) => Some(file_name(&remove.path)),
+            _ => None,
+        }))
+        .collect();
+    let previous = prepared.existing.map(|snapshot| snapshot.version() as i64);
+    let table = match prepared.existing {
         Some(snapshot) => {
             let actions = removes.into_iter().chain(adds.into_iter().map(Action::Add)).collect();
             let operation = DeltaOperation::Write { mode: SaveMode::Overwrite, partition_by, predicate: None };
@@ -198,7 +209,7 @@ pub(crate) async fn commit(
             // The handle moves on to the new version by reading the log entries after the one it holds.
             let mut table = table.clone();
             table.update_incremental(None).await.map_err(failed)?;
-            Ok(table)
+            table
         }
         None => table
             .create()
@@ -207,8 +218,57 @@ pub(crate) async fn commit(
             .with_actions(adds.into_iter().map(Action::Add))
             .with_commit_properties(properties)
             .await
-            .map_err(failed),
+            .map_err(failed)?,
+    };
+    match remove_unfinished_writes(&table, previous, &named).await {
+        Ok(0) => {}
+        Ok(removed) => tracing::info!("{name}: removed {removed} data file(s) of writes that never committed"),
+        Err(err) => tracing::warn!("{name}: files of unfinished writes not removed: {err}"),
     }
+    Ok(table)
+}
+
+/// The last segment of a data file's path (its unique name: delta-rs's writers put a UUID in it).
+fn file_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_string()
+}
+
+/// Deletes the data files a write left without committing them: Parquet files in the table's folder that `named`
+/// (the files of the commit just made: its `add`s and the `remove`s of the version it replaced) does not hold and
+/// that were written after the `previous` version was committed (all of them for a new table). The files of
+/// earlier versions stay, for time travel. A model's table is written by one build at a time (the warehouse's
+/// lock), so nothing else is writing into the folder. The number of files deleted.
+async fn remove_unfinished_writes(
+    table: &DeltaTable,
+    previous: Option<i64>,
+    named: &std::collections::HashSet<String>,
+) -> Result<usize, deltalake::DeltaTableError> {
+    use datafusion::object_store::{ObjectStore, ObjectStoreExt};
+    let store = table.log_store().object_store(None);
+    let since = match previous {
+        Some(version) => {
+            let log = deltalake::Path::from(format!("_delta_log/{version:020}.json"));
+            Some(store.head(&log).await?.last_modified)
+        }
+        None => None,
+    };
+    let mut listed = store.list(None);
+    let mut unfinished = Vec::new();
+    while let Some(meta) = listed.next().await {
+        let meta = meta?;
+        let path = meta.location.as_ref();
+        let hidden = path.split('/').any(|part| part.starts_with('_') || part.starts_with('.'));
+        if hidden || !path.ends_with(".parquet") || named.contains(&file_name(path)) {
+            continue;
+        }
+        if since.is_none_or(|since| meta.last_modified > since) {
+            unfinished.push(meta.location);
+        }
+    }
+    for path in &unfinished {
+        store.delete(path).await?;
+    }
+    Ok(unfinished.len())
 }
 
 /// The Arrow schema of the files: Delta keeps timestamps in microseconds. `None` for types left to delta-rs.

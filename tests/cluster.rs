@@ -528,3 +528,151 @@ fn a_client_dying_before_its_commit_leaves_the_table_as_it_was_and_the_next_buil
     let (on_disk, added) = files_and_added(&table);
     assert_eq!(on_disk, added, "files of the dead build are left");
 }
+
+/// A TPC-H-like medallion: generated `nation`, `customer`, `orders` and `lineitem` files (lineitem with re-sent
+/// rows), bronze tables over them (built on the client: it reads the landed files), silver models that type and
+/// deduplicate, gold models shaped like TPC-H's pricing summary (Q1), shipping priority (Q3) and local supplier
+/// volume (Q5). Amounts are decimals, so sums do not depend on the order rows are added in. (Q1's `avg` of a
+/// decimal is left out: it fails on the cluster, see issue 19's notes.)
+async fn tpch_like_project(root: &Path) {
+    for folder in ["models/bronze", "models/silver", "models/gold", "data"] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+    }
+    let ctx = SessionContext::new();
+    let data = root.join("data");
+    let tables = [
+        (
+            "nation",
+            "select value as n_nationkey, concat('NATION', value) as n_name, value % 5 as n_regionkey \
+                    from generate_series(0, 24)",
+        ),
+        (
+            "customer",
+            "select value as c_custkey, concat('Customer#', value) as c_name, value % 25 as c_nationkey, \
+                      case value % 5 when 0 then 'BUILDING' when 1 then 'AUTOMOBILE' when 2 then 'MACHINERY' \
+                      when 3 then 'HOUSEHOLD' else 'FURNITURE' end as c_mktsegment from generate_series(1, 1500)",
+        ),
+        (
+            "orders",
+            "select value as o_orderkey, (value * 7) % 1500 + 1 as o_custkey, \
+                    cast(cast(9131 + value % 700 as int) as date) as o_orderdate, \
+                    cast(value % 3 as int) as o_shippriority from generate_series(1, 15000)",
+        ),
+        // Four lines per order; every tenth line is sent again later with a new quantity.
+        (
+            "lineitem",
+            "select (value / 4) + 1 as l_orderkey, value % 4 + 1 as l_linenumber, \
+                      cast((value * 13) % 50 + 1 as decimal(15, 2)) as l_quantity, \
+                      cast(((value * 31) % 90000 + 1000) / 100.0 as decimal(15, 2)) as l_extendedprice, \
+                      cast((value % 11) / 100.0 as decimal(15, 2)) as l_discount, \
+                      case value % 3 when 0 then 'R' when 1 then 'A' else 'N' end as l_returnflag, \
+                      case value % 2 when 0 then 'O' else 'F' end as l_linestatus, \
+                      cast(cast(9131 + value % 720 as int) as date) as l_shipdate, 1 as l_version \
+                      from generate_series(0, 59999) \
+                      union all \
+                      select (value / 4) + 1, value % 4 + 1, cast((value * 17) % 50 + 1 as decimal(15, 2)), \
+                      cast(((value * 31) % 90000 + 1000) / 100.0 as decimal(15, 2)), \
+                      cast((value % 11) / 100.0 as decimal(15, 2)), \
+                      case value % 3 when 0 then 'R' when 1 then 'A' else 'N' end, \
+                      case value % 2 when 0 then 'O' else 'F' end, \
+                      cast(cast(9131 + value % 720 as int) as date), 2 \
+                      from generate_series(0, 59999) where value % 10 = 0",
+        ),
+    ];
+    let mut sources = String::from("sources:\n  - name: tpch\n    tables:\n");
+    for (name, sql) in tables {
+        let file = data.join(format!("{name}.parquet"));
+        ctx.sql(&format!("copy ({sql}) to '{}' stored as parquet", file.display()))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        sources
+            .push_str(&format!("      - name: {name}\n        format: parquet\n        path: data/{name}.parquet\n"));
+        std::fs::write(
+            root.join(format!("models/bronze/brz_{name}.sql")),
+            format!("{{{{ config(materialized='table') }}}}\nselect * from {{{{ source('tpch', '{name}') }}}}\n"),
+        )
+        .unwrap();
+    }
+    std::fs::write(root.join("models/sources.yml"), sources).unwrap();
+    std::fs::write(root.join("pipe.yml"), "name: tpch\nmodels:\n  tpch:\n    +materialized: table\n").unwrap();
+    let models = [
+        ("silver/slv_lineitem", "select l_orderkey, l_linenumber, l_quantity, l_extendedprice, l_discount, \
+          l_returnflag, l_linestatus, l_shipdate from (select *, row_number() over (partition by l_orderkey, \
+          l_linenumber order by l_version desc) as rn from {{ ref('brz_lineitem') }}) where rn = 1"),
+        ("silver/slv_orders", "select o_orderkey, o_custkey, cast(o_orderdate as date) as o_orderdate, o_shippriority \
+          from {{ ref('brz_orders') }} where o_orderkey is not null"),
+        ("silver/slv_customer", "select c.c_custkey, c.c_name, c.c_mktsegment, n.n_name, n.n_regionkey \
+          from {{ ref('brz_customer') }} c join {{ ref('brz_nation') }} n on c.c_nationkey = n.n_nationkey"),
+        ("gold/gld_pricing_summary", "select l_returnflag, l_linestatus, sum(l_quantity) as sum_qty, \
+          sum(l_extendedprice) as sum_base_price, sum(l_extendedprice * (1 - l_discount)) as sum_disc_price, \
+          count(*) as count_order from {{ ref('slv_lineitem') }} \
+          where l_shipdate <= date '1996-09-02' group by l_returnflag, l_linestatus"),
+        ("gold/gld_shipping_priority", "select l.l_orderkey, sum(l.l_extendedprice * (1 - l.l_discount)) as revenue, \
+          o.o_orderdate, o.o_shippriority from {{ ref('slv_customer') }} c \
+          join {{ ref('slv_orders') }} o on c.c_custkey = o.o_custkey \
+          join {{ ref('slv_lineitem') }} l on l.l_orderkey = o.o_orderkey \
+          where c.c_mktsegment = 'BUILDING' and o.o_orderdate < date '1995-03-15' and l.l_shipdate > date '1995-03-15' \
+          group by l.l_orderkey, o.o_orderdate, o.o_shippriority order by revenue desc, o.o_orderdate, l.l_orderkey limit 10"),
+        ("gold/gld_nation_volume", "select c.n_name, c.n_regionkey, sum(l.l_extendedprice * (1 - l.l_discount)) as revenue, \
+          count(distinct o.o_orderkey) as orders from {{ ref('slv_customer') }} c \
+          join {{ ref('slv_orders') }} o on c.c_custkey = o.o_custkey \
+          join {{ ref('slv_lineitem') }} l on l.l_orderkey = o.o_orderkey \
+          where o.o_orderdate >= date '1995-01-01' and o.o_orderdate < date '1996-01-01' group by c.n_name, c.n_regionkey"),
+    ];
+    for (path, sql) in models {
+        std::fs::write(root.join(format!("models/{path}.sql")), format!("{sql}\n")).unwrap();
+    }
+}
+
+/// Every silver and gold table of the TPC-H-like project as sorted CSV.
+fn tpch_dump(root: &Path) -> String {
+    let mut out = String::new();
+    for relation in [
+        "silver.slv_lineitem",
+        "silver.slv_orders",
+        "silver.slv_customer",
+        "gold.gld_pricing_summary",
+        "gold.gld_shipping_priority",
+        "gold.gld_nation_volume",
+    ] {
+        let output = support::pipe(root, &["query", &format!("select * from {relation}"), "-o", "csv"]);
+        assert_eq!(output.status.code(), Some(0), "{relation}: {}", support::text(&output.stderr));
+        let csv = support::text(&output.stdout);
+        let mut lines: Vec<&str> = csv.lines().collect();
+        assert!(lines.len() > 1, "{relation} is empty");
+        lines[1..].sort_unstable();
+        out.push_str(&format!("{relation} ({} rows)\n{}\n", lines.len() - 1, lines.join("\n")));
+    }
+    out
+}
+
+/// The TPC-H-like medallion on a scheduler and two executors: the silver and gold tables (a keep-first dedupe,
+/// three-way joins, grouped aggregates with decimals, a distinct count, a top 10) are the local engine's, and both
+/// executors ran tasks.
+#[test]
+fn a_tpch_like_medallion_builds_on_the_cluster_with_the_local_tables() {
+    let (local, remote) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(tpch_like_project(local.path()));
+    runtime.block_on(tpch_like_project(remote.path()));
+    let built = support::pipe(local.path(), &["build"]);
+    assert_eq!(built.status.code(), Some(0), "{}", support::text(&built.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = ready_cluster(dir.path(), 2);
+    let before = jobs_run(&cluster);
+    let built = support::pipe(remote.path(), &["build", "--scheduler", &format!("df://{}", cluster.scheduler)]);
+    let log = support::text(&built.stderr);
+    assert_eq!(built.status.code(), Some(0), "{log}");
+    // The four bronze tables read the landed files here; the six silver and gold models ran on the cluster.
+    assert_eq!(log.matches("not the cluster").count(), 4, "{log}");
+    assert!(jobs_run(&cluster) >= before + 6, "{log}");
+    let dump = tpch_dump(remote.path());
+    assert!(dump.contains("silver.slv_lineitem (60000 rows)"), "{dump}");
+    assert_eq!(dump, tpch_dump(local.path()));
+    for work_dir in &cluster.work_dirs {
+        assert!(files_under(work_dir) > 0, "{} ran no task", work_dir.display());
+    }
+}

@@ -1,9 +1,10 @@
 //! How pipe's physical operators cross the wire to a Ballista scheduler and its executors.
 //!
 //! Every process of a pipe cluster (the client, `pipe ballista scheduler`, `pipe ballista executor`) uses
-//! [`PipeCodec`]: a plan node pipe defines ([`KeepFirstExec`], [`DeltaFilesWriteExec`]) is written as pipe's own message, anything else
-//! Ballista's codec knows (its shuffle readers and writers, DataFusion's extension nodes) goes to that codec. The
-//! first byte of every encoded node says which, so a node is never decoded by the wrong codec.
+//! [`PipeCodec`]: a plan node pipe defines ([`KeepFirstExec`], [`DeltaFilesWriteExec`]) is written as pipe's own
+//! message, anything else Ballista's codec knows (its shuffle readers and writers, DataFusion's extension nodes)
+//! goes to that codec. The first byte of every encoded node says which, so a node is never decoded by the wrong
+//! codec.
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@
 //! the file's Delta `add` action as JSON (path, size, partition values, statistics). It commits nothing. The client
 //! collects the `add`s of the job's successful tasks and makes the one commit; files of a task attempt that
 //! failed or was superseded are never in a commit, and a client that dies before committing leaves the table at
-//! its old version (`pipe vacuum` later removes such files).
+//! its old version; the table's next commit deletes such files (`materialize::commit`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use deltalake::datafile::writer::{DeltaWriter, WriterConfig};
 use futures::StreamExt;
 
 use crate::project::settings::ParquetCompression;
+use crate::run::materialize::Placement;
 
 /// The one column of [`DeltaFilesWriteExec`]'s output.
 pub const ADD_COLUMN: &str = "add";
@@ -160,14 +161,6 @@ pub fn adds(batches: &[RecordBatch]) -> Result<Vec<deltalake::kernel::Add>> {
     Ok(adds)
 }
 
-/// Where a model's write ran.
-pub(crate) enum Placement {
-    /// On the cluster; the table at its new version.
-    Cluster(deltalake::DeltaTable),
-    /// Not on the cluster, for this reason: the caller writes it here.
-    Here(String),
-}
-
 /// Replaces `table`'s contents with `frame`'s rows: the query runs on the cluster at `scheduler`, its executors
 /// write the data files, and this process makes the one commit (pipe's `metadata`, the ledger's `transactions`).
 /// A seed, a query reading what only this machine sees (rows in its memory, files outside the warehouse) or a
@@ -183,16 +176,18 @@ pub(crate) async fn overwrite(
     use crate::run::RunError;
     let name = &cx.node.name;
     if cx.node.resource_type == crate::manifest::NodeKind::Seed {
-        return Ok(Placement::Here("a seed's file is read where the project is".into()));
+        return Ok(Placement::Here(Some("a seed's file is read where the project is".into())));
     }
     let partition_by = cx.node.settings.partition_by.clone();
     let Some(prepared) = crate::run::materialize::prepare(cx, table, frame, &partition_by)? else {
-        return Ok(Placement::Here("its column types or its table's schema change are written by delta-rs".into()));
+        return Ok(Placement::Here(Some(
+            "its column types or its table's schema change are written by delta-rs".into(),
+        )));
     };
     let started = std::time::Instant::now();
     let plan = prepared.frame.clone().create_physical_plan().await.map_err(|e| RunError::query(name, e))?;
     if let Some(input) = local_input(&plan, cx.warehouse.root()) {
-        return Ok(Placement::Here(format!("it reads {input}, which only this machine sees")));
+        return Ok(Placement::Here(Some(format!("it reads {input}, which only this machine sees"))));
     }
     let target = FilesTarget {
         table_url: table.table_url().to_string(),

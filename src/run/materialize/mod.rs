@@ -90,6 +90,15 @@ impl ModelContext<'_> {
     }
 }
 
+/// Where a whole-table write ran (`table::on_cluster`).
+pub(crate) enum Placement {
+    /// On the cluster: the table at its new version (only a pipe built with the `ballista` feature has one).
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    Cluster(deltalake::DeltaTable),
+    /// Not on a cluster: the caller writes it here. With the Ballista engine, why the cluster did not take it.
+    Here(Option<String>),
+}
+
 /// The result of one materialization.
 #[derive(Default)]
 pub struct Outcome {

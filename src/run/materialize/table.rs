@@ -9,7 +9,7 @@ use deltalake::kernel::Transaction;
 use deltalake::operations::write::SchemaMode;
 use deltalake::protocol::SaveMode;
 
-use super::{plan, Materialize, ModelContext, Outcome};
+use super::{plan, Materialize, ModelContext, Outcome, Placement};
 use crate::project::Materialization;
 use crate::run::RunError;
 
@@ -48,8 +48,8 @@ pub(super) async fn publish(
     let staged = cx.staged_relation();
     let staging = cx.warehouse.table_for_write(&staged).await?;
     let staging = match on_cluster(cx, &staging, &frame, Vec::new()).await? {
-        Ok(written) => written,
-        Err(_) => write_staged(cx, staging, &frame).await?,
+        Placement::Cluster(written) => written,
+        Placement::Here(_) => write_staged(cx, staging, &frame).await?,
     };
     let provider = cx.warehouse.provider(&staging).await?;
     let published = async {
@@ -93,23 +93,20 @@ async fn write_staged(
 }
 
 /// With the Ballista engine: the frame's rows written by the cluster's executors and committed here as the table's
-/// contents (`Ok(Ok(table))`). On the local engine `Ok(Err(None))`; `Ok(Err(Some(why)))` when the cluster does not
-/// take this write (a seed, a query reading this machine's files): delta-rs or pipe's local writers write it here.
+/// contents. `Here` on the local engine, or with why the cluster does not take this write (a seed, a query reading
+/// this machine's files): delta-rs or pipe's local writers write it here then.
 async fn on_cluster(
     cx: &ModelContext<'_>,
     table: &deltalake::DeltaTable,
     frame: &datafusion::prelude::DataFrame,
     transactions: Vec<Transaction>,
-) -> Result<Result<deltalake::DeltaTable, Option<String>>, RunError> {
-    let Some(_scheduler) = cx.engine.scheduler() else { return Ok(Err(None)) };
+) -> Result<Placement, RunError> {
+    let Some(_scheduler) = cx.engine.scheduler() else { return Ok(Placement::Here(None)) };
     #[cfg(feature = "ballista")]
     {
-        use crate::run::cluster::write::{overwrite, Placement};
         let metadata = cx.commit_metadata();
-        return Ok(match overwrite(cx, table, frame.clone(), metadata, transactions, _scheduler).await? {
-            Placement::Cluster(table) => Ok(table),
-            Placement::Here(why) => Err(Some(why)),
-        });
+        return crate::run::cluster::write::overwrite(cx, table, frame.clone(), metadata, transactions, _scheduler)
+            .await;
     }
     #[cfg(not(feature = "ballista"))]
     {
@@ -130,8 +127,8 @@ async fn write_overwrite(
     let relation = &cx.node.relation;
     let table = cx.warehouse.table_for_write(relation).await?;
     let here = match on_cluster(cx, &table, &frame, transactions.clone()).await? {
-        Ok(table) => return outcome(cx, &table, plan_time, started).await,
-        Err(why) => why,
+        Placement::Cluster(table) => return outcome(cx, &table, plan_time, started).await,
+        Placement::Here(why) => why,
     };
     let mut written = write_here(cx, table, frame, plan_time, started, transactions).await?;
     if let Some(why) = here {

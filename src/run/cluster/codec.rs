@@ -5,12 +5,19 @@
 //! message, anything else Ballista's codec knows (its shuffle readers and writers, DataFusion's extension nodes)
 //! goes to that codec. The first byte of every encoded node says which, so a node is never decoded by the wrong
 //! codec.
+//!
+//! Functions: a plan's function calls are decoded by name against the executor's registry, which holds
+//! DataFusion's functions. A project in DuckDB's dialect plans with DuckDB's versions of some of them (`avg` is a
+//! DOUBLE with its partial state laid out as (sum, count), `coalesce`, `floor`, ...) and with functions DataFusion
+//! does not have; those calls carry a marker ([`DUCKDB_FUNCTION`]) and are decoded as pipe's DuckDB function of
+//! that name. So a plan runs with the functions its client planned it with, whatever the project's dialect.
 
 use std::sync::Arc;
 
 use ballista_core::serde::BallistaPhysicalExtensionCodec;
 use datafusion::common::{internal_err, DataFusionError, Result};
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::physical_plan::from_proto::{parse_physical_exprs, parse_physical_sort_exprs};
 use datafusion_proto::physical_plan::to_proto::{serialize_physical_exprs, serialize_physical_sort_exprs};
@@ -30,6 +37,23 @@ const BALLISTA: u8 = 0;
 const KEEP_FIRST: u8 = 1;
 /// A [`DeltaFilesWriteExec`].
 const FILES_WRITE: u8 = 2;
+/// The payload of a function call planned with pipe's DuckDB function of that name.
+const DUCKDB_FUNCTION: &[u8] = b"pipe.duckdb";
+
+/// pipe's DuckDB functions: scalar and aggregate.
+struct DuckdbFunctions {
+    scalar: Vec<Arc<ScalarUDF>>,
+    aggregate: Vec<Arc<AggregateUDF>>,
+}
+
+/// pipe's DuckDB functions, made once per process.
+fn duckdb_functions() -> &'static DuckdbFunctions {
+    static FUNCTIONS: std::sync::OnceLock<DuckdbFunctions> = std::sync::OnceLock::new();
+    FUNCTIONS.get_or_init(|| DuckdbFunctions {
+        scalar: crate::sql::duckdb::scalar_functions(),
+        aggregate: crate::sql::duckdb::aggregate_functions(),
+    })
+}
 
 /// [`DeltaFilesWriteExec`] on the wire: where and how its files are written.
 #[derive(Clone, PartialEq, Message)]
@@ -142,6 +166,42 @@ impl PhysicalExtensionCodec for PipeCodec {
         buf.push(BALLISTA);
         self.ballista.try_encode(node, buf, proto_converter)
     }
+
+    fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
+        if !duckdb_functions().scalar.iter().any(|f| f.as_ref() == node) {
+            return self.ballista.try_encode_udf(node, buf);
+        }
+        buf.extend_from_slice(DUCKDB_FUNCTION);
+        Ok(())
+    }
+
+    fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
+        if buf != DUCKDB_FUNCTION {
+            return self.ballista.try_decode_udf(name, buf);
+        }
+        match duckdb_functions().scalar.iter().find(|f| f.name() == name) {
+            Some(function) => Ok(Arc::clone(function)),
+            None => internal_err!("pipe has no DuckDB function `{name}`"),
+        }
+    }
+
+    fn try_encode_udaf(&self, node: &AggregateUDF, buf: &mut Vec<u8>) -> Result<()> {
+        if !duckdb_functions().aggregate.iter().any(|f| f.as_ref() == node) {
+            return self.ballista.try_encode_udaf(node, buf);
+        }
+        buf.extend_from_slice(DUCKDB_FUNCTION);
+        Ok(())
+    }
+
+    fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
+        if buf != DUCKDB_FUNCTION {
+            return self.ballista.try_decode_udaf(name, buf);
+        }
+        match duckdb_functions().aggregate.iter().find(|f| f.name() == name) {
+            Some(function) => Ok(Arc::clone(function)),
+            None => internal_err!("pipe has no DuckDB aggregate `{name}`"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -194,5 +254,66 @@ mod tests {
             .try_into_physical_plan(&ctx.task_ctx(), &codec)
             .unwrap();
         assert_eq!(displayable(decoded.as_ref()).indent(true).to_string(), shown);
+    }
+}
+
+#[cfg(test)]
+mod functions {
+    use std::sync::Arc;
+
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::physical_plan::ExecutionPlan;
+    use datafusion::prelude::SessionContext;
+    use datafusion_proto::physical_plan::AsExecutionPlan;
+    use datafusion_proto::protobuf::PhysicalPlanNode;
+    use prost::Message;
+
+    use super::PipeCodec;
+
+    /// The state fields of every partial aggregate in `plan`, as (name, type).
+    fn partial_state(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+        let mut out: Vec<String> = match plan.name() {
+            "AggregateExec" => {
+                plan.schema().fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect()
+            }
+            _ => Vec::new(),
+        };
+        for child in plan.children() {
+            out.extend(partial_state(child));
+        }
+        out
+    }
+
+    /// A plan is decoded with the functions its client planned it with, against the registry of a cluster process
+    /// (DataFusion's): DataFusion's `avg` of a decimal stays DataFusion's (a decimal, its state (count, sum)), and
+    /// DuckDB's (a double, its state (sum, count)) and `coalesce` stay DuckDB's; the decoded plans give the client's
+    /// rows. (The executors used to decode every `avg` as DuckDB's, whose state did not match a DataFusion plan's.)
+    #[tokio::test]
+    async fn plans_keep_the_functions_of_their_dialect() {
+        let sql = "select k, avg(d) as a, coalesce(max(d), 0) as m from (select value % 3 as k, \
+                   cast(value as decimal(15, 2)) as d from generate_series(1, 100)) group by k order by k";
+        let datafusion = SessionStateBuilder::new().with_default_features().build();
+        let duckdb = crate::sql::duckdb::extend(SessionStateBuilder::new().with_default_features()).build();
+        // A cluster process's registry: Ballista's default session, DataFusion's functions.
+        let config = datafusion::prelude::SessionConfig::new();
+        let executor = SessionContext::new_with_state(ballista_core::utils::default_session_builder(config).unwrap());
+        for (dialect, state) in [("datafusion", datafusion), ("duckdb", duckdb)] {
+            let client = SessionContext::new_with_state(state);
+            let plan = client.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+            let codec = PipeCodec::default();
+            let bytes = PhysicalPlanNode::try_from_physical_plan(Arc::clone(&plan), &codec).unwrap().encode_to_vec();
+            let decoded = PhysicalPlanNode::decode(bytes.as_slice())
+                .unwrap()
+                .try_into_physical_plan(&executor.task_ctx(), &codec)
+                .unwrap();
+            assert_eq!(partial_state(&decoded), partial_state(&plan), "{dialect}");
+            let local = datafusion::physical_plan::collect(plan, client.task_ctx()).await.unwrap();
+            let remote = datafusion::physical_plan::collect(decoded, executor.task_ctx()).await.unwrap();
+            assert_eq!(
+                datafusion::arrow::util::pretty::pretty_format_batches(&remote).unwrap().to_string(),
+                datafusion::arrow::util::pretty::pretty_format_batches(&local).unwrap().to_string(),
+                "{dialect}"
+            );
+        }
     }
 }

@@ -1,19 +1,15 @@
 //! `pipe ballista scheduler` and `pipe ballista executor`: Ballista's own scheduler and executor processes, started
-//! with what they need to run pipe's plans: [`PipeCodec`] for pipe's operators, and pipe's SQL functions (DuckDB's,
-//! as pipe plans them) in the registry a plan's function calls are decoded against. The stock Ballista binaries
+//! with [`PipeCodec`], which decodes pipe's operators and the DuckDB functions a plan was planned with (their
+//! registry is DataFusion's, as the client's is for a project in DataFusion's dialect). The stock Ballista binaries
 //! cannot decode those plans.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::start_server;
-use datafusion::execution::session_state::SessionState;
-use datafusion::execution::SessionStateBuilder;
-use datafusion::prelude::SessionConfig;
 
 use super::codec::PipeCodec;
 
@@ -37,23 +33,6 @@ pub struct ExecutorOptions {
     pub memory_limit: Option<u64>,
 }
 
-/// A session state with pipe's functions, over Ballista's defaults.
-fn pipe_state(config: SessionConfig) -> datafusion::common::Result<SessionState> {
-    let state = ballista_core::utils::default_session_builder(config)?;
-    Ok(crate::sql::duckdb::extend(SessionStateBuilder::new_from_existing(state)).build())
-}
-
-/// The functions an executor decodes plans against: DataFusion's, Ballista's and pipe's.
-fn function_registry() -> datafusion::common::Result<BallistaFunctionRegistry> {
-    let state = pipe_state(SessionConfig::new())?;
-    Ok(BallistaFunctionRegistry {
-        scalar_functions: state.scalar_functions().clone(),
-        aggregate_functions: state.aggregate_functions().clone(),
-        window_functions: state.window_functions().clone(),
-        ..BallistaFunctionRegistry::default()
-    })
-}
-
 /// Runs a scheduler until the process is stopped.
 pub async fn run_scheduler(options: &SchedulerOptions) -> Result<(), String> {
     let config = SchedulerConfig {
@@ -64,7 +43,6 @@ pub async fn run_scheduler(options: &SchedulerOptions) -> Result<(), String> {
         executor_timeout_seconds: options.executor_timeout.as_secs().max(6),
         no_executors_grace_period_seconds: options.executor_timeout.as_secs().max(6),
         expire_dead_executor_interval_seconds: (options.executor_timeout.as_secs() / 2).clamp(1, 5),
-        override_session_builder: Some(Arc::new(pipe_state)),
         override_physical_codec: Some(Arc::new(PipeCodec::default())),
         ..SchedulerConfig::default()
     };
@@ -74,7 +52,6 @@ pub async fn run_scheduler(options: &SchedulerOptions) -> Result<(), String> {
 
 /// Runs an executor until the process is stopped or its scheduler tells it to stop.
 pub async fn run_executor(options: &ExecutorOptions) -> Result<(), String> {
-    let registry = function_registry().map_err(|e| e.to_string())?;
     let config = ExecutorProcessConfig {
         bind_host: options.bind_host.clone(),
         external_host: Some(options.bind_host.clone()),
@@ -88,7 +65,6 @@ pub async fn run_executor(options: &ExecutorOptions) -> Result<(), String> {
         memory_pool_size: options.memory_limit,
         // A dead executor is noticed within seconds, not the default minute.
         executor_heartbeat_interval_seconds: 5,
-        override_function_registry: Some(Arc::new(registry)),
         override_physical_codec: Some(Arc::new(PipeCodec::default())),
         ..ExecutorProcessConfig::default()
     };

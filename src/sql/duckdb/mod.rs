@@ -51,15 +51,24 @@ pub fn extend(builder: SessionStateBuilder) -> SessionStateBuilder {
         planners.insert(0, Arc::new(Operators));
     }
     if let Some(functions) = builder.scalar_functions() {
-        functions.extend(functions_planned().into_iter().map(Arc::new));
-        // Replaces DataFusion's functions of the same names: the registry keeps the last one registered.
-        functions.extend(one_type_functions().into_iter().map(Arc::new));
-        functions.extend(whole_decimal_functions().into_iter().map(Arc::new));
+        // Some replace DataFusion's functions of the same names: the registry keeps the last one registered.
+        functions.extend(scalar_functions());
     }
     if let Some(aggregates) = builder.aggregate_functions() {
-        aggregates.extend(aggregates_planned());
+        aggregates.extend(aggregate_functions());
     }
     builder
+}
+
+/// The scalar functions `extend` registers: DuckDB's names for DataFusion's functions, DuckDB's own, and DuckDB's
+/// versions of functions DataFusion has under the same name (`coalesce`, `floor`, ...).
+pub fn scalar_functions() -> Vec<Arc<datafusion::logical_expr::ScalarUDF>> {
+    functions_planned().into_iter().chain(one_type_functions()).chain(whole_decimal_functions()).map(Arc::new).collect()
+}
+
+/// The aggregate functions `extend` registers; `avg` replaces DataFusion's.
+pub fn aggregate_functions() -> Vec<Arc<datafusion::logical_expr::AggregateUDF>> {
+    aggregates_planned()
 }
 
 /// The rewrite of DuckDB's functions: register it on the built state (`FunctionRegistry::register_function_rewrite`).

@@ -43,11 +43,25 @@ for i in $(seq "$executors"); do
 done
 sleep 6 # executors register with their first heartbeat (5 s)
 
-# Every model table's rows, order-independent: one digest per relation.
+# Every model table's rows, order-independent: one digest per relation. Floating-point values are rounded to 9
+# significant digits: a sum of DOUBLEs depends on the order partial sums are added in, locally as on a cluster.
+round_floats() {
+  python3 -c '
+import csv, sys
+def cell(v):
+    if any(c in v for c in ".eE") and not any(c.isalpha() and c not in "eE" for c in v):
+        try:
+            return "%.9g" % float(v)
+        except ValueError:
+            return v
+    return v
+for row in csv.reader(sys.stdin):
+    print(",".join(cell(v) for v in row))'
+}
 digests() {
   for relation in $("$bin" query --project-dir "$dir" -o csv \
       "select distinct relation from pipe.node_runs where materialized <> 'view' order by 1" | tail -n +2); do
-    printf '%s %s\n' "$relation" "$("$bin" query --project-dir "$dir" -o csv "select * from $relation" | tail -n +2 | sort | md5sum | cut -c1-12)"
+    printf '%s %s\n' "$relation" "$("$bin" query --project-dir "$dir" -o csv "select * from $relation" | tail -n +2 | round_floats | sort | md5sum | cut -c1-12)"
   done
 }
 

@@ -621,7 +621,8 @@ async fn tpch_like_project(root: &Path, dialect: &str) {
           where c.c_mktsegment = 'BUILDING' and o.o_orderdate < date '1995-03-15' and l.l_shipdate > date '1995-03-15' \
           group by l.l_orderkey, o.o_orderdate, o.o_shippriority order by revenue desc, o.o_orderdate, l.l_orderkey limit 10"),
         ("gold/gld_nation_volume", "select c.n_name, c.n_regionkey, sum(l.l_extendedprice * (1 - l.l_discount)) as revenue, \
-          count(distinct o.o_orderkey) as orders from {{ ref('slv_customer') }} c \
+          count(distinct o.o_orderkey) as orders, \
+          rank() over (order by sum(l.l_extendedprice * (1 - l.l_discount)) desc) as revenue_rank from {{ ref('slv_customer') }} c \
           join {{ ref('slv_orders') }} o on c.c_custkey = o.o_custkey \
           join {{ ref('slv_lineitem') }} l on l.l_orderkey = o.o_orderkey \
           where o.o_orderdate >= date '1995-01-01' and o.o_orderdate < date '1996-01-01' group by c.n_name, c.n_regionkey"),
@@ -655,7 +656,7 @@ fn tpch_dump(root: &Path) -> String {
 
 /// The TPC-H-like medallion on a scheduler and two executors, in DataFusion's dialect and in DuckDB's: the silver
 /// and gold tables (a keep-first dedupe, three-way joins, grouped aggregates with decimals, an `avg`, a distinct
-/// count, a top 10) are the local engine's, and both executors ran tasks.
+/// count, a `rank()` (an unsigned column), a top 10) are the local engine's, and both executors ran tasks.
 #[test]
 fn a_tpch_like_medallion_builds_on_the_cluster_with_the_local_tables() {
     let dir = tempfile::tempdir().unwrap();

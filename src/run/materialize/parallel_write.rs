@@ -271,7 +271,9 @@ async fn remove_unfinished_writes(
     Ok(unfinished.len())
 }
 
-/// The Arrow schema of the files: Delta keeps timestamps in microseconds. `None` for types left to delta-rs.
+/// The Arrow schema of the files: Delta keeps timestamps in microseconds, and has no unsigned integers (an unsigned
+/// column, such as `rank()`'s, is stored as the signed type of its width, as delta-rs stores it; a value that does
+/// not fit fails the write). `None` for types left to delta-rs.
 fn delta_arrow_schema(schema: &Schema) -> Option<Schema> {
     let fields = schema
         .fields()
@@ -279,6 +281,10 @@ fn delta_arrow_schema(schema: &Schema) -> Option<Schema> {
         .map(|f| {
             let data_type = match f.data_type() {
                 DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+                DataType::UInt8 => DataType::Int8,
+                DataType::UInt16 => DataType::Int16,
+                DataType::UInt32 => DataType::Int32,
+                DataType::UInt64 => DataType::Int64,
                 DataType::Boolean
                 | DataType::Int8
                 | DataType::Int16

@@ -352,6 +352,11 @@ fn the_example_project_builds_on_the_cluster_with_the_local_tables() {
         "{log}"
     );
     assert_eq!(log.matches("not the cluster").count(), 1, "only the seed ran here:\n{log}");
+    // Row accounting from the jobs' metrics: what each model read from each upstream, filtered and deduplicated,
+    // as the local engine counted it.
+    let counted = accounting(remote.path());
+    assert_eq!(counted, accounting(local.path()));
+    assert!(counted.lines().any(|l| l.starts_with("silver.slv_events,") && !l.ends_with(",0")), "{counted}");
     for work_dir in &cluster.work_dirs {
         assert!(files_under(work_dir) > 0, "{} ran no task", work_dir.display());
     }
@@ -367,6 +372,14 @@ fn the_example_project_builds_on_the_cluster_with_the_local_tables() {
     let second = commits(&table);
     assert_eq!(second.len(), 2, "{second:?}");
     assert_ne!(second[1]["pipe.run_id"], second[0]["pipe.run_id"]);
+}
+
+/// Each model's row accounting in the last build, from `pipe.node_runs`: rows read, filtered, deduplicated.
+fn accounting(root: &Path) -> String {
+    let sql = "select relation, rows_read, rows_filtered, rows_deduplicated from pipe.node_runs order by relation, started_at";
+    let output = support::pipe(root, &["query", sql, "-o", "csv"]);
+    assert_eq!(output.status.code(), Some(0), "{}", support::text(&output.stderr));
+    support::text(&output.stdout)
 }
 
 /// A project whose bronze table is built from CSV files and whose silver models are incremental: merged on `id`,
@@ -454,6 +467,8 @@ fn incremental_batches_are_computed_on_the_cluster_and_applied_by_the_client() {
             "the CSV source is read here:\n{log}"
         );
         assert_eq!(silver_rows(remote.path()), silver_rows(local.path()), "round {round}:\n{log}");
+        // The batches' row accounting, from the jobs' metrics (the watermark's filter included).
+        assert_eq!(accounting(remote.path()), accounting(local.path()), "round {round}");
         if round == 1 {
             assert!(log.contains("merge: 2 rows in the batch"), "{log}");
             assert_eq!(commits(&remote.path().join("warehouse/silver/merged")).len(), 2);
@@ -679,6 +694,16 @@ fn a_tpch_like_medallion_builds_on_the_cluster_with_the_local_tables() {
         assert!(dump.contains("silver.slv_lineitem (60000 rows)"), "{dialect}: {dump}");
         assert!(dump.contains("avg_qty"), "{dialect}: {dump}");
         assert_eq!(dump, tpch_dump(local.path()), "{dialect}");
+        // Rows read and deduplicated are the local engine's. Rows filtered are too, except in a join whose scan
+        // the local engine prunes with the join's dynamic filter (counted as filtered there; the cluster runs
+        // without dynamic filters): the cluster counts the `where` alone, never more.
+        let (here, there) = (accounting(local.path()), accounting(remote.path()));
+        for (here, there) in here.lines().zip(there.lines()).skip(1) {
+            let (h, t): (Vec<&str>, Vec<&str>) = (here.split(',').collect(), there.split(',').collect());
+            assert_eq!((h[0], h[1], h[3]), (t[0], t[1], t[3]), "{dialect}");
+            let (h, t) = (h[2].parse::<u64>().unwrap_or(0), t[2].parse::<u64>().unwrap_or(0));
+            assert!(t <= h && (t > 0) == (h > 0), "{dialect}: {here} / {there}");
+        }
     }
     for work_dir in &cluster.work_dirs {
         assert!(files_under(work_dir) > 0, "{} ran no task", work_dir.display());

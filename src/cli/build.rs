@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 
 use super::{compile_reported_with, selected_ids, target_dir, Partial, ProjectArgs, SelectArgs};
 use crate::manifest::NodeKind;
+use crate::warehouse::{Location, Warehouse};
 use crate::run::{self, BuildOptions, BuildRequest, NodeResult, NodeStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -294,6 +295,7 @@ fn deferred(
     args: &BuildArgs,
     manifest: &crate::manifest::Manifest,
     selected: &[String],
+    runtime: &tokio::runtime::Runtime,
 ) -> Result<Vec<run::Deferred>, String> {
     use crate::project::Materialization;
     let Some(state_dir) = &args.select.state else { return Err("`--defer` needs `--state <folder>`".into()) };
@@ -301,19 +303,16 @@ fn deferred(
     let state = crate::manifest::Manifest::read(&manifest_path)
         .map_err(|e| format!("cannot read the state manifest `{}`: {e}", manifest_path.display()))?;
     let warehouse = match &args.defer_warehouse {
-        Some(dir) => dir.clone(),
+        Some(dir) => Location::Folder(dir.clone()),
         None => {
             let folder = manifest_path.parent().and_then(|p| p.parent()).unwrap_or(std::path::Path::new("."));
-            folder.join(&state.project.warehouse)
+            Location::resolve(folder, &state.project.warehouse).map_err(|e| e.to_string())?
         }
     };
-    if !warehouse.is_dir() {
-        return Err(format!(
-            "the state's warehouse `{}` does not exist; name it with `--defer-warehouse`",
-            warehouse.display()
-        ));
+    if warehouse.folder().is_some_and(|dir| !dir.is_dir()) {
+        return Err(format!("the state's warehouse `{warehouse}` does not exist; name it with `--defer-warehouse`"));
     }
-    let local = args.project.project_dir.join(&manifest.project.warehouse);
+    let local = Location::resolve(&args.project.project_dir, &manifest.project.warehouse).map_err(|e| e.to_string())?;
     let chosen: std::collections::BTreeSet<&str> = selected.iter().map(String::as_str).collect();
     let mut upstream = std::collections::BTreeSet::new();
     let mut frontier: Vec<&str> = selected.iter().map(String::as_str).collect();
@@ -325,7 +324,7 @@ fn deferred(
         }
     }
     let mut deferred = Vec::new();
-    let local = crate::warehouse::Warehouse::open(&local).ok();
+    let local = crate::warehouse::Warehouse::open_at(&local).ok();
     // In dependency order: a deferred view is planned over the deferred tables it reads.
     let upstream: Vec<&str> =
         manifest.order.iter().map(String::as_str).filter(|id| upstream.contains(id) && !chosen.contains(id)).collect();
@@ -334,7 +333,12 @@ fn deferred(
         if matches!(node.materialized, Materialization::Ephemeral | Materialization::External) {
             continue;
         }
-        let here = local.as_ref().is_some_and(|w| w.has_table(&node.relation) || w.read_view(&node.relation).is_some());
+        let here = match &local {
+            Some(w) => runtime.block_on(async {
+                w.has_table(&node.relation).await || w.read_view(&node.relation).await.is_some()
+            }),
+            None => false,
+        };
         if here && !args.favor_state {
             continue;
         }
@@ -454,16 +458,25 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
         .collect();
     // The schema registry: a breaking change to a model's columns stops the build before anything runs (and
     // before a backfill's dry run or a watch starts).
-    let warehouse_dir = args.project.project_dir.join(&manifest.project.warehouse);
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let runtime = super::runtime(Some(threads))?;
     if !args.allow_breaking {
-        let breaks = run::schema_gate(&manifest, &warehouse_dir, &selected);
+        let breaks = runtime.block_on(async {
+            let location = Location::resolve(&args.project.project_dir, &manifest.project.warehouse)?;
+            Ok::<_, crate::warehouse::RunError>(run::schema_gate(&manifest, &Warehouse::open_at(&location)?, &selected).await)
+        });
+        let breaks = match breaks {
+            Ok(breaks) => breaks,
+            Err(err) => {
+                eprintln!("error: {err}");
+                return Ok(ExitCode::from(2));
+            }
+        };
         if !breaks.is_empty() {
             print_breaks(&breaks);
             return Ok(ExitCode::from(1));
         }
     }
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let runtime = super::runtime(Some(threads))?;
     let backfill_id = match &backfill {
         None => None,
         Some(spec) => {
@@ -493,7 +506,7 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
         runtime: &runtime,
         render_at_build: compilation.render_at_build.take(),
         deferred: match args.defer {
-            true => match deferred(args, &manifest, &selected) {
+            true => match deferred(args, &manifest, &selected, &runtime) {
                 Ok(deferred) => deferred,
                 Err(message) => {
                     eprintln!("error: {message}");
@@ -631,12 +644,10 @@ impl Cycle<'_> {
             }
             let transport = crate::lineage::openlineage::Transport::new(self.target, args.openlineage_url.as_deref());
             let project_dir = &args.project.project_dir;
-            std::sync::Arc::new(crate::lineage::openlineage::Emitter::start(
-                transport,
-                manifest,
-                project_dir,
-                &project_dir.join(&manifest.project.warehouse),
-            ))
+            // An unusable `warehouse:` fails the build itself, with its message; the events then name folders.
+            let warehouse = Location::resolve(project_dir, &manifest.project.warehouse)
+                .unwrap_or_else(|_| Location::Folder(project_dir.join(&manifest.project.warehouse)));
+            std::sync::Arc::new(crate::lineage::openlineage::Emitter::start(transport, manifest, project_dir, &warehouse))
         };
         let request = BuildRequest {
             manifest,

@@ -134,8 +134,13 @@ pub(super) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
             eprintln!("  {} [OK installed at {}]", package.name, package.display_dir);
         }
         eprintln!("Warehouse:");
-        let root = project.root.join(&project.config.warehouse);
-        checks.line(&super::display_path(&root), writable(&root));
+        use crate::warehouse::Location;
+        let written = target.as_ref().and_then(|t| t.warehouse.as_deref()).unwrap_or(&project.config.warehouse);
+        match Location::resolve(&project.root, written) {
+            Ok(Location::Folder(root)) => checks.line(&super::display_path(&root), writable(&root)),
+            Ok(location) => checks.line(&location.to_string(), reachable(&location)),
+            Err(err) => checks.line(written, Err(err.to_string())),
+        }
     }
     if checks.failed == 0 {
         eprintln!("All checks passed!");
@@ -144,6 +149,22 @@ pub(super) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
         eprintln!("{} check(s) failed", checks.failed);
         Ok(ExitCode::from(1))
     }
+}
+
+/// Whether pipe can write, list and remove an object under a bucket warehouse's prefix.
+fn reachable(location: &crate::warehouse::Location) -> Result<String, String> {
+    let runtime = super::runtime(None).map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let warehouse = crate::warehouse::Warehouse::open_at(location).map_err(|e| e.to_string())?;
+        let probe = format!(".pipe-debug-{}", std::process::id());
+        warehouse.write_document(&["_pipe", &probe], b"probe".to_vec()).await.map_err(|e| format!("not writable: {e}"))?;
+        let listed = warehouse.list_documents(&["_pipe"]).await.contains(&probe);
+        warehouse.remove_document(&["_pipe", &probe]).await.map_err(|e| format!("probe not removed: {e}"))?;
+        match listed {
+            true => Ok("writable, listable".to_string()),
+            false => Err("an object written there is not listed".to_string()),
+        }
+    })
 }
 
 /// Whether pipe can create the warehouse folder and write a file in it (the file, and a folder it created, are

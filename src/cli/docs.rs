@@ -1,6 +1,6 @@
 //! `pipe docs generate` and `pipe docs serve`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
@@ -67,8 +67,9 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<Result<PathBuf, ExitCode>> {
         Err(code) => return Ok(Err(code)),
     };
     let manifest = compilation.manifest.as_ref().expect("a compile without errors has a manifest");
-    let warehouse_dir = args.project.project_dir.join(&manifest.project.warehouse);
-    let facts = if warehouse_dir.is_dir() {
+    let location = crate::warehouse::Location::resolve(&args.project.project_dir, &manifest.project.warehouse)?;
+    // A warehouse folder not built yet is not created by the docs; a bucket is always read.
+    let facts = if location.folder().is_none_or(Path::is_dir) {
         let runtime = super::runtime(None)?;
         let facts = runtime.block_on(async {
             let (ctx, warehouse, _) = crate::run::open_session(manifest, &args.project.project_dir, None).await?;
@@ -87,7 +88,7 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<Result<PathBuf, ExitCode>> {
                 history: crate::warehouse::runs::node_history(&ctx).await,
                 tests: crate::warehouse::runs::latest_tests(&ctx).await,
                 freshness,
-                versions: delta_versions(&warehouse_dir, manifest.nodes.values().map(|n| n.relation.clone())),
+                versions: delta_versions(&warehouse, manifest.nodes.values().map(|n| n.relation.clone())).await,
             })
         })?;
         Some(facts)

@@ -264,8 +264,9 @@ pub(super) fn schema(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: no model or source named `{}`", args.name);
         return Ok(ExitCode::from(2));
     };
-    let warehouse = args.project.project_dir.join(&manifest.project.warehouse);
-    let mut versions = registry::versions(&warehouse, &relation);
+    let location = crate::warehouse::Location::resolve(&args.project.project_dir, &manifest.project.warehouse)?;
+    let warehouse = crate::warehouse::Warehouse::open_at(&location)?;
+    let mut versions = super::runtime(None)?.block_on(registry::versions(&warehouse, &relation));
     let Some(latest) = versions.pop() else {
         println!("`{relation}` has no registered schema yet (it is registered when it is built)");
         return Ok(ExitCode::SUCCESS);

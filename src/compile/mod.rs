@@ -429,7 +429,7 @@ fn build_manifest(
         manifest_version: manifest::MANIFEST_VERSION,
         project: manifest::ProjectInfo {
             name: project.config.name.clone(),
-            warehouse: project.config.warehouse.clone(),
+            warehouse: project.warehouse().to_string(),
             target_path: project.config.target_path.clone(),
             sql_dialect: project.config.dialect(),
         },

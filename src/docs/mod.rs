@@ -33,32 +33,16 @@ pub struct WarehouseFacts {
     pub versions: BTreeMap<String, (i64, String)>,
 }
 
-/// The latest version of each Delta table under `warehouse` and its commit time, read off the log's file names
-/// (no table is opened).
-pub fn delta_versions(
-    warehouse: &Path,
+/// The latest version of each Delta table of `warehouse` and its commit time, read off the log's listing (no
+/// table is opened).
+pub async fn delta_versions(
+    warehouse: &crate::warehouse::Warehouse,
     relations: impl IntoIterator<Item = String>,
 ) -> BTreeMap<String, (i64, String)> {
     let mut versions = BTreeMap::new();
     for relation in relations {
-        let Ok(dir) = crate::warehouse::relation_dir(warehouse, &relation) else { continue };
-        let log = dir.join("_delta_log");
-        let Ok(entries) = std::fs::read_dir(&log) else { continue };
-        let latest = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let version: i64 = name.strip_suffix(".json")?.parse().ok()?;
-                Some((version, e))
-            })
-            .max_by_key(|(v, _)| *v);
-        if let Some((version, entry)) = latest {
-            let when = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .map(|t| chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%d %H:%M:%S").to_string())
-                .unwrap_or_default();
-            versions.insert(relation, (version, when));
+        if let Some((version, when)) = warehouse.log_head(&relation).await {
+            versions.insert(relation, (version, when.format("%Y-%m-%d %H:%M:%S").to_string()));
         }
     }
     versions

@@ -68,22 +68,27 @@ pub struct Emitter {
     deadline: Arc<Mutex<Option<tokio::time::Instant>>>,
     task: Mutex<Option<tokio::task::JoinHandle<Delivery>>>,
     namespace: String,
-    /// Each model's, seed's and source's dataset name (an absolute path), by unique id and by relation.
+    /// Each model's, seed's and source's dataset name (an absolute path, or a table's URL in a bucket), by unique
+    /// id and by relation.
     names: std::collections::BTreeMap<String, String>,
 }
 
 impl Emitter {
     /// Starts the delivery task on the current tokio runtime, for the datasets of `manifest`.
-    pub fn start(transport: Transport, manifest: &Manifest, project_root: &Path, warehouse: &Path) -> Emitter {
+    pub fn start(
+        transport: Transport,
+        manifest: &Manifest,
+        project_root: &Path,
+        warehouse: &crate::warehouse::Location,
+    ) -> Emitter {
         let (sender, receiver) = mpsc::unbounded_channel();
         let deadline = Arc::new(Mutex::new(None));
         let task = tokio::spawn(deliver(transport, receiver, Arc::clone(&deadline)));
         let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-        let (project_root, warehouse) = (absolute(project_root), absolute(warehouse));
+        let project_root = absolute(project_root);
         let mut names = std::collections::BTreeMap::new();
         for node in manifest.nodes.values() {
-            let Ok(dir) = crate::warehouse::relation_dir(&warehouse, &node.relation) else { continue };
-            let path = dir.to_string_lossy().into_owned();
+            let Some(path) = warehouse.table_address(&node.relation) else { continue };
             names.insert(node.relation.clone(), path.clone());
             names.insert(node.unique_id.clone(), path);
         }

@@ -887,6 +887,11 @@ impl Project {
     pub fn text(&self, file: FileId) -> &Arc<str> {
         &self.files.get(file).text
     }
+
+    /// Where the warehouse is, as written: the profile target's `warehouse:`, else the project file's.
+    pub fn warehouse(&self) -> &str {
+        self.target.warehouse.as_deref().unwrap_or(&self.config.warehouse)
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! dbt's `profiles.yml`: the target a dbt project builds for. pipe reads the profile the project names
 //! (`profile:`, else the project's name) from the first folder that has the file (the CLI passes `--profiles-dir`,
 //! `DBT_PROFILES_DIR`, the project folder and `~/.dbt`, in that order), picks `--target` or the profile's `target:`,
-//! and takes its `type`, `schema` (DuckDB's default `main`), `database` and `threads`. `{{ env_var('X', 'd') }}`
+//! and takes its `type`, `schema` (DuckDB's default `main`), `database` and `threads`, and pipe's `warehouse`,
+//! `engine` and `scheduler`. `{{ env_var('X', 'd') }}`
 //! in the file is filled from the environment, as dbt renders it.
 
 use std::collections::BTreeMap;
@@ -25,6 +26,9 @@ pub struct Target {
     pub file: Option<PathBuf>,
     /// `engine:` and `scheduler:`: the target's models run on a Ballista cluster.
     pub engine: crate::project::EngineKeys,
+    /// `warehouse:`: where this target's warehouse is (a folder, or `s3://bucket/prefix`), in place of the project
+    /// file's.
+    pub warehouse: Option<String>,
 }
 
 impl Target {
@@ -39,6 +43,7 @@ impl Target {
             external_root: None,
             file: None,
             engine: Default::default(),
+            warehouse: None,
         }
     }
 }
@@ -92,6 +97,7 @@ pub fn resolve(
         external_root: text("external_root"),
         file: Some(file),
         engine: crate::project::EngineKeys { engine: text("engine"), scheduler: text("scheduler") },
+        warehouse: text("warehouse"),
     }))
 }
 

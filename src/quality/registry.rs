@@ -5,7 +5,7 @@
 //! given. A source whose columns drifted is reported even when the change is compatible.
 
 use crate::project::settings::SchemaCompatibility;
-use std::path::{Path, PathBuf};
+use crate::warehouse::{RunError, Warehouse};
 
 use datafusion::arrow::datatypes::DataType;
 use serde::{Deserialize, Serialize};
@@ -148,23 +148,21 @@ pub fn breaking(mode: SchemaCompatibility, changes: &[Change]) -> Vec<Change> {
         .collect()
 }
 
-fn path(warehouse: &Path, relation: &str) -> PathBuf {
-    warehouse.join("_pipe").join("schemas").join(format!("{relation}.json"))
-}
+/// The registry's folder under the warehouse.
+const FOLDER: [&str; 2] = ["_pipe", "schemas"];
 
 /// Every registered version of `relation`, oldest first.
-pub fn versions(warehouse: &Path, relation: &str) -> Vec<SchemaVersion> {
-    std::fs::read_to_string(path(warehouse, relation))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
+pub async fn versions(warehouse: &Warehouse, relation: &str) -> Vec<SchemaVersion> {
+    let name = format!("{relation}.json");
+    let bytes = warehouse.read_document(&[FOLDER[0], FOLDER[1], &name]).await;
+    bytes.and_then(|b| serde_json::from_slice::<Vec<SchemaVersion>>(&b).ok()).unwrap_or_default()
 }
 
 /// The registry's verdict on a model about to be built: the breaking changes from its latest registered schema
 /// under its `schema_compatibility`, unless its `version` config changed since.
-pub fn check_model(warehouse: &Path, node: &crate::manifest::Node) -> Option<(String, Vec<Change>)> {
+pub async fn check_model(warehouse: &Warehouse, node: &crate::manifest::Node) -> Option<(String, Vec<Change>)> {
     let columns = node.planned_columns.as_ref()?;
-    let latest = versions(warehouse, &node.relation).pop()?;
+    let latest = versions(warehouse, &node.relation).await.pop()?;
     let model_version = model_version(node);
     if latest.model_version != model_version {
         return None;
@@ -189,14 +187,12 @@ struct ColumnRow {
 }
 
 /// Every registered version of every relation, one row per column, for `select * from pipe.schemas`.
-pub fn as_table(warehouse: &Path) -> Option<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
+pub async fn as_table(warehouse: &Warehouse) -> Option<std::sync::Arc<dyn datafusion::catalog::TableProvider>> {
     use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
-    let dir = warehouse.join("_pipe").join("schemas");
     let mut rows: Vec<ColumnRow> = Vec::new();
-    for entry in std::fs::read_dir(&dir).ok()?.filter_map(Result::ok) {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in warehouse.list_documents(&FOLDER).await {
         let Some(relation) = name.strip_suffix(".json") else { continue };
-        for version in versions(warehouse, relation) {
+        for version in versions(warehouse, relation).await {
             for column in &version.columns {
                 rows.push(ColumnRow {
                     relation: relation.to_string(),
@@ -229,15 +225,15 @@ pub fn as_table(warehouse: &Path) -> Option<std::sync::Arc<dyn datafusion::catal
 }
 
 /// Registers `columns` as the next version of `relation` when they differ from the latest; returns the new
-/// version number, if any. Written to a temporary file and renamed, so readers see the old or the new registry.
-pub fn register(
-    warehouse: &Path,
+/// version number, if any. Readers see the old or the new registry (`Warehouse::write_document`).
+pub async fn register(
+    warehouse: &Warehouse,
     relation: &str,
     columns: &[PlannedColumn],
     model_version: Option<String>,
     run_id: &str,
-) -> std::io::Result<Option<u32>> {
-    let mut all = versions(warehouse, relation);
+) -> Result<Option<u32>, RunError> {
+    let mut all = versions(warehouse, relation).await;
     if all.last().is_some_and(|last| last.columns == columns && last.model_version == model_version) {
         return Ok(None);
     }
@@ -249,11 +245,9 @@ pub fn register(
         registered_at: chrono::Utc::now().to_rfc3339(),
         columns: columns.to_vec(),
     });
-    let target = path(warehouse, relation);
-    if let Some(parent) = target.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    crate::files::write_atomic(&target, serde_json::to_string_pretty(&all).map_err(std::io::Error::other)?.as_bytes())?;
+    let text = serde_json::to_string_pretty(&all).map_err(|e| RunError::Internal(e.to_string()))?;
+    let name = format!("{relation}.json");
+    warehouse.write_document(&[FOLDER[0], FOLDER[1], &name], text.into_bytes()).await?;
     Ok(Some(version))
 }
 

@@ -25,16 +25,57 @@ use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalN
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
+use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties, SendableRecordBatchStream,
 };
 use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
 
-/// The plans one model executed, collected as they run.
+/// The plans one model executed, collected as they run, and the metrics of the jobs it ran on a cluster.
 #[derive(Debug, Default)]
 pub struct RowAccounting {
     plans: Mutex<Vec<Arc<dyn ExecutionPlan>>>,
+    jobs: Mutex<Vec<Vec<RemoteStage>>>,
+}
+
+/// One stage of a job a cluster ran: its operators in plan order (depth first), with their metrics summed over
+/// the stage's tasks, as the scheduler reports them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteStage {
+    pub stage: u32,
+    pub operators: Vec<RemoteOperator>,
+}
+
+/// An operator of a stage a cluster ran.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteOperator {
+    pub depth: u32,
+    /// Its name (`FilterExec`, `DataSourceExec`, ...).
+    pub name: String,
+    /// Its one-line description (`DataSourceExec: file_groups={...}, projection=[...]`).
+    pub detail: String,
+    pub output_rows: Option<u64>,
+    /// Rows a Parquet scan's pushed-down filter removed.
+    pub pruned_rows: u64,
+    pub compute_seconds: Option<f64>,
+    pub spill_count: Option<u64>,
+    pub spilled_bytes: Option<u64>,
+}
+
+impl RemoteOperator {
+    pub fn new(depth: u32, name: String, detail: String, metrics: &MetricsSet) -> RemoteOperator {
+        RemoteOperator {
+            depth,
+            name,
+            detail,
+            output_rows: metrics.output_rows().map(|r| r as u64),
+            pruned_rows: metrics.sum_by_name("pushdown_rows_pruned").map_or(0, |v| v.as_usize() as u64),
+            compute_seconds: metrics.elapsed_compute().map(|ns| ns as f64 / 1e9),
+            spill_count: metrics.spill_count().map(|c| c as u64),
+            spilled_bytes: metrics.spilled_bytes().map(|b| b as u64),
+        }
+    }
 }
 
 /// What a model's executed plans did to rows.
@@ -57,9 +98,14 @@ impl RowAccounting {
         }
     }
 
-    /// Whether any accounted plan has run.
+    /// Records the metrics of a job the model's query ran as on a cluster (`run::cluster`).
+    pub fn record_job(&self, stages: Vec<RemoteStage>) {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).push(stages);
+    }
+
+    /// Whether any accounted plan or job has run.
     pub fn is_empty(&self) -> bool {
-        self.plans.lock().map(|p| p.is_empty()).unwrap_or(true)
+        self.plans.lock().map(|p| p.is_empty()).unwrap_or(true) && self.jobs.lock().map(|j| j.is_empty()).unwrap_or(true)
     }
 
     /// Sums the metrics of every plan that ran. `owner` maps a scanned file's object-store path to the relation
@@ -69,6 +115,9 @@ impl RowAccounting {
         let mut summary = RowSummary::default();
         for plan in plans.iter() {
             walk(plan, owner, &mut summary);
+        }
+        for job in self.jobs.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            walk_job(job, owner, &mut summary);
         }
         summary
     }
@@ -84,6 +133,23 @@ impl RowAccounting {
             let first = operators.len();
             collect_operators(plan, index as u32, first, 0, &mut operators);
         }
+        // A job's stages, each as one plan, in the order the scheduler lists them.
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        for (index, stage) in jobs.iter().flatten().enumerate() {
+            for (position, operator) in stage.operators.iter().enumerate() {
+                operators.push(crate::warehouse::results::OperatorRun {
+                    plan: (plans.len() + index) as u32,
+                    position: position as u32,
+                    depth: operator.depth,
+                    operator: operator.name.clone(),
+                    detail: truncated(&operator.detail),
+                    output_rows: operator.output_rows,
+                    compute_seconds: operator.compute_seconds,
+                    spill_count: operator.spill_count,
+                    spilled_bytes: operator.spilled_bytes,
+                });
+            }
+        }
         operators
     }
 }
@@ -97,11 +163,7 @@ fn collect_operators(
     operators: &mut Vec<crate::warehouse::results::OperatorRun>,
 ) {
     let metrics = plan.metrics();
-    let detail = datafusion::physical_plan::displayable(plan.as_ref()).one_line().to_string();
-    let detail = match detail.trim_end().char_indices().nth(200) {
-        Some((cut, _)) => format!("{}...", &detail[..cut]),
-        None => detail.trim_end().to_string(),
-    };
+    let detail = truncated(&datafusion::physical_plan::displayable(plan.as_ref()).one_line().to_string());
     operators.push(crate::warehouse::results::OperatorRun {
         plan: index,
         position: (operators.len() - first) as u32,
@@ -116,6 +178,79 @@ fn collect_operators(
     for child in plan.children() {
         collect_operators(child, index, first, depth + 1, operators);
     }
+}
+
+/// An operator's description, cut at 200 characters.
+fn truncated(detail: &str) -> String {
+    match detail.trim_end().char_indices().nth(200) {
+        Some((cut, _)) => format!("{}...", &detail[..cut]),
+        None => detail.trim_end().to_string(),
+    }
+}
+
+/// [`walk`] over a job's stages, as the scheduler reports them: the same operators counted the same way. A stage
+/// boundary splits a plan where it shuffles, so a `select distinct`'s two phases are in different stages: their
+/// input and output are summed over the job.
+fn walk_job(stages: &[RemoteStage], owner: &dyn Fn(&str) -> Option<String>, summary: &mut RowSummary) {
+    let (mut distinct_in, mut distinct_out) = (0u64, 0u64);
+    for stage in stages {
+        let operators = &stage.operators;
+        for (i, operator) in operators.iter().enumerate() {
+            // Its input: its first child, looking through the nodes that move rows without counting them.
+            let input = || {
+                let (mut j, mut depth) = (i + 1, operator.depth + 1);
+                while let Some(next) = operators.get(j).filter(|n| n.depth == depth) {
+                    if next.output_rows.is_some() {
+                        return next.output_rows;
+                    }
+                    if !["RepartitionExec", "CoalescePartitionsExec"].contains(&next.name.as_str()) {
+                        return None;
+                    }
+                    (j, depth) = (j + 1, depth + 1);
+                }
+                None
+            };
+            match operator.name.as_str() {
+                "FilterExec" => {
+                    if let (Some(input), Some(output)) = (input(), operator.output_rows) {
+                        summary.filtered += input.saturating_sub(output);
+                    }
+                }
+                "KeepFirstExec" => {
+                    if let (Some(input), Some(output)) = (input(), operator.output_rows) {
+                        summary.deduplicated += input.saturating_sub(output);
+                    }
+                }
+                "AggregateExec" if operator.detail.contains("aggr=[]") => {
+                    let partial = operator.detail.contains("mode=Partial");
+                    let single = operator.detail.contains("mode=Single");
+                    if partial || single {
+                        distinct_in += input().unwrap_or(0);
+                    }
+                    if !partial {
+                        distinct_out += operator.output_rows.unwrap_or(0);
+                    }
+                }
+                "DataSourceExec" => {
+                    let Some(rows) = operator.output_rows else { continue };
+                    summary.filtered += operator.pruned_rows;
+                    if let Some(relation) = first_parquet_file(&operator.detail).and_then(owner) {
+                        *summary.read.entry(relation).or_default() += rows + operator.pruned_rows;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    summary.deduplicated += distinct_in.saturating_sub(distinct_out);
+}
+
+/// The first Parquet file a scan's description names (`file_groups={1 group: [[path/part-0.parquet, ...]]}`).
+fn first_parquet_file(detail: &str) -> Option<&str> {
+    let groups = &detail[detail.find("file_groups=")?..];
+    groups
+        .split(|c: char| c == '[' || c == ']' || c == ',' || c.is_whitespace())
+        .find(|token| token.ends_with(".parquet"))
 }
 
 fn walk(plan: &Arc<dyn ExecutionPlan>, owner: &dyn Fn(&str) -> Option<String>, summary: &mut RowSummary) {
@@ -276,6 +411,11 @@ impl AccountExec {
     fn new(input: Arc<dyn ExecutionPlan>, accounting: Arc<RowAccounting>) -> Self {
         let properties = Arc::clone(input.properties());
         Self { input, accounting, properties }
+    }
+
+    /// The accounting it reports to.
+    pub fn accounting(&self) -> &Arc<RowAccounting> {
+        &self.accounting
     }
 }
 

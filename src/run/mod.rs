@@ -169,9 +169,9 @@ pub async fn build(
     on_result: &(dyn Fn(&NodeResult) + Send + Sync),
 ) -> Result<BuildReport, RunError> {
     let manifest = request.manifest;
-    let warehouse_dir = request.project_root.join(&manifest.project.warehouse);
     if request.options.schema_gate {
-        let breaks = schema_gate(manifest, &warehouse_dir, &request.selected);
+        let location = crate::warehouse::Location::resolve(request.project_root, &manifest.project.warehouse)?;
+        let breaks = schema_gate(manifest, &Warehouse::open_at(&location)?, &request.selected).await;
         if !breaks.is_empty() {
             return Err(RunError::BreakingSchema { breaks });
         }
@@ -204,7 +204,7 @@ pub async fn build(
         notices.push(Notice::warning(format!("run not recorded in `pipe.runs`: {err}")));
     }
     if request.options.register_schemas {
-        notices.extend(register_schemas(manifest, &warehouse_dir, &results));
+        notices.extend(register_schemas(manifest, &warehouse, &results).await);
     }
     Ok(BuildReport { results, notices })
 }

@@ -73,9 +73,9 @@ pub fn missing_table(message: &str) -> Option<&str> {
 
 /// A query that failed on "table '...' not found" for a relation that exists now was racing another build that
 /// created it while this one ran: said so, rather than DataFusion's words.
-fn raced(warehouse: &Warehouse, message: &str) -> String {
+async fn raced(warehouse: &Warehouse, message: &str) -> String {
     let Some(relation) = missing_table(message) else { return message.to_string() };
-    match warehouse.has_table(relation) || warehouse.read_view(relation).is_some() {
+    match warehouse.has_table(relation).await || warehouse.read_view(relation).await.is_some() {
         true => format!(
             "`{relation}` was created by another build while this one ran, so this build had not registered it; run the build again"
         ),
@@ -91,8 +91,6 @@ fn file_owner<'a>(
     project_root: &'a Path,
     node: &'a Node,
 ) -> impl Fn(&str) -> Option<String> + 'a {
-    let root = warehouse.root().to_path_buf();
-    let root = std::fs::canonicalize(&root).unwrap_or(root);
     let sources: Vec<(glob::Pattern, &str)> = manifest
         .sources
         .values()
@@ -103,12 +101,10 @@ fn file_owner<'a>(
         })
         .collect();
     move |location: &str| {
-        let path = Path::new("/").join(location);
-        if let Ok(inside) = path.strip_prefix(&root) {
-            let parts: Vec<_> = inside.components().take(2).map(|c| c.as_os_str().to_string_lossy()).collect();
-            let relation = parts.join(".");
-            return (parts.len() == 2 && relation != node.relation).then_some(relation);
+        if let Some(relation) = warehouse.relation_of_file(location) {
+            return (relation != node.relation).then_some(relation);
         }
+        let path = Path::new("/").join(location);
         sources.iter().find(|(pattern, _)| pattern.matches_path(&path)).map(|(_, relation)| relation.to_string())
     }
 }
@@ -199,15 +195,9 @@ the model was not built",
         result.tests = unit_outcomes;
         return result;
     }
-    // Blocking: the lock is taken on a blocking thread so the runtime's workers keep running other models.
-    let warehouse = shared.warehouse.clone();
-    let relation = node.relation.clone();
-    let lock = match tokio::task::spawn_blocking(move || warehouse.lock(&relation)).await {
-        Ok(Ok(lock)) => lock,
-        Ok(Err(err)) => return NodeResult::error(node, err.code(), err.to_string(), started.elapsed()),
-        Err(err) => {
-            return NodeResult::error(node, Code::Internal, format!("lock task failed: {err}"), started.elapsed())
-        }
+    let lock = match shared.warehouse.lock(&node.relation).await {
+        Ok(lock) => lock,
+        Err(err) => return NodeResult::error(node, err.code(), err.to_string(), started.elapsed()),
     };
     let unchanged = match (&cx.inputs, node.materialized, node.resource_type) {
         (Some(inputs), Materialization::Table, NodeKind::Model) => match shared.warehouse.load(&node.relation).await {
@@ -248,7 +238,7 @@ the model was not built",
         }
         Ok(outcome)
     });
-    drop(lock);
+    lock.release().await;
     match outcome {
         Ok(outcome) => {
             let render = shared.options.render_times.get(&node.unique_id).copied().unwrap_or_default();
@@ -307,6 +297,8 @@ the model was not built",
             result.tests = outcomes;
             result
         }
-        Err(err) => NodeResult::error(node, err.code(), raced(&shared.warehouse, &err.to_string()), started.elapsed()),
+        Err(err) => {
+            NodeResult::error(node, err.code(), raced(&shared.warehouse, &err.to_string()).await, started.elapsed())
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! relations read from another warehouse.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use datafusion::catalog::view::ViewTable;
@@ -11,7 +11,7 @@ use datafusion::prelude::SessionContext;
 use super::{clean_datafusion_message, materialize, session, sources, RunError};
 use crate::manifest::Manifest;
 use crate::project::Materialization;
-use crate::warehouse::Warehouse;
+use crate::warehouse::{Location, Warehouse};
 
 /// A relation a deferred build reads from another warehouse: `relation` here is `relation_there` in the warehouse at
 /// `warehouse`.
@@ -19,23 +19,23 @@ use crate::warehouse::Warehouse;
 pub struct Deferred {
     pub relation: String,
     pub relation_there: String,
-    pub warehouse: PathBuf,
+    pub warehouse: Location,
 }
 
 /// Registers each deferred relation as the other warehouse's table or view (read only: nothing there is written).
 /// `deferred` is in dependency order, so a deferred view is planned over the deferred tables it reads.
 pub(super) async fn register_deferred(ctx: &SessionContext, deferred: &[Deferred]) -> Result<(), RunError> {
-    let mut opened: BTreeMap<PathBuf, Warehouse> = BTreeMap::new();
+    let mut opened: BTreeMap<Location, Warehouse> = BTreeMap::new();
     for defer in deferred {
         if !opened.contains_key(&defer.warehouse) {
-            opened.insert(defer.warehouse.clone(), Warehouse::open(&defer.warehouse)?);
+            opened.insert(defer.warehouse.clone(), Warehouse::open_at(&defer.warehouse)?);
         }
         let warehouse = &opened[&defer.warehouse];
-        let there = format!("{} (in {})", defer.relation_there, defer.warehouse.display());
+        let there = format!("{} (in {})", defer.relation_there, defer.warehouse);
         let provider: Arc<dyn datafusion::catalog::TableProvider> = match warehouse.load(&defer.relation_there).await? {
             Some(table) => warehouse.provider(&table).await?,
             None => {
-                let Some(view) = warehouse.read_view(&defer.relation_there) else {
+                let Some(view) = warehouse.read_view(&defer.relation_there).await else {
                     return Err(RunError::NotATable { relation: there });
                 };
                 let frame = crate::sql::duckdb::sql(ctx, &view.sql).await.map_err(|e| RunError::Query {
@@ -60,7 +60,7 @@ pub async fn open_session(
     project_root: &Path,
     memory_limit: Option<usize>,
 ) -> Result<(SessionContext, Warehouse, BTreeMap<String, String>), RunError> {
-    let warehouse = Warehouse::open(&project_root.join(&manifest.project.warehouse))?;
+    let warehouse = Warehouse::open_at(&Location::resolve(project_root, &manifest.project.warehouse)?)?;
     let ctx = session::new_session(manifest, memory_limit)?;
     let mut source_errors = BTreeMap::new();
     for source in manifest.sources.values().filter(|s| s.seed.is_none()) {
@@ -77,7 +77,7 @@ pub async fn open_session(
         }
         if node.materialized == Materialization::External {
             // Its files, where its last build wrote them (a folder or file since removed is left unregistered).
-            if let Some(definition) = warehouse.read_external(&node.relation).filter(|d| d.location.exists()) {
+            if let Some(definition) = warehouse.read_external(&node.relation).await.filter(|d| d.location.exists()) {
                 if let Ok(provider) = materialize::external::provider(&ctx, &definition).await {
                     ctx.register_table(node.relation.as_str(), provider)?;
                 }
@@ -93,7 +93,7 @@ pub async fn open_session(
         };
         if let Some(table) = table {
             ctx.register_table(node.relation.as_str(), warehouse.provider(&table).await?)?;
-        } else if let Some(view) = warehouse.read_view(&node.relation) {
+        } else if let Some(view) = warehouse.read_view(&node.relation).await {
             // The manifest's SQL when the stored view is its masked copy (the manifest's holds the secrets it uses).
             let sql = match crate::secrets::mask(&node.compiled_sql) == view.sql.as_str() {
                 true => node.compiled_sql.clone(),
@@ -129,17 +129,14 @@ pub async fn open_session(
         }
     }
     // The schema registry, as `pipe.schemas`: one row per column of every registered version.
-    if let Some(schemas) = crate::quality::registry::as_table(warehouse.root()) {
+    if let Some(schemas) = crate::quality::registry::as_table(&warehouse).await {
         ctx.register_table(format!("{}.schemas", crate::warehouse::RUNS_SCHEMA).as_str(), schemas)?;
     }
     // Failing rows stored by tests with `store_failures`.
-    let audit_dir = warehouse.root().join(crate::warehouse::AUDIT_SCHEMA);
-    if let Ok(entries) = std::fs::read_dir(&audit_dir) {
-        for entry in entries.filter_map(Result::ok) {
-            let relation = format!("{}.{}", crate::warehouse::AUDIT_SCHEMA, entry.file_name().to_string_lossy());
-            if let Ok(Some(table)) = warehouse.load(&relation).await {
-                ctx.register_table(relation.as_str(), warehouse.provider(&table).await?)?;
-            }
+    for name in warehouse.list_folders(&[crate::warehouse::AUDIT_SCHEMA]).await {
+        let relation = format!("{}.{name}", crate::warehouse::AUDIT_SCHEMA);
+        if let Ok(Some(table)) = warehouse.load(&relation).await {
+            ctx.register_table(relation.as_str(), warehouse.provider(&table).await?)?;
         }
     }
     Ok((ctx, warehouse, source_errors))

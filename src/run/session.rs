@@ -25,7 +25,9 @@ pub fn new_session(manifest: &Manifest, memory_limit: Option<usize>) -> Result<S
         .set_usize("datafusion.sql_parser.recursion_limit", crate::sql::RECURSION_LIMIT);
     let duckdb = manifest.project.sql_dialect.is_duckdb();
     let config = if duckdb { crate::sql::duckdb::configure(config) } else { config };
-    let mut runtime = RuntimeEnvBuilder::new();
+    // Tables in a bucket resolve their store whichever scan reads them (`WarehouseStores`).
+    let stores = Arc::new(crate::warehouse::files_scan::WarehouseStores::default());
+    let mut runtime = RuntimeEnvBuilder::new().with_object_store_registry(stores);
     if let Some(limit) = memory_limit {
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
     }

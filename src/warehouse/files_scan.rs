@@ -262,3 +262,42 @@ mod tests {
         }
     }
 }
+
+/// An object-store registry that opens, besides the stores registered with it, each bucket a warehouse can be in
+/// (`s3://`, with the endpoint and credentials of the standard AWS variables, as delta-rs opens it): a process
+/// scanning [`DeltaFiles`] of a warehouse in a bucket (a Ballista executor, or the client planning for one)
+/// resolves their store URL without delta-rs's scan having registered it first.
+#[derive(Debug, Default)]
+pub struct WarehouseStores {
+    registered: datafusion::execution::object_store::DefaultObjectStoreRegistry,
+}
+
+impl datafusion::execution::object_store::ObjectStoreRegistry for WarehouseStores {
+    fn register_store(
+        &self,
+        url: &url::Url,
+        store: Arc<dyn deltalake::ObjectStore>,
+    ) -> Option<Arc<dyn deltalake::ObjectStore>> {
+        self.registered.register_store(url, store)
+    }
+
+    fn deregister_store(&self, url: &url::Url) -> Result<Arc<dyn deltalake::ObjectStore>> {
+        self.registered.deregister_store(url)
+    }
+
+    fn get_store(&self, url: &url::Url) -> Result<Arc<dyn deltalake::ObjectStore>> {
+        let unknown = match self.registered.get_store(url) {
+            Ok(store) => return Ok(store),
+            Err(err) => err,
+        };
+        if !super::BUCKET_SCHEMES.contains(&url.scheme()) {
+            return Err(unknown);
+        }
+        let root = url::Url::parse(&format!("{}://{}/", url.scheme(), url.authority()))
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let store = deltalake::logstore::store_for(&root, std::iter::empty::<(String, String)>())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        self.registered.register_store(&root, Arc::clone(&store));
+        Ok(store)
+    }
+}

@@ -25,16 +25,21 @@ fn started_micros(results: &RunResults) -> Option<i64> {
 }
 
 async fn append(warehouse: &Warehouse, relation: &str, batch: RecordBatch) -> Result<(), RunError> {
-    let _lock = warehouse.lock(relation)?;
-    let table = warehouse.table_for_write(relation).await?;
-    let mode = if table.version().is_some() { SaveMode::Append } else { SaveMode::Overwrite };
-    // New columns in later versions of pipe are added to the history (schema merge).
-    table
-        .write(vec![batch])
-        .with_save_mode(mode)
-        .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
-        .await?;
-    Ok(())
+    let lock = warehouse.lock(relation).await?;
+    let written = async {
+        let table = warehouse.table_for_write(relation).await?;
+        let mode = if table.version().is_some() { SaveMode::Append } else { SaveMode::Overwrite };
+        // New columns in later versions of pipe are added to the history (schema merge).
+        table
+            .write(vec![batch])
+            .with_save_mode(mode)
+            .with_schema_mode(deltalake::operations::write::SchemaMode::Merge)
+            .await?;
+        Ok(())
+    }
+    .await;
+    lock.release().await;
+    written
 }
 
 /// Column `i` of a history batch as plain strings (Delta reads strings back as views, timestamps cast to text).

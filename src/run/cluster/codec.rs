@@ -1,7 +1,7 @@
 //! How pipe's physical operators cross the wire to a Ballista scheduler and its executors.
 //!
 //! Every process of a pipe cluster (the client, `pipe ballista scheduler`, `pipe ballista executor`) uses
-//! [`PipeCodec`]: a plan node pipe defines ([`KeepFirstExec`], [`DeltaFilesWriteExec`]) is written as pipe's own
+//! [`PipeCodec`]: a plan node pipe defines ([`KeepFirstExec`], [`DeltaFilesWriteExec`], [`TaskTagExec`]) is written as pipe's own
 //! message, anything else Ballista's codec knows (its shuffle readers and writers, DataFusion's extension nodes)
 //! goes to that codec. The first byte of every encoded node says which, so a node is never decoded by the wrong
 //! codec.
@@ -27,6 +27,7 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf::{PhysicalExprNode, PhysicalSortExprNode};
 use prost::Message;
 
+use super::job::TaskTagExec;
 use super::write::{DeltaFilesWriteExec, FilesTarget};
 use crate::project::settings::ParquetCompression;
 use crate::run::dedupe::KeepFirstExec;
@@ -37,6 +38,8 @@ const BALLISTA: u8 = 0;
 const KEEP_FIRST: u8 = 1;
 /// A [`DeltaFilesWriteExec`].
 const FILES_WRITE: u8 = 2;
+/// A [`TaskTagExec`] (nothing but its input).
+const TASK_TAG: u8 = 3;
 /// The payload of a function call planned with pipe's DuckDB function of that name.
 const DUCKDB_FUNCTION: &[u8] = b"pipe.duckdb";
 
@@ -128,6 +131,10 @@ impl PhysicalExtensionCodec for PipeCodec {
                 };
                 Ok(Arc::new(DeltaFilesWriteExec::new(Arc::clone(input), target)))
             }
+            Some((&TASK_TAG, _)) => match inputs {
+                [input] => Ok(Arc::new(TaskTagExec::new(Arc::clone(input)))),
+                _ => internal_err!("a TaskTagExec has one input, got {}", inputs.len()),
+            },
             Some((other, _)) => internal_err!("unknown pipe plan node tag {other}"),
             None => internal_err!("an empty pipe plan node"),
         }
@@ -162,6 +169,10 @@ impl PhysicalExtensionCodec for PipeCodec {
             return message
                 .encode(buf)
                 .map_err(|e| DataFusionError::Internal(format!("cannot encode a DeltaFilesWriteExec: {e}")));
+        }
+        if node.downcast_ref::<TaskTagExec>().is_some() {
+            buf.push(TASK_TAG);
+            return Ok(());
         }
         buf.push(BALLISTA);
         self.ballista.try_encode(node, buf, proto_converter)

@@ -9,6 +9,7 @@
 //! superseded stage attempt beside the rerun's, which duplicates rows.
 
 pub mod codec;
+pub mod job;
 pub mod process;
 pub mod write;
 
@@ -37,23 +38,33 @@ pub fn job_config(local: &SessionConfig) -> SessionConfig {
 }
 
 /// Runs `plan` on the cluster whose scheduler is at `scheduler` (`host:port`) and streams its result back.
-/// pipe's row-accounting nodes, which report to this process, are taken out first.
+/// pipe's row-accounting nodes, which report to this process, are taken out first; their accountings get the job's
+/// metrics once the stream has ended ([`job::untagged`]).
 pub async fn execute(
     plan: Arc<dyn ExecutionPlan>,
     scheduler: &str,
     config: SessionConfig,
 ) -> Result<SendableRecordBatchStream> {
+    let mut accountings = Vec::new();
+    plan.apply(|node| {
+        if let Some(account) = node.downcast_ref::<crate::run::accounting::AccountExec>() {
+            accountings.push(Arc::clone(account.accounting()));
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    })?;
     let plan = without_accounting(plan)?;
+    let schema = plan.schema();
     let session_id = uuid::Uuid::new_v4().to_string();
-    ballista_core::execution_plans::execute_physical_plan::<PhysicalPlanNode>(
+    let stream = ballista_core::execution_plans::execute_physical_plan::<PhysicalPlanNode>(
         format!("http://{scheduler}"),
         &BallistaConfig::default(),
-        plan,
+        Arc::new(job::TaskTagExec::new(plan)),
         &PipeCodec::default(),
         session_id,
         config,
     )
-    .await
+    .await?;
+    Ok(job::untagged(stream, schema, scheduler.to_string(), accountings))
 }
 
 /// `plan` without [`crate::run::accounting::AccountExec`] nodes (each is replaced by its input).

@@ -52,6 +52,7 @@ pub async fn run_scheduler(options: &SchedulerOptions) -> Result<(), String> {
 
 /// Runs an executor until the process is stopped or its scheduler tells it to stop.
 pub async fn run_executor(options: &ExecutorOptions) -> Result<(), String> {
+    let work_dir = options.work_dir.clone();
     let config = ExecutorProcessConfig {
         bind_host: options.bind_host.clone(),
         external_host: Some(options.bind_host.clone()),
@@ -66,6 +67,16 @@ pub async fn run_executor(options: &ExecutorOptions) -> Result<(), String> {
         // A dead executor is noticed within seconds, not the default minute.
         executor_heartbeat_interval_seconds: 5,
         override_physical_codec: Some(Arc::new(PipeCodec::default())),
+        // Spills in the work folder, as Ballista's own runtime does; Parquet files of tables in a bucket read from
+        // it (`WarehouseStores`).
+        override_runtime_producer: Some(Arc::new(move |_: &datafusion::prelude::SessionConfig| {
+            let stores = Arc::new(crate::warehouse::files_scan::WarehouseStores::default());
+            let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_object_store_registry(stores);
+            if let Some(dir) = &work_dir {
+                runtime = runtime.with_temp_file_path(dir.clone());
+            }
+            runtime.build_arc()
+        })),
         ..ExecutorProcessConfig::default()
     };
     start_executor_process(Arc::new(config)).await.map_err(|e| e.to_string())

@@ -186,7 +186,7 @@ pub(crate) async fn overwrite(
     };
     let started = std::time::Instant::now();
     let plan = prepared.frame.clone().create_physical_plan().await.map_err(|e| RunError::query(name, e))?;
-    if let Some(input) = local_input(&plan, cx.warehouse.root()) {
+    if let Some(input) = local_input(&plan, cx.warehouse) {
         return Ok(Placement::Here(Some(format!("it reads {input}, which only this machine sees"))));
     }
     let target = FilesTarget {
@@ -209,8 +209,9 @@ pub(crate) async fn overwrite(
 }
 
 /// What `plan` reads that the executors may not see: rows held in this process's memory, or files on this
-/// machine's disk outside the warehouse folder (which executors share).
-pub(crate) fn local_input(plan: &Arc<dyn ExecutionPlan>, warehouse: &std::path::Path) -> Option<String> {
+/// machine's disk outside the warehouse folder (which executors share; with a warehouse in a bucket, every file
+/// on this machine's disk).
+pub(crate) fn local_input(plan: &Arc<dyn ExecutionPlan>, warehouse: &crate::warehouse::Warehouse) -> Option<String> {
     use datafusion::datasource::memory::MemorySourceConfig;
     use datafusion::datasource::physical_plan::FileScanConfig;
     use datafusion::datasource::source::DataSourceExec;
@@ -223,7 +224,7 @@ pub(crate) fn local_input(plan: &Arc<dyn ExecutionPlan>, warehouse: &std::path::
             if files.object_store_url.as_str().starts_with("file://") {
                 let outside = files.file_groups.iter().flat_map(|g| g.files()).find(|f| {
                     let path = std::path::Path::new("/").join(f.object_meta.location.as_ref());
-                    !path.starts_with(warehouse)
+                    warehouse.folder().is_none_or(|root| !path.starts_with(root))
                 });
                 if let Some(file) = outside {
                     return Some(format!("`/{}`", file.object_meta.location));

@@ -103,7 +103,7 @@ impl Materialize for ExternalMaterialization {
             checksum: node.checksum.clone(),
             run_id: cx.run_id.to_string(),
         };
-        cx.warehouse.write_external(&definition)?;
+        cx.warehouse.write_external(&definition).await?;
         let provider = provider(cx.session, &definition).await.map_err(|e| RunError::query(&node.name, e))?;
         Ok(Outcome {
             rows_written: Some(rows),

@@ -148,7 +148,12 @@ pub(super) async fn ingest(cx: &ModelContext<'_>, source: &SourceNode) -> Result
     // Per piece, its rows through the model's query (in memory, or staged on disk under a memory limit).
     let mut staged: Vec<Staged> = Vec::new();
     let mut transactions = Vec::new();
-    let pieces_dir = cx.warehouse.root().join("_pipe").join("pieces").join(cx.run_id);
+    // Copies of appended tails: local files (the scan reads them on this machine), beside a warehouse folder, else
+    // in the temporary folder.
+    let pieces_dir = match cx.warehouse.folder() {
+        Some(root) => root.join("_pipe").join("pieces").join(cx.run_id),
+        None => std::env::temp_dir().join("pipe-pieces").join(cx.run_id),
+    };
     let header = format == crate::project::SourceFormat::Csv && source.settings.header;
     let extension = match format {
         crate::project::SourceFormat::Json => "json",

@@ -304,7 +304,7 @@ pub(crate) async fn stage(
     #[cfg(feature = "ballista")]
     if let Some(scheduler) = cx.engine.scheduler() {
         let plan = frame.clone().create_physical_plan().await.map_err(query)?;
-        if crate::run::cluster::write::local_input(&plan, cx.warehouse.root()).is_none() {
+        if crate::run::cluster::write::local_input(&plan, cx.warehouse).is_none() {
             let schema = plan.schema();
             let config = crate::run::cluster::job_config(cx.session.state().config());
             let stream = crate::run::cluster::execute(plan, scheduler, config).await.map_err(query)?;

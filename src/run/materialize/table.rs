@@ -64,13 +64,8 @@ pub(super) async fn publish(
     }
     .await;
     // Published or refused, the staged copy has served its purpose.
-    match cx.warehouse.table_dir(&staged) {
-        Ok(dir) => {
-            if let Err(err) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!("staged result {} not removed: {err}", dir.display());
-            }
-        }
-        Err(err) => tracing::warn!("staged result not removed: {err}"),
+    if let Err(err) = cx.warehouse.drop_table(&staged).await {
+        tracing::warn!("staged result {staged} not removed: {err}");
     }
     published
 }

@@ -35,7 +35,8 @@ impl Materialize for ViewMaterialization {
             sql: node.compiled_sql.clone(),
             checksum: node.checksum.clone(),
             run_id: cx.run_id.to_string(),
-        })?;
+        })
+        .await?;
         let (provider, note, rows): (Arc<dyn datafusion::catalog::TableProvider>, _, _) = if cx.compute_once {
             let schema = Arc::new(frame.schema().as_arrow().clone());
             let batches = accounted(cx, frame).collect().await.map_err(|e| RunError::query(&node.name, e))?;

@@ -89,7 +89,8 @@ fn pipe(server: &Server, dir: &Path, args: &[&str]) -> Output {
 fn example_in(url: &str) -> tempfile::TempDir {
     let project = support::example_project();
     let file = project.path().join("pipe.yml");
-    let text = std::fs::read_to_string(&file).unwrap().replace("warehouse: warehouse\n", &format!("warehouse: {url}\n"));
+    let text =
+        std::fs::read_to_string(&file).unwrap().replace("warehouse: warehouse\n", &format!("warehouse: {url}\n"));
     std::fs::write(&file, text).unwrap();
     project
 }
@@ -172,8 +173,12 @@ fn the_example_project_builds_in_a_bucket_with_the_tables_of_a_local_folder() {
     let history = pipe(&server, remote.path(), &["history", "gld_daily_revenue", "-o", "csv"]);
     let shown = support::text(&history.stdout);
     assert_eq!(history.status.code(), Some(0), "{}", support::text(&history.stderr));
-    assert_eq!(shown.lines().count(), 3, "a header and two versions:
-{shown}");
+    assert_eq!(
+        shown.lines().count(),
+        3,
+        "a header and two versions:
+{shown}"
+    );
     let as_of = query(&server, remote.path(), "select * from gold.gld_daily_revenue version as of 0");
     assert_eq!(sorted(&as_of), before);
 
@@ -205,7 +210,9 @@ fn two_builds_at_once_in_a_bucket_neither_lose_nor_double_a_commit() {
     let (first, second) = (example_in(url), example_in(url));
     let mut running: Vec<Child> = [&first, &second]
         .iter()
-        .map(|p| pipe_command(&server, p.path(), &["build"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|p| {
+            pipe_command(&server, p.path(), &["build"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+        })
         .collect();
     let outputs: Vec<Output> = running.drain(..).map(|c| c.wait_with_output().unwrap()).collect();
     for output in &outputs {
@@ -215,11 +222,8 @@ fn two_builds_at_once_in_a_bucket_neither_lose_nor_double_a_commit() {
 
     // Each raw file was ingested by one build: one commit with rows per bronze table.
     for relation in ["bronze.brz_orders", "bronze.brz_customers", "bronze.brz_events"] {
-        let files = query(
-            &server,
-            first.path(),
-            &format!("select count(distinct _pipe_batch_id) as batches from {relation}"),
-        );
+        let files =
+            query(&server, first.path(), &format!("select count(distinct _pipe_batch_id) as batches from {relation}"));
         assert_eq!(files, "batches\n1\n", "{relation}");
     }
     let again = pipe(&server, second.path(), &["build"]);
@@ -247,12 +251,14 @@ fn a_write_lease_is_held_by_one_writer_at_a_time_and_an_expired_one_is_taken_ove
         second.release().await;
 
         // A lease whose holder died: its expiry has passed.
-        let stale = serde_json::json!({"owner": "dead", "pid": 1, "expires_at": chrono::Utc::now().timestamp_millis() - 1000});
+        let stale =
+            serde_json::json!({"owner": "dead", "pid": 1, "expires_at": chrono::Utc::now().timestamp_millis() - 1000});
         store.put(&path, PutPayload::from(serde_json::to_vec(&stale).unwrap())).await.unwrap();
-        let taken = tokio::time::timeout(Duration::from_secs(10), Lease::acquire(Arc::clone(&store), path.clone(), "x"))
-            .await
-            .expect("an expired lease is taken over")
-            .unwrap();
+        let taken =
+            tokio::time::timeout(Duration::from_secs(10), Lease::acquire(Arc::clone(&store), path.clone(), "x"))
+                .await
+                .expect("an expired lease is taken over")
+                .unwrap();
         let body: serde_json::Value =
             serde_json::from_slice(&store.get(&path).await.unwrap().bytes().await.unwrap()).unwrap();
         assert_ne!(body["owner"], "dead");
@@ -260,4 +266,68 @@ fn a_write_lease_is_held_by_one_writer_at_a_time_and_an_expired_one_is_taken_ove
         taken.release().await;
         assert!(store.head(&path).await.is_err(), "a released lease is gone");
     });
+}
+
+/// A scheduler and two executors of pipe's (one task slot each), with the bucket's variables; killed when dropped.
+#[cfg(feature = "ballista")]
+fn cluster(server: &Server, dir: &Path) -> (String, Vec<Child>) {
+    let scheduler = format!("127.0.0.1:{}", free_port());
+    let start = |args: &[&str]| {
+        let mut command = pipe_command(server, dir, args);
+        command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    };
+    let mut processes = vec![start(&["ballista", "scheduler", "--bind", &scheduler, "--executor-timeout", "10s"])];
+    for i in 0..2 {
+        let work_dir = dir.join(format!("executor{i}"));
+        std::fs::create_dir_all(&work_dir).unwrap();
+        let (port, grpc) = (free_port().to_string(), free_port().to_string());
+        processes.push(start(&[
+            "ballista",
+            "executor",
+            "--scheduler",
+            &scheduler,
+            "--bind-host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--grpc-port",
+            &grpc,
+            "--concurrent-tasks",
+            "1",
+            "--work-dir",
+            work_dir.to_str().unwrap(),
+        ]));
+    }
+    let started = Instant::now();
+    while TcpStream::connect(&scheduler).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the scheduler did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The executors register within their first heartbeat.
+    std::thread::sleep(Duration::from_secs(3));
+    (format!("df://{scheduler}"), processes)
+}
+
+/// The example project on a Ballista cluster with its warehouse in a bucket: the executors read the tables' files
+/// from the bucket and write the new ones there; the tables are a local folder's.
+#[cfg(feature = "ballista")]
+#[test]
+fn the_example_project_builds_on_a_cluster_into_a_bucket() {
+    let server = server();
+    let local = support::example_project();
+    let built = support::pipe(local.path(), &["build"]);
+    assert_eq!(built.status.code(), Some(0), "{}", support::text(&built.stderr));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (scheduler, mut processes) = cluster(&server, dir.path());
+    let remote = example_in("s3://warehouse/cluster");
+    let built = pipe(&server, remote.path(), &["build", "--scheduler", &scheduler]);
+    let log = support::text(&built.stderr);
+    for process in &mut processes {
+        let _ = process.kill();
+        let _ = process.wait();
+    }
+    assert_eq!(built.status.code(), Some(0), "{log}");
+    assert_eq!(log.matches("not the cluster").count(), 1, "only the seed ran here:\n{log}");
+    assert_eq!(dump(&server, remote.path()), dump(&server, local.path()));
 }

@@ -8,8 +8,8 @@ use clap::{Args, ValueEnum};
 
 use super::{compile_reported_with, selected_ids, target_dir, Partial, ProjectArgs, SelectArgs};
 use crate::manifest::NodeKind;
-use crate::warehouse::{Location, Warehouse};
 use crate::run::{self, BuildOptions, BuildRequest, NodeResult, NodeStatus};
+use crate::warehouse::{Location, Warehouse};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -334,9 +334,8 @@ fn deferred(
             continue;
         }
         let here = match &local {
-            Some(w) => runtime.block_on(async {
-                w.has_table(&node.relation).await || w.read_view(&node.relation).await.is_some()
-            }),
+            Some(w) => runtime
+                .block_on(async { w.has_table(&node.relation).await || w.read_view(&node.relation).await.is_some() }),
             None => false,
         };
         if here && !args.favor_state {
@@ -463,7 +462,9 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
     if !args.allow_breaking {
         let breaks = runtime.block_on(async {
             let location = Location::resolve(&args.project.project_dir, &manifest.project.warehouse)?;
-            Ok::<_, crate::warehouse::RunError>(run::schema_gate(&manifest, &Warehouse::open_at(&location)?, &selected).await)
+            Ok::<_, crate::warehouse::RunError>(
+                run::schema_gate(&manifest, &Warehouse::open_at(&location)?, &selected).await,
+            )
         });
         let breaks = match breaks {
             Ok(breaks) => breaks,
@@ -647,7 +648,12 @@ impl Cycle<'_> {
             // An unusable `warehouse:` fails the build itself, with its message; the events then name folders.
             let warehouse = Location::resolve(project_dir, &manifest.project.warehouse)
                 .unwrap_or_else(|_| Location::Folder(project_dir.join(&manifest.project.warehouse)));
-            std::sync::Arc::new(crate::lineage::openlineage::Emitter::start(transport, manifest, project_dir, &warehouse))
+            std::sync::Arc::new(crate::lineage::openlineage::Emitter::start(
+                transport,
+                manifest,
+                project_dir,
+                &warehouse,
+            ))
         };
         let request = BuildRequest {
             manifest,

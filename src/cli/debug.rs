@@ -157,7 +157,10 @@ fn reachable(location: &crate::warehouse::Location) -> Result<String, String> {
     runtime.block_on(async {
         let warehouse = crate::warehouse::Warehouse::open_at(location).map_err(|e| e.to_string())?;
         let probe = format!(".pipe-debug-{}", std::process::id());
-        warehouse.write_document(&["_pipe", &probe], b"probe".to_vec()).await.map_err(|e| format!("not writable: {e}"))?;
+        warehouse
+            .write_document(&["_pipe", &probe], b"probe".to_vec())
+            .await
+            .map_err(|e| format!("not writable: {e}"))?;
         let listed = warehouse.list_documents(&["_pipe"]).await.contains(&probe);
         warehouse.remove_document(&["_pipe", &probe]).await.map_err(|e| format!("probe not removed: {e}"))?;
         match listed {

@@ -105,7 +105,8 @@ impl RowAccounting {
 
     /// Whether any accounted plan or job has run.
     pub fn is_empty(&self) -> bool {
-        self.plans.lock().map(|p| p.is_empty()).unwrap_or(true) && self.jobs.lock().map(|j| j.is_empty()).unwrap_or(true)
+        self.plans.lock().map(|p| p.is_empty()).unwrap_or(true)
+            && self.jobs.lock().map(|j| j.is_empty()).unwrap_or(true)
     }
 
     /// Sums the metrics of every plan that ran. `owner` maps a scanned file's object-store path to the relation

@@ -75,8 +75,9 @@ pub fn clean_message(text: &str) -> String {
     if !noise.iter().any(|n| text.contains(n)) {
         return text.trim().to_string();
     }
+    // The request for a bug report goes; the sentence an "Internal error" labels is what went wrong, and stays.
     let mut text: String =
-        text.split_inclusive(". ").filter(|sentence| !noise.iter().any(|n| sentence.contains(n))).collect();
+        text.split_inclusive(". ").filter(|sentence| !noise[..3].iter().any(|n| sentence.contains(n))).collect();
     for noise in ["Internal error: ", "This issue was likely caused by a bug in DataFusion's code."] {
         text = text.replace(noise, "");
     }
@@ -408,6 +409,18 @@ mod tests {
             clean_message(wrapped),
             "`coalesce` does not take arguments of type (Int64, Utf8); cast them to types it takes"
         );
+    }
+
+    #[test]
+    fn an_internal_error_relayed_whole_keeps_its_words() {
+        let relayed = "Execution error: Status { code: Internal, message: \"Could not parse plan: DataFusion error: \
+                       Internal error: No suitable object store found for s3://w/. See `RuntimeEnv::register_object_store`.\" }";
+        let message = clean_message(relayed);
+        assert!(
+            message.contains("Could not parse plan") && message.contains("No suitable object store found"),
+            "{message}"
+        );
+        assert!(!message.contains("Internal error"), "{message}");
     }
 
     #[test]

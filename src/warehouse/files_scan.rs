@@ -30,6 +30,9 @@ pub struct DeltaFiles {
     file_schema: SchemaRef,
     partition_columns: Vec<FieldRef>,
     store: ObjectStoreUrl,
+    /// The store at `store`, registered with a session that scans the files and does not know it yet (as
+    /// delta-rs's scan registers its own).
+    object_store: Arc<dyn deltalake::ObjectStore>,
     files: Vec<PartitionedFile>,
     /// Rows in the version, from the log's file statistics (`None` when a file has none).
     rows: Option<usize>,
@@ -85,7 +88,8 @@ impl DeltaFiles {
             partitioned.partition_values = partition_values;
             files.push(partitioned);
         }
-        Ok(DeltaFiles { schema, file_schema, partition_columns, store, files, rows, version })
+        let object_store = table.log_store().root_object_store(None);
+        Ok(DeltaFiles { schema, file_schema, partition_columns, store, object_store, files, rows, version })
     }
 
     /// Whether `filter` reads only columns stored in the files (not partition values).
@@ -156,6 +160,10 @@ impl TableProvider for DeltaFiles {
             total_byte_size: Precision::Absent,
             column_statistics: Statistics::unknown_column(&self.schema),
         };
+        let runtime = state.runtime_env();
+        if runtime.object_store(&self.store).is_err() {
+            runtime.register_object_store(self.store.as_ref(), Arc::clone(&self.object_store));
+        }
         let config = FileScanConfigBuilder::new(self.store.clone(), source)
             .with_file_groups(file_groups)
             .with_statistics(statistics)

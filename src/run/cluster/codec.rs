@@ -233,8 +233,8 @@ mod tests {
     use super::PipeCodec;
     use crate::run::dedupe::{DedupeRule, PipeQueryPlanner};
 
-    /// A plan holding a `KeepFirstExec` (keys, a descending order with nulls last) is encoded to bytes and decoded
-    /// back to the same plan.
+    /// A plan holding a `KeepFirstExec` (keys, a descending order with nulls last), under a `TaskTagExec`, is
+    /// encoded to bytes and decoded back to the same plan.
     #[tokio::test]
     async fn keep_first_round_trips() {
         let schema =
@@ -255,8 +255,11 @@ mod tests {
         let sql = "select k, o from (select *, row_number() over (partition by k + 1 order by o desc nulls last) \
                    as rn from t) where rn = 1";
         let plan = ctx.sql(sql).await.unwrap().create_physical_plan().await.unwrap();
+        // Under the task tag every submitted plan gets.
+        let plan: Arc<dyn datafusion::physical_plan::ExecutionPlan> =
+            Arc::new(crate::run::cluster::job::TaskTagExec::new(plan));
         let shown = displayable(plan.as_ref()).indent(true).to_string();
-        assert!(shown.contains("KeepFirstExec"), "{shown}");
+        assert!(shown.contains("KeepFirstExec") && shown.starts_with("TaskTagExec"), "{shown}");
 
         let codec = PipeCodec::default();
         let bytes = PhysicalPlanNode::try_from_physical_plan(Arc::clone(&plan), &codec).unwrap().encode_to_vec();

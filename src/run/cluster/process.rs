@@ -44,6 +44,14 @@ pub async fn run_scheduler(options: &SchedulerOptions) -> Result<(), String> {
         no_executors_grace_period_seconds: options.executor_timeout.as_secs().max(6),
         expire_dead_executor_interval_seconds: (options.executor_timeout.as_secs() / 2).clamp(1, 5),
         override_physical_codec: Some(Arc::new(PipeCodec::default())),
+        // Ballista's session, whose object stores know a warehouse's bucket: decoding a plan resolves the store
+        // of every file it scans.
+        override_session_builder: Some(Arc::new(|config| {
+            let state = ballista_core::utils::default_session_builder(config)?;
+            Ok(datafusion::execution::SessionStateBuilder::new_from_existing(state)
+                .with_runtime_env(bucket_runtime(None)?)
+                .build())
+        })),
         ..SchedulerConfig::default()
     };
     let cluster = BallistaCluster::new_from_config(&config).await.map_err(|e| e.to_string())?;
@@ -70,14 +78,21 @@ pub async fn run_executor(options: &ExecutorOptions) -> Result<(), String> {
         // Spills in the work folder, as Ballista's own runtime does; Parquet files of tables in a bucket read from
         // it (`WarehouseStores`).
         override_runtime_producer: Some(Arc::new(move |_: &datafusion::prelude::SessionConfig| {
-            let stores = Arc::new(crate::warehouse::files_scan::WarehouseStores::default());
-            let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_object_store_registry(stores);
-            if let Some(dir) = &work_dir {
-                runtime = runtime.with_temp_file_path(dir.clone());
-            }
-            runtime.build_arc()
+            bucket_runtime(work_dir.as_deref())
         })),
         ..ExecutorProcessConfig::default()
     };
     start_executor_process(Arc::new(config)).await.map_err(|e| e.to_string())
+}
+
+/// A runtime whose object stores open a warehouse's bucket (`WarehouseStores`), spilling into `work_dir`.
+fn bucket_runtime(
+    work_dir: Option<&str>,
+) -> datafusion::common::Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+    let stores = Arc::new(crate::warehouse::files_scan::WarehouseStores::default());
+    let mut runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new().with_object_store_registry(stores);
+    if let Some(dir) = work_dir {
+        runtime = runtime.with_temp_file_path(dir);
+    }
+    runtime.build_arc()
 }

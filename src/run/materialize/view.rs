@@ -29,14 +29,15 @@ impl Materialize for ViewMaterialization {
         let frame = plan_query(cx, &node.compiled_sql).await?;
         let plan_time = started.elapsed();
         let started = Instant::now();
-        cx.warehouse.write_view(&ViewDefinition {
-            relation: node.relation.clone(),
-            unique_id: node.unique_id.clone(),
-            sql: node.compiled_sql.clone(),
-            checksum: node.checksum.clone(),
-            run_id: cx.run_id.to_string(),
-        })
-        .await?;
+        cx.warehouse
+            .write_view(&ViewDefinition {
+                relation: node.relation.clone(),
+                unique_id: node.unique_id.clone(),
+                sql: node.compiled_sql.clone(),
+                checksum: node.checksum.clone(),
+                run_id: cx.run_id.to_string(),
+            })
+            .await?;
         let (provider, note, rows): (Arc<dyn datafusion::catalog::TableProvider>, _, _) = if cx.compute_once {
             let schema = Arc::new(frame.schema().as_arrow().clone());
             let batches = accounted(cx, frame).collect().await.map_err(|e| RunError::query(&node.name, e))?;

@@ -95,21 +95,9 @@ fn example_in(url: &str) -> tempfile::TempDir {
     project
 }
 
-/// Every table of the example project as `support::dump` gives it, read with `pipe query` through `pipe`.
+/// Every table of the example project as `support::dump` gives it, read with `pipe query` with the bucket's variables.
 fn dump(server: &Server, dir: &Path) -> String {
-    let mut out = String::new();
-    for relation in support::RELATIONS {
-        let columns = if relation.starts_with("bronze.") { "* exclude (_pipe_loaded_at, _pipe_batch_id)" } else { "*" };
-        let output = pipe(server, dir, &["query", &format!("select {columns} from {relation}"), "-o", "csv"]);
-        assert_eq!(output.status.code(), Some(0), "{relation}: {}", support::text(&output.stderr));
-        let csv = support::text(&output.stdout);
-        let mut lines = csv.lines();
-        let header = lines.next().unwrap_or_default().to_string();
-        let mut rows: Vec<&str> = lines.collect();
-        rows.sort();
-        out.push_str(&format!("== {relation}\n{header}\n{}\n", rows.join("\n")));
-    }
-    out
+    support::dump_with(&|args| pipe(server, dir, args))
 }
 
 fn query(server: &Server, dir: &Path, sql: &str) -> String {

@@ -540,54 +540,41 @@ impl Warehouse {
         }
     }
 
-    /// The names of the folders (or, in a bucket, the common prefixes) directly under `parts`.
+    /// The names of the folders (or, in a bucket, the common prefixes) directly under `parts`, sorted.
     pub async fn list_folders(&self, parts: &[&str]) -> Vec<String> {
-        match &self.root {
-            Root::Folder(root) => {
-                let Ok(dir) = join_inside(root, parts) else { return Vec::new() };
-                let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-                let mut names: Vec<String> = entries
-                    .filter_map(Result::ok)
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-                names.sort();
-                names
-            }
-            Root::Bucket { store, .. } => {
-                let Ok(prefix) = object_path(parts) else { return Vec::new() };
-                let Ok(listing) = store.list_with_delimiter(Some(&prefix)).await else { return Vec::new() };
-                let mut names: Vec<String> =
-                    listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
-                names.sort();
-                names
-            }
-        }
+        self.list(parts, true).await
     }
 
-    /// The names of the documents directly under `parts`.
+    /// The names of the documents directly under `parts`, sorted.
     pub async fn list_documents(&self, parts: &[&str]) -> Vec<String> {
-        match &self.root {
+        self.list(parts, false).await
+    }
+
+    /// The names of the folders (`folders`) or the files directly under `parts`, sorted; none when it cannot be
+    /// listed.
+    async fn list(&self, parts: &[&str], folders: bool) -> Vec<String> {
+        let mut names: Vec<String> = match &self.root {
             Root::Folder(root) => {
                 let Ok(dir) = join_inside(root, parts) else { return Vec::new() };
                 let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-                let mut names: Vec<String> = entries
+                entries
                     .filter_map(Result::ok)
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .filter(|e| e.file_type().is_ok_and(|t| if folders { t.is_dir() } else { t.is_file() }))
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect();
-                names.sort();
-                names
+                    .collect()
             }
             Root::Bucket { store, .. } => {
                 let Ok(prefix) = object_path(parts) else { return Vec::new() };
                 let Ok(listing) = store.list_with_delimiter(Some(&prefix)).await else { return Vec::new() };
-                let mut names: Vec<String> =
-                    listing.objects.iter().filter_map(|o| o.location.filename().map(str::to_string)).collect();
-                names.sort();
-                names
+                let paths = match folders {
+                    true => listing.common_prefixes,
+                    false => listing.objects.into_iter().map(|o| o.location).collect(),
+                };
+                paths.iter().filter_map(|p| p.filename().map(str::to_string)).collect()
             }
-        }
+        };
+        names.sort();
+        names
     }
 
     /// A DataFusion provider over the loaded version of `table`.

@@ -90,11 +90,16 @@ pub const RELATIONS: &[&str] = &[
 
 /// Every table as CSV with its rows sorted, so the dump does not depend on file or thread order.
 pub fn dump(dir: &Path) -> String {
+    dump_with(&|args| pipe(dir, args))
+}
+
+/// [`dump`], running `pipe` through `run` (with the arguments it is given).
+pub fn dump_with(run: &dyn Fn(&[&str]) -> Output) -> String {
     let mut out = String::new();
     for relation in RELATIONS {
         // Bronze rows carry when and by which run they were loaded: volatile, so left out of the dump.
         let columns = if relation.starts_with("bronze.") { "* exclude (_pipe_loaded_at, _pipe_batch_id)" } else { "*" };
-        let output = pipe(dir, &["query", &format!("select {columns} from {relation}"), "-o", "csv"]);
+        let output = run(&["query", &format!("select {columns} from {relation}"), "-o", "csv"]);
         assert_eq!(output.status.code(), Some(0), "{relation}: {}", text(&output.stderr));
         let csv = text(&output.stdout);
         let mut lines = csv.lines();

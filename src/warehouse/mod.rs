@@ -258,13 +258,6 @@ impl Warehouse {
         }
     }
 
-    pub fn location(&self) -> Location {
-        match &self.root {
-            Root::Folder(path) => Location::Folder(path.clone()),
-            Root::Bucket { url, .. } => Location::Bucket(url.clone()),
-        }
-    }
-
     /// The warehouse folder; `None` for a warehouse in a bucket.
     pub fn folder(&self) -> Option<&Path> {
         match &self.root {
@@ -298,7 +291,7 @@ impl Warehouse {
 
     /// `<warehouse>/<schema>/<name>` for a relation `schema.name` in a warehouse folder; an error for a name that is
     /// not one, or in a bucket.
-    pub fn table_dir(&self, relation: &str) -> Result<PathBuf, RunError> {
+    fn table_dir(&self, relation: &str) -> Result<PathBuf, RunError> {
         match &self.root {
             Root::Folder(root) => relation_dir(root, relation),
             Root::Bucket { url, .. } => Err(RunError::Internal(format!("the warehouse at {url} has no folders"))),

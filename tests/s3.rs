@@ -184,6 +184,53 @@ fn the_example_project_builds_in_a_bucket_with_the_tables_of_a_local_folder() {
     assert!(said.contains("s3://warehouse/example/ [OK writable"), "{said}");
 }
 
+/// The bucket's endpoint, region and credentials from the profile target, as a dbt-duckdb project writes them
+/// (`settings: s3_*`), with no AWS variable set: the build, `pipe query` and `pipe debug` reach the bucket, and
+/// the secret is not written to the manifest.
+#[test]
+fn a_profile_targets_s3_settings_reach_the_bucket_without_aws_variables() {
+    let server = server();
+    let project = support::example_project();
+    let host = server.endpoint.trim_start_matches("http://");
+    std::fs::write(
+        project.path().join("profiles.yml"),
+        format!(
+            "shop:\n  target: prod\n  outputs:\n    prod:\n      type: duckdb\n      warehouse: s3://warehouse/profile\n      \
+             settings:\n        s3_endpoint: '{host}'\n        s3_use_ssl: false\n        s3_url_style: path\n        \
+             s3_region: us-east-1\n        s3_access_key_id: pipe-test\n        \
+             s3_secret_access_key: \"{{{{ env_var('SHOP_S3_SECRET') }}}}\"\n"
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let mut command = Command::new(assert_cmd::cargo::cargo_bin("pipe"));
+        command.current_dir(project.path()).env("NO_COLOR", "1").env_remove("PIPE_LOG");
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("AWS_")) {
+            command.env_remove(key);
+        }
+        command.env("SHOP_S3_SECRET", "very-secret-value").args(args).output().unwrap()
+    };
+    let built = run(&["build"]);
+    assert_eq!(built.status.code(), Some(0), "{}", support::text(&built.stderr));
+    let revenue = run(&["query", "select count(*) as n from gold.gld_daily_revenue", "-o", "csv"]);
+    assert_eq!(revenue.status.code(), Some(0), "{}", support::text(&revenue.stderr));
+    assert_ne!(support::text(&revenue.stdout), "n\n0\n");
+    let debug = run(&["debug"]);
+    assert!(
+        support::text(&debug.stderr).contains("s3://warehouse/profile/ [OK writable"),
+        "{}",
+        support::text(&debug.stderr)
+    );
+    let manifest = std::fs::read_to_string(project.path().join("target/manifest.json")).unwrap();
+    assert!(manifest.contains(host), "the endpoint is the project's record");
+    assert!(!manifest.contains("very-secret-value"), "the secret is not written down");
+    // The tables are in the bucket, where the test's own client finds them.
+    let store = store(&server, "profile");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let found = runtime.block_on(store.head(&"gold/gld_daily_revenue/_delta_log/00000000000000000000.json".into()));
+    assert!(found.is_ok(), "{found:?}");
+}
+
 /// Two builds of one project into one bucket at once: each model is written by one of them at a time (its lease),
 /// every commit is whole, and no raw file is ingested twice: the tables are one build's. A third build ingests
 /// nothing again.

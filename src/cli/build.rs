@@ -306,13 +306,13 @@ fn deferred(
         Some(dir) => Location::Folder(dir.clone()),
         None => {
             let folder = manifest_path.parent().and_then(|p| p.parent()).unwrap_or(std::path::Path::new("."));
-            Location::resolve(folder, &state.project.warehouse).map_err(|e| e.to_string())?
+            Location::of(folder, &state.project).map_err(|e| e.to_string())?
         }
     };
     if warehouse.folder().is_some_and(|dir| !dir.is_dir()) {
         return Err(format!("the state's warehouse `{warehouse}` does not exist; name it with `--defer-warehouse`"));
     }
-    let local = Location::resolve(&args.project.project_dir, &manifest.project.warehouse).map_err(|e| e.to_string())?;
+    let local = Location::of(&args.project.project_dir, &manifest.project).map_err(|e| e.to_string())?;
     let chosen: std::collections::BTreeSet<&str> = selected.iter().map(String::as_str).collect();
     let mut upstream = std::collections::BTreeSet::new();
     let mut frontier: Vec<&str> = selected.iter().map(String::as_str).collect();
@@ -461,7 +461,7 @@ pub(super) fn run_with(args: &BuildArgs, scope: Scope, backfill: Option<Backfill
     let runtime = super::runtime(Some(threads))?;
     if !args.allow_breaking {
         let breaks = runtime.block_on(async {
-            let location = Location::resolve(&args.project.project_dir, &manifest.project.warehouse)?;
+            let location = Location::of(&args.project.project_dir, &manifest.project)?;
             Ok::<_, crate::warehouse::RunError>(
                 run::schema_gate(&manifest, &Warehouse::open_at(&location)?, &selected).await,
             )
@@ -646,7 +646,7 @@ impl Cycle<'_> {
             let transport = crate::lineage::openlineage::Transport::new(self.target, args.openlineage_url.as_deref());
             let project_dir = &args.project.project_dir;
             // An unusable `warehouse:` fails the build itself, with its message; the events then name folders.
-            let warehouse = Location::resolve(project_dir, &manifest.project.warehouse)
+            let warehouse = Location::of(project_dir, &manifest.project)
                 .unwrap_or_else(|_| Location::Folder(project_dir.join(&manifest.project.warehouse)));
             std::sync::Arc::new(crate::lineage::openlineage::Emitter::start(
                 transport,

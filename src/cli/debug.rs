@@ -138,7 +138,11 @@ pub(super) fn run(args: &DebugArgs) -> anyhow::Result<ExitCode> {
         let written = target.as_ref().and_then(|t| t.warehouse.as_deref()).unwrap_or(&project.config.warehouse);
         match Location::resolve(&project.root, written) {
             Ok(Location::Folder(root)) => checks.line(&super::display_path(&root), writable(&root)),
-            Ok(location) => checks.line(&location.to_string(), reachable(&location)),
+            Ok(Location::Bucket(url, _)) => {
+                let settings = target.as_ref().map(|t| t.bucket.clone()).unwrap_or_default();
+                let location = Location::Bucket(url, settings);
+                checks.line(&location.to_string(), reachable(&location))
+            }
             Err(err) => checks.line(written, Err(err.to_string())),
         }
     }

@@ -67,7 +67,7 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<Result<PathBuf, ExitCode>> {
         Err(code) => return Ok(Err(code)),
     };
     let manifest = compilation.manifest.as_ref().expect("a compile without errors has a manifest");
-    let location = crate::warehouse::Location::resolve(&args.project.project_dir, &manifest.project.warehouse)?;
+    let location = crate::warehouse::Location::of(&args.project.project_dir, &manifest.project)?;
     // A warehouse folder not built yet is not created by the docs; a bucket is always read.
     let facts = if location.folder().is_none_or(Path::is_dir) {
         let runtime = super::runtime(None)?;

@@ -264,7 +264,7 @@ pub(super) fn schema(args: &SchemaArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: no model or source named `{}`", args.name);
         return Ok(ExitCode::from(2));
     };
-    let location = crate::warehouse::Location::resolve(&args.project.project_dir, &manifest.project.warehouse)?;
+    let location = crate::warehouse::Location::of(&args.project.project_dir, &manifest.project)?;
     let warehouse = crate::warehouse::Warehouse::open_at(&location)?;
     let mut versions = super::runtime(None)?.block_on(registry::versions(&warehouse, &relation));
     let Some(latest) = versions.pop() else {

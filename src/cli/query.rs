@@ -200,7 +200,7 @@ pub(super) fn history(args: &HistoryArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = super::runtime(None)?;
     let versions = runtime.block_on(async {
-        let location = crate::warehouse::Location::resolve(&args.project.project_dir, &manifest.project.warehouse)?;
+        let location = crate::warehouse::Location::of(&args.project.project_dir, &manifest.project)?;
         let warehouse = Warehouse::open_at(&location)?;
         run::history::history(&warehouse, &node.relation, args.limit).await
     });

@@ -432,6 +432,7 @@ fn build_manifest(
             warehouse: project.warehouse().to_string(),
             target_path: project.config.target_path.clone(),
             sql_dialect: project.config.dialect(),
+            bucket: project.target.bucket.clone(),
         },
         nodes,
         sources,

@@ -198,6 +198,9 @@ pub struct ProjectInfo {
     /// The SQL semantics the models are planned and run with.
     #[serde(default)]
     pub sql_dialect: crate::project::SqlDialect,
+    /// How to reach a warehouse in a bucket (the profile target's S3 settings; its credentials are not written).
+    #[serde(default, skip_serializing_if = "crate::project::profiles::BucketSettings::is_unset")]
+    pub bucket: crate::project::profiles::BucketSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

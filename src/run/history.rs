@@ -97,11 +97,9 @@ impl Warehouse {
         if version == last {
             return Ok(latest);
         }
-        deltalake::open_table_with_version(self.table_url(relation)?, version as u64).await.map_err(|e| {
-            RunError::History {
-                relation: relation.to_string(),
-                message: format!("`{relation}` as of {}: {e}", as_of.label()),
-            }
+        self.table_builder(relation)?.with_version(version as u64).load().await.map_err(|e| RunError::History {
+            relation: relation.to_string(),
+            message: format!("`{relation}` as of {}: {e}", as_of.label()),
         })
     }
 }

@@ -170,7 +170,7 @@ pub async fn build(
 ) -> Result<BuildReport, RunError> {
     let manifest = request.manifest;
     if request.options.schema_gate {
-        let location = crate::warehouse::Location::resolve(request.project_root, &manifest.project.warehouse)?;
+        let location = crate::warehouse::Location::of(request.project_root, &manifest.project)?;
         let breaks = schema_gate(manifest, &Warehouse::open_at(&location)?, &request.selected).await;
         if !breaks.is_empty() {
             return Err(RunError::BreakingSchema { breaks });

@@ -60,8 +60,9 @@ pub async fn open_session(
     project_root: &Path,
     memory_limit: Option<usize>,
 ) -> Result<(SessionContext, Warehouse, BTreeMap<String, String>), RunError> {
-    let warehouse = Warehouse::open_at(&Location::resolve(project_root, &manifest.project.warehouse)?)?;
+    let warehouse = Warehouse::open_at(&Location::of(project_root, &manifest.project)?)?;
     let ctx = session::new_session(manifest, memory_limit)?;
+    warehouse.register_store(&ctx.runtime_env())?;
     let mut source_errors = BTreeMap::new();
     for source in manifest.sources.values().filter(|s| s.seed.is_none()) {
         if let Err(err) = sources::register_source(&ctx, project_root, source).await {

@@ -16,6 +16,8 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+pub use crate::project::profiles::BucketSettings;
+
 pub mod catalog;
 mod error;
 pub mod files_scan;
@@ -59,16 +61,17 @@ pub struct Warehouse {
 enum Root {
     /// A local folder (absolute).
     Folder(PathBuf),
-    /// A prefix of an object store (`s3://bucket/prefix/`); `store`'s paths are relative to it.
-    Bucket { url: Url, store: Arc<dyn deltalake::ObjectStore> },
+    /// A prefix of an object store (`s3://bucket/prefix/`); `store`'s paths are relative to it. `options` are the
+    /// store options every table in it is opened with (the bucket settings of the profile target).
+    Bucket { url: Url, store: Arc<dyn deltalake::ObjectStore>, options: Vec<(String, String)> },
 }
 
 /// Where a warehouse is: the project's `warehouse:` as written, resolved against the project folder.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Location {
     Folder(PathBuf),
-    /// An object-store prefix, `s3://bucket/prefix/` (always with the trailing slash).
-    Bucket(Url),
+    /// An object-store prefix, `s3://bucket/prefix/` (always with the trailing slash), and how to reach it.
+    Bucket(Url, BucketSettings),
 }
 
 /// The URL schemes a warehouse can be stored at (S3 and S3-compatible servers).
@@ -105,7 +108,16 @@ impl Location {
         if !url.path().ends_with('/') {
             url.set_path(&format!("{}/", url.path()));
         }
-        Ok(Location::Bucket(url))
+        Ok(Location::Bucket(url, BucketSettings::default()))
+    }
+
+    /// Where a compiled project's warehouse is (its `warehouse:`, resolved against `project_dir`), reached with the
+    /// bucket settings of its target.
+    pub fn of(project_dir: &Path, project: &crate::manifest::ProjectInfo) -> Result<Location, RunError> {
+        Ok(match Location::resolve(project_dir, &project.warehouse)? {
+            Location::Bucket(url, _) => Location::Bucket(url, project.bucket.clone()),
+            folder => folder,
+        })
     }
 
     /// Where `relation`'s table is, as text: its folder's absolute path, or its URL (no trailing slash).
@@ -117,7 +129,7 @@ impl Location {
                 let root = std::path::absolute(root).unwrap_or_else(|_| root.clone());
                 Some(join_inside(&root, &parts).ok()?.to_string_lossy().into_owned())
             }
-            Location::Bucket(url) => Some(bucket_url_of(url, &parts)?.to_string()),
+            Location::Bucket(url, _) => Some(bucket_url_of(url, &parts)?.to_string()),
         }
     }
 
@@ -125,7 +137,7 @@ impl Location {
     pub fn folder(&self) -> Option<&Path> {
         match self {
             Location::Folder(path) => Some(path),
-            Location::Bucket(_) => None,
+            Location::Bucket(..) => None,
         }
     }
 }
@@ -134,7 +146,7 @@ impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Location::Folder(path) => write!(f, "{}", path.display()),
-            Location::Bucket(url) => write!(f, "{url}"),
+            Location::Bucket(url, _) => write!(f, "{url}"),
         }
     }
 }
@@ -244,18 +256,42 @@ impl Warehouse {
         Ok(Warehouse { root: Root::Folder(root), files_scan: false })
     }
 
-    /// Opens the warehouse at `location`. A bucket's endpoint, region and credentials come from the standard AWS
-    /// variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
-    /// `AWS_ALLOW_HTTP`, ...), as delta-rs reads them.
+    /// Opens the warehouse at `location`. A bucket's endpoint, region and credentials come from its settings (the
+    /// profile target's), and what they leave unset from the standard AWS variables (`AWS_ENDPOINT_URL`,
+    /// `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`, ...), as delta-rs reads them.
     pub fn open_at(location: &Location) -> Result<Warehouse, RunError> {
         match location {
             Location::Folder(path) => Warehouse::open(path),
-            Location::Bucket(url) => {
-                let store = deltalake::logstore::store_for(url, std::iter::empty::<(String, String)>())
+            Location::Bucket(url, settings) => {
+                let options = settings.store_options();
+                let store = deltalake::logstore::store_for(url, options.iter().cloned())
                     .map_err(|e| RunError::BadRelation(format!("warehouse `{url}` cannot be opened: {e}")))?;
-                Ok(Warehouse { root: Root::Bucket { url: url.clone(), store }, files_scan: false })
+                Ok(Warehouse { root: Root::Bucket { url: url.clone(), store, options }, files_scan: false })
             }
         }
+    }
+
+    /// Registers the store of the warehouse's bucket (its root, reached with the warehouse's options) with `runtime`,
+    /// so every scan of the tables' files (delta-rs's, [`files_scan::DeltaFiles`]) reaches the bucket as the
+    /// warehouse does, not with the AWS variables alone. Nothing to do for a folder.
+    pub fn register_store(&self, runtime: &datafusion::execution::runtime_env::RuntimeEnv) -> Result<(), RunError> {
+        if let Root::Bucket { url, options, .. } = &self.root {
+            let root = Url::parse(&format!("{}://{}/", url.scheme(), url.authority()))
+                .map_err(|e| RunError::Internal(format!("the bucket of {url}: {e}")))?;
+            let store = deltalake::logstore::store_for(&root, options.iter().cloned())
+                .map_err(|e| RunError::BadRelation(format!("warehouse `{url}` cannot be opened: {e}")))?;
+            runtime.register_object_store(&root, store);
+        }
+        Ok(())
+    }
+
+    /// A builder of `relation`'s table, with the store options of the warehouse's bucket.
+    pub fn table_builder(&self, relation: &str) -> Result<deltalake::DeltaTableBuilder, RunError> {
+        let builder = deltalake::DeltaTableBuilder::from_url(self.table_url(relation)?)?;
+        Ok(match &self.root {
+            Root::Folder(_) => builder,
+            Root::Bucket { options, .. } => builder.with_storage_options(options.iter().cloned().collect()),
+        })
     }
 
     /// The warehouse folder; `None` for a warehouse in a bucket.
@@ -378,7 +414,7 @@ impl Warehouse {
         if !self.has_table(relation).await {
             return Ok(None);
         }
-        match deltalake::open_table(self.table_url(relation)?).await {
+        match self.table_builder(relation)?.load().await {
             Ok(table) => Ok(Some(table)),
             Err(err) => Err(self.broken(relation, &err)),
         }
@@ -416,9 +452,9 @@ impl Warehouse {
             std::fs::create_dir_all(&dir).map_err(|e| RunError::io(&dir, e))?;
         }
         if self.has_table(relation).await {
-            return deltalake::open_table(self.table_url(relation)?).await.map_err(|err| self.broken(relation, &err));
+            return self.table_builder(relation)?.load().await.map_err(|err| self.broken(relation, &err));
         }
-        Ok(deltalake::DeltaTableBuilder::from_url(self.table_url(relation)?)?.build()?)
+        Ok(self.table_builder(relation)?.build()?)
     }
 
     /// Removes `relation`'s table, files and log (a staged result that has served its purpose).
@@ -431,7 +467,7 @@ impl Warehouse {
                     _ => Ok(()),
                 }
             }
-            Root::Bucket { store, url } => {
+            Root::Bucket { store, url, .. } => {
                 let prefix = object_path(&relation.split('.').collect::<Vec<_>>())?;
                 let objects: Vec<_> = store
                     .list(Some(&prefix))
@@ -475,7 +511,7 @@ impl Warehouse {
                 std::fs::write(&tmp, bytes).map_err(|e| RunError::io(&tmp, e))?;
                 std::fs::rename(&tmp, &path).map_err(|e| RunError::io(&path, e))
             }
-            Root::Bucket { store, url } => {
+            Root::Bucket { store, url, .. } => {
                 let path = object_path(parts)?;
                 store
                     .put(&path, bytes.into())
@@ -523,7 +559,7 @@ impl Warehouse {
                     _ => Ok(()),
                 }
             }
-            Root::Bucket { store, url } => {
+            Root::Bucket { store, url, .. } => {
                 let path = object_path(parts)?;
                 match store.delete(&path).await {
                     Err(deltalake::ObjectStoreError::NotFound { .. }) | Ok(()) => Ok(()),
@@ -695,7 +731,10 @@ mod tests {
         assert!(gcs.contains("not at a `gs://` URL"), "{gcs}");
         let bucket = Location::resolve(project, "s3://bucket/a/b");
         if cfg!(feature = "s3") {
-            assert_eq!(bucket.unwrap(), Location::Bucket(Url::parse("s3://bucket/a/b/").unwrap()));
+            assert_eq!(
+                bucket.unwrap(),
+                Location::Bucket(Url::parse("s3://bucket/a/b/").unwrap(), BucketSettings::default())
+            );
         } else {
             let err = bucket.unwrap_err().to_string();
             assert!(err.contains("the `s3` feature"), "{err}");
@@ -707,7 +746,7 @@ mod tests {
     #[test]
     fn files_of_a_bucket_warehouse_map_to_their_relations() {
         let url = Url::parse("s3://bucket/wh/").unwrap();
-        let warehouse = Warehouse::open_at(&Location::Bucket(url.clone())).unwrap();
+        let warehouse = Warehouse::open_at(&Location::Bucket(url.clone(), BucketSettings::default())).unwrap();
         assert_eq!(warehouse.table_url("silver.orders").unwrap().as_str(), "s3://bucket/wh/silver/orders/");
         for location in [
             "wh/silver/orders/part-1.parquet",
@@ -718,6 +757,9 @@ mod tests {
         }
         assert_eq!(warehouse.relation_of_file("other/silver/orders/x.parquet"), None);
         assert!(warehouse.table_url("../x.y").is_err());
-        assert_eq!(Location::Bucket(url).table_address("gold.daily").as_deref(), Some("s3://bucket/wh/gold/daily"));
+        assert_eq!(
+            Location::Bucket(url, BucketSettings::default()).table_address("gold.daily").as_deref(),
+            Some("s3://bucket/wh/gold/daily")
+        );
     }
 }

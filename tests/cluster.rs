@@ -224,41 +224,50 @@ async fn a_delta_table_is_read_on_the_executors_as_its_pinned_files() {
     assert_eq!(sorted_lines(&remote), sorted_lines(&local));
 }
 
-/// An executor is killed (SIGKILL) once it has written shuffle output, while the job runs: the job's answer is the
-/// local answer, no row twice (its lost map output is computed again elsewhere), or the job fails; never duplicates.
+/// An executor is killed (SIGKILL) while the job runs, once it has written its first shuffle output: the job's
+/// answer is the local answer, no row twice (its lost map output is computed again elsewhere), or the job fails;
+/// never duplicates. Ballista 55 can hand back a task's output twice after such a kill (seen, 62,499 rows for
+/// 50,000 keys): the client's check of the tasks' row numbers (`cluster::job`) refuses
+/// such an answer, which this test then sees as a failed job. Killed at three points from its first shuffle output.
+/// (With Ballista's push scheduling, which pipe's cluster does not use, a kill while the scheduler launches tasks
+/// onto the executor can leave the job running forever: apache/datafusion-ballista#2226, fixed after 55.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_executor_never_duplicates_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = cluster(dir.path(), 2);
-    let ctx = session();
-    let (plan, local) = latest_per_key(&ctx, dir.path(), 8, 300_000, 50_000).await;
+    for after_ms in [0, 300, 700] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = cluster(dir.path(), 2);
+        let ctx = session();
+        let (plan, local) = latest_per_key(&ctx, dir.path(), 8, 300_000, 50_000).await;
 
-    // Warm up: the executors have registered once a job has run.
-    let warm = ctx.sql("select 1 as one").await.unwrap().create_physical_plan().await.unwrap();
-    try_run_on(&cluster.scheduler, &warm, &ctx).await.unwrap();
+        // Warm up: the executors have registered once a job has run.
+        let warm = ctx.sql("select 1 as one").await.unwrap().create_physical_plan().await.unwrap();
+        try_run_on(&cluster.scheduler, &warm, &ctx).await.unwrap();
 
-    let scheduler = cluster.scheduler;
-    let job = {
-        let (plan, ctx) = (Arc::clone(&plan), ctx.clone());
-        tokio::spawn(async move { try_run_on(&scheduler, &plan, &ctx).await })
-    };
-    let victim = &cluster.work_dirs[0];
-    let started = Instant::now();
-    while files_under(victim) == 0 && !job.is_finished() {
-        assert!(started.elapsed() < Duration::from_secs(120), "executor 0 never wrote shuffle output");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let killed = !job.is_finished();
-    cluster.executors[0].0.kill().unwrap();
-    let outcome = tokio::time::timeout(Duration::from_secs(180), job).await.expect("the job neither ended nor failed");
-    match outcome.unwrap() {
-        Ok(remote) => {
-            let (remote, local) = (sorted_lines(&remote), sorted_lines(&local));
-            assert_eq!(remote.len(), local.len(), "rows lost or duplicated (executor killed mid-job: {killed})");
-            assert_eq!(remote, local);
-            eprintln!("the job succeeded with the local answer (executor killed mid-job: {killed})");
+        let scheduler = cluster.scheduler;
+        let job = {
+            let (plan, ctx) = (Arc::clone(&plan), ctx.clone());
+            tokio::spawn(async move { try_run_on(&scheduler, &plan, &ctx).await })
+        };
+        let victim = &cluster.work_dirs[0];
+        let started = Instant::now();
+        while files_under(victim) == 0 && !job.is_finished() {
+            assert!(started.elapsed() < Duration::from_secs(120), "executor 0 never wrote shuffle output");
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Err(err) => eprintln!("the job failed, which a build reports as the model failing: {err}"),
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        let killed = !job.is_finished();
+        cluster.executors[0].0.kill().unwrap();
+        let outcome =
+            tokio::time::timeout(Duration::from_secs(180), job).await.expect("the job neither ended nor failed");
+        match outcome.unwrap() {
+            Ok(remote) => {
+                let (remote, local) = (sorted_lines(&remote), sorted_lines(&local));
+                assert_eq!(remote.len(), local.len(), "rows lost or duplicated (killed {after_ms} ms in: {killed})");
+                assert_eq!(remote, local);
+                eprintln!("killed {after_ms} ms in ({killed}): the job succeeded with the local answer");
+            }
+            Err(err) => eprintln!("killed {after_ms} ms in ({killed}): the job failed, as a build reports it: {err}"),
+        }
     }
 }
 
@@ -467,8 +476,20 @@ fn incremental_batches_are_computed_on_the_cluster_and_applied_by_the_client() {
             "the CSV source is read here:\n{log}"
         );
         assert_eq!(silver_rows(remote.path()), silver_rows(local.path()), "round {round}:\n{log}");
-        // The batches' row accounting, from the jobs' metrics (the watermark's filter included).
-        assert_eq!(accounting(remote.path()), accounting(local.path()), "round {round}");
+        // The batches' row accounting, from the jobs' metrics (the watermark's filter included). A scan may skip the
+        // file whose statistics the watermark excludes, or read it and filter its rows (either engine, run to run):
+        // rows read less rows filtered, and rows deduplicated, are the same either way.
+        let kept = |csv: String| -> Vec<(String, i64, String)> {
+            csv.lines()
+                .skip(1)
+                .map(|line| {
+                    let f: Vec<&str> = line.split(',').collect();
+                    let number = |i: usize| f[i].parse::<i64>().unwrap_or(0);
+                    (f[0].to_string(), number(1) - number(2), f[3].to_string())
+                })
+                .collect()
+        };
+        assert_eq!(kept(accounting(remote.path())), kept(accounting(local.path())), "round {round}");
         if round == 1 {
             assert!(log.contains("merge: 2 rows in the batch"), "{log}");
             assert_eq!(commits(&remote.path().join("warehouse/silver/merged")).len(), 2);

@@ -7,6 +7,11 @@
 //!
 //! Ballista's adaptive planner is off for pipe's jobs: after an executor was killed it returned output of a
 //! superseded stage attempt beside the rerun's, which duplicates rows.
+//!
+//! After an executor is lost, Ballista 55 can still hand a task's output back twice (seen with the adaptive planner
+//! off too): every answer is checked by [`job::untagged`] (each task's rows once, one attempt per task) and refused
+//! otherwise, so the model fails and its table stays as it was. pipe's scheduler and executors use pull scheduling
+//! (`process`): with push, a lost executor can leave a job running forever.
 
 pub mod codec;
 pub mod job;
@@ -113,4 +118,20 @@ async fn read_tables_as_files(
         ctx.register_table(relation, Arc::new(files))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ballista's default is the adaptive planner on; pipe's jobs run with it off (see the module doc), whatever the
+    /// client's session says, and with the client's DataFusion options.
+    #[test]
+    fn jobs_run_without_the_adaptive_planner_and_with_the_clients_options() {
+        let client = SessionConfig::new_with_ballista().with_target_partitions(7);
+        assert!(client.ballista_adaptive_query_planner_enabled(), "Ballista's default changed");
+        let job = job_config(&client);
+        assert!(!job.ballista_adaptive_query_planner_enabled());
+        assert_eq!(job.target_partitions(), 7);
+    }
 }

@@ -44,6 +44,7 @@ pub async fn run_scheduler(options: &SchedulerOptions) -> Result<(), String> {
         no_executors_grace_period_seconds: options.executor_timeout.as_secs().max(6),
         expire_dead_executor_interval_seconds: (options.executor_timeout.as_secs() / 2).clamp(1, 5),
         override_physical_codec: Some(Arc::new(PipeCodec::default())),
+        scheduling_policy: ballista_core::config::TaskSchedulingPolicy::PullStaged,
         // Ballista's session, whose object stores know a warehouse's bucket: decoding a plan resolves the store
         // of every file it scans.
         override_session_builder: Some(Arc::new(|config| {
@@ -74,6 +75,7 @@ pub async fn run_executor(options: &ExecutorOptions) -> Result<(), String> {
         memory_pool_size: options.memory_limit,
         // A dead executor is noticed within seconds, not the default minute.
         executor_heartbeat_interval_seconds: 5,
+        task_scheduling_policy: ballista_core::config::TaskSchedulingPolicy::PullStaged,
         override_physical_codec: Some(Arc::new(PipeCodec::default())),
         // Spills in the work folder, as Ballista's own runtime does; Parquet files of tables in a bucket read from
         // it (`WarehouseStores`).

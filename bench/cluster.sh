@@ -2,18 +2,30 @@
 # The generated medallion built by the local engine and by `pipe ballista` processes on this machine (a scheduler
 # and EXECUTORS executors), on the same project in the same run: both wall times, the ratio, a check that the two
 # builds wrote the same tables, and where the cluster build's time went (per model, from the run history).
-#   bench/cluster.sh ROWS            (default 10000000)
-#   EXECUTORS=2 (default)            KEEP_DATA=DIR reuses/keeps the generated project in DIR/rROWS
+#   bench/cluster.sh ROWS            the generated event medallion (default 10000000 events)
+#   bench/cluster.sh tpch SF         TPC-H at scale factor SF (bench/tpch_project.py; tpchgen-cli from PyPI)
+#   EXECUTORS=2 (default)            KEEP_DATA=DIR reuses/keeps the generated project in DIR
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared=${SHARED:-../shared/bench}
 export CARGO_TARGET_DIR="${PIPE_RELEASE_TARGET:-$HOME/.cache/pipe-target-release}"
 cargo build --release --quiet --features ballista
 bin="$CARGO_TARGET_DIR/release/pipe"
-rows=${1:-10000000}
 executors=${EXECUTORS:-2}
 work=${KEEP_DATA:-$(mktemp -d)}
 mkdir -p "$work"
+if [ "${1:-}" = tpch ]; then
+  sf=${2:-1}
+  rows="tpch-sf$sf"
+  dir="$work/$rows"
+  command -v tpchgen-cli >/dev/null || pip install --quiet tpchgen-cli || pip install --quiet --user tpchgen-cli
+  export PATH="$PATH:$HOME/.local/bin"
+  [ -f "$dir/pipe.yml" ] || python3 bench/tpch_project.py --out "$dir" --sf "$sf"
+else
+  rows=${1:-10000000}
+  dir="$work/r$rows"
+  [ -f "$dir/dbt_project.yml" ] || python3 "$shared/gen_project.py" --out "$dir" --rows "$rows" >/dev/null
+fi
 cluster=$(mktemp -d)
 pids=()
 cleanup() {
@@ -22,8 +34,6 @@ cleanup() {
   [ -n "${KEEP_DATA:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
-dir="$work/r$rows"
-[ -f "$dir/dbt_project.yml" ] || python3 "$shared/gen_project.py" --out "$dir" --rows "$rows" >/dev/null
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done; exit 1; }

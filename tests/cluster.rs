@@ -119,7 +119,20 @@ async fn try_run_on(
     plan: &Arc<dyn ExecutionPlan>,
     ctx: &SessionContext,
 ) -> datafusion::common::Result<Vec<RecordBatch>> {
-    let config = pipe::run::cluster::job_config(ctx.state().config());
+    try_run_with(scheduler, plan, ctx, false).await
+}
+
+/// As [`try_run_on`], with Ballista's adaptive planner on (`adaptive`) or off (pipe's jobs).
+async fn try_run_with(
+    scheduler: &SocketAddr,
+    plan: &Arc<dyn ExecutionPlan>,
+    ctx: &SessionContext,
+    adaptive: bool,
+) -> datafusion::common::Result<Vec<RecordBatch>> {
+    let mut config = pipe::run::cluster::job_config(ctx.state().config());
+    if adaptive {
+        config = config.set_bool("ballista.planner.adaptive.enabled", true);
+    }
     let started = Instant::now();
     loop {
         // Executors register on their first heartbeat; until then the scheduler has no slots.
@@ -233,7 +246,9 @@ async fn a_delta_table_is_read_on_the_executors_as_its_pinned_files() {
 /// onto the executor can leave the job running forever: apache/datafusion-ballista#2226, fixed after 55.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_executor_never_duplicates_rows() {
-    for after_ms in [0, 300, 700] {
+    // pipe's jobs (adaptive planner off) at three points, and with the adaptive planner on at two: the answer check
+    // is the client's, whichever planner the scheduler runs.
+    for (adaptive, after_ms) in [(false, 0), (false, 300), (false, 700), (true, 0), (true, 700)] {
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = cluster(dir.path(), 2);
         let ctx = session();
@@ -246,7 +261,7 @@ async fn a_killed_executor_never_duplicates_rows() {
         let scheduler = cluster.scheduler;
         let job = {
             let (plan, ctx) = (Arc::clone(&plan), ctx.clone());
-            tokio::spawn(async move { try_run_on(&scheduler, &plan, &ctx).await })
+            tokio::spawn(async move { try_run_with(&scheduler, &plan, &ctx, adaptive).await })
         };
         let victim = &cluster.work_dirs[0];
         let started = Instant::now();
@@ -262,11 +277,19 @@ async fn a_killed_executor_never_duplicates_rows() {
         match outcome.unwrap() {
             Ok(remote) => {
                 let (remote, local) = (sorted_lines(&remote), sorted_lines(&local));
-                assert_eq!(remote.len(), local.len(), "rows lost or duplicated (killed {after_ms} ms in: {killed})");
+                assert_eq!(
+                    remote.len(),
+                    local.len(),
+                    "rows lost or duplicated (adaptive {adaptive}, killed {after_ms} ms in: {killed})"
+                );
                 assert_eq!(remote, local);
-                eprintln!("killed {after_ms} ms in ({killed}): the job succeeded with the local answer");
+                eprintln!(
+                    "adaptive {adaptive}, killed {after_ms} ms in ({killed}): the job succeeded with the local answer"
+                );
             }
-            Err(err) => eprintln!("killed {after_ms} ms in ({killed}): the job failed, as a build reports it: {err}"),
+            Err(err) => {
+                eprintln!("adaptive {adaptive}, killed {after_ms} ms in ({killed}): the job failed, as a build reports it: {err}")
+            }
         }
     }
 }

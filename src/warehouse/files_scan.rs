@@ -301,8 +301,7 @@ impl datafusion::execution::object_store::ObjectStoreRegistry for WarehouseStore
         if !super::BUCKET_SCHEMES.contains(&url.scheme()) {
             return Err(unknown);
         }
-        let root = url::Url::parse(&format!("{}://{}/", url.scheme(), url.authority()))
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let root = super::bucket_root(url).map_err(|e| DataFusionError::External(Box::new(e)))?;
         let store = deltalake::logstore::store_for(&root, std::iter::empty::<(String, String)>())
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         self.registered.register_store(&root, Arc::clone(&store));

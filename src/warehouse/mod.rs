@@ -237,6 +237,11 @@ fn bucket_url_of(url: &Url, parts: &[&str]) -> Option<Url> {
     Some(joined)
 }
 
+/// The root of the bucket `url` is in (`s3://bucket/`): where an object store for its files is registered.
+pub(crate) fn bucket_root(url: &Url) -> Result<Url, url::ParseError> {
+    Url::parse(&format!("{}://{}/", url.scheme(), url.authority()))
+}
+
 /// The object path of `parts` under a bucket warehouse's prefix, each checked as [`join_inside`] checks them.
 fn object_path(parts: &[&str]) -> Result<deltalake::Path, RunError> {
     check_parts(parts)?;
@@ -276,8 +281,7 @@ impl Warehouse {
     /// warehouse does, not with the AWS variables alone. Nothing to do for a folder.
     pub fn register_store(&self, runtime: &datafusion::execution::runtime_env::RuntimeEnv) -> Result<(), RunError> {
         if let Root::Bucket { url, options, .. } = &self.root {
-            let root = Url::parse(&format!("{}://{}/", url.scheme(), url.authority()))
-                .map_err(|e| RunError::Internal(format!("the bucket of {url}: {e}")))?;
+            let root = bucket_root(url).map_err(|e| RunError::Internal(format!("the bucket of {url}: {e}")))?;
             let store = deltalake::logstore::store_for(&root, options.iter().cloned())
                 .map_err(|e| RunError::BadRelation(format!("warehouse `{url}` cannot be opened: {e}")))?;
             runtime.register_object_store(&root, store);
